@@ -1,0 +1,1 @@
+"""Everything that does I/O against an external system, behind typing.Protocols."""

@@ -1,0 +1,1 @@
+"""The server components (executor, worker, scheduler, indexer, webserver), each an actor."""
