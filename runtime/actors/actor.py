@@ -1,0 +1,256 @@
+"""Actors: state plus a handler that sees one message at a time.
+
+An actor runs as a supervised child (see :func:`actor_spec`). Its mailbox outlives
+restarts, so an :class:`ActorRef` stays valid while the supervisor restarts the
+actor; the mailbox closes only when the supervisor drops the child for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from runtime.actors.mailbox import (
+    Delivery,
+    Inbox,
+    Mailbox,
+    MailboxClosedError,
+    MailboxStatistics,
+    OverflowPolicy,
+    Postbox,
+)
+from runtime.actors.supervisor import ChildContext, ChildSpec, Restart
+from runtime.log import get_logger
+
+M = TypeVar("M")
+
+log = get_logger(__name__)
+
+
+class AskTimeoutError(TimeoutError):
+    """``ask`` got no reply in time. A reply arriving later is dropped."""
+
+
+class ActorRef(Generic[M]):
+    """The address of an actor: the only way to reach it."""
+
+    __slots__ = ("_postbox", "name")
+
+    def __init__(self, name: str, postbox: Postbox[M]) -> None:
+        self.name = name
+        self._postbox = postbox
+
+    async def tell(self, message: M) -> None:
+        """Send; waits while the mailbox is full (backpressure)."""
+        await self._postbox.put(message)
+
+    def tell_nowait(self, message: M) -> None:
+        """Send without waiting; raises MailboxFullError when the mailbox is full."""
+        self._postbox.put_nowait(message)
+
+    async def ask(self, message: M, timeout: float) -> Any:  # noqa: ASYNC109 - the API asked for
+        """Send and wait for the handler's return value (or its exception).
+
+        The reply travels through a future owned by this call, never through a
+        mailbox; on timeout the future is cancelled, so a late reply is dropped.
+        """
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._postbox.put(message, reply)
+                return await reply
+        except TimeoutError:
+            raise AskTimeoutError(
+                f"actor {self.name!r} did not answer {type(message).__name__} within {timeout}s"
+            ) from None
+        finally:
+            reply.cancel()
+
+    def statistics(self) -> MailboxStatistics:
+        return self._postbox.statistics()
+
+    @property
+    def alive(self) -> bool:
+        """False once the actor has stopped for good and its mailbox is closed."""
+        return not self._postbox.closed
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.name!r})"
+
+
+class Actor(Generic[M]):
+    """Subclass and implement :meth:`receive`. One message is handled at a time.
+
+    The return value of ``receive`` answers an ``ask``; an exception crashes the actor
+    (the asker gets it too) and its supervisor decides what happens next.
+    """
+
+    #: deliveries taken from the inbox at once (they are acked together)
+    batch_size: int = 64
+    #: set before on_start
+    ref: ActorRef[M]
+    name: str
+
+    async def on_start(self) -> None:
+        """Called before the actor counts as started; raising fails the start."""
+
+    async def receive(self, message: M) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement receive()")
+
+    async def on_stop(self) -> None:
+        """Called when the actor stops, gracefully or not (not after a crash of on_start)."""
+
+
+class _StopSignal(Exception):
+    """Raised in the receive loop when a graceful stop interrupts a wait for messages."""
+
+
+class ActorCell(Generic[M]):
+    """Owns what survives an actor's restarts: its name, mailbox and ref."""
+
+    def __init__(
+        self,
+        name: str,
+        factory: Callable[[], Actor[M]],
+        mailbox_factory: Callable[[], Any],
+        register: bool,
+    ) -> None:
+        self.name = name
+        self._factory = factory
+        self._mailbox_factory = mailbox_factory
+        self._register = register
+        self._mailbox: Any = None
+        self._ref: ActorRef[M] | None = None
+        self.actor: Actor[M] | None = None
+
+    @property
+    def ref(self) -> ActorRef[M]:
+        if self._ref is None or self._mailbox.closed:
+            self._mailbox = self._mailbox_factory()
+            self._ref = ActorRef(self.name, self._mailbox)
+        return self._ref
+
+    async def run(self, ctx: ChildContext) -> None:
+        ref = self.ref
+        inbox: Inbox[M] = self._mailbox
+        actor = self._factory()
+        actor.ref = ref
+        actor.name = self.name
+        self.actor = actor
+        await actor.on_start()
+        if self._register and ctx.registry.get(self.name) is not ref:
+            ctx.registry.register(self.name, ref)
+
+        task = asyncio.current_task()
+        assert task is not None
+        busy = False
+        stopping = False
+        stop_cancels = 0
+
+        def request_stop() -> None:
+            nonlocal stopping, stop_cancels
+            stopping = True
+            if not busy:
+                stop_cancels += 1
+                task.cancel()
+
+        ctx.on_stop_requested(request_stop)
+        ctx.ready()
+        try:
+            while not stopping:
+                try:
+                    batch = await inbox.receive(actor.batch_size)
+                except asyncio.CancelledError:
+                    if stop_cancels and task.uncancel() == 0:
+                        stop_cancels -= 1
+                        break
+                    raise
+                except MailboxClosedError:
+                    break
+                busy = True
+                await self._handle_batch(actor, inbox, batch, lambda: stopping)
+                busy = False
+        finally:
+            # Shielded from nothing but our own stop: on_stop runs even on a crash.
+            await actor.on_stop()
+
+    @staticmethod
+    async def _handle_batch(
+        actor: Actor[M],
+        inbox: Inbox[M],
+        batch: Sequence[Delivery[M]],
+        stopping: Callable[[], bool],
+    ) -> None:
+        done = 0
+        receive = actor.receive
+        try:
+            for delivery in batch:
+                if stopping():
+                    break
+                result = await receive(delivery.message)
+                reply = delivery.reply
+                if reply is not None and not reply.done():
+                    reply.set_result(result)
+                done += 1
+        except Exception as exc:
+            reply = batch[done].reply
+            if reply is not None and not reply.done():
+                reply.set_exception(exc)
+            await inbox.ack(batch[:done])
+            # The unstarted rest first: both go back to the front, order preserved.
+            await inbox.nack(batch[done + 1 :])
+            await inbox.nack(batch[done : done + 1], error=exc)
+            raise
+        except BaseException:
+            # Cancelled mid-message: the message was not handled; give it back.
+            await inbox.ack(batch[:done])
+            await inbox.nack(batch[done:])
+            raise
+        await inbox.ack(batch[:done])
+        if done < len(batch):
+            await inbox.nack(batch[done:])
+
+    def terminate(self, ctx: ChildContext) -> None:
+        """The supervisor dropped the child: close the mailbox, forget the name."""
+        if self._mailbox is not None:
+            self._mailbox.close()
+        if self._register and self._ref is not None:
+            ctx.registry.unregister(self.name, self._ref)
+
+
+def actor_spec(
+    name: str,
+    factory: Callable[[], Actor[Any]],
+    *,
+    mailbox_size: int | None = None,
+    overflow: OverflowPolicy = OverflowPolicy.BLOCK,
+    mailbox_factory: Callable[[], Any] | None = None,
+    restart: Restart = Restart.PERMANENT,
+    shutdown_timeout: float = 5.0,
+    start_timeout: float = 60.0,
+    register: bool = True,
+) -> ChildSpec:
+    """A child spec that runs ``factory()``'s actor under a supervisor.
+
+    Give either ``mailbox_size`` (a volatile :class:`Mailbox`) or ``mailbox_factory``
+    (anything implementing both Inbox and Postbox, e.g. a durable mailbox). With
+    ``register`` the actor is findable by ``name`` in the system's registry.
+    """
+    if mailbox_factory is None:
+        if mailbox_size is None:
+            raise TypeError(f"actor {name!r}: give mailbox_size or mailbox_factory")
+        size = mailbox_size
+
+        def mailbox_factory() -> Mailbox[Any]:
+            return Mailbox(size, overflow, name)
+
+    cell: ActorCell[Any] = ActorCell(name, factory, mailbox_factory, register)
+    return ChildSpec(
+        id=name,
+        start=cell.run,
+        restart=restart,
+        shutdown_timeout=shutdown_timeout,
+        start_timeout=start_timeout,
+        terminate=cell.terminate,
+    )
