@@ -14,6 +14,14 @@ from runtime.actors.mailbox import (
     OverflowPolicy,
     Postbox,
 )
+from runtime.actors.pool import (
+    PoolClosedError,
+    PoolError,
+    ProcessPool,
+    ProcessPoolStatistics,
+    RemoteError,
+    WorkerCrashedError,
+)
 from runtime.actors.registry import ActorNotFoundError, NameTakenError, Registry
 from runtime.actors.supervisor import (
     Backoff,
@@ -31,6 +39,12 @@ from runtime.actors.supervisor import (
 from runtime.actors.system import ActorSystem
 
 __all__ = [
+    "WorkerCrashedError",
+    "RemoteError",
+    "ProcessPoolStatistics",
+    "ProcessPool",
+    "PoolError",
+    "PoolClosedError",
     "Actor",
     "ActorCell",
     "ActorNotFoundError",
