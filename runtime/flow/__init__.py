@@ -1,0 +1,1 @@
+"""The flow language: model, parsing and validation, templating, the pure execution engine."""

@@ -1,0 +1,1 @@
+"""Core task plugins: the runnable tasks Kestra ships in its core."""
