@@ -1,7 +1,8 @@
 """``python -m bench``: run the capacity and latency benchmarks.
 
-Today: the actor kernel (``actors``). Results go to stdout as a markdown table and
-to ``bench/results/<measure>-<timestamp>.json`` with machine information.
+Measures today: ``actors`` (the actor kernel) and ``engine`` (the pure execution
+engine). Results go to stdout as markdown tables and to
+``bench/results/<measure>-<timestamp>.json`` with machine information.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import pathlib
 import platform
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from bench import actors
+from bench import actors, engine
 from runtime.log import configure_logging
 
 
@@ -30,10 +32,31 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _actors(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    sizes = {"messages": 50_000, "rounds": 5_000} if quick else {}
+    return sizes, asyncio.run(actors.run(**sizes))
+
+
+def _engine(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    sizes = {"repeat": 4} if quick else {}
+    return sizes, engine.run(**sizes)
+
+
+MEASURES: dict[str, tuple[Callable[[bool], tuple[dict[str, Any], dict[str, Any]]], Any]] = {
+    "actors": (_actors, actors.table),
+    "engine": (_engine, engine.table),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "measure", nargs="?", default="actors", choices=["actors"], help="what to measure"
+        "measures",
+        nargs="*",
+        default=list(MEASURES),
+        choices=[*MEASURES, []],
+        metavar="MEASURE",
+        help=f"what to measure: {', '.join(MEASURES)} (default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast pass")
     parser.add_argument(
@@ -41,16 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     configure_logging("WARNING")
-
-    sizes = {"messages": 50_000, "rounds": 5_000} if args.quick else {}
-    result = asyncio.run(actors.run(**sizes))
-    document = {"measure": args.measure, "machine": machine(), "settings": sizes, "result": result}
     out = pathlib.Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.measure}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(document, indent=2))
-    print(actors.table(result))
-    print(f"\nresults: {path}")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for name in args.measures or list(MEASURES):
+        measure, table = MEASURES[name]
+        settings, result = measure(args.quick)
+        document = {"measure": name, "machine": machine(), "settings": settings, "result": result}
+        path = out / f"{name}-{stamp}.json"
+        path.write_text(json.dumps(document, indent=2))
+        print(f"## {name}\n\n{table(result)}\n\nresults: {path}\n")
     return 0
 
 

@@ -473,6 +473,7 @@ class _Pass:
             if task.kind in (TaskKind.RUNNABLE, TaskKind.SUBFLOW):
                 self.move_run(run, S.RESTARTED)
             else:
+                self.set_run(_forget_cursor(run))
                 run = self.move_run(run, S.RESTARTED)
                 self.move_run(run, S.RUNNING)
         self.memo.pop("timed_out", None)
@@ -544,7 +545,14 @@ class _Pass:
 
     def create_run(
         self, task: Task, parent: TaskRun | None, value: str | None, iteration: int | None
-    ) -> None:
+    ) -> TaskRun:
+        """Create and start one task run; returns it as it stands afterwards."""
+        run_id = self._create_run(task, parent, value, iteration)
+        return self.runs[self.index[run_id]]
+
+    def _create_run(
+        self, task: Task, parent: TaskRun | None, value: str | None, iteration: int | None
+    ) -> str:
         parent_id = parent.id if parent else None
         run_id = derived_id(self.original.id, parent_id, task.id, value, iteration)
         if run_id in self.index:  # created before and removed by a restart: new generation
@@ -566,10 +574,10 @@ class _Pass:
         except template.TemplateError as exc:
             self.log("ERROR", f"runIf of task {task.id!r}: {exc}", run)
             self.move_run(run, S.FAILED)
-            return
+            return run_id
         if not is_truthy(run_if):
             self.move_run(run, S.SKIPPED)
-            return
+            return run_id
         if task.timeout is not None and task.kind is not TaskKind.RUNNABLE:
             self.wake(self.at + task.timeout, DelayKind.TIMEOUT, run.id)
         if task.kind is TaskKind.RUNNABLE:
@@ -586,6 +594,7 @@ class _Pass:
                 self.move_execution(S.PAUSED)
         else:
             self.move_run(run, S.RUNNING)
+        return run_id
 
     def end_scope(self, run: TaskRun, state: StateType, outputs: dict[str, Any] | None) -> None:
         run = self.runs[self.index[run.id]]
@@ -656,9 +665,12 @@ class _Pass:
         if not killing and not timed_out:
             nexts = scope.nexts()
             if nexts:
+                again = False
                 for task, value, iteration in nexts:
-                    self.create_run(task, parent, value, iteration)
-                return True
+                    created = self.create_run(task, parent, value, iteration)
+                    # Another pass only if something can move without a new event.
+                    again |= created.state.terminated or self.is_scope(created)
+                return moved or again
             if scope.waiting():
                 return moved
         elif any(not r.state.terminated for r in scope.runs):
@@ -775,7 +787,8 @@ class _Pass:
                 continue
             moved = run
             if run.id in keep_ancestors:
-                moved = run.with_state(S.RESTARTED, self.at).with_state(S.RUNNING, self.at)
+                moved = _forget_cursor(run)
+                moved = moved.with_state(S.RESTARTED, self.at).with_state(S.RUNNING, self.at)
             elif run.id == target.id:
                 if self.task_of(run).kind in (TaskKind.RUNNABLE, TaskKind.SUBFLOW):
                     moved = run.with_state(S.RESTARTED, self.at)
@@ -811,6 +824,14 @@ class _Pass:
             ),
         )
         self.commands.append(CreateExecution(at=self.at, execution=execution))
+
+
+def _forget_cursor(run: TaskRun) -> TaskRun:
+    """A loop that runs again must re-check its lanes (see scopes.Scope._main_nexts)."""
+    if not run.memo or "lanes_done" not in run.memo:
+        return run
+    memo = {k: v for k, v in run.memo.items() if k != "lanes_done"}
+    return msgspec.structs.replace(run, memo=memo or None)
 
 
 def _convert_output(output_id: str, kind: str, value: Any) -> Any:

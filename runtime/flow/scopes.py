@@ -80,7 +80,7 @@ class Lane:
         iteration: int | None = None,
         deps: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
-        self.tasks = [t for t in tasks if not t.disabled]
+        self.tasks = _enabled(tasks)
         self.mode = mode
         self.value = value
         self.iteration = iteration
@@ -88,6 +88,21 @@ class Lane:
 
     def key(self, task_id: str) -> tuple[str, str | None, int | None]:
         return (task_id, self.value, self.iteration)
+
+
+_ENABLED: dict[int, tuple[Sequence[Task], list[Task]]] = {}
+
+
+def _enabled(tasks: Sequence[Task]) -> list[Task]:
+    """``tasks`` without the disabled ones, cached per (immutable) task list."""
+    cached = _ENABLED.get(id(tasks))
+    if cached is not None and cached[0] is tasks:
+        return cached[1]
+    enabled = [t for t in tasks if not t.disabled]
+    if len(_ENABLED) > 4096:
+        _ENABLED.clear()
+    _ENABLED[id(tasks)] = (tasks, enabled)
+    return enabled
 
 
 class Scope:
@@ -188,24 +203,43 @@ class Scope:
     def _main_nexts(self) -> list[Next]:
         nexts: list[Next] = []
         active = 0
-        running = sum(1 for r in self.runs if not r.state.terminated)
+        running = sum(1 for r in self.runs if not r.state.current.terminated)
         budget = self.task_concurrency - running if self.task_concurrency > 0 else None
-        for lane in self.lanes:
+        # Lanes before the cursor are known to have succeeded (kept in the parent's
+        # memo), so a long loop does not re-check every finished iteration.
+        parent = self.parent
+        cursor = int((parent.memo or {}).get("lanes_done", 0)) if parent is not None else 0
+        prefix = cursor
+        for position in range(cursor, len(self.lanes)):
+            lane = self.lanes[position]
             lane_runs = [self._by_key.get(lane.key(t.id)) for t in lane.tasks]
             started = any(r is not None for r in lane_runs)
             lane_done = started and self._lane_done(lane, lane_runs)
             if lane_done:
+                if prefix == position and all(
+                    r is not None and r.state.current is not S.FAILED for r in lane_runs
+                ):
+                    prefix += 1
                 continue
             if not started and self.lane_concurrency > 0 and active >= self.lane_concurrency:
                 break
             active += 1
             for task in self._lane_candidates(lane, lane_runs):
                 if budget is not None and budget <= 0:
+                    self._save_cursor(cursor, prefix)
                     return nexts
                 nexts.append((task, lane.value, lane.iteration))
                 if budget is not None:
                     budget -= 1
+        self._save_cursor(cursor, prefix)
         return nexts
+
+    def _save_cursor(self, old: int, new: int) -> None:
+        if new > old and self.parent is not None and len(self.lanes) > 1:
+            parent = self.engine.runs[self.engine.index[self.parent.id]]
+            memo = {**(parent.memo or {}), "lanes_done": new}
+            self.parent = msgspec.structs.replace(parent, memo=memo)
+            self.engine.set_run(self.parent)
 
     def _lane_done(self, lane: Lane, runs: list[TaskRun | None]) -> bool:
         if any(r is not None and r.state.current is S.FAILED for r in runs):

@@ -26,25 +26,13 @@ class StateType(enum.Enum):
     RETRIED = "RETRIED"
     SKIPPED = "SKIPPED"
 
-    @property
-    def terminated(self) -> bool:
-        return self in _TERMINATED
-
-    @property
-    def created(self) -> bool:
-        return self is StateType.CREATED or self is StateType.RESTARTED
-
-    @property
-    def running(self) -> bool:
-        return self is StateType.RUNNING or self is StateType.KILLING
-
-    @property
-    def failed(self) -> bool:
-        return self is StateType.FAILED
-
-    @property
-    def retrying(self) -> bool:
-        return self is StateType.RETRYING or self is StateType.RETRIED
+    # Set on each member below: plain attributes, not properties, because the
+    # engine asks these questions hundreds of times per event.
+    terminated: bool
+    created: bool
+    running: bool
+    failed: bool
+    retrying: bool
 
 
 _TERMINATED = frozenset(
@@ -58,6 +46,14 @@ _TERMINATED = frozenset(
         StateType.SKIPPED,
     }
 )
+
+
+for _member in StateType:
+    _member.terminated = _member in _TERMINATED
+    _member.created = _member in (StateType.CREATED, StateType.RESTARTED)
+    _member.running = _member in (StateType.RUNNING, StateType.KILLING)
+    _member.failed = _member is StateType.FAILED
+    _member.retrying = _member in (StateType.RETRYING, StateType.RETRIED)
 
 
 class History(msgspec.Struct, frozen=True):
