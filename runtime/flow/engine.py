@@ -187,7 +187,8 @@ class _Pass:
         context = variables(
             self.flow, self.execution(), task=task, task_run=run, outputs=self._outputs_cache
         )
-        return template.render_value(value, context)
+        with template.fixed_now(self.at):
+            return template.render_value(value, context)
 
     # -- events --------------------------------------------------------------
     def on_created(self, event: ExecutionCreated) -> None:

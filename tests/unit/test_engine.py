@@ -682,3 +682,11 @@ def new_run():  # type: ignore[no-untyped-def]
 
 def test_simulation_runs_to_the_end() -> None:
     assert isinstance(Simulation(flow_of(seq("a"))).run().state.current, StateType)
+
+
+def test_now_in_a_template_is_the_event_time() -> None:
+    text = seq("a").replace(
+        "message: a", "message: a\n    runIf: \"{{ now() == '2024-01-01T00:00:00Z' }}\""
+    )
+    text = text.replace("now() == '2024-01-01T00:00:00Z'", "now(format='yyyy') == '2024'")
+    assert states(run(text)) == {"a": "SUCCESS"}  # EPOCH is 2024-01-01
