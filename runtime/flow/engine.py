@@ -308,7 +308,7 @@ class _Pass:
             self.wake(next_date, DelayKind.NEW_EXECUTION, run.id)
         else:
             self.move_run(run, S.RETRYING)
-            self.wake(next_date, DelayKind.RETRY, run.id)
+            self.wake(next_date, DelayKind.RETRY, run.id, run.attempt_count)
         return True
 
     def on_kill(self) -> None:
@@ -383,7 +383,11 @@ class _Pass:
         run = self.find(event.task_run_id)
         if run is None:
             return
-        if kind is DelayKind.RETRY and run.state.current is S.RETRYING:
+        if (
+            kind is DelayKind.RETRY
+            and run.state.current is S.RETRYING
+            and event.attempt in (None, run.attempt_count)
+        ):
             if self.state.current is S.KILLING:
                 self.move_run(run, S.KILLED)
                 return
@@ -410,7 +414,7 @@ class _Pass:
                 self.move_execution(S.RUNNING)
         elif kind is DelayKind.WAIT_FOR and run.state.current is S.RUNNING:
             memo = dict(run.memo or {})
-            if memo.get("waiting"):
+            if memo.get("waiting") and event.attempt in (None, memo.get("iteration", 0)):
                 memo["waiting"] = False
                 memo["iteration"] = int(memo.get("iteration", 0)) + 1
                 self.set_run(msgspec.structs.replace(run, memo=memo))
@@ -632,8 +636,12 @@ class _Pass:
             out[output.id] = _convert_output(output.id, output.type, value)
         return out
 
-    def wake(self, when: datetime, kind: DelayKind, run_id: str | None) -> None:
-        self.commands.append(WakeAt(at=self.at, when=when, delay=kind, task_run_id=run_id))
+    def wake(
+        self, when: datetime, kind: DelayKind, run_id: str | None, attempt: int | None = None
+    ) -> None:
+        self.commands.append(
+            WakeAt(at=self.at, when=when, delay=kind, task_run_id=run_id, attempt=attempt)
+        )
 
     # -- driving -------------------------------------------------------------
     def drive(self) -> None:

@@ -64,6 +64,9 @@ class DelayKind(enum.Enum):
 class DelayElapsed(_Message, frozen=True, kw_only=True, tag="delay"):
     delay: DelayKind
     task_run_id: str | None = None
+    #: copied from the WakeAt: the attempt (RETRY) or iteration (WAIT_FOR) it was set
+    #: for, so a wake-up delivered again later cannot start a later one early
+    attempt: int | None = None
 
 
 class SubflowEnded(_Message, frozen=True, kw_only=True, tag="subflow_ended"):
@@ -121,6 +124,7 @@ class WakeAt(_Message, frozen=True, kw_only=True, tag="wake_at"):
     when: datetime
     delay: DelayKind
     task_run_id: str | None = None
+    attempt: int | None = None
 
 
 class ExecutionEnded(_Message, frozen=True, kw_only=True, tag="execution_ended"):

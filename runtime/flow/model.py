@@ -91,6 +91,9 @@ class Task(_Model, kw_only=True, frozen=True):
     run_if: str | bool = "true"
     worker_group: dict[str, Any] | None = None
     log_to_file: bool = False
+    # Accepted so existing flows validate; not acted on yet.
+    version: str | None = None
+    task_cache: dict[str, Any] | None = None
 
     kind: ClassVar[TaskKind] = TaskKind.RUNNABLE
     #: the name Kestra documents for this type
@@ -417,6 +420,12 @@ class Flow(_Model, kw_only=True, frozen=True):
     deleted: bool = False
     outputs: tuple[FlowOutput, ...] = ()
     plugin_defaults: tuple[PluginDefault, ...] = ()
+    # Accepted so existing flows validate; not acted on yet (listeners are deprecated
+    # in Kestra in favour of triggers and afterExecution).
+    listeners: tuple[dict[str, Any], ...] = ()
+    sla: tuple[dict[str, Any], ...] = ()
+    checks: tuple[dict[str, Any], ...] = ()
+    tenant_id: str | None = None
 
     def label_map(self) -> dict[str, str]:
         if isinstance(self.labels, dict):

@@ -267,14 +267,14 @@ class Scope:
         return [t for t in missing if all(dep in terminated for dep in lane.deps.get(t.id, ()))]
 
     def _lane_step(self, lane: Lane) -> tuple[list[Next], bool]:
-        runs = [self._by_key.get(lane.key(t.id)) for t in lane.tasks]
-        for task, run in zip(lane.tasks, runs, strict=True):
+        """The next task of an errors or finally lane. As in Kestra, a failed handler
+        task does not stop the ones after it."""
+        for task in lane.tasks:
+            run = self._by_key.get(lane.key(task.id))
             if run is None:
                 return [(task, lane.value, lane.iteration)], False
             if not run.state.terminated:
                 return [], False
-            if run.state.current is S.FAILED:
-                break
         return [], True
 
 
@@ -328,7 +328,7 @@ class _WaitForScope(Scope):
             return S.FAILED if task.fail_on_max_reached else guessed
         memo = {**(parent.memo or {}), "waiting": True, "iteration": self.iteration}
         engine.set_run(msgspec.structs.replace(parent, memo=memo))
-        engine.wake(engine.at + frequency.interval, DelayKind.WAIT_FOR, parent.id)
+        engine.wake(engine.at + frequency.interval, DelayKind.WAIT_FOR, parent.id, self.iteration)
         return None
 
 
@@ -443,6 +443,11 @@ def _loop_values(engine: _Pass, task: Task, parent: TaskRun, raw: Any) -> list[s
         rendered = [{"key": k, "value": v} for k, v in rendered.items()]
     if not isinstance(rendered, list):
         raise ValueError(f"values must be a list, got {type(rendered).__name__}")
-    values = [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in rendered]
+    # Kestra runs each distinct value once.
+    values = list(
+        dict.fromkeys(
+            v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in rendered
+        )
+    )
     engine.set_run(msgspec.structs.replace(parent, memo={**memo, "values": values}))
     return values

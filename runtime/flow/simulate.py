@@ -169,7 +169,10 @@ class Simulation:
                     next(self._counter),
                     execution_id,
                     DelayElapsed(
-                        at=command.when, delay=command.delay, task_run_id=command.task_run_id
+                        at=command.when,
+                        delay=command.delay,
+                        task_run_id=command.task_run_id,
+                        attempt=command.attempt,
                     ),
                 ),
             )
