@@ -1,0 +1,351 @@
+"""What every backend provides, as typing.Protocols.
+
+A backend bundles the stores and queues the services need. Each attribute of
+:class:`Backend` works on its own (every call commits by itself); ``transaction()``
+gives the same attributes bound to one transaction, so the executor can lock an
+execution, save it, publish the messages its commands produce and ack the events
+it consumed, all or nothing (the transactional outbox of DESIGN §5).
+
+Times are timezone-aware UTC datetimes. Backends read "now" from the ``clock``
+they were built with, so tests can move time (leases, TTLs, delayed messages).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+
+from runtime.flow.execution import Execution
+from runtime.flow.states import StateType
+from runtime.messages import LogEntry
+
+Clock = Callable[[], datetime]
+
+
+# -- records ----------------------------------------------------------------------
+class QueueMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A claimed message: ack it, or nack it to have it delivered again."""
+
+    id: int
+    queue: str
+    key: str | None
+    payload: bytes
+    #: deliveries before this one (a nack or an expired lease counts one)
+    attempts: int = 0
+
+
+class FlowRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One revision of a flow's source."""
+
+    namespace: str
+    id: str
+    revision: int
+    source: str
+    updated: datetime
+    deleted: bool = False
+
+
+class TriggerState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the scheduler remembers of one trigger between ticks and restarts."""
+
+    namespace: str
+    flow_id: str
+    trigger_id: str
+    #: the next date this trigger is due (None: not scheduled)
+    next_date: datetime | None = None
+    #: the last date it fired for
+    last_date: datetime | None = None
+    disabled: bool = False
+    #: the flow revision the state was computed for
+    flow_revision: int | None = None
+    #: free-form state of the trigger type (backfill progress, ...)
+    data: dict[str, Any] = {}
+
+
+class KVEntry(msgspec.Struct, frozen=True, kw_only=True):
+    namespace: str
+    key: str
+    value: Any
+    updated: datetime
+    expires_at: datetime | None = None
+
+
+class ServiceInstance(msgspec.Struct, frozen=True, kw_only=True):
+    """A running component, as its heartbeats describe it."""
+
+    id: str
+    kind: str  #: executor, worker, scheduler, webserver, ...
+    state: str  #: a runtime.actors.ServiceState value
+    host: str
+    pid: int
+    started: datetime
+    heartbeat: datetime
+    info: dict[str, Any] = {}
+
+
+# -- capabilities -------------------------------------------------------------------
+class Queues(Protocol):
+    """Durable queues: at-least-once delivery with leases.
+
+    Messages with a ``key`` are handed out in publication order, and never while
+    another message with the same key is leased: the executor sees one execution's
+    events in order, one batch at a time.
+    """
+
+    async def publish(
+        self,
+        queue: str,
+        items: Sequence[tuple[str | None, bytes]],
+        *,
+        available_at: datetime | None = None,
+    ) -> None:
+        """Append ``(key, payload)`` items; hidden until ``available_at`` if given."""
+        ...
+
+    async def claim(
+        self, queue: str, consumer: str, limit: int, lease_seconds: float
+    ) -> list[QueueMessage]:
+        """Lease up to ``limit`` available messages to ``consumer``, oldest first."""
+        ...
+
+    async def ack(self, queue: str, ids: Sequence[int]) -> None:
+        """Delete the messages: they were handled."""
+        ...
+
+    async def nack(self, queue: str, ids: Sequence[int], *, delay_seconds: float = 0.0) -> None:
+        """Release the leases; the messages come back (after ``delay_seconds``)."""
+        ...
+
+    async def requeue_consumer(self, consumer: str) -> int:
+        """Release every lease ``consumer`` holds (it died); returns how many."""
+        ...
+
+    async def requeue_expired(self) -> int:
+        """Release every lease past its deadline; returns how many."""
+        ...
+
+    async def depth(self, queue: str) -> int:
+        """Messages in the queue, leased or not."""
+        ...
+
+    async def next_available(self, queue: str) -> datetime | None:
+        """When the earliest message not leased becomes visible (None: queue empty)."""
+        ...
+
+    async def wait(self, queue: str, at_most: float) -> None:
+        """Return when something may have been published to ``queue``, or after
+        ``at_most`` seconds. A hint only: callers claim to find out."""
+        ...
+
+
+class ExecutionStore(Protocol):
+    async def get(self, execution_id: str) -> Execution | None: ...
+
+    async def get_for_update(self, execution_id: str) -> Execution | None:
+        """In a transaction: the execution, locked until the transaction ends."""
+        ...
+
+    async def save(self, execution: Execution) -> None:
+        """Insert or replace."""
+        ...
+
+    async def delete(self, execution_id: str) -> bool: ...
+
+    async def search(
+        self,
+        *,
+        namespace: str | None = None,
+        flow_id: str | None = None,
+        states: Sequence[StateType] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Execution]:
+        """Newest first."""
+        ...
+
+    async def count_running(self, namespace: str, flow_id: str) -> int:
+        """Executions of the flow that hold a concurrency slot (started, not ended)."""
+        ...
+
+    async def oldest_queued(self, namespace: str, flow_id: str) -> str | None:
+        """The id of the flow's oldest QUEUED execution."""
+        ...
+
+
+class FlowStore(Protocol):
+    async def deploy(self, namespace: str, flow_id: str, source: str) -> FlowRecord:
+        """Store ``source`` as the flow's next revision; the same source as the latest
+        revision is not a new revision (returns the latest)."""
+        ...
+
+    async def get(
+        self, namespace: str, flow_id: str, revision: int | None = None
+    ) -> FlowRecord | None:
+        """A revision, or the latest one; deleted flows only by explicit revision."""
+        ...
+
+    async def list(self, namespace: str | None = None) -> list[FlowRecord]:
+        """The latest revision of every flow not deleted, by namespace then id."""
+        ...
+
+    async def revisions(self, namespace: str, flow_id: str) -> list[FlowRecord]: ...
+
+    async def delete(self, namespace: str, flow_id: str) -> bool:
+        """Mark the flow deleted (its revisions stay, for executions that use them)."""
+        ...
+
+
+class LogStore(Protocol):
+    async def append(self, entries: Sequence[LogEntry]) -> None:
+        """Store entries, numbering them per execution (``seq``) in arrival order."""
+        ...
+
+    async def query(
+        self,
+        execution_id: str,
+        *,
+        task_run_id: str | None = None,
+        min_level: str | None = None,
+        after_seq: int = 0,
+        limit: int = 1000,
+    ) -> list[LogEntry]:
+        """Entries with ``seq`` > ``after_seq``, in order."""
+        ...
+
+
+class TriggerStore(Protocol):
+    async def get(self, namespace: str, flow_id: str, trigger_id: str) -> TriggerState | None: ...
+
+    async def save(self, state: TriggerState) -> None: ...
+
+    async def list(self, namespace: str | None = None) -> list[TriggerState]: ...
+
+    async def delete(self, namespace: str, flow_id: str, trigger_id: str) -> bool: ...
+
+
+class KVStore(Protocol):
+    async def get(self, namespace: str, key: str) -> KVEntry | None:
+        """The entry, unless missing or expired."""
+        ...
+
+    async def set(
+        self, namespace: str, key: str, value: Any, *, ttl_seconds: float | None = None
+    ) -> KVEntry: ...
+
+    async def delete(self, namespace: str, key: str) -> bool: ...
+
+    async def list(self, namespace: str) -> list[KVEntry]:
+        """Entries not expired, by key."""
+        ...
+
+
+class KillStore(Protocol):
+    """Kill requests for task runs, seen by every worker (a broadcast, not a queue)."""
+
+    async def request(self, task_run_ids: Sequence[str]) -> None: ...
+
+    async def requested(self, task_run_ids: Sequence[str]) -> set[str]:
+        """Which of ``task_run_ids`` have a kill request."""
+        ...
+
+    async def clear(self, task_run_ids: Sequence[str]) -> None: ...
+
+
+class ServiceRegistry(Protocol):
+    async def heartbeat(self, instance: ServiceInstance) -> None:
+        """Insert or refresh."""
+        ...
+
+    async def list(self) -> list[ServiceInstance]: ...
+
+    async def remove(self, instance_id: str) -> None: ...
+
+
+class LeaderLock(Protocol):
+    async def acquire(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take or renew the lock; False while another holder's lease is alive."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None: ...
+
+
+class Storage(Protocol):
+    """Internal storage for files (task outputs, FILE inputs, namespace files).
+
+    URIs look like ``kestra:///namespace/path``. A path can never leave its
+    namespace (``..``, absolute paths and symlinks out are refused with ValueError).
+    """
+
+    async def put(self, namespace: str, path: str, data: bytes | AsyncIterator[bytes]) -> str:
+        """Store and return the URI."""
+        ...
+
+    async def get(self, uri: str) -> bytes: ...
+
+    def open(self, uri: str, chunk_size: int = 65536) -> AsyncIterator[bytes]: ...
+
+    async def exists(self, uri: str) -> bool: ...
+
+    async def delete(self, uri: str) -> bool: ...
+
+    async def list(self, namespace: str, prefix: str = "") -> list[str]:
+        """URIs under ``prefix`` in the namespace."""
+        ...
+
+    async def size(self, uri: str) -> int: ...
+
+
+# -- the bundle -------------------------------------------------------------------
+class Stores(Protocol):
+    """The transactional part of a backend."""
+
+    @property
+    def executions(self) -> ExecutionStore: ...
+
+    @property
+    def queues(self) -> Queues: ...
+
+    @property
+    def flows(self) -> FlowStore: ...
+
+    @property
+    def triggers(self) -> TriggerStore: ...
+
+    @property
+    def kv(self) -> KVStore: ...
+
+    @property
+    def logs(self) -> LogStore: ...
+
+    @property
+    def kills(self) -> KillStore: ...
+
+
+class Backend(Stores, Protocol):
+    """A whole backend: the stores (autocommit), transactions, services, leader lock."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect and apply schema migrations."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Stores]:
+        """The stores bound to one transaction, committed when the block exits
+        normally and rolled back when it raises."""
+        ...
+
+    @property
+    def services(self) -> ServiceRegistry: ...
+
+    @property
+    def leader(self) -> LeaderLock: ...
+
+    @property
+    def clock(self) -> Clock: ...

@@ -1,0 +1,86 @@
+"""What a runnable task sees while it runs on a worker: :class:`RunContext`.
+
+A runnable task implements ``async def run(self, ctx: RunContext) -> dict | None``:
+it renders its own properties with ``ctx.render``, logs through ``ctx.log``, keeps
+files in ``ctx.workdir`` and returns its outputs. Raising :class:`TaskFailure` (or
+any exception) fails the attempt; ``ctx.warn(...)`` makes a successful attempt end
+in WARNING. Cancellation (a kill or a timeout) arrives as CancelledError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from runtime.actors.pool import ProcessPool
+
+
+class TaskFailure(Exception):
+    """The task failed for a reason a person can act on; the message is logged as is."""
+
+
+class TaskStorage(Protocol):
+    """The part of internal storage tasks use (backends.protocols.Storage has it all)."""
+
+    async def put(self, namespace: str, path: str, data: bytes | AsyncIterator[bytes]) -> str: ...
+    async def get(self, uri: str) -> bytes: ...
+    async def exists(self, uri: str) -> bool: ...
+    async def delete(self, uri: str) -> bool: ...
+
+
+class KVEntryLike(Protocol):
+    @property
+    def value(self) -> Any: ...
+
+
+class TaskKV(Protocol):
+    """The part of the KV store tasks use (backends.protocols.KVStore has it all)."""
+
+    async def get(self, namespace: str, key: str) -> KVEntryLike | None: ...
+    async def set(
+        self, namespace: str, key: str, value: Any, *, ttl_seconds: float | None = None
+    ) -> Any: ...
+    async def delete(self, namespace: str, key: str) -> bool: ...
+
+
+class TaskLogger(Protocol):
+    def debug(self, message: str) -> None: ...
+    def info(self, message: str) -> None: ...
+    def warning(self, message: str) -> None: ...
+    def error(self, message: str) -> None: ...
+    def log(self, level: str, message: str) -> None: ...
+
+
+class RunContext(Protocol):
+    """The worker's services for one attempt of one task run."""
+
+    execution_id: str
+    task_run_id: str
+    task_id: str
+    attempt: int
+    namespace: str
+    flow_id: str
+    #: what templates see (inputs, outputs, vars, execution, taskrun, ...)
+    variables: dict[str, Any]
+    #: a private temporary folder for this attempt, deleted afterwards
+    workdir: Path
+    log: TaskLogger
+    storage: TaskStorage
+    kv: TaskKV
+    #: the worker's process pool, for CPU-bound Python callables
+    pool: ProcessPool
+
+    async def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
+        """Render templates in ``value`` (strings inside lists and dicts too), with
+        secret(), kv() and read() available; ``extra`` adds variables."""
+        ...
+
+    def warn(self, reason: str) -> None:
+        """End this attempt in WARNING instead of SUCCESS."""
+        ...
+
+    def on_kill(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the attempt is killed or times out, before the
+        cancellation (scripts kill their process group here)."""
+        ...
