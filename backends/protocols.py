@@ -12,6 +12,7 @@ they were built with, so tests can move time (leases, TTLs, delayed messages).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -192,7 +193,7 @@ class FlowStore(Protocol):
         """The latest revision of every flow not deleted, by namespace then id."""
         ...
 
-    async def revisions(self, namespace: str, flow_id: str) -> list[FlowRecord]: ...
+    async def revisions(self, namespace: str, flow_id: str) -> builtins.list[FlowRecord]: ...
 
     async def delete(self, namespace: str, flow_id: str) -> bool:
         """Mark the flow deleted (its revisions stay, for executions that use them)."""
