@@ -100,7 +100,7 @@ class _Pass:
         self.original = execution
         self.flow = flow
         self.at = at
-        self.tasks = _task_index(flow)
+        self.tasks = task_index(flow)
         self.runs: list[TaskRun] = list(execution.task_run_list)
         self.index: dict[str, int] = {r.id: i for i, r in enumerate(self.runs)}
         self.children: dict[str | None, list[int]] = {}
@@ -859,7 +859,7 @@ def _convert_output(output_id: str, kind: str, value: Any) -> Any:
     return value
 
 
-class _TaskIndex(dict[str, Task]):
+class TaskIndex(dict[str, Task]):
     """Task id -> task, plus each task's parent task for retry inheritance."""
 
     def __init__(self, flow: Flow) -> None:
@@ -880,19 +880,19 @@ class _TaskIndex(dict[str, Task]):
         return self._parents.get(task_id)
 
 
-_INDEX_CACHE: dict[int, tuple[Flow, _TaskIndex]] = {}
+_INDEX_CACHE: dict[int, tuple[Flow, TaskIndex]] = {}
 
 
-def _task_index(flow: Flow) -> _TaskIndex:
+def task_index(flow: Flow) -> TaskIndex:
     """Indexes are cached per flow object: flows are immutable and reused across events."""
     cached = _INDEX_CACHE.get(id(flow))
     if cached is not None and cached[0] is flow:
         return cached[1]
-    index = _TaskIndex(flow)
+    index = TaskIndex(flow)
     if len(_INDEX_CACHE) > 256:
         _INDEX_CACHE.clear()
     _INDEX_CACHE[id(flow)] = (flow, index)
     return index
 
 
-__all__ = ["EngineError", "apply", "guess_state"]
+__all__ = ["EngineError", "TaskIndex", "apply", "guess_state", "task_index"]

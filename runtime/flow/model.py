@@ -11,9 +11,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
+
+if TYPE_CHECKING:
+    from runtime.tasks.context import RunContext
 
 
 class _Model(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True, frozen=True):
@@ -130,9 +133,13 @@ def _yaml_name(field: str) -> str:
 
 
 class RunnableTask(Task, kw_only=True, frozen=True):
-    """A task a worker runs. The run() contract arrives with the worker."""
+    """A task a worker runs: ``run`` renders its properties through ``ctx``, does the
+    work and returns its outputs (see runtime.tasks.context.RunContext)."""
 
     kind: ClassVar[TaskKind] = TaskKind.RUNNABLE
+
+    async def run(self, ctx: RunContext) -> dict[str, Any] | None:
+        raise NotImplementedError(f"task type {self.type} cannot run on this worker")
 
 
 class FlowableTask(Task, kw_only=True, frozen=True):
@@ -398,6 +405,12 @@ class Trigger(_Model, kw_only=True, frozen=True, forbid_unknown_fields=False):
     cron: str | None = None
     timezone: str | None = None
     key: str | None = None
+    with_seconds: bool = False
+    recover_missed_schedules: str | None = None
+    backfill: dict[str, Any] | None = None
+    late_maximum_delay: timedelta | None = None
+    preconditions: dict[str, Any] | None = None
+    stop_after: list[str] | None = None
 
 
 class Flow(_Model, kw_only=True, frozen=True):

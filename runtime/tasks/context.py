@@ -55,21 +55,48 @@ class TaskLogger(Protocol):
 class RunContext(Protocol):
     """The worker's services for one attempt of one task run."""
 
-    execution_id: str
-    task_run_id: str
-    task_id: str
-    attempt: int
-    namespace: str
-    flow_id: str
-    #: what templates see (inputs, outputs, vars, execution, taskrun, ...)
-    variables: dict[str, Any]
-    #: a private temporary folder for this attempt, deleted afterwards
-    workdir: Path
-    log: TaskLogger
-    storage: TaskStorage
-    kv: TaskKV
-    #: the worker's process pool, for CPU-bound Python callables
-    pool: ProcessPool
+    # Read-only properties, so implementations may narrow the types.
+    @property
+    def execution_id(self) -> str: ...
+
+    @property
+    def task_run_id(self) -> str: ...
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def flow_id(self) -> str: ...
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """What templates see (inputs, outputs, vars, execution, taskrun, ...)."""
+        ...
+
+    @property
+    def workdir(self) -> Path:
+        """A private temporary folder for this attempt, deleted afterwards."""
+        ...
+
+    @property
+    def log(self) -> TaskLogger: ...
+
+    @property
+    def storage(self) -> TaskStorage: ...
+
+    @property
+    def kv(self) -> TaskKV: ...
+
+    @property
+    def pool(self) -> ProcessPool:
+        """The worker's process pool, for CPU-bound Python callables."""
+        ...
 
     async def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
         """Render templates in ``value`` (strings inside lists and dicts too), with

@@ -1,0 +1,169 @@
+"""Settings: a YAML file, then environment variables, then defaults.
+
+Every setting can be overridden by an environment variable named
+``RUNTIME_<SECTION>_<KEY>`` in upper case (``RUNTIME_WORKER_CONCURRENCY=16``,
+``RUNTIME_BACKEND_TYPE=sqlite``); top-level keys are ``RUNTIME_<KEY>``
+(``RUNTIME_DATA_DIR``). Errors name the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the key and where it came from."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class BackendConfig(_Section, frozen=True, kw_only=True):
+    #: sqlite (the embedded default) or memory (nothing kept)
+    type: str = "sqlite"
+    #: the SQLite database file; default: <data_dir>/runtime.db
+    path: str | None = None
+    #: SQLite synchronous mode: FULL (durable commits, the default) or NORMAL
+    synchronous: str = "FULL"
+    #: a PostgreSQL/MySQL DSN, for the backends that need one
+    dsn: str | None = None
+
+
+class StorageConfig(_Section, frozen=True, kw_only=True):
+    #: local (a folder)
+    type: str = "local"
+    #: default: <data_dir>/storage
+    path: str | None = None
+
+
+class ExecutorConfig(_Section, frozen=True, kw_only=True):
+    batch: int = 100
+    lease_seconds: float = 60.0
+    idle_wait_seconds: float = 1.0
+
+
+class WorkerConfig(_Section, frozen=True, kw_only=True):
+    concurrency: int = 8
+    lease_seconds: float = 24 * 3600.0
+    heartbeat_seconds: float = 2.0
+    kill_poll_seconds: float = 0.5
+    grace_seconds: float = 30.0
+    log_flush_seconds: float = 0.2
+    process_pool: int = 2
+    workdir: str | None = None
+
+
+class SchedulerConfig(_Section, frozen=True, kw_only=True):
+    tick_seconds: float = 1.0
+    leader_ttl_seconds: float = 10.0
+    #: a missed date is "late" (recovered per recoverMissedSchedules) past this many seconds
+    late_after_seconds: float = 60.0
+
+
+class LivenessConfig(_Section, frozen=True, kw_only=True):
+    interval_seconds: float = 2.0
+    worker_timeout_seconds: float = 15.0
+
+
+class WebserverConfig(_Section, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+class Config(_Section, frozen=True, kw_only=True):
+    #: where the embedded database and the local storage live by default
+    data_dir: str | None = None
+    log_level: str = "INFO"
+    backend: BackendConfig = BackendConfig()
+    storage: StorageConfig = StorageConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    worker: WorkerConfig = WorkerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    liveness: LivenessConfig = LivenessConfig()
+    webserver: WebserverConfig = WebserverConfig()
+
+    def resolved_data_dir(self) -> Path:
+        if self.data_dir:
+            return Path(self.data_dir).expanduser()
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "runtime"
+
+    def sqlite_path(self) -> Path:
+        return (
+            Path(self.backend.path).expanduser()
+            if self.backend.path
+            else (self.resolved_data_dir() / "runtime.db")
+        )
+
+    def storage_path(self) -> Path:
+        return (
+            Path(self.storage.path).expanduser()
+            if self.storage.path
+            else (self.resolved_data_dir() / "storage")
+        )
+
+
+_SECTIONS = {
+    name: info.type
+    for info in msgspec.structs.fields(Config)
+    if isinstance(info.type, type) and issubclass(info.type, _Section)
+    for name in [info.name]
+}
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (if given), apply ``RUNTIME_*`` environment overrides, validate."""
+    environ = os.environ if environ is None else environ
+    source = str(path) if path else "defaults"
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of sections")
+        data = loaded
+    for name, value in environ.items():
+        if not name.startswith("RUNTIME_"):
+            continue
+        rest = name.removeprefix("RUNTIME_").lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is not None:
+            key = rest.removeprefix(section + "_")
+            data.setdefault(section, {})
+            if not isinstance(data[section], dict):
+                raise ConfigError(f"{source}: `{section}` must be a mapping")
+            data[section][key] = _env_value(value)
+        elif rest in {f.name for f in msgspec.structs.fields(Config)}:
+            data[rest] = _env_value(value)
+    try:
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).rpartition(" - at `$")
+        key = where.rstrip("`").lstrip(".") if where else ""
+        if "unknown field `" in message:
+            field = message.split("unknown field `", 1)[1].split("`", 1)[0]
+            key = f"{key}.{field}" if key else field
+            message = "unknown setting"
+        env = f" (or RUNTIME_{key.replace('.', '_').upper()})" if key else ""
+        raise ConfigError(f"{source}: setting `{key}`{env}: {message or exc}") from None
+
+
+def _env_value(value: str) -> Any:
+    """Environment values are YAML scalars: numbers and booleans convert."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value

@@ -1,0 +1,353 @@
+"""The executor: consumes engine events, runs the engine, and carries out its commands.
+
+It claims a batch from the executor queue, groups it by execution, and in ONE
+transaction per batch: locks each execution, applies its events in order, saves
+it, publishes the messages its commands produce (worker jobs, delayed wake-ups,
+child executions, events for parents) and acks the events it consumed. A crash
+anywhere before the commit leaves the events leased; they come back and the engine,
+being idempotent, ends in the same place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from backends.errors import Transient
+from backends.protocols import Backend, QueueMessage, Stores
+from runtime.actors import ChildContext
+from runtime.config import ExecutorConfig
+from runtime.flow.context import variables
+from runtime.flow.engine import EngineError, apply, task_index
+from runtime.flow.events import (
+    Command,
+    CreateExecution,
+    CreateSubflow,
+    DelayElapsed,
+    Event,
+    ExecutionCreated,
+    ExecutionEnded,
+    Kill,
+    KillExecution,
+    KillTask,
+    Log,
+    RunTask,
+    SubflowEnded,
+    WakeAt,
+)
+from runtime.flow.execution import Execution, new_execution
+from runtime.flow.inputs import InputError, resolve_inputs
+from runtime.flow.model import Flow
+from runtime.flow.states import StateType
+from runtime.log import get_logger
+from runtime.messages import (
+    EXECUTOR_QUEUE,
+    WORKER_QUEUE,
+    LogEntry,
+    WorkerJob,
+    decode_event,
+    encode_event,
+    encode_job,
+)
+from services.common import sleep_or_stop, wait_or_stop
+from services.flows import FlowCache, FlowNotFoundError
+from services.triggers import flow_trigger_executions
+
+log = get_logger(__name__)
+
+#: a poison event (one the engine keeps failing on) is dropped after this many tries
+MAX_EVENT_ATTEMPTS = 5
+
+
+class Executor:
+    """One executor; run it as a supervised child with :meth:`run`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        flows: FlowCache,
+        *,
+        consumer_id: str,
+        settings: ExecutorConfig | None = None,
+    ) -> None:
+        self.backend = backend
+        self.flows = flows
+        self.consumer_id = consumer_id
+        self.settings = settings or ExecutorConfig()
+        self.processed = 0
+        #: called with each execution a committed batch changed (in-process observers:
+        #: `flow test` progress, live API streams); must not block
+        self.listeners: list[Callable[[Execution], None]] = []
+
+    async def run(self, ctx: ChildContext) -> None:
+        queues = self.backend.queues
+        stopping = asyncio.Event()
+        ctx.on_stop_requested(stopping.set)
+        ctx.ready()
+        log.info("executor.started", consumer=self.consumer_id)
+        while not stopping.is_set():
+            try:
+                batch = await queues.claim(
+                    EXECUTOR_QUEUE,
+                    self.consumer_id,
+                    self.settings.batch,
+                    self.settings.lease_seconds,
+                )
+            except Transient as exc:
+                log.warning("executor.backend_unavailable", error=str(exc))
+                await sleep_or_stop(stopping, 1.0)
+                continue
+            if not batch:
+                await wait_or_stop(stopping, queues.wait(EXECUTOR_QUEUE, await self._idle_wait()))
+                continue
+            await self.process(batch)
+        log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
+
+    async def _idle_wait(self) -> float:
+        due = await self.backend.queues.next_available(EXECUTOR_QUEUE)
+        if due is None:
+            return self.settings.idle_wait_seconds
+        wait = (due - self.backend.clock()).total_seconds()
+        return max(0.0, min(wait, self.settings.idle_wait_seconds))
+
+    async def process(self, batch: Sequence[QueueMessage]) -> None:
+        """Handle one claimed batch in one transaction."""
+        groups: dict[str, list[QueueMessage]] = {}
+        for message in batch:
+            groups.setdefault(message.key or "", []).append(message)
+        failed: list[int] = []
+        changed: list[Execution] = []
+        try:
+            async with self.backend.transaction() as tx:
+                done: list[int] = []
+                for execution_id, messages in groups.items():
+                    try:
+                        updated = await self._process_execution(tx, execution_id, messages)
+                    except (EngineError, FlowNotFoundError, ValueError) as exc:
+                        self._give_up_or_retry(execution_id, messages, exc, done, failed)
+                        continue
+                    done.extend(m.id for m in messages)
+                    if updated is not None:
+                        changed.append(updated)
+                await tx.queues.ack(EXECUTOR_QUEUE, done)
+        except Transient as exc:
+            log.warning("executor.batch_retry", error=str(exc), size=len(batch))
+            await self._nack([m.id for m in batch], delay=1.0)
+            return
+        self.processed += len(batch) - len(failed)
+        if failed:
+            await self._nack(failed, delay=1.0)
+        for execution in changed:
+            for listener in self.listeners:
+                try:
+                    listener(execution)
+                except Exception:
+                    log.exception("executor.listener_failed")
+
+    def _give_up_or_retry(
+        self,
+        execution_id: str,
+        messages: list[QueueMessage],
+        exc: Exception,
+        done: list[int],
+        failed: list[int],
+    ) -> None:
+        spent = max(m.attempts for m in messages) + 1 >= MAX_EVENT_ATTEMPTS
+        log.error(
+            "executor.event_failed",
+            execution=execution_id,
+            error=str(exc),
+            dropped=spent,
+            exc_info=exc if not isinstance(exc, (EngineError, FlowNotFoundError)) else None,
+        )
+        (done if spent else failed).extend(m.id for m in messages)
+
+    async def _nack(self, ids: list[int], delay: float) -> None:
+        # On failure the leases expire and the events come back anyway.
+        with contextlib.suppress(Transient):
+            await self.backend.queues.nack(EXECUTOR_QUEUE, ids, delay_seconds=delay)
+
+    async def _process_execution(
+        self, tx: Stores, execution_id: str, messages: list[QueueMessage]
+    ) -> Execution | None:
+        """Apply the events; returns the execution when it changed."""
+        execution = await tx.executions.get_for_update(execution_id)
+        if execution is None:
+            log.warning("executor.unknown_execution", execution=execution_id, events=len(messages))
+            return None
+        flow = await self.flows.get(execution.namespace, execution.flow_id, execution.flow_revision)
+        original = execution
+        commands: list[Command] = []
+        for message in messages:
+            event = decode_event(message.payload)
+            if isinstance(event, ExecutionCreated) and flow.concurrency is not None:
+                running = await tx.executions.count_running(execution.namespace, execution.flow_id)
+                running -= 1 if _holds_slot(execution) else 0
+                event = msgspec.structs.replace(event, running=running)
+            execution, produced = apply(execution, flow, event)
+            commands.extend(produced)
+        if execution is not original:
+            await tx.executions.save(execution)
+        await self.carry_out(tx, flow, execution, commands)
+        return execution if execution is not original else None
+
+    async def carry_out(
+        self, tx: Stores, flow: Flow, execution: Execution, commands: Sequence[Command]
+    ) -> None:
+        """Turn commands into messages and writes, inside the batch's transaction."""
+        jobs: list[tuple[str | None, bytes]] = []
+        events: list[tuple[str | None, bytes]] = []
+        logs: list[LogEntry] = []
+        for command in commands:
+            if isinstance(command, RunTask):
+                jobs.append((None, encode_job(self._job(flow, execution, command))))
+            elif isinstance(command, KillTask):
+                await tx.kills.request([command.task_run_id])
+            elif isinstance(command, WakeAt):
+                event = DelayElapsed(
+                    at=command.when,
+                    delay=command.delay,
+                    task_run_id=command.task_run_id,
+                    attempt=command.attempt,
+                )
+                await tx.queues.publish(
+                    EXECUTOR_QUEUE, [(execution.id, encode_event(event))], available_at=command.when
+                )
+            elif isinstance(command, CreateSubflow):
+                events.extend(await self._create_subflow(tx, execution, command, logs))
+            elif isinstance(command, KillExecution):
+                events.append((command.execution_id, encode_event(Kill(at=command.at))))
+            elif isinstance(command, ExecutionEnded):
+                events.extend(await self._on_ended(tx, flow, execution, command))
+            elif isinstance(command, CreateExecution):
+                await tx.executions.save(command.execution)
+                events.append((command.execution.id, encode_event(ExecutionCreated(at=command.at))))
+            elif isinstance(command, Log):
+                logs.append(_log_entry(execution, command))
+        if jobs:
+            await tx.queues.publish(WORKER_QUEUE, jobs)
+        if events:
+            await tx.queues.publish(EXECUTOR_QUEUE, events)
+        if logs:
+            await tx.logs.append(logs)
+
+    def _job(self, flow: Flow, execution: Execution, command: RunTask) -> WorkerJob:
+        run = execution.find(command.task_run_id)
+        task = task_index(flow).get(command.task_id) if run is not None else None
+        return WorkerJob(
+            execution_id=execution.id,
+            task_run_id=command.task_run_id,
+            task_id=command.task_id,
+            attempt=command.attempt,
+            namespace=execution.namespace,
+            flow_id=execution.flow_id,
+            flow_revision=execution.flow_revision or 1,
+            variables=variables(flow, execution, task=task, task_run=run),
+        )
+
+    async def _create_subflow(
+        self, tx: Stores, parent: Execution, command: CreateSubflow, logs: list[LogEntry]
+    ) -> list[tuple[str | None, bytes]]:
+        def failed(message: str) -> list[tuple[str | None, bytes]]:
+            logs.append(
+                _log_entry(
+                    parent,
+                    Log(
+                        at=command.at,
+                        level="ERROR",
+                        message=message,
+                        task_run_id=command.task_run_id,
+                    ),
+                )
+            )
+            ended = SubflowEnded(
+                at=command.at,
+                task_run_id=command.task_run_id,
+                execution_id=command.execution_id,
+                state=StateType.FAILED,
+            )
+            return [(parent.id, encode_event(ended))]
+
+        if await tx.executions.get(command.execution_id) is not None:
+            return []  # created by an earlier delivery of the same command
+        try:
+            child_flow = await self.flows.get(command.namespace, command.flow_id, command.revision)
+        except FlowNotFoundError as exc:
+            return failed(f"subflow: {exc}")
+        try:
+            inputs = resolve_inputs(child_flow, command.inputs, now=command.at)
+        except InputError as exc:
+            return failed(f"subflow {child_flow.uid}: {exc}")
+        child = new_execution(
+            id=command.execution_id,
+            namespace=child_flow.namespace,
+            flow_id=child_flow.id,
+            flow_revision=child_flow.revision,
+            at=command.at,
+            inputs=inputs,
+            labels=command.labels,
+            parent_id=parent.id if command.wait else None,
+            parent_task_run_id=command.task_run_id if command.wait else None,
+        )
+        await tx.executions.save(child)
+        return [(child.id, encode_event(ExecutionCreated(at=command.at)))]
+
+    async def _on_ended(
+        self, tx: Stores, flow: Flow, execution: Execution, command: ExecutionEnded
+    ) -> list[tuple[str | None, bytes]]:
+        out: list[tuple[str | None, bytes]] = []
+        if command.parent_id and command.parent_task_run_id:
+            ended = SubflowEnded(
+                at=command.at,
+                task_run_id=command.parent_task_run_id,
+                execution_id=execution.id,
+                state=command.state,
+                outputs=command.outputs,
+            )
+            out.append((command.parent_id, encode_event(ended)))
+        if flow.concurrency is not None:
+            queued = await tx.executions.oldest_queued(execution.namespace, execution.flow_id)
+            if queued is not None:
+                out.append((queued, encode_event(ExecutionCreated(at=command.at))))
+        for triggered in await flow_trigger_executions(tx, self.flows, execution, command):
+            await tx.executions.save(triggered)
+            out.append((triggered.id, encode_event(ExecutionCreated(at=command.at))))
+        return out
+
+
+def _holds_slot(execution: Execution) -> bool:
+    state = execution.state.current
+    return not state.terminated and state not in (StateType.CREATED, StateType.QUEUED)
+
+
+def _log_entry(execution: Execution, command: Log) -> LogEntry:
+    return LogEntry(
+        execution_id=execution.id,
+        namespace=execution.namespace,
+        flow_id=execution.flow_id,
+        timestamp=command.at,
+        level=command.level,
+        message=command.message,
+        task_run_id=command.task_run_id,
+        task_id=command.task_id,
+    )
+
+
+async def submit(backend: Backend, execution: Execution) -> None:
+    """Store a new execution and ask an executor to start it (one transaction)."""
+    async with backend.transaction() as tx:
+        await tx.executions.save(execution)
+        await tx.queues.publish(
+            EXECUTOR_QUEUE, [(execution.id, encode_event(ExecutionCreated(at=backend.clock())))]
+        )
+
+
+async def send_event(backend: Backend, execution_id: str, event: Event) -> None:
+    """Queue an outside event (kill, resume, restart...) for an execution."""
+    await backend.queues.publish(EXECUTOR_QUEUE, [(execution_id, encode_event(event))])
+
+
+__all__ = ["Executor", "ExecutorConfig", "send_event", "submit"]

@@ -1,0 +1,110 @@
+"""`runtime flow test`: run one flow to its end on an ephemeral in-process server.
+
+The server uses the memory backend and a temporary storage folder, deploys the
+flows of ``--flows DIR`` first (for subflows and flow triggers), runs the flow
+with its inputs and returns when the execution ends or pauses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from backends.protocols import Storage
+from runtime.config import Config, load_config
+from runtime.flow.execution import Execution, new_execution
+from runtime.flow.ids import new_id
+from runtime.flow.inputs import resolve_inputs
+from runtime.flow.model import Flow
+from runtime.flow.states import StateType
+from runtime.messages import LogEntry
+from services.executor import submit
+from services.flows import deploy_file
+from services.standalone import Server
+
+
+class FlowTestTimeoutError(TimeoutError):
+    """The flow did not end within the time given."""
+
+    def __init__(self, execution: Execution | None, seconds: float) -> None:
+        state = execution.state.current.value if execution else "not started"
+        super().__init__(f"the execution did not end within {seconds:g}s (state: {state})")
+        self.execution = execution
+
+
+async def upload_file_inputs(
+    flow: Flow, given: Mapping[str, str], storage: Storage, execution_id: str
+) -> dict[str, str]:
+    """FILE inputs given as ``@path`` are uploaded; the input becomes the stored URI."""
+    out = dict(given)
+    for spec in flow.inputs:
+        value = given.get(spec.id)
+        if spec.type.upper() == "FILE" and isinstance(value, str) and value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            data = await asyncio.to_thread(path.read_bytes)
+            out[spec.id] = await storage.put(
+                flow.namespace, f"executions/{execution_id}/inputs/{spec.id}/{path.name}", data
+            )
+    return out
+
+
+async def run_flow_test(
+    flow_file: Path,
+    *,
+    flows_dir: Path | None = None,
+    inputs: Mapping[str, str] | None = None,
+    timeout: float = 600.0,
+    on_change: Callable[[Execution], None] | None = None,
+    config: Config | None = None,
+) -> tuple[Execution, list[LogEntry]]:
+    """Run ``flow_file`` once; returns the final (or paused) execution and its logs."""
+    from backends.memory import MemoryBackend
+    from backends.storage_local import LocalStorage
+
+    base = config or load_config(None, {})
+    with tempfile.TemporaryDirectory(prefix="runtime-flow-test-") as scratch:
+        backend = MemoryBackend()
+        storage = LocalStorage(Path(scratch))
+        server = Server(
+            base, backend=backend, storage=storage, flows_dir=flows_dir, watch=False
+        )
+        done = asyncio.Event()
+        execution_id = new_id()
+
+        def observe(execution: Execution) -> None:
+            if execution.id != execution_id:
+                return
+            if on_change is not None:
+                on_change(execution)
+            if execution.state.terminated or execution.state.current is StateType.PAUSED:
+                done.set()
+
+        async with server:
+            assert server.executor is not None
+            server.executor.listeners.append(observe)
+            record = await deploy_file(backend.flows, flow_file)
+            flow = server.flows.parse(record)
+            given = await upload_file_inputs(flow, inputs or {}, storage, execution_id)
+            execution = new_execution(
+                id=execution_id,
+                namespace=flow.namespace,
+                flow_id=flow.id,
+                flow_revision=record.revision,
+                at=backend.clock(),
+                inputs=resolve_inputs(flow, given, now=backend.clock()),
+                labels=flow.label_map(),
+            )
+            await submit(backend, execution)
+            try:
+                async with asyncio.timeout(timeout):
+                    await done.wait()
+            except TimeoutError:
+                raise FlowTestTimeoutError(
+                    await backend.executions.get(execution_id), timeout
+                ) from None
+            final = await backend.executions.get(execution_id)
+            assert final is not None
+            logs = await backend.logs.query(execution_id, limit=100_000)
+            return final, logs

@@ -1,0 +1,83 @@
+"""Liveness: notices workers that stopped heartbeating and hands their jobs back.
+
+A worker silent for ``worker_timeout_seconds`` is presumed dead: every job leased
+to it returns to the queue and it is removed from the registry. A late result from
+it is harmless, the engine ignores results for attempts it no longer waits for.
+Expired leases (an executor that died mid-batch) are released on the same beat.
+
+With ``exclusive`` (the embedded backend, one process by definition) every other
+instance in the registry belongs to a previous process that is gone, so their
+jobs are re-queued at start-up instead of after the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+
+from backends.errors import Transient
+from backends.protocols import Backend
+from runtime.actors import ChildContext
+from runtime.config import LivenessConfig
+from runtime.log import get_logger
+from services.common import sleep_or_stop
+
+log = get_logger(__name__)
+
+
+class Liveness:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        settings: LivenessConfig | None = None,
+        exclusive: bool = False,
+        own_ids: Collection[str] = (),
+    ) -> None:
+        self.backend = backend
+        self.settings = settings or LivenessConfig()
+        self.exclusive = exclusive
+        self.own_ids = set(own_ids)
+        self.requeued = 0
+
+    async def run(self, ctx: ChildContext) -> None:
+        stopping = asyncio.Event()
+        ctx.on_stop_requested(stopping.set)
+        if self.exclusive:
+            await self.recover_previous_process()
+        ctx.ready()
+        while not stopping.is_set():
+            try:
+                await self.check()
+            except Transient as exc:
+                log.warning("liveness.backend_unavailable", error=str(exc))
+            await sleep_or_stop(stopping, self.settings.interval_seconds)
+
+    async def recover_previous_process(self) -> int:
+        """Re-queue the jobs of every registered instance that is not ours."""
+        count = 0
+        for instance in await self.backend.services.list():
+            if instance.id in self.own_ids:
+                continue
+            count += await self._release(instance.id, "left by a previous process")
+        count += await self.backend.queues.requeue_expired()
+        return count
+
+    async def check(self) -> int:
+        now = self.backend.clock()
+        count = 0
+        for instance in await self.backend.services.list():
+            if instance.id in self.own_ids or instance.kind != "worker":
+                continue
+            silent = (now - instance.heartbeat).total_seconds()
+            if silent > self.settings.worker_timeout_seconds:
+                count += await self._release(instance.id, f"silent for {silent:.0f}s")
+        count += await self.backend.queues.requeue_expired()
+        return count
+
+    async def _release(self, instance_id: str, reason: str) -> int:
+        jobs = await self.backend.queues.requeue_consumer(instance_id)
+        await self.backend.services.remove(instance_id)
+        self.requeued += jobs
+        log.warning("liveness.instance_dead", instance=instance_id, reason=reason, requeued=jobs)
+        return jobs

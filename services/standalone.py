@@ -1,0 +1,210 @@
+"""Builds the components of one process as one supervision tree.
+
+``runtime run --all`` runs them all (liveness, flow deployer, executor, worker,
+scheduler, and the webserver once it exists); ``runtime run executor`` and friends
+run one each. Backends and storage are chosen by the config's ``type`` strings,
+and their drivers are imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from backends.protocols import Backend, Storage
+from runtime.actors import ActorSystem, ChildContext, ChildSpec
+from runtime.config import Config, ConfigError
+from runtime.log import get_logger
+from services.common import instance_id
+from services.executor import Executor
+from services.flows import FlowCache, deploy_file, deploy_folder
+from services.liveness import Liveness
+from services.scheduler import Scheduler
+from services.worker import Worker, secrets_from_env
+
+log = get_logger(__name__)
+
+COMPONENTS = ("executor", "worker", "scheduler")
+
+_BACKENDS = {
+    "memory": ("backends.memory", "MemoryBackend"),
+    "sqlite": ("backends.sqlite", "SqliteBackend"),
+}
+
+
+def make_backend(config: Config) -> Backend:
+    """The backend named by ``backend.type``."""
+    kind = config.backend.type.lower()
+    if kind not in _BACKENDS:
+        known = ", ".join(sorted(_BACKENDS))
+        raise ConfigError(f"setting `backend.type`: unknown backend {kind!r} (known: {known})")
+    module_name, class_name = _BACKENDS[kind]
+    cls: Any = getattr(importlib.import_module(module_name), class_name)
+    if kind == "sqlite":
+        path = config.sqlite_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path, synchronous=config.backend.synchronous)  # type: ignore[no-any-return]
+    return cls()  # type: ignore[no-any-return]
+
+
+def make_storage(config: Config) -> Storage:
+    if config.storage.type.lower() != "local":
+        raise ConfigError(
+            f"setting `storage.type`: unknown storage {config.storage.type!r} (known: local)"
+        )
+    from backends.storage_local import LocalStorage
+
+    path = config.storage_path()
+    path.mkdir(parents=True, exist_ok=True)
+    return LocalStorage(path)
+
+
+class Server:
+    """The components of one process, started and stopped together."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        components: Sequence[str] = COMPONENTS,
+        flows_dir: Path | None = None,
+        backend: Backend | None = None,
+        storage: Storage | None = None,
+        watch: bool = True,
+    ) -> None:
+        unknown = set(components) - set(COMPONENTS)
+        if unknown:
+            raise ConfigError(
+                f"unknown component(s) {sorted(unknown)}: use {', '.join(COMPONENTS)}"
+            )
+        self.config = config
+        self.components = tuple(components)
+        self.flows_dir = flows_dir
+        self.watch = watch
+        self.backend = backend if backend is not None else make_backend(config)
+        self.storage = storage if storage is not None else make_storage(config)
+        self.flows = FlowCache(self.backend.flows)
+        self.system: ActorSystem | None = None
+        self.executor: Executor | None = None
+        self.worker: Worker | None = None
+        self.scheduler: Scheduler | None = None
+
+    def _children(self) -> list[ChildSpec]:
+        config = self.config
+        children: list[ChildSpec] = []
+        own: list[str] = []
+        if "worker" in self.components:
+            self.worker = Worker(
+                self.backend,
+                self.storage,
+                self.flows,
+                worker_id=instance_id("worker"),
+                settings=config.worker,
+                secrets=secrets_from_env(dict(os.environ)),
+            )
+            own.append(self.worker.id)
+        if "scheduler" in self.components:
+            self.scheduler = Scheduler(
+                self.backend,
+                self.flows,
+                scheduler_id=instance_id("scheduler"),
+                settings=config.scheduler,
+            )
+            own.append(self.scheduler.id)
+        exclusive = config.backend.type.lower() in ("sqlite", "memory")
+        liveness = Liveness(
+            self.backend, settings=config.liveness, exclusive=exclusive, own_ids=own
+        )
+        children.append(ChildSpec(id="liveness", start=liveness.run, shutdown_timeout=5.0))
+        if self.flows_dir is not None:
+            children.append(ChildSpec(id="deployer", start=self._deployer, shutdown_timeout=5.0))
+        if "executor" in self.components:
+            self.executor = Executor(
+                self.backend,
+                self.flows,
+                consumer_id=instance_id("executor"),
+                settings=config.executor,
+            )
+            children.append(
+                ChildSpec(id="executor", start=self.executor.run, shutdown_timeout=10.0)
+            )
+        if self.worker is not None:
+            children.append(
+                ChildSpec(
+                    id="worker",
+                    start=self.worker.run,
+                    shutdown_timeout=config.worker.grace_seconds + 10.0,
+                )
+            )
+        if self.scheduler is not None:
+            children.append(
+                ChildSpec(id="scheduler", start=self.scheduler.run, shutdown_timeout=5.0)
+            )
+        return children
+
+    async def _deployer(self, ctx: ChildContext) -> None:
+        """Deploy the flows folder, then redeploy files as they change."""
+        assert self.flows_dir is not None
+        folder = self.flows_dir
+        deployed, problems = await deploy_folder(self.backend.flows, folder)
+        for problem in problems:
+            log.error("flows.invalid", problem=problem)
+        log.info(
+            "flows.folder_deployed",
+            folder=str(folder),
+            flows=len(deployed),
+            invalid_files=len({p.split(":", 1)[0] for p in problems}),
+        )
+        ctx.ready()
+        if not self.watch:
+            await ctx.wait_stop_requested()
+            return
+        from watchfiles import Change, awatch
+
+        stop = asyncio.Event()
+        ctx.on_stop_requested(stop.set)
+        async for changes in awatch(folder, stop_event=stop, recursive=True):
+            for change, name in changes:
+                path = Path(name)
+                if change is Change.deleted or path.suffix not in (".yml", ".yaml"):
+                    continue
+                try:
+                    await deploy_file(self.backend.flows, path)
+                except (ValueError, OSError) as exc:
+                    log.error("flows.invalid", file=str(path), problem=str(exc))
+
+    async def start(self) -> None:
+        await self.backend.start()
+        self.system = ActorSystem(self._children(), name="runtime")
+        try:
+            await self.system.start()
+        except BaseException:
+            await self.backend.stop()
+            raise
+
+    async def stop(self, *, graceful: bool = True) -> None:
+        if self.system is not None:
+            try:
+                await self.system.stop(graceful=graceful)
+            finally:
+                await self.backend.stop()
+
+    async def run_until_signalled(self) -> None:
+        if self.system is None:
+            await self.start()
+        assert self.system is not None
+        try:
+            await self.system.run_until_signalled()
+        finally:
+            await self.backend.stop()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,238 @@
+"""Triggers: when Schedule triggers are due, and which Flow triggers an ended
+execution fires.
+
+Kestra's trigger types and their older names are both accepted. Flow triggers
+support ``conditions`` (ExecutionFlow, ExecutionStatus, ExecutionNamespace) and
+``preconditions`` naming one upstream flow; preconditions over several flows (a
+join within a time window) are not supported yet and are logged once as such.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from backends.protocols import Stores
+from runtime.flow import template
+from runtime.flow.context import iso
+from runtime.flow.events import ExecutionEnded
+from runtime.flow.execution import Execution, new_execution
+from runtime.flow.ids import derived_id
+from runtime.flow.inputs import InputError, resolve_inputs
+from runtime.flow.model import Flow, Trigger
+from runtime.log import get_logger
+from services.flows import FlowCache
+
+log = get_logger(__name__)
+
+SCHEDULE_TYPES = frozenset(
+    {
+        "io.kestra.plugin.core.trigger.Schedule",
+        "io.kestra.core.models.triggers.types.Schedule",
+    }
+)
+FLOW_TYPES = frozenset(
+    {
+        "io.kestra.plugin.core.trigger.Flow",
+        "io.kestra.core.models.triggers.types.Flow",
+    }
+)
+_NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+# -- schedules -----------------------------------------------------------------------
+def schedule_iter(trigger: Trigger, after: datetime) -> Iterator[datetime]:
+    """The trigger's fire dates strictly after ``after``, in UTC."""
+    if trigger.cron is None:
+        return iter(())
+    expression = _NICKNAMES.get(trigger.cron.strip().lower(), trigger.cron.strip())
+    if trigger.with_seconds:
+        # Kestra puts seconds first; croniter wants them last.
+        fields = expression.split()
+        expression = " ".join([*fields[1:], fields[0]])
+    zone = ZoneInfo(trigger.timezone) if trigger.timezone else UTC
+    start = after.astimezone(zone)
+    itr = croniter(expression, start)
+
+    def dates() -> Iterator[datetime]:
+        while True:
+            yield itr.get_next(datetime).astimezone(UTC)
+
+    return dates()
+
+
+def next_fire(trigger: Trigger, after: datetime) -> datetime | None:
+    return next(schedule_iter(trigger, after), None)
+
+
+def schedule_execution(flow: Flow, trigger: Trigger, date: datetime, at: datetime) -> Execution:
+    """The execution a Schedule trigger creates for ``date`` (a stable id per date, so
+    firing the same date twice creates nothing new)."""
+    following = next_fire(trigger, date)
+    variables = {
+        "date": iso(date),
+        "next": iso(following),
+        "previous": None,
+    }
+    inputs = _trigger_inputs(flow, trigger, {"trigger": variables}, at)
+    return new_execution(
+        id=derived_id(flow.namespace, flow.id, trigger.id, date.isoformat()),
+        namespace=flow.namespace,
+        flow_id=flow.id,
+        flow_revision=flow.revision,
+        at=at,
+        inputs=inputs,
+        labels=flow.label_map(),
+        trigger={"id": trigger.id, "type": trigger.type, "variables": variables, **variables},
+    )
+
+
+# -- flow triggers ---------------------------------------------------------------------
+_FLOWS_CACHE: dict[int, tuple[float, list[Flow]]] = {}
+_CACHE_SECONDS = 2.0
+
+
+async def _flows_with_flow_triggers(tx: Stores, cache: FlowCache) -> list[Flow]:
+    cached = _FLOWS_CACHE.get(id(cache))
+    if cached is not None and time.monotonic() - cached[0] < _CACHE_SECONDS:
+        return cached[1]
+    flows = []
+    for record in await tx.flows.list():
+        flow = cache.parse(record)
+        if not flow.disabled and any(
+            t.type in FLOW_TYPES and not t.disabled for t in flow.triggers
+        ):
+            flows.append(flow)
+    _FLOWS_CACHE[id(cache)] = (time.monotonic(), flows)
+    return flows
+
+
+async def flow_trigger_executions(
+    tx: Stores, cache: FlowCache, ended: Execution, command: ExecutionEnded
+) -> list[Execution]:
+    """The executions Flow triggers create because ``ended`` ended."""
+    out = []
+    for flow in await _flows_with_flow_triggers(tx, cache):
+        for trigger in flow.triggers:
+            if trigger.type not in FLOW_TYPES or trigger.disabled:
+                continue
+            if not _matches(trigger, ended, command):
+                continue
+            execution_id = derived_id(flow.namespace, flow.id, trigger.id, ended.id)
+            if await tx.executions.get(execution_id) is not None:
+                continue
+            variables = {
+                "executionId": ended.id,
+                "namespace": ended.namespace,
+                "flowId": ended.flow_id,
+                "flowRevision": ended.flow_revision,
+                "state": command.state.value,
+                "outputs": command.outputs or {},
+            }
+            try:
+                inputs = _trigger_inputs(flow, trigger, {"trigger": variables}, command.at)
+            except (InputError, template.TemplateError) as exc:
+                log.error(
+                    "trigger.inputs_invalid", flow=flow.uid, trigger=trigger.id, error=str(exc)
+                )
+                continue
+            out.append(
+                new_execution(
+                    id=execution_id,
+                    namespace=flow.namespace,
+                    flow_id=flow.id,
+                    flow_revision=flow.revision,
+                    at=command.at,
+                    inputs=inputs,
+                    labels=flow.label_map(),
+                    trigger={"id": trigger.id, "type": trigger.type, **variables},
+                )
+            )
+    return out
+
+
+def _matches(trigger: Trigger, ended: Execution, command: ExecutionEnded) -> bool:
+    for condition in trigger.conditions:
+        if not _condition(condition, ended, command):
+            return False
+    pre = trigger.preconditions
+    if pre:
+        flows = pre.get("flows") or []
+        if len(flows) > 1:
+            log.warning(
+                "trigger.unsupported_preconditions",
+                trigger=trigger.id,
+                reason="preconditions over several flows are not supported yet",
+            )
+            return False
+        for rule in flows:
+            if rule.get("namespace") and rule["namespace"] != ended.namespace:
+                return False
+            if rule.get("flowId") and rule["flowId"] != ended.flow_id:
+                return False
+            states = rule.get("states")
+            if states and command.state.value not in states:
+                return False
+    # Without any state condition Kestra's Flow trigger fires on every terminal state.
+    return True
+
+
+def _condition(condition: dict[str, Any], ended: Execution, command: ExecutionEnded) -> bool:
+    kind = str(condition.get("type", "")).rsplit(".", 1)[-1].removesuffix("Condition")
+    if kind == "ExecutionFlow":
+        return bool(
+            condition.get("namespace") == ended.namespace
+            and condition.get("flowId") == ended.flow_id
+        )
+    if kind == "ExecutionStatus":
+        state = command.state.value
+        allowed = condition.get("in")
+        refused = condition.get("notIn")
+        return (not allowed or state in allowed) and (not refused or state not in refused)
+    if kind == "ExecutionNamespace":
+        wanted = str(condition.get("namespace", ""))
+        comparison = str(condition.get("comparison") or "").upper()
+        if condition.get("prefix") or comparison == "PREFIX":
+            return ended.namespace.startswith(wanted)
+        if comparison == "SUFFIX":
+            return ended.namespace.endswith(wanted)
+        return ended.namespace == wanted
+    log.warning("trigger.unknown_condition", condition=condition.get("type"))
+    return False
+
+
+def _trigger_inputs(
+    flow: Flow, trigger: Trigger, extra: dict[str, Any], at: datetime
+) -> dict[str, Any]:
+    context = {
+        "flow": {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision},
+        "vars": flow.variables,
+        **extra,
+    }
+    with template.fixed_now(at):
+        given = template.render_value(dict(trigger.inputs), context)
+    return resolve_inputs(flow, given, now=at)
+
+
+__all__ = [
+    "FLOW_TYPES",
+    "SCHEDULE_TYPES",
+    "flow_trigger_executions",
+    "next_fire",
+    "schedule_execution",
+    "schedule_iter",
+    "timedelta",
+]

@@ -1,0 +1,491 @@
+"""The worker: claims jobs, runs runnable tasks with bounded concurrency, reports.
+
+Each job is one attempt of one task run. The worker tells the executor when it
+starts (RUNNING) and how it ended, publishing the final result and acking the job
+in one transaction, so a crash never leaves a result without its job acked or the
+other way round. Jobs are leased to this worker's id for as long as it lives; the
+liveness actor hands the jobs of a worker that stopped heartbeating to others.
+
+Kills arrive through the kill store, checked before a job starts and every
+``kill_poll_seconds`` while it runs. A graceful stop stops claiming, lets running
+tasks finish within ``grace_seconds``, then cancels them and gives their jobs back
+to the queue (nothing accepted is lost; the next worker runs them again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+import shutil
+import tempfile
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from backends.errors import Transient
+from backends.protocols import Backend, QueueMessage, ServiceInstance, Storage
+from runtime.actors import ChildContext, ProcessPool, ServiceState
+from runtime.config import WorkerConfig
+from runtime.flow import template
+from runtime.flow.engine import task_index
+from runtime.flow.events import WorkerResult
+from runtime.flow.model import RunnableTask, Task
+from runtime.flow.states import StateType
+from runtime.log import get_logger
+from runtime.messages import (
+    EXECUTOR_QUEUE,
+    WORKER_QUEUE,
+    LogEntry,
+    WorkerJob,
+    decode_job,
+    encode_event,
+)
+from runtime.tasks.context import TaskFailure
+from services.common import host, sleep_or_stop, wait_or_stop
+from services.flows import FlowCache, FlowNotFoundError
+
+log = get_logger(__name__)
+
+
+class _LogBuffer:
+    """Log lines of running tasks, written to the log store in batches."""
+
+    def __init__(self) -> None:
+        self.entries: list[LogEntry] = []
+
+    def add(self, entry: LogEntry) -> None:
+        self.entries.append(entry)
+
+    def take(self) -> list[LogEntry]:
+        entries, self.entries = self.entries, []
+        return entries
+
+
+class _TaskLogger:
+    def __init__(self, job: WorkerJob, buffer: _LogBuffer, clock: Callable[[], datetime]) -> None:
+        self._job = job
+        self._buffer = buffer
+        self._clock = clock
+
+    def log(self, level: str, message: str) -> None:
+        job = self._job
+        self._buffer.add(
+            LogEntry(
+                execution_id=job.execution_id,
+                namespace=job.namespace,
+                flow_id=job.flow_id,
+                timestamp=self._clock(),
+                level=level.upper(),
+                message=message,
+                task_run_id=job.task_run_id,
+                task_id=job.task_id,
+                attempt=job.attempt,
+            )
+        )
+
+    def debug(self, message: str) -> None:
+        self.log("DEBUG", message)
+
+    def info(self, message: str) -> None:
+        self.log("INFO", message)
+
+    def warning(self, message: str) -> None:
+        self.log("WARN", message)
+
+    def error(self, message: str) -> None:
+        self.log("ERROR", message)
+
+
+class WorkerRunContext:
+    """The RunContext a task sees (runtime.tasks.context.RunContext)."""
+
+    def __init__(
+        self,
+        job: WorkerJob,
+        *,
+        workdir: Path,
+        logger: _TaskLogger,
+        storage: Storage,
+        backend: Backend,
+        pool: ProcessPool,
+        secrets: dict[str, str],
+    ) -> None:
+        self.execution_id = job.execution_id
+        self.task_run_id = job.task_run_id
+        self.task_id = job.task_id
+        self.attempt = job.attempt
+        self.namespace = job.namespace
+        self.flow_id = job.flow_id
+        self.variables = job.variables
+        self.workdir = workdir
+        self.log = logger
+        self.storage = storage
+        self.kv = backend.kv
+        self.pool = pool
+        self._secrets = secrets
+        self.warning: str | None = None
+        self.kill_callbacks: list[Callable[[], None]] = []
+
+    async def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
+        variables = {**self.variables, **extra} if extra else self.variables
+        return await template.render_value_async(
+            value, variables, services=_TemplateServices(self, self._secrets)
+        )
+
+    def warn(self, reason: str) -> None:
+        self.warning = reason
+
+    def on_kill(self, callback: Callable[[], None]) -> None:
+        self.kill_callbacks.append(callback)
+
+
+class _TemplateServices:
+    """secret(), kv() and read() for the task's templates."""
+
+    def __init__(self, ctx: WorkerRunContext, secrets: dict[str, str]) -> None:
+        self._ctx = ctx
+        self._secrets = secrets
+
+    async def secret(self, key: str) -> str:
+        try:
+            return self._secrets[key]
+        except KeyError:
+            raise LookupError(
+                f"secret {key!r} is not set: export SECRET_{key}=<base64 of the value> "
+                "in the worker's environment"
+            ) from None
+
+    async def kv(self, key: str, namespace: str | None, error_on_missing: bool) -> Any:
+        space = namespace or self._ctx.namespace
+        entry = await self._ctx.kv.get(space, key)
+        if entry is None:
+            if error_on_missing:
+                raise LookupError(f"no KV entry {key!r} in namespace {space!r}")
+            return None
+        return entry.value
+
+    async def read(self, path: str) -> str:
+        data = await self._ctx.storage.get(path)
+        return data.decode("utf-8", errors="replace")
+
+
+class Worker:
+    """One worker; run it as a supervised child with :meth:`run`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        storage: Storage,
+        flows: FlowCache,
+        *,
+        worker_id: str,
+        settings: WorkerConfig | None = None,
+        secrets: dict[str, str] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.storage = storage
+        self.flows = flows
+        self.id = worker_id
+        self.settings = settings or WorkerConfig()
+        self.secrets = secrets or {}
+        self.running: dict[str, tuple[asyncio.Task[None], WorkerRunContext | None]] = {}
+        self._killed: set[str] = set()
+        self._buffer = _LogBuffer()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._started = datetime.now(UTC)
+        self.pool = ProcessPool(self.settings.process_pool, name=f"{worker_id}-pool")
+        self.completed = 0
+
+    # -- the child's life -------------------------------------------------------
+    async def run(self, ctx: ChildContext) -> None:
+        ctx.on_stop_requested(self._stopping.set)
+        await self.pool.start()
+        await self._heartbeat(ServiceState.RUNNING)
+        side = [
+            asyncio.create_task(self._heartbeats(), name=f"{self.id}.heartbeat"),
+            asyncio.create_task(self._watch_kills(), name=f"{self.id}.kills"),
+            asyncio.create_task(self._flush_logs(), name=f"{self.id}.logs"),
+        ]
+        ctx.ready()
+        log.info("worker.started", worker=self.id, concurrency=self.settings.concurrency)
+        try:
+            claim = asyncio.create_task(self._claim_loop(), name=f"{self.id}.claim")
+            done, _ = await asyncio.wait([claim, *side], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not claim and task.exception() is not None:
+                    raise RuntimeError(f"worker side task {task.get_name()} died") from (
+                        task.exception()
+                    )
+            await claim
+            await self._drain()
+        finally:
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            await asyncio.shield(self._final_flush())
+            await self.pool.stop()
+            log.info("worker.stopped", worker=self.id, completed=self.completed)
+
+    async def _claim_loop(self) -> None:
+        queues = self.backend.queues
+        while not self._stopping.is_set():
+            free = self.settings.concurrency - len(self.running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await wait_or_stop(self._stopping, self._slot_freed.wait())
+                continue
+            try:
+                batch = await queues.claim(WORKER_QUEUE, self.id, free, self.settings.lease_seconds)
+            except Transient as exc:
+                log.warning("worker.backend_unavailable", error=str(exc))
+                await sleep_or_stop(self._stopping, 1.0)
+                continue
+            if not batch:
+                await wait_or_stop(self._stopping, queues.wait(WORKER_QUEUE, 1.0))
+                continue
+            for message in batch:
+                self._start(message)
+
+    def _start(self, message: QueueMessage) -> None:
+        job = decode_job(message.payload)
+        task = asyncio.create_task(self._run_job(message, job), name=f"job.{job.task_run_id}")
+        self.running[job.task_run_id] = (task, None)
+        task.add_done_callback(lambda _t: self._finished(job.task_run_id))
+
+    def _finished(self, task_run_id: str) -> None:
+        self.running.pop(task_run_id, None)
+        self._killed.discard(task_run_id)
+        self._slot_freed.set()
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then give the rest back."""
+        tasks = [task for task, _ in self.running.values()]
+        if not tasks:
+            return
+        log.info("worker.draining", worker=self.id, running=len(tasks))
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    # -- one job ----------------------------------------------------------------
+    async def _run_job(self, message: QueueMessage, job: WorkerJob) -> None:
+        try:
+            if job.task_run_id in await self.backend.kills.requested([job.task_run_id]):
+                await self._finish(message, job, StateType.KILLED, None)
+                return
+            task = await self._task(job)
+        except FlowNotFoundError as exc:
+            self._logger(job).error(str(exc))
+            await self._finish(message, job, StateType.FAILED, None)
+            return
+        await self._publish(job, StateType.RUNNING, None)
+        workdir = Path(
+            tempfile.mkdtemp(prefix=f"runtime-{job.task_run_id[:8]}-", dir=self.settings.workdir)
+        )
+        ctx = WorkerRunContext(
+            job,
+            workdir=workdir,
+            logger=self._logger(job),
+            storage=self.storage,
+            backend=self.backend,
+            pool=self.pool,
+            secrets=self.secrets,
+        )
+        current = self.running.get(job.task_run_id)
+        if current is not None:
+            self.running[job.task_run_id] = (current[0], ctx)
+        try:
+            state, outputs = await self._execute(task, ctx)
+        except asyncio.CancelledError:
+            if job.task_run_id in self._killed:
+                await asyncio.shield(self._finish(message, job, StateType.KILLED, None))
+            else:
+                # A stop past its grace period: give the job back for another worker.
+                await asyncio.shield(self._give_back(message))
+            raise
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+        await self._finish(message, job, state, outputs)
+        self.completed += 1
+
+    async def _execute(
+        self, task: Task, ctx: WorkerRunContext
+    ) -> tuple[StateType, dict[str, Any] | None]:
+        if not isinstance(task, RunnableTask):
+            ctx.log.error(f"task {task.id!r} of type {task.type} cannot run on a worker")
+            return StateType.FAILED, None
+        timeout = task.timeout.total_seconds() if task.timeout is not None else None
+        try:
+            async with asyncio.timeout(timeout):
+                outputs = await task.run(ctx)
+        except TaskFailure as exc:
+            ctx.log.error(str(exc))
+            return StateType.FAILED, None
+        except TimeoutError:
+            _call_kill_callbacks(ctx)
+            ctx.log.error(f"task {task.id!r} timed out after {task.timeout}: killed")
+            return StateType.FAILED, None
+        except template.TemplateError as exc:
+            ctx.log.error(f"task {task.id!r}: {exc}")
+            return StateType.FAILED, None
+        except NotImplementedError:
+            ctx.log.error(f"task type {task.type} cannot run here yet")
+            return StateType.FAILED, None
+        except Exception as exc:
+            ctx.log.error(
+                f"task {task.id!r} failed: {exc!r}\n{''.join(traceback.format_exception(exc))}"
+            )
+            return StateType.FAILED, None
+        if ctx.warning is not None:
+            ctx.log.warning(ctx.warning)
+            return StateType.WARNING, outputs
+        return StateType.SUCCESS, outputs
+
+    async def _task(self, job: WorkerJob) -> Task:
+        flow = await self.flows.get(job.namespace, job.flow_id, job.flow_revision)
+        task = task_index(flow).get(job.task_id)
+        if task is None:
+            raise FlowNotFoundError(
+                f"task {job.task_id!r} is not in {job.namespace}.{job.flow_id} "
+                f"revision {job.flow_revision}"
+            )
+        return task
+
+    def _logger(self, job: WorkerJob) -> _TaskLogger:
+        return _TaskLogger(job, self._buffer, self.backend.clock)
+
+    async def _publish(self, job: WorkerJob, state: StateType, outputs: Any) -> None:
+        result = self._result(job, state, outputs)
+        await self.backend.queues.publish(EXECUTOR_QUEUE, [(job.execution_id, result)])
+
+    def _result(self, job: WorkerJob, state: StateType, outputs: Any) -> bytes:
+        return encode_event(
+            WorkerResult(
+                at=self.backend.clock(),
+                task_run_id=job.task_run_id,
+                attempt=job.attempt,
+                state=state,
+                outputs=outputs,
+                worker_id=self.id,
+            )
+        )
+
+    async def _finish(
+        self, message: QueueMessage, job: WorkerJob, state: StateType, outputs: Any
+    ) -> None:
+        """Publish the final result and ack the job, together."""
+        logs = self._buffer.take()
+        for attempt in range(10):
+            try:
+                async with self.backend.transaction() as tx:
+                    if logs:
+                        await tx.logs.append(logs)
+                    await tx.queues.publish(
+                        EXECUTOR_QUEUE, [(job.execution_id, self._result(job, state, outputs))]
+                    )
+                    await tx.queues.ack(WORKER_QUEUE, [message.id])
+                    if state is StateType.KILLED:
+                        await tx.kills.clear([job.task_run_id])
+                return
+            except Transient as exc:
+                log.warning("worker.result_retry", error=str(exc), attempt=attempt)
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        log.error("worker.result_lost", task_run=job.task_run_id)
+
+    async def _give_back(self, message: QueueMessage) -> None:
+        try:
+            await self.backend.queues.nack(WORKER_QUEUE, [message.id])
+        except Transient:
+            log.warning("worker.give_back_failed", message=message.id)
+
+    # -- side loops ---------------------------------------------------------------
+    async def _heartbeat(self, state: ServiceState) -> None:
+        now = self.backend.clock()
+        await self.backend.services.heartbeat(
+            ServiceInstance(
+                id=self.id,
+                kind="worker",
+                state=state.value,
+                host=host(),
+                pid=os.getpid(),
+                started=self._started,
+                heartbeat=now,
+                info={"running": len(self.running), "concurrency": self.settings.concurrency},
+            )
+        )
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self._heartbeat(
+                    ServiceState.TERMINATING if self._stopping.is_set() else ServiceState.RUNNING
+                )
+            except Transient as exc:
+                log.warning("worker.heartbeat_failed", error=str(exc))
+
+    async def _watch_kills(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.kill_poll_seconds)
+            ids = list(self.running)
+            if not ids:
+                continue
+            try:
+                killed = await self.backend.kills.requested(ids)
+            except Transient:
+                continue
+            for run_id in killed - self._killed:
+                entry = self.running.get(run_id)
+                if entry is None:
+                    continue
+                task, ctx = entry
+                self._killed.add(run_id)
+                if ctx is not None:
+                    ctx.log.warning("killed on request")
+                    _call_kill_callbacks(ctx)
+                task.cancel()
+
+    async def _flush_logs(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.log_flush_seconds)
+            await self._final_flush()
+
+    async def _final_flush(self) -> None:
+        entries = self._buffer.take()
+        if not entries:
+            return
+        try:
+            await self.backend.logs.append(entries)
+        except Transient as exc:
+            log.warning("worker.logs_retry", error=str(exc), count=len(entries))
+            self._buffer.entries[:0] = entries
+
+
+def _call_kill_callbacks(ctx: WorkerRunContext) -> None:
+    for callback in ctx.kill_callbacks:
+        try:
+            callback()
+        except Exception as exc:
+            log.warning("worker.kill_callback_failed", error=repr(exc))
+
+
+def secrets_from_env(environ: dict[str, str]) -> dict[str, str]:
+    """Kestra's open-source convention: SECRET_<KEY> holds base64 of the value."""
+    out = {}
+    for name, value in environ.items():
+        if name.startswith("SECRET_"):
+            try:
+                out[name.removeprefix("SECRET_")] = base64.b64decode(value).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                log.warning("worker.secret_not_base64", name=name)
+    return out
+
+
+__all__ = ["Worker", "WorkerRunContext", "WorkerConfig", "secrets_from_env"]
