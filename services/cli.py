@@ -2,32 +2,116 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from runtime import __version__
+from runtime.config import Config, ConfigError, load_config
 from runtime.log import configure_logging
+
+CONFIG_HELP = "settings file (YAML); RUNTIME_* environment variables override it"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="runtime")
 @click.option(
     "--log-level",
-    default="INFO",
-    show_default=True,
+    default=None,
     envvar="RUNTIME_LOG_LEVEL",
-    help="DEBUG, INFO, WARNING or ERROR (env RUNTIME_LOG_LEVEL).",
+    help="DEBUG, INFO, WARNING or ERROR (env RUNTIME_LOG_LEVEL; default INFO, and WARNING "
+    "for commands that print results).",
 )
-def cli(log_level: str) -> None:
-    """runtime: a workflow orchestrator that runs Kestra flows on asyncio."""
-    configure_logging(log_level)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None) -> None:
+    """runtime: a workflow orchestrator that runs Kestra flows on asyncio.
+
+    \b
+    Start everything in one process (SQLite, no server needed):
+      runtime run --all --flows examples/flows
+    """
+    ctx.obj = {"log_level": log_level}
 
 
+def _logging(ctx: click.Context, default: str) -> None:
+    configure_logging(ctx.obj.get("log_level") or default)
+
+
+def _config(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# -- run ---------------------------------------------------------------------------------
+@cli.command("run")
+@click.argument("components", nargs=-1, type=click.Choice(["executor", "worker", "scheduler"]))
+@click.option("--all", "all_", is_flag=True, help="run every component in this process")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+)
+@click.option(
+    "--flows",
+    "flows_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="deploy every flow in DIR, and redeploy files that change",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    components: tuple[str, ...],
+    all_: bool,
+    config_path: Path | None,
+    flows_dir: Path | None,
+) -> None:
+    """Run the server: every component (--all) or the ones named.
+
+    With no config, the embedded SQLite backend and a local storage folder live
+    in the data directory ($XDG_DATA_HOME/runtime, else ~/.local/share/runtime;
+    set RUNTIME_DATA_DIR to move it). SIGTERM or Ctrl-C stops gracefully; a
+    second one stops at once.
+
+    \b
+    Examples:
+      runtime run --all --flows examples/flows
+      runtime run executor --config config/medium.yml
+    """
+    from services.standalone import COMPONENTS, Server
+
+    if all_ and components:
+        raise click.UsageError("give --all or component names, not both")
+    if not all_ and not components:
+        raise click.UsageError("name the components to run, or --all (see --help)")
+    config = _config(config_path)
+    _logging(ctx, config.log_level)
+    try:
+        server = Server(config, components=COMPONENTS if all_ else components, flows_dir=flows_dir)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    where = (
+        f"SQLite at {config.sqlite_path()}"
+        if config.backend.type == "sqlite"
+        else f"{config.backend.type} backend"
+    )
+    click.echo(
+        f"runtime {__version__}: {', '.join(server.components)} on {where}, "
+        f"storage in {config.storage_path()}"
+        + (f", flows from {flows_dir}" if flows_dir else "")
+        + ". Ctrl-C stops.",
+        err=True,
+    )
+    asyncio.run(server.run_until_signalled())
+
+
+# -- flow ----------------------------------------------------------------------------------
 @cli.group()
 def flow() -> None:
-    """Check and inspect flow files."""
+    """Validate, test and deploy flow files."""
 
 
 @flow.command("validate")
@@ -37,17 +121,14 @@ def flow_validate(paths: tuple[Path, ...]) -> None:
     hidden folders).
 
     Prints one `file:line:col: message` line per problem; exits 1 if any.
+
+    \b
+    Example:
+      runtime flow validate examples/flows
     """
     from runtime.flow.parse import file_problems
 
-    files: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise click.UsageError(f"no such file or folder: {path}")
-        if path.is_dir():
-            files.extend(_flow_files(path))
-        else:
-            files.append(path)
+    files = _collect(paths)
     invalid = count = 0
     for file in files:
         problems = file_problems(file)
@@ -62,15 +143,262 @@ def flow_validate(paths: tuple[Path, ...]) -> None:
     sys.exit(1 if invalid else 0)
 
 
-def _flow_files(folder: Path) -> list[Path]:
-    """Every *.yml and *.yaml file under ``folder``, outside hidden folders (.git, .venv)."""
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.suffix in (".yml", ".yaml")
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+@flow.command("test")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--flows",
+    "flows_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="deploy these flows first (subflows, flow triggers)",
+)
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="an input of the flow (repeatable); FILE inputs take @path",
+)
+@click.option(
+    "--timeout",
+    default="10m",
+    show_default=True,
+    help="give up after this long: 60s, 5m, 1h or ISO-8601 (PT1M)",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="print only the final execution, in Kestra's JSON shape"
+)
+@click.pass_context
+def flow_test(
+    ctx: click.Context,
+    file: Path,
+    flows_dir: Path | None,
+    inputs: tuple[str, ...],
+    timeout: str,
+    as_json: bool,
+) -> None:
+    """Run one flow to its end (or until it pauses) on a throwaway in-process server.
+
+    Exits 0 when the execution ends SUCCESS or WARNING, 1 otherwise.
+
+    \b
+    Example:
+      runtime flow test examples/flows/hello.yml --input name=Ada --json
+    """
+    from runtime.flow.inputs import InputError
+    from runtime.flow.loader import FlowError
+    from services.cli_output import Progress, print_summary
+    from services.flow_test import FlowTestTimeoutError, run_flow_test
+
+    _logging(ctx, "WARNING")
+    seconds = _duration_option(timeout, "--timeout")
+    progress = None if as_json else Progress(sys.stderr)
+    try:
+        execution, logs = asyncio.run(
+            run_flow_test(
+                file,
+                flows_dir=flows_dir,
+                inputs=_key_values(inputs),
+                timeout=seconds,
+                on_change=progress.update if progress else None,
+            )
+        )
+    except FlowError as exc:
+        for problem in exc.problems:
+            click.echo(problem.render(str(file)), err=True)
+        sys.exit(1)
+    except InputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except FlowTestTimeoutError as exc:
+        click.echo(f"error: {exc}", err=True)
+        if as_json and exc.execution is not None:
+            _print_json(exc.execution)
+        sys.exit(1)
+    finally:
+        if progress is not None:
+            progress.close()
+    if as_json:
+        _print_json(execution)
+    else:
+        print_summary(execution, logs)
+    sys.exit(0 if execution.state.current.value in ("SUCCESS", "WARNING") else 1)
+
+
+@flow.command("deploy")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+)
+@click.pass_context
+def flow_deploy(ctx: click.Context, paths: tuple[Path, ...], config_path: Path | None) -> None:
+    """Store flow files as new revisions in the configured backend.
+
+    Invalid files are reported and skipped; exits 1 if any was invalid.
+
+    \b
+    Example:
+      runtime flow deploy examples/flows
+    """
+    from runtime.flow.loader import FlowError
+    from services.flows import deploy_file
+    from services.standalone import make_backend
+
+    config = _config(config_path)
+    _logging(ctx, "WARNING")
+
+    async def deploy() -> int:
+        backend = make_backend(config)
+        await backend.start()
+        failed = 0
+        try:
+            for file in _collect(paths):
+                try:
+                    record = await deploy_file(backend.flows, file)
+                except FlowError as exc:
+                    failed += 1
+                    for problem in exc.problems:
+                        click.echo(problem.render(str(file)), err=True)
+                    continue
+                click.echo(f"{file}: {record.namespace}.{record.id} revision {record.revision}")
+        finally:
+            await backend.stop()
+        return failed
+
+    sys.exit(1 if asyncio.run(deploy()) else 0)
+
+
+# -- execute, logs ------------------------------------------------------------------------
+@cli.command("execute")
+@click.argument("namespace")
+@click.argument("flow_id")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="an input of the flow (repeatable); FILE inputs take @path",
+)
+@click.option("--wait", is_flag=True, help="wait for the execution to end")
+@click.option("--json", "as_json", is_flag=True, help="print the execution as JSON")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+)
+@click.pass_context
+def execute(
+    ctx: click.Context,
+    namespace: str,
+    flow_id: str,
+    inputs: tuple[str, ...],
+    wait: bool,
+    as_json: bool,
+    config_path: Path | None,
+) -> None:
+    """Start an execution of a deployed flow (a running server carries it out).
+
+    \b
+    Example:
+      runtime execute company.team hello --input name=Ada --wait
+    """
+    from runtime.flow.inputs import InputError
+    from services.client import LocalClient
+
+    config = _config(config_path)
+    _logging(ctx, "WARNING")
+
+    async def go() -> Any:
+        async with LocalClient(config) as client:
+            execution = await client.execute(namespace, flow_id, _key_values(inputs))
+            if wait:
+                execution = await client.wait(execution.id)
+            return execution
+
+    try:
+        execution = asyncio.run(go())
+    except (InputError, LookupError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    if as_json:
+        _print_json(execution)
+    else:
+        click.echo(f"{execution.id} {execution.state.current.value}")
+    if wait:
+        sys.exit(0 if execution.state.current.value in ("SUCCESS", "WARNING") else 1)
+
+
+@cli.command("logs")
+@click.argument("execution_id")
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the execution ends")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+)
+@click.pass_context
+def logs(ctx: click.Context, execution_id: str, follow: bool, config_path: Path | None) -> None:
+    """Print an execution's logs.
+
+    \b
+    Example:
+      runtime logs 4wjLBTw5oKlZMaZzmX5cVp --follow
+    """
+    from services.cli_output import format_log
+    from services.client import LocalClient
+
+    config = _config(config_path)
+    _logging(ctx, "WARNING")
+
+    async def go() -> None:
+        async with LocalClient(config) as client:
+            async for entry in client.logs(execution_id, follow=follow):
+                click.echo(format_log(entry))
+
+    try:
+        asyncio.run(go())
+    except LookupError as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _collect(paths: tuple[Path, ...]) -> list[Path]:
+    from services.flows import flow_files
+
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise click.UsageError(f"no such file or folder: {path}")
+        files.extend(flow_files(path) if path.is_dir() else [path])
+    return files
+
+
+def _key_values(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE", param_hint="--input")
+        out[key] = value
+    return out
+
+
+def _duration_option(text: str, name: str) -> float:
+    from runtime.flow.durations import DurationError, parse_duration
+
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for suffix in sorted(units, key=len, reverse=True):
+        number = text.removesuffix(suffix)
+        if number != text:
+            try:
+                return float(number) * units[suffix]
+            except ValueError:
+                break
+    try:
+        return parse_duration(text).total_seconds()
+    except DurationError:
+        raise click.BadParameter(
+            f"{text!r}: write e.g. 60s, 5m, 1h or PT1M", param_hint=name
+        ) from None
+
+
+def _print_json(execution: Any) -> None:
+    from runtime.flow.execution import to_kestra_dict
+
+    click.echo(json.dumps(to_kestra_dict(execution), indent=2, default=str))
 
 
 def main() -> None:

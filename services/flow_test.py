@@ -42,7 +42,7 @@ async def upload_file_inputs(
     for spec in flow.inputs:
         value = given.get(spec.id)
         if spec.type.upper() == "FILE" and isinstance(value, str) and value.startswith("@"):
-            path = Path(value[1:]).expanduser()
+            path = await asyncio.to_thread(Path(value[1:]).expanduser)
             data = await asyncio.to_thread(path.read_bytes)
             out[spec.id] = await storage.put(
                 flow.namespace, f"executions/{execution_id}/inputs/{spec.id}/{path.name}", data
@@ -55,7 +55,7 @@ async def run_flow_test(
     *,
     flows_dir: Path | None = None,
     inputs: Mapping[str, str] | None = None,
-    timeout: float = 600.0,
+    timeout: float = 600.0,  # noqa: ASYNC109 - a deadline for the whole run, not a wait
     on_change: Callable[[Execution], None] | None = None,
     config: Config | None = None,
 ) -> tuple[Execution, list[LogEntry]]:
@@ -67,9 +67,7 @@ async def run_flow_test(
     with tempfile.TemporaryDirectory(prefix="runtime-flow-test-") as scratch:
         backend = MemoryBackend()
         storage = LocalStorage(Path(scratch))
-        server = Server(
-            base, backend=backend, storage=storage, flows_dir=flows_dir, watch=False
-        )
+        server = Server(base, backend=backend, storage=storage, flows_dir=flows_dir, watch=False)
         done = asyncio.Event()
         execution_id = new_id()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from backends.protocols import FlowRecord, FlowStore
+from backends.protocols import FlowRecord, FlowStore, Stores
 from runtime.flow.loader import FlowError
 from runtime.flow.model import Flow
 from runtime.flow.parse import parse_flow
@@ -25,8 +25,8 @@ class FlowNotFoundError(LookupError):
 class FlowCache:
     """Parsed flows by revision. Revisions never change, so entries never go stale."""
 
-    def __init__(self, store: FlowStore, size: int = 512) -> None:
-        self._store = store
+    def __init__(self, backend: Stores, size: int = 512) -> None:
+        self._backend = backend
         self._size = size
         self._cache: OrderedDict[tuple[str, str, int], Flow] = OrderedDict()
 
@@ -36,7 +36,7 @@ class FlowCache:
             if cached is not None:
                 self._cache.move_to_end((namespace, flow_id, revision))
                 return cached
-        record = await self._store.get(namespace, flow_id, revision)
+        record = await self._backend.flows.get(namespace, flow_id, revision)
         if record is None:
             which = f" revision {revision}" if revision is not None else ""
             raise FlowNotFoundError(f"flow {namespace}.{flow_id}{which} is not deployed")
@@ -69,7 +69,9 @@ def flow_files(folder: Path) -> list[Path]:
     """Every ``*.yml``/``*.yaml`` under ``folder``, hidden folders skipped, sorted."""
     found = [*folder.rglob("*.yml"), *folder.rglob("*.yaml")]
     return sorted(
-        p for p in found if not any(x.startswith(".") for x in p.relative_to(folder).parts)
+        p
+        for p in found
+        if p.is_file() and not any(x.startswith(".") for x in p.relative_to(folder).parts)
     )
 
 

@@ -87,7 +87,7 @@ class Server:
         self.watch = watch
         self.backend = backend if backend is not None else make_backend(config)
         self.storage = storage if storage is not None else make_storage(config)
-        self.flows = FlowCache(self.backend.flows)
+        self.flows = FlowCache(self.backend)
         self.system: ActorSystem | None = None
         self.executor: Executor | None = None
         self.worker: Worker | None = None
