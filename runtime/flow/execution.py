@@ -114,3 +114,16 @@ def new_execution(
         parent_task_run_id=parent_task_run_id,
         metadata=ExecutionMetadata(attempt_number=1, original_created_date=at),
     )
+
+
+def to_kestra_dict(execution: Execution) -> dict[str, Any]:
+    """The execution as Kestra's API shows it (engine bookkeeping left out)."""
+    data: dict[str, Any] = msgspec.to_builtins(execution)
+    data.pop("memo", None)
+    for run in data.get("taskRunList", ()):
+        run.pop("memo", None)
+        run.setdefault("outputs", None)
+    data.setdefault("taskRunList", [])
+    data.setdefault("inputs", {})
+    data.setdefault("outputs", None)
+    return data
