@@ -1,7 +1,8 @@
 """``python -m bench``: run the capacity and latency benchmarks.
 
-Measures today: ``actors`` (the actor kernel) and ``engine`` (the pure execution
-engine). Results go to stdout as markdown tables and to
+Measures today: ``actors`` (the actor kernel), ``engine`` (the pure execution
+engine) and ``standalone`` (the one-process server on SQLite, end to end).
+Results go to stdout as markdown tables and to
 ``bench/results/<measure>-<timestamp>.json`` with machine information.
 """
 
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import actors, engine
+from bench import actors, engine, standalone
 from runtime.log import configure_logging
 
 
@@ -42,9 +43,15 @@ def _engine(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     return sizes, engine.run(**sizes)
 
 
+def _standalone(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    sizes = {"repeat": 2} if quick else {}
+    return sizes, asyncio.run(standalone.run(**sizes))
+
+
 MEASURES: dict[str, tuple[Callable[[bool], tuple[dict[str, Any], dict[str, Any]]], Any]] = {
     "actors": (_actors, actors.table),
     "engine": (_engine, engine.table),
+    "standalone": (_standalone, standalone.table),
 }
 
 

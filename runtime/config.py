@@ -56,6 +56,8 @@ class WorkerConfig(_Section, frozen=True, kw_only=True):
     kill_poll_seconds: float = 0.5
     grace_seconds: float = 30.0
     log_flush_seconds: float = 0.2
+    #: a task still running after this long is reported RUNNING (shorter ones only end)
+    running_report_seconds: float = 0.5
     process_pool: int = 2
     workdir: str | None = None
 

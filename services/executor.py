@@ -11,7 +11,6 @@ being idempotent, ends in the same place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -90,20 +89,13 @@ class Executor:
         log.info("executor.started", consumer=self.consumer_id)
         while not stopping.is_set():
             try:
-                batch = await queues.claim(
-                    EXECUTOR_QUEUE,
-                    self.consumer_id,
-                    self.settings.batch,
-                    self.settings.lease_seconds,
-                )
+                handled = await self.step()
             except Transient as exc:
                 log.warning("executor.backend_unavailable", error=str(exc))
                 await sleep_or_stop(stopping, 1.0)
                 continue
-            if not batch:
+            if not handled:
                 await wait_or_stop(stopping, queues.wait(EXECUTOR_QUEUE, await self._idle_wait()))
-                continue
-            await self.process(batch)
         log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
 
     async def _idle_wait(self) -> float:
@@ -113,39 +105,47 @@ class Executor:
         wait = (due - self.backend.clock()).total_seconds()
         return max(0.0, min(wait, self.settings.idle_wait_seconds))
 
-    async def process(self, batch: Sequence[QueueMessage]) -> None:
-        """Handle one claimed batch in one transaction."""
-        groups: dict[str, list[QueueMessage]] = {}
-        for message in batch:
-            groups.setdefault(message.key or "", []).append(message)
-        failed: list[int] = []
+    async def step(self) -> int:
+        """Claim a batch and handle it, all in one transaction; returns its size.
+
+        Claiming inside the transaction means a crash or a database error rolls the
+        claim back with everything else: the events are at once claimable again,
+        with no lease to wait out.
+        """
         changed: list[Execution] = []
-        try:
-            async with self.backend.transaction() as tx:
-                done: list[int] = []
-                for execution_id, messages in groups.items():
-                    try:
-                        updated = await self._process_execution(tx, execution_id, messages)
-                    except (EngineError, FlowNotFoundError, ValueError) as exc:
-                        self._give_up_or_retry(execution_id, messages, exc, done, failed)
-                        continue
-                    done.extend(m.id for m in messages)
-                    if updated is not None:
-                        changed.append(updated)
-                await tx.queues.ack(EXECUTOR_QUEUE, done)
-        except Transient as exc:
-            log.warning("executor.batch_retry", error=str(exc), size=len(batch))
-            await self._nack([m.id for m in batch], delay=1.0)
-            return
-        self.processed += len(batch) - len(failed)
-        if failed:
-            await self._nack(failed, delay=1.0)
+        async with self.backend.transaction() as tx:
+            batch = await tx.queues.claim(
+                EXECUTOR_QUEUE, self.consumer_id, self.settings.batch, self.settings.lease_seconds
+            )
+            if not batch:
+                return 0
+            groups: dict[str, list[QueueMessage]] = {}
+            for message in batch:
+                groups.setdefault(message.key or "", []).append(message)
+            done: list[int] = []
+            failed: list[int] = []
+            for execution_id, messages in groups.items():
+                try:
+                    updated = await self._process_execution(tx, execution_id, messages)
+                except Transient:
+                    raise
+                except Exception as exc:
+                    self._give_up_or_retry(execution_id, messages, exc, done, failed)
+                    continue
+                done.extend(m.id for m in messages)
+                if updated is not None:
+                    changed.append(updated)
+            await tx.queues.ack(EXECUTOR_QUEUE, done)
+            if failed:
+                await tx.queues.nack(EXECUTOR_QUEUE, failed, delay_seconds=1.0)
+        self.processed += len(done)
         for execution in changed:
             for listener in self.listeners:
                 try:
                     listener(execution)
                 except Exception:
                     log.exception("executor.listener_failed")
+        return len(batch)
 
     def _give_up_or_retry(
         self,
@@ -155,6 +155,7 @@ class Executor:
         done: list[int],
         failed: list[int],
     ) -> None:
+        """An event the engine cannot apply is retried a few times, then dropped."""
         spent = max(m.attempts for m in messages) + 1 >= MAX_EVENT_ATTEMPTS
         log.error(
             "executor.event_failed",
@@ -164,11 +165,6 @@ class Executor:
             exc_info=exc if not isinstance(exc, (EngineError, FlowNotFoundError)) else None,
         )
         (done if spent else failed).extend(m.id for m in messages)
-
-    async def _nack(self, ids: list[int], delay: float) -> None:
-        # On failure the leases expire and the events come back anyway.
-        with contextlib.suppress(Transient):
-            await self.backend.queues.nack(EXECUTOR_QUEUE, ids, delay_seconds=delay)
 
     async def _process_execution(
         self, tx: Stores, execution_id: str, messages: list[QueueMessage]

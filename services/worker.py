@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import os
 import shutil
 import tempfile
@@ -107,7 +108,7 @@ class WorkerRunContext:
         self,
         job: WorkerJob,
         *,
-        workdir: Path,
+        workdir_parent: str | None,
         logger: _TaskLogger,
         storage: Storage,
         backend: Backend,
@@ -121,7 +122,8 @@ class WorkerRunContext:
         self.namespace = job.namespace
         self.flow_id = job.flow_id
         self.variables = job.variables
-        self.workdir = workdir
+        self._workdir_parent = workdir_parent
+        self._workdir: Path | None = None
         self.log = logger
         self.storage = storage
         self.kv = backend.kv
@@ -129,6 +131,21 @@ class WorkerRunContext:
         self._secrets = secrets
         self.warning: str | None = None
         self.kill_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def workdir(self) -> Path:
+        """Made on first use: most tasks never need one."""
+        if self._workdir is None:
+            self._workdir = Path(
+                tempfile.mkdtemp(
+                    prefix=f"runtime-{self.task_run_id[:8]}-", dir=self._workdir_parent
+                )
+            )
+        return self._workdir
+
+    async def cleanup(self) -> None:
+        if self._workdir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._workdir, True)
 
     async def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
         variables = {**self.variables, **extra} if extra else self.variables
@@ -248,12 +265,18 @@ class Worker:
             if not batch:
                 await wait_or_stop(self._stopping, queues.wait(WORKER_QUEUE, 1.0))
                 continue
-            for message in batch:
-                self._start(message)
+            jobs = [(message, decode_job(message.payload)) for message in batch]
+            try:
+                killed = await self.backend.kills.requested([job.task_run_id for _, job in jobs])
+            except Transient:
+                killed = set()
+            for message, job in jobs:
+                self._start(message, job, job.task_run_id in killed)
 
-    def _start(self, message: QueueMessage) -> None:
-        job = decode_job(message.payload)
-        task = asyncio.create_task(self._run_job(message, job), name=f"job.{job.task_run_id}")
+    def _start(self, message: QueueMessage, job: WorkerJob, killed: bool) -> None:
+        task = asyncio.create_task(
+            self._run_job(message, job, killed), name=f"job.{job.task_run_id}"
+        )
         self.running[job.task_run_id] = (task, None)
         task.add_done_callback(lambda _t: self._finished(job.task_run_id))
 
@@ -275,23 +298,25 @@ class Worker:
             await asyncio.wait(pending)
 
     # -- one job ----------------------------------------------------------------
-    async def _run_job(self, message: QueueMessage, job: WorkerJob) -> None:
+    async def _run_job(self, message: QueueMessage, job: WorkerJob, killed: bool) -> None:
+        if killed:
+            await self._finish(message, job, StateType.KILLED, None)
+            return
         try:
-            if job.task_run_id in await self.backend.kills.requested([job.task_run_id]):
-                await self._finish(message, job, StateType.KILLED, None)
-                return
             task = await self._task(job)
         except FlowNotFoundError as exc:
             self._logger(job).error(str(exc))
             await self._finish(message, job, StateType.FAILED, None)
             return
-        await self._publish(job, StateType.RUNNING, None)
-        workdir = Path(
-            tempfile.mkdtemp(prefix=f"runtime-{job.task_run_id[:8]}-", dir=self.settings.workdir)
+        started = self.backend.clock()
+        # A short task reports only its end (with its start date); a longer one also
+        # says it is RUNNING, so people watching see it.
+        reporter = asyncio.create_task(
+            self._report_running(job, started), name=f"job.{job.task_run_id}.running"
         )
         ctx = WorkerRunContext(
             job,
-            workdir=workdir,
+            workdir_parent=self.settings.workdir,
             logger=self._logger(job),
             storage=self.storage,
             backend=self.backend,
@@ -305,15 +330,25 @@ class Worker:
             state, outputs = await self._execute(task, ctx)
         except asyncio.CancelledError:
             if job.task_run_id in self._killed:
-                await asyncio.shield(self._finish(message, job, StateType.KILLED, None))
+                await asyncio.shield(self._finish(message, job, StateType.KILLED, None, started))
             else:
                 # A stop past its grace period: give the job back for another worker.
                 await asyncio.shield(self._give_back(message))
             raise
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
-        await self._finish(message, job, state, outputs)
+            reporter.cancel()
+            await ctx.cleanup()
+        await self._finish(message, job, state, outputs, started)
         self.completed += 1
+
+    async def _report_running(self, job: WorkerJob, started: datetime) -> None:
+        await asyncio.sleep(self.settings.running_report_seconds)
+        # On failure no harm done: the final result carries the start date anyway.
+        with contextlib.suppress(Transient):
+            await self.backend.queues.publish(
+                EXECUTOR_QUEUE,
+                [(job.execution_id, self._result(job, StateType.RUNNING, None, started))],
+            )
 
     async def _execute(
         self, task: Task, ctx: WorkerRunContext
@@ -361,11 +396,9 @@ class Worker:
     def _logger(self, job: WorkerJob) -> _TaskLogger:
         return _TaskLogger(job, self._buffer, self.backend.clock)
 
-    async def _publish(self, job: WorkerJob, state: StateType, outputs: Any) -> None:
-        result = self._result(job, state, outputs)
-        await self.backend.queues.publish(EXECUTOR_QUEUE, [(job.execution_id, result)])
-
-    def _result(self, job: WorkerJob, state: StateType, outputs: Any) -> bytes:
+    def _result(
+        self, job: WorkerJob, state: StateType, outputs: Any, started: datetime | None = None
+    ) -> bytes:
         return encode_event(
             WorkerResult(
                 at=self.backend.clock(),
@@ -374,11 +407,17 @@ class Worker:
                 state=state,
                 outputs=outputs,
                 worker_id=self.id,
+                started=started,
             )
         )
 
     async def _finish(
-        self, message: QueueMessage, job: WorkerJob, state: StateType, outputs: Any
+        self,
+        message: QueueMessage,
+        job: WorkerJob,
+        state: StateType,
+        outputs: Any,
+        started: datetime | None = None,
     ) -> None:
         """Publish the final result and ack the job, together."""
         logs = self._buffer.take()
@@ -387,9 +426,8 @@ class Worker:
                 async with self.backend.transaction() as tx:
                     if logs:
                         await tx.logs.append(logs)
-                    await tx.queues.publish(
-                        EXECUTOR_QUEUE, [(job.execution_id, self._result(job, state, outputs))]
-                    )
+                    result = self._result(job, state, outputs, started)
+                    await tx.queues.publish(EXECUTOR_QUEUE, [(job.execution_id, result)])
                     await tx.queues.ack(WORKER_QUEUE, [message.id])
                     if state is StateType.KILLED:
                         await tx.kills.clear([job.task_run_id])

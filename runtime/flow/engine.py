@@ -233,10 +233,11 @@ class _Pass:
             return
         if not event.state.terminated:
             return
+        started = min(event.started, self.at) if event.started is not None else self.at
         if attempt == count + 1:
             attempts.append(
                 Attempt(
-                    state=State.new(S.RUNNING, self.at).to(event.state, self.at),
+                    state=State.new(S.RUNNING, started).to(event.state, self.at),
                     worker_id=event.worker_id,
                 )
             )
@@ -251,7 +252,7 @@ class _Pass:
             outputs=event.outputs if event.outputs is not None else run.outputs,
         )
         if run.state.current is not S.RUNNING:
-            run = run.with_state(S.RUNNING, self.at)
+            run = run.with_state(S.RUNNING, started)
         self.set_run(run)
         self.finish_attempt(run, event.state)
 

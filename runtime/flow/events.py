@@ -39,6 +39,8 @@ class WorkerResult(_Message, frozen=True, kw_only=True, tag="worker_result"):
     state: StateType
     outputs: dict[str, Any] | None = None
     worker_id: str | None = None
+    #: when the attempt started; lets a worker skip the RUNNING report of a short task
+    started: datetime | None = None
 
 
 class Kill(_Message, frozen=True, kw_only=True, tag="kill"):
