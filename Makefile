@@ -29,7 +29,7 @@ bench: install
 	$(PY) -m bench --quick
 
 run: install
-	$(VENV)/bin/runtime --help
+	$(VENV)/bin/runtime run --all --flows examples/flows
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
