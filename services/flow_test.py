@@ -14,10 +14,11 @@ from pathlib import Path
 
 from backends.protocols import Storage
 from runtime.config import Config, load_config
+from runtime.flow.engine import task_index
 from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import resolve_inputs
-from runtime.flow.model import Flow
+from runtime.flow.model import Flow, Pause
 from runtime.flow.states import StateType
 from runtime.messages import LogEntry
 from services.executor import submit
@@ -76,8 +77,20 @@ async def run_flow_test(
                 return
             if on_change is not None:
                 on_change(execution)
-            if execution.state.terminated or execution.state.current is StateType.PAUSED:
+            if execution.state.terminated or (
+                execution.state.current is StateType.PAUSED and not _resumes_by_itself(execution)
+            ):
                 done.set()
+
+        def _resumes_by_itself(execution: Execution) -> bool:
+            """A Pause with a duration goes on by itself: wait for it."""
+            tasks = task_index(server.flows.parse(record))
+            for run in execution.task_run_list:
+                task = tasks.get(run.task_id)
+                paused = run.state.current is StateType.PAUSED
+                if paused and isinstance(task, Pause) and task.wait is not None:
+                    return True
+            return False
 
         async with server:
             assert server.executor is not None

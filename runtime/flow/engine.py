@@ -227,9 +227,10 @@ class _Pass:
         if event.state is S.RUNNING:
             if attempt != count + 1:
                 return
-            attempts.append(Attempt(state=State.new(S.RUNNING, self.at), worker_id=event.worker_id))
+            started = min(event.started, self.at) if event.started is not None else self.at
+            attempts.append(Attempt(state=State.new(S.RUNNING, started), worker_id=event.worker_id))
             run = msgspec.structs.replace(run, attempts=tuple(attempts))
-            self.set_run(run.with_state(S.RUNNING, self.at))
+            self.set_run(run.with_state(S.RUNNING, started))
             return
         if not event.state.terminated:
             return
@@ -254,7 +255,48 @@ class _Pass:
         if run.state.current is not S.RUNNING:
             run = run.with_state(S.RUNNING, started)
         self.set_run(run)
+        task = self.task_of(run)
+        if task.reports_children and event.outputs:
+            self.record_children(run, task, event.outputs.get("children"), started)
         self.finish_attempt(run, event.state)
+
+    def record_children(
+        self, parent: TaskRun, task: Task, reported: Any, started: datetime
+    ) -> None:
+        """Task runs for the children a task ran itself (WorkingDirectory)."""
+        if not isinstance(reported, list):
+            return
+        known = {child.id for _, tasks in task.child_lists() for child in tasks}
+        for index, item in enumerate(reported):
+            if not isinstance(item, dict) or item.get("taskId") not in known:
+                continue
+            try:
+                state = S(item.get("state", "SUCCESS"))
+            except ValueError:
+                continue
+            run_id = derived_id(parent.id, item["taskId"], parent.attempt_count, index)
+            if run_id in self.index:
+                continue
+            history = State.new(S.CREATED, started)
+            if state is not S.SKIPPED:
+                history = history.to(S.RUNNING, started)
+            self.add_run(
+                TaskRun(
+                    id=run_id,
+                    execution_id=self.original.id,
+                    namespace=self.original.namespace,
+                    flow_id=self.original.flow_id,
+                    task_id=str(item["taskId"]),
+                    parent_task_run_id=parent.id,
+                    attempts=()
+                    if state is S.SKIPPED
+                    else (Attempt(state=State.new(S.RUNNING, started).to(state, self.at)),),
+                    outputs=item.get("outputs"),
+                    state=history.to(state, self.at),
+                    # The parent's loop value is already an ancestor's: no repeat.
+                    value=None,
+                )
+            )
 
     def finish_attempt(self, run: TaskRun, state: StateType) -> None:
         """A task run's attempt ended in ``state``: retry it, or give it its final state."""

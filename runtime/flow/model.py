@@ -105,6 +105,10 @@ class Task(_Model, kw_only=True, frozen=True):
     aliases: ClassVar[tuple[str, ...]] = ()
     #: fields holding child tasks, and their shape: "list", "map" (of lists) or "dag"
     task_fields: ClassVar[dict[str, str]] = {}
+    #: a runnable task that runs its children itself on the worker (WorkingDirectory)
+    #: and reports them as outputs ``children: [{taskId, state, outputs}]``; the engine
+    #: records them as child task runs, so ``outputs.<child>`` works as in Kestra
+    reports_children: ClassVar[bool] = False
 
     def child_lists(self) -> Iterator[tuple[str, tuple[Task, ...]]]:
         """Every list of child tasks, named by its YAML path segment."""

@@ -284,6 +284,12 @@ class _WaitForScope(Scope):
     def __init__(self, engine: _Pass, task: WaitFor, parent: TaskRun) -> None:
         memo = parent.memo or {}
         iteration = int(memo.get("iteration", 0))
+        if (parent.outputs or {}).get("iterationCount") != iteration + 1:
+            # Kestra lets the children read the loop's count while it runs.
+            parent = msgspec.structs.replace(
+                parent, outputs={**(parent.outputs or {}), "iterationCount": iteration + 1}
+            )
+            engine.set_run(parent)
         self.iteration = iteration
         self.waiting_for_delay = bool(memo.get("waiting"))
         self.wait_task = task

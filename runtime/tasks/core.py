@@ -279,6 +279,7 @@ class WorkingDirectory(RunnableTask, kw_only=True, frozen=True):
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.WorkingDirectory"
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.WorkingDirectory",)
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list"}
+    reports_children: ClassVar[bool] = True
 
     async def run(self, ctx: RunContext) -> Outputs:
         return await working_directory.run(self, ctx)

@@ -56,12 +56,15 @@ async def run(task: WorkingDirectory, ctx: RunContext) -> dict[str, Any]:
     )
 
     results: dict[str, Any] = {}
+    #: what the engine turns into the children's task runs (see Task.reports_children)
+    children: list[dict[str, Any]] = []
     for child in task.tasks:
         if child.disabled:
             continue
         child_ctx = _ChildContext(ctx, child, results)
         if not is_truthy(await child_ctx.render(child.run_if)):
             ctx.log.info(f"{where}: child task {child.id!r} skipped (runIf is false)")
+            children.append({"taskId": child.id, "state": "SKIPPED"})
             continue
         try:
             outputs = await _run_child(child, child_ctx)
@@ -71,11 +74,13 @@ async def run(task: WorkingDirectory, ctx: RunContext) -> dict[str, Any]:
                 raise TaskFailure(message) from exc
             ctx.log.error(message)
             ctx.warn(f"child task {child.id!r} failed and allowFailure is true")
+            children.append({"taskId": child.id, "state": "WARNING"})
             continue
         if outputs is not None:
             results[child.id] = outputs
+        children.append({"taskId": child.id, "state": "SUCCESS", "outputs": outputs})
 
-    gathered: dict[str, Any] = {"outputs": results}
+    gathered: dict[str, Any] = {"outputs": results, "children": children}
     if task.output_files:
         gathered["outputFiles"] = await files.upload_output_files(
             ctx, list(task.output_files), ctx.workdir, where=where

@@ -103,7 +103,13 @@ tasks:
 """
     )
     out = await task.run(ctx)
-    assert out == {"outputs": {"after": {"value": "reached"}}}
+    assert out == {
+        "outputs": {"after": {"value": "reached"}},
+        "children": [
+            {"taskId": "bad", "state": "WARNING"},
+            {"taskId": "after", "state": "SUCCESS", "outputs": {"value": "reached"}},
+        ],
+    }
     assert ctx.warnings == ["child task 'bad' failed and allowFailure is true"]
 
 
