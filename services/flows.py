@@ -12,7 +12,7 @@ import msgspec
 from backends.protocols import FlowRecord, FlowStore, Stores
 from runtime.flow.loader import FlowError
 from runtime.flow.model import Flow
-from runtime.flow.parse import parse_flow
+from runtime.flow.parse import file_problems, parse_flow
 from runtime.log import get_logger
 
 log = get_logger(__name__)
@@ -88,6 +88,11 @@ async def deploy_folder(store: FlowStore, folder: Path) -> tuple[list[FlowRecord
             continue
         except OSError as exc:
             problems.append(f"{path}: cannot read: {exc.strerror or exc}")
+            continue
+        except UnicodeDecodeError:
+            # Reported where `runtime flow validate` reports it.
+            found = await asyncio.to_thread(file_problems, path)
+            problems.extend(p.render(str(path)) for p in found)
             continue
         deployed.append(record)
     return deployed, problems

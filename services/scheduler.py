@@ -32,7 +32,7 @@ from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, encode_event
 from services.common import host, sleep_or_stop
 from services.flows import FlowCache
-from services.triggers import SCHEDULE_TYPES, next_fire, schedule_execution
+from services.triggers import SCHEDULE_TYPES, last_fire, next_fire, schedule_execution
 
 log = get_logger(__name__)
 
@@ -140,11 +140,17 @@ class Scheduler:
             )
             state = await triggers.get(flow.namespace, flow.id, trigger.id)
             assert state is not None
+        policy = (trigger.recover_missed_schedules or "ALL").upper()
         due: list[datetime] = []
         date = state.next_date
         while date is not None and date <= now and len(due) < MAX_CATCH_UP:
             due.append(date)
             date = next_fire(trigger, date)
+        if policy != "ALL" and date is not None and date <= now:
+            # A long downtime: only the latest date matters; find it without walking.
+            last = last_fire(trigger, now)
+            due = [last] if last is not None else due
+            date = next_fire(trigger, now)
         if not due:
             return 0
         to_fire = self._recover(trigger, due, now)

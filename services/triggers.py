@@ -9,7 +9,6 @@ join within a time window) are not supported yet and are logged once as such.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,6 +77,20 @@ def next_fire(trigger: Trigger, after: datetime) -> datetime | None:
     return next(schedule_iter(trigger, after), None)
 
 
+def last_fire(trigger: Trigger, until: datetime) -> datetime | None:
+    """The latest fire date at or before ``until``, in UTC (without walking there)."""
+    if trigger.cron is None:
+        return None
+    expression = _NICKNAMES.get(trigger.cron.strip().lower(), trigger.cron.strip())
+    if trigger.with_seconds:
+        fields = expression.split()
+        expression = " ".join([*fields[1:], fields[0]])
+    zone = ZoneInfo(trigger.timezone) if trigger.timezone else UTC
+    itr = croniter(expression, (until + timedelta(microseconds=1)).astimezone(zone))
+    found: datetime = itr.get_prev(datetime)
+    return found.astimezone(UTC)
+
+
 def schedule_execution(flow: Flow, trigger: Trigger, date: datetime, at: datetime) -> Execution:
     """The execution a Schedule trigger creates for ``date`` (a stable id per date, so
     firing the same date twice creates nothing new)."""
@@ -101,14 +114,8 @@ def schedule_execution(flow: Flow, trigger: Trigger, date: datetime, at: datetim
 
 
 # -- flow triggers ---------------------------------------------------------------------
-_FLOWS_CACHE: dict[int, tuple[float, list[Flow]]] = {}
-_CACHE_SECONDS = 2.0
-
-
 async def _flows_with_flow_triggers(tx: Stores, cache: FlowCache) -> list[Flow]:
-    cached = _FLOWS_CACHE.get(id(cache))
-    if cached is not None and time.monotonic() - cached[0] < _CACHE_SECONDS:
-        return cached[1]
+    """Deployed flows with an enabled Flow trigger (parsing is cached per revision)."""
     flows = []
     for record in await tx.flows.list():
         flow = cache.parse(record)
@@ -116,7 +123,6 @@ async def _flows_with_flow_triggers(tx: Stores, cache: FlowCache) -> list[Flow]:
             t.type in FLOW_TYPES and not t.disabled for t in flow.triggers
         ):
             flows.append(flow)
-    _FLOWS_CACHE[id(cache)] = (time.monotonic(), flows)
     return flows
 
 
@@ -126,6 +132,8 @@ async def flow_trigger_executions(
     """The executions Flow triggers create because ``ended`` ended."""
     out = []
     for flow in await _flows_with_flow_triggers(tx, cache):
+        if (flow.namespace, flow.id) == (ended.namespace, ended.flow_id):
+            continue  # as in Kestra: a flow never triggers itself
         for trigger in flow.triggers:
             if trigger.type not in FLOW_TYPES or trigger.disabled:
                 continue
@@ -165,6 +173,8 @@ async def flow_trigger_executions(
 
 
 def _matches(trigger: Trigger, ended: Execution, command: ExecutionEnded) -> bool:
+    if trigger.states and command.state.value not in trigger.states:
+        return False
     for condition in trigger.conditions:
         if not _condition(condition, ended, command):
             return False

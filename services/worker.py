@@ -230,8 +230,8 @@ class Worker:
         ]
         ctx.ready()
         log.info("worker.started", worker=self.id, concurrency=self.settings.concurrency)
+        claim = asyncio.create_task(self._claim_loop(), name=f"{self.id}.claim")
         try:
-            claim = asyncio.create_task(self._claim_loop(), name=f"{self.id}.claim")
             done, _ = await asyncio.wait([claim, *side], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not claim and task.exception() is not None:
@@ -241,9 +241,15 @@ class Worker:
             await claim
             await self._drain()
         finally:
-            for task in side:
+            # An immediate stop (cancellation) ends the claim loop and running jobs
+            # too; each job gives itself back to the queue as it is cancelled.
+            self._stopping.set()
+            claim.cancel()
+            await asyncio.gather(claim, return_exceptions=True)
+            jobs = [task for task, _ in self.running.values()]
+            for task in [*side, *jobs]:
                 task.cancel()
-            await asyncio.gather(*side, return_exceptions=True)
+            await asyncio.gather(*side, *jobs, return_exceptions=True)
             await asyncio.shield(self._final_flush())
             await self.pool.stop()
             log.info("worker.stopped", worker=self.id, completed=self.completed)

@@ -59,7 +59,7 @@ class SqliteQueues:
         self, queue: str, consumer: str, limit: int, lease_seconds: float
     ) -> list[QueueMessage]:
         """Lease up to ``limit`` available messages to ``consumer``, oldest first."""
-        table = self._s.known_table(queue)
+        table = await self._s.find_table(queue)
         if table is None or limit <= 0:
             return []
         now = self._s.now()
@@ -130,7 +130,7 @@ class SqliteQueues:
 
     async def depth(self, queue: str) -> int:
         """Messages in the queue, leased or not."""
-        table = self._s.known_table(queue)
+        table = await self._s.find_table(queue)
         if table is None:
             return 0
         rows = await self._s.read(fetch(self._s.queue_queries(table)["queue_depth"]))
@@ -138,7 +138,7 @@ class SqliteQueues:
 
     async def next_available(self, queue: str) -> datetime | None:
         """When the earliest message a claim could take becomes visible (None: none)."""
-        table = self._s.known_table(queue)
+        table = await self._s.find_table(queue)
         if table is None:
             return None
         rows = await self._s.read(fetch(self._s.queue_queries(table)["queue_next_available"]))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 from backends.protocols import Clock
 from backends.sql.mapping import queue_table
 from backends.sql.queries import Queries, QueueQueries
-from backends.sqlite.connection import Connection, Op, in_transaction
+from backends.sqlite.connection import Connection, Op, fetch, in_transaction
 
 T = TypeVar("T")
 Then = Callable[[Any], None]
@@ -74,6 +75,8 @@ class Core:
         self.queue_queries = queue_queries
         #: queue name -> table, for tables whose creation is committed
         self.queue_tables = queue_tables
+        #: when the registry of queue tables was last read (see Session.find_table)
+        self.tables_read_at = time.monotonic()
         self.lock = asyncio.Lock()
         #: the task running a transaction, to refuse re-entry instead of deadlocking
         self.tx_owner: asyncio.Task[Any] | None = None
@@ -132,6 +135,19 @@ class Session:
     def known_table(self, queue: str) -> str | None:
         """The table of ``queue`` if it exists (else the queue is empty)."""
         return self.core.queue_tables.get(queue)
+
+    async def find_table(self, queue: str) -> str | None:
+        """Like known_table, but a queue this process has not seen may have been made
+        by another process sharing the database: read the registry again (at most
+        once a second)."""
+        table = self.known_table(queue)
+        if table is None and time.monotonic() - self.core.tables_read_at > 1.0:
+            self.core.tables_read_at = time.monotonic()
+            rows = await self.read(fetch(self.core.queries["queue_tables"]))
+            for name, found in rows:
+                self.core.queue_tables.setdefault(str(name), str(found))
+            table = self.known_table(queue)
+        return table
 
     def all_tables(self) -> dict[str, str]:
         return dict(self.core.queue_tables)

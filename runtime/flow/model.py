@@ -415,6 +415,8 @@ class Trigger(_Model, kw_only=True, frozen=True, forbid_unknown_fields=False):
     late_maximum_delay: timedelta | None = None
     preconditions: dict[str, Any] | None = None
     stop_after: list[str] | None = None
+    #: Flow trigger: the upstream end states it fires on (default: every terminal state)
+    states: list[str] | None = None
 
 
 class Flow(_Model, kw_only=True, frozen=True):
