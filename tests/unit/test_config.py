@@ -1,0 +1,35 @@
+"""Settings: the example config loads, environment variables override, errors name keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.config import ConfigError, load_config
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_the_example_config_is_valid_and_matches_the_defaults() -> None:
+    loaded = load_config(ROOT / "config" / "standalone.yml", environ={})
+    assert loaded == load_config(None, environ={})
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("worker:\n  concurrency: 3\n")
+    config = load_config(
+        path, environ={"RUNTIME_WORKER_CONCURRENCY": "16", "RUNTIME_DATA_DIR": "/x"}
+    )
+    assert config.worker.concurrency == 16
+    assert config.sqlite_path() == Path("/x/runtime.db")
+
+
+def test_errors_name_the_key_the_variable_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("worker:\n  concurency: 3\n")
+    with pytest.raises(ConfigError, match=r"c\.yml: setting `worker\.concurency`.*unknown setting"):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match=r"RUNTIME_WORKER_CONCURRENCY.*Expected `int`"):
+        load_config(None, environ={"RUNTIME_WORKER_CONCURRENCY": "lots"})
