@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backends.errors import Transient
 from backends.protocols import Backend, Storage
 from runtime.actors import ActorSystem, ChildContext, ChildSpec
 from runtime.config import Config, ConfigError
 from runtime.log import get_logger
-from services.common import instance_id
+from services.common import instance_id, sleep_or_stop
 from services.executor import Executor
 from services.flows import FlowCache, deploy_file, deploy_folder
 from services.liveness import Liveness
@@ -178,7 +180,7 @@ class Server:
                     log.error("flows.invalid", file=str(path), problem=str(exc))
 
     async def start(self) -> None:
-        await self.backend.start()
+        await self.backend.start()  # a no-op when connect() started it
         self.system = ActorSystem(self._children(), name="runtime")
         try:
             await self.system.start()
@@ -193,8 +195,34 @@ class Server:
             finally:
                 await self.backend.stop()
 
+    async def connect(self, *, max_delay: float = 30.0) -> None:
+        """Start the backend, retrying with backoff while it is unreachable (a
+        database restarting, a server started before its database); a signal stops
+        the waiting."""
+        delay = 1.0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            while True:
+                try:
+                    await self.backend.start()
+                    return
+                except Transient as exc:
+                    log.error("backend.unreachable", error=str(exc), retry_in=delay)
+                await sleep_or_stop(stop, delay)
+                if stop.is_set():
+                    raise SystemExit(0)
+                delay = min(max_delay, delay * 2)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
     async def run_until_signalled(self) -> None:
+        """Connect (waiting for the backend if need be), start, run until signalled."""
         if self.system is None:
+            await self.connect()
             await self.start()
         assert self.system is not None
         try:
