@@ -469,6 +469,13 @@ class _Pass:
             run = msgspec.structs.replace(run, memo=memo)
             self.set_run(run)
             self.kill_runs(self.descendants(run.id))
+            if run.state.current is S.PAUSED:
+                # A Pause nobody resumed in time fails (its children never started).
+                self.move_run(self.move_run(run, S.RUNNING), S.FAILED)
+                if self.state.current is S.PAUSED and not any(
+                    r.state.current is S.PAUSED for r in self.runs
+                ):
+                    self.move_execution(S.RUNNING)
 
     def on_subflow_ended(self, event: SubflowEnded) -> None:
         run = self.find(event.task_run_id)

@@ -690,3 +690,12 @@ def test_now_in_a_template_is_the_event_time() -> None:
     )
     text = text.replace("now() == '2024-01-01T00:00:00Z'", "now(format='yyyy') == '2024'")
     assert states(run(text)) == {"a": "SUCCESS"}  # EPOCH is 2024-01-01
+
+
+def test_a_pause_not_resumed_within_its_timeout_fails() -> None:
+    simulation = sim(PAUSE.replace("DELAY", "timeout: PT10M"))
+    ex = simulation.run()
+    assert ex.state.current is S.FAILED
+    assert states(ex) == {"approve": "FAILED"}
+    pause = ex.runs_of("approve")[0]
+    assert pause.state.histories[-1].date - pause.state.histories[0].date == timedelta(minutes=10)
