@@ -34,6 +34,10 @@ class BackendConfig(_Section, frozen=True, kw_only=True):
     synchronous: str = "FULL"
     #: a PostgreSQL/MySQL DSN, for the backends that need one
     dsn: str | None = None
+    #: the PostgreSQL schema holding runtime's tables
+    schema: str = "public"
+    #: connections in the process's pool
+    pool_max: int = 10
 
 
 class StorageConfig(_Section, frozen=True, kw_only=True):

@@ -266,6 +266,42 @@ def flow_deploy(ctx: click.Context, paths: tuple[Path, ...], config_path: Path |
     sys.exit(1 if asyncio.run(deploy()) else 0)
 
 
+@cli.command("migrate")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+)
+@click.pass_context
+def migrate(ctx: click.Context, config_path: Path | None) -> None:
+    """Bring the configured database's schema up to date, then exit.
+
+    Components also migrate when they start (once, under a lock, even when several
+    start together); run this to do it ahead of a deployment.
+
+    \b
+    Example:
+      RUNTIME_BACKEND_TYPE=postgres RUNTIME_BACKEND_DSN=postgresql://runtime@db/runtime \\
+        runtime migrate
+    """
+    from backends.errors import Transient
+    from services.standalone import make_backend
+
+    config = _config(config_path)
+    _logging(ctx, "WARNING")
+
+    async def go() -> None:
+        backend = make_backend(config)
+        await backend.start()  # applies pending migrations
+        await backend.stop()
+
+    try:
+        asyncio.run(go())
+    except Transient as exc:
+        raise click.ClickException(str(exc)) from None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"the {config.backend.type} schema is up to date")
+
+
 # -- execute, logs ------------------------------------------------------------------------
 @cli.command("execute")
 @click.argument("namespace")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from backends.errors import Transient
+from backends.errors import BackendError, Transient
 from backends.protocols import Backend, QueueMessage, Stores
 from runtime.actors import ChildContext
 from runtime.config import ExecutorConfig
@@ -94,6 +94,10 @@ class Executor:
                 log.warning("executor.backend_unavailable", error=str(exc))
                 await sleep_or_stop(stopping, 1.0)
                 continue
+            except BackendError as exc:
+                log.error("executor.batch_failed", error=str(exc))
+                await sleep_or_stop(stopping, 1.0)
+                continue
             if not handled:
                 await wait_or_stop(stopping, queues.wait(EXECUTOR_QUEUE, await self._idle_wait()))
         log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
@@ -127,7 +131,9 @@ class Executor:
             for execution_id, messages in groups.items():
                 try:
                     updated = await self._process_execution(tx, execution_id, messages)
-                except Transient:
+                except BackendError:
+                    # A failed statement may have aborted the transaction (PostgreSQL
+                    # does): roll the whole batch back; its events come back.
                     raise
                 except Exception as exc:
                     self._give_up_or_retry(execution_id, messages, exc, done, failed)

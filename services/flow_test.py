@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from backends.protocols import Storage
+from backends.protocols import Backend, Storage
 from runtime.config import Config, load_config
 from runtime.flow.engine import task_index
 from runtime.flow.execution import Execution, new_execution
@@ -51,6 +51,16 @@ async def upload_file_inputs(
     return out
 
 
+def memory_backend() -> Backend:
+    from backends.memory import MemoryBackend
+
+    return MemoryBackend()
+
+
+#: what `flow test` runs on; tests swap it to run the same flows on other backends
+BACKEND_FACTORY: Callable[[], Backend] = memory_backend
+
+
 async def run_flow_test(
     flow_file: Path,
     *,
@@ -61,12 +71,11 @@ async def run_flow_test(
     config: Config | None = None,
 ) -> tuple[Execution, list[LogEntry]]:
     """Run ``flow_file`` once; returns the final (or paused) execution and its logs."""
-    from backends.memory import MemoryBackend
     from backends.storage_local import LocalStorage
 
     base = config or load_config(None, {})
     with tempfile.TemporaryDirectory(prefix="runtime-flow-test-") as scratch:
-        backend = MemoryBackend()
+        backend = BACKEND_FACTORY()
         storage = LocalStorage(Path(scratch))
         server = Server(base, backend=backend, storage=storage, flows_dir=flows_dir, watch=False)
         done = asyncio.Event()

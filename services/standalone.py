@@ -35,7 +35,10 @@ COMPONENTS = ("executor", "worker", "scheduler")
 _BACKENDS = {
     "memory": ("backends.memory", "MemoryBackend"),
     "sqlite": ("backends.sqlite", "SqliteBackend"),
+    "postgres": ("backends.postgres", "PostgresBackend"),
 }
+#: backends only one process uses at a time (liveness may re-queue every foreign lease)
+_EXCLUSIVE = frozenset({"memory", "sqlite"})
 
 
 def make_backend(config: Config) -> Backend:
@@ -50,6 +53,15 @@ def make_backend(config: Config) -> Backend:
         path = config.sqlite_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path, synchronous=config.backend.synchronous)  # type: ignore[no-any-return]
+    if kind == "postgres":
+        if not config.backend.dsn:
+            raise ConfigError(
+                "setting `backend.dsn` (or RUNTIME_BACKEND_DSN) is required for the postgres "
+                "backend, e.g. postgresql://runtime@127.0.0.1:5432/runtime"
+            )
+        return cls(  # type: ignore[no-any-return]
+            config.backend.dsn, schema=config.backend.schema, pool_max=config.backend.pool_max
+        )
     return cls()  # type: ignore[no-any-return]
 
 
@@ -117,7 +129,7 @@ class Server:
                 settings=config.scheduler,
             )
             own.append(self.scheduler.id)
-        exclusive = config.backend.type.lower() in ("sqlite", "memory")
+        exclusive = config.backend.type.lower() in _EXCLUSIVE
         liveness = Liveness(
             self.backend, settings=config.liveness, exclusive=exclusive, own_ids=own
         )

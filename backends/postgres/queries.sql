@@ -1,0 +1,439 @@
+-- Every SQL statement of the PostgreSQL backend, by name (backends.sql.queries format).
+-- Parameters are positional ($1, $2, ...); instants are epoch microseconds (UTC).
+-- Queries on one queue's table say {table}; they are rendered once per queue, and
+-- asyncpg prepares each text once per connection.
+-- Statements that wake consumers call pg_notify($channel, $sender) themselves: the
+-- notification is delivered when the statement's transaction commits, and never if it
+-- rolls back. $sender names the backend instance, whose own listener ignores it (it
+-- wakes its waiters in-process instead).
+
+-- ---------------------------------------------------------------- migrations
+-- name: migrations_lock
+-- session-level: held across the migration transaction, released by migrations_unlock
+SELECT pg_advisory_lock($1)
+
+-- name: migrations_unlock
+SELECT pg_advisory_unlock($1)
+
+-- name: schema_exists
+SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
+
+-- name: schema_create
+-- {schema} is checked to be a plain identifier before it is spliced in
+CREATE SCHEMA IF NOT EXISTS {schema}
+
+-- name: migrations_create
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  BIGINT NOT NULL
+)
+
+-- name: migrations_applied
+SELECT version FROM schema_migrations ORDER BY version
+
+-- name: migrations_record
+INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)
+
+-- ---------------------------------------------------------------- executions
+-- name: execution_get
+SELECT data FROM executions WHERE id = $1
+
+-- name: execution_get_for_update
+SELECT data FROM executions WHERE id = $1 FOR UPDATE
+
+-- name: execution_save
+-- An update sets only what changes while an execution runs (its id, namespace, flow
+-- and start date never do): fewer index entries to rewrite, more HOT updates.
+INSERT INTO executions (id, namespace, flow_id, state, start_date, end_date, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state,
+    end_date = excluded.end_date,
+    data = excluded.data
+
+-- name: execution_delete
+DELETE FROM executions WHERE id = $1 RETURNING id
+
+-- name: execution_search
+-- $1 states (NULL: any), $2 limit, $3 offset. Newest first, walking executions_start.
+SELECT data FROM executions
+WHERE ($1::text[] IS NULL OR state = ANY($1::text[]))
+ORDER BY start_date DESC NULLS LAST, id DESC
+LIMIT $2 OFFSET $3
+
+-- name: execution_search_flow_only
+-- a flow id without a namespace
+SELECT data FROM executions
+WHERE flow_id = $4
+  AND ($1::text[] IS NULL OR state = ANY($1::text[]))
+ORDER BY start_date DESC NULLS LAST, id DESC
+LIMIT $2 OFFSET $3
+
+-- name: execution_search_namespace
+SELECT data FROM executions
+WHERE namespace = $4
+  AND ($1::text[] IS NULL OR state = ANY($1::text[]))
+ORDER BY start_date DESC NULLS LAST, id DESC
+LIMIT $2 OFFSET $3
+
+-- name: execution_search_flow
+SELECT data FROM executions
+WHERE namespace = $4 AND flow_id = $5
+  AND ($1::text[] IS NULL OR state = ANY($1::text[]))
+ORDER BY start_date DESC NULLS LAST, id DESC
+LIMIT $2 OFFSET $3
+
+-- name: execution_count_in_states
+SELECT count(*) FROM executions
+WHERE namespace = $1 AND flow_id = $2 AND state = ANY($3::text[])
+
+-- name: execution_oldest_in_state
+SELECT id FROM executions
+WHERE namespace = $1 AND flow_id = $2 AND state = $3
+ORDER BY start_date NULLS FIRST, id
+LIMIT 1
+
+-- ---------------------------------------------------------------- flows
+-- name: flow_lock
+-- one deploy of a flow at a time (a new flow has no row to lock yet)
+SELECT pg_advisory_xact_lock($1::int, hashtext($2::text || '/' || $3::text))
+
+-- name: flow_latest
+SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
+WHERE namespace = $1 AND flow_id = $2
+ORDER BY revision DESC
+LIMIT 1
+
+-- name: flow_revision
+SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
+WHERE namespace = $1 AND flow_id = $2 AND revision = $3
+
+-- name: flow_revisions
+SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
+WHERE namespace = $1 AND flow_id = $2
+ORDER BY revision
+
+-- name: flow_list
+-- $1 namespace (NULL: every namespace)
+SELECT namespace, flow_id, revision, source, updated, deleted FROM (
+    SELECT DISTINCT ON (namespace, flow_id)
+           namespace, flow_id, revision, source, updated, deleted
+    FROM flows
+    WHERE $1::text IS NULL OR namespace = $1
+    ORDER BY namespace, flow_id, revision DESC
+) AS latest
+WHERE NOT deleted
+ORDER BY namespace, flow_id
+
+-- name: flow_insert
+INSERT INTO flows (namespace, flow_id, revision, source, updated, deleted)
+VALUES ($1, $2, $3, $4, $5, $6)
+
+-- name: flow_set_deleted
+-- deletion is a flag of the flow: every revision reads deleted until a new deploy
+UPDATE flows SET deleted = $3 WHERE namespace = $1 AND flow_id = $2 AND deleted <> $3
+
+-- name: flow_delete
+UPDATE flows SET deleted = true WHERE namespace = $1 AND flow_id = $2 AND NOT deleted
+RETURNING 1
+
+-- ---------------------------------------------------------------- logs
+-- name: log_append
+-- $1..$10: one array per column, entries in arrival order. log_seqs hands out the
+-- numbers: its upsert locks each execution's counter row (in execution id order, so
+-- two appends cannot deadlock) until the transaction ends, and reads its latest value
+-- whatever the statement's snapshot: concurrent appends never share a number.
+WITH entries AS (
+    SELECT u.*,
+           row_number() OVER (PARTITION BY u.execution_id ORDER BY u.ord) AS nth,
+           count(*) OVER (PARTITION BY u.execution_id) AS total
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[],
+                $7::text[], $8::text[], $9::text[], $10::int[])
+         WITH ORDINALITY AS u(execution_id, namespace, flow_id, ts, level, level_number,
+                              message, task_run_id, task_id, attempt, ord)
+), bumped AS (
+    INSERT INTO log_seqs AS s (execution_id, last_seq)
+    SELECT execution_id, count(*) FROM entries GROUP BY execution_id ORDER BY execution_id
+    ON CONFLICT (execution_id) DO UPDATE SET last_seq = s.last_seq + excluded.last_seq
+    RETURNING execution_id, last_seq
+)
+INSERT INTO logs (execution_id, seq, namespace, flow_id, timestamp, level, level_number,
+                  message, task_run_id, task_id, attempt)
+SELECT e.execution_id, b.last_seq - e.total + e.nth, e.namespace, e.flow_id, e.ts, e.level,
+       e.level_number, e.message, e.task_run_id, e.task_id, e.attempt
+FROM entries AS e JOIN bumped AS b USING (execution_id)
+
+-- name: log_query
+-- $1 execution_id, $2 after seq, $3 task_run_id or NULL, $4 minimum level number, $5 limit
+SELECT execution_id, seq, namespace, flow_id, timestamp, level, message, task_run_id,
+       task_id, attempt
+FROM logs
+WHERE execution_id = $1 AND seq > $2
+  AND ($3::text IS NULL OR task_run_id = $3)
+  AND level_number >= $4
+ORDER BY seq
+LIMIT $5
+
+-- ---------------------------------------------------------------- triggers
+-- name: trigger_get
+SELECT namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data
+FROM triggers
+WHERE namespace = $1 AND flow_id = $2 AND trigger_id = $3
+
+-- name: trigger_save
+INSERT INTO triggers
+    (namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (namespace, flow_id, trigger_id) DO UPDATE SET
+    next_date = excluded.next_date,
+    last_date = excluded.last_date,
+    disabled = excluded.disabled,
+    flow_revision = excluded.flow_revision,
+    data = excluded.data
+
+-- name: trigger_list
+SELECT namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data
+FROM triggers
+WHERE $1::text IS NULL OR namespace = $1
+ORDER BY namespace, flow_id, trigger_id
+
+-- name: trigger_delete
+DELETE FROM triggers WHERE namespace = $1 AND flow_id = $2 AND trigger_id = $3 RETURNING 1
+
+-- ---------------------------------------------------------------- KV
+-- name: kv_get
+-- $3 now: expired entries are not returned
+SELECT namespace, key, value, updated, expires_at FROM kv
+WHERE namespace = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)
+
+-- name: kv_set
+INSERT INTO kv (namespace, key, value, updated, expires_at) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (namespace, key) DO UPDATE SET
+    value = excluded.value,
+    updated = excluded.updated,
+    expires_at = excluded.expires_at
+
+-- name: kv_delete
+-- $3 now: deleting an expired entry reports nothing was there
+WITH gone AS (DELETE FROM kv WHERE namespace = $1 AND key = $2 RETURNING expires_at)
+SELECT count(*) FROM gone WHERE expires_at IS NULL OR expires_at > $3
+
+-- name: kv_list
+SELECT namespace, key, value, updated, expires_at FROM kv
+WHERE namespace = $1 AND (expires_at IS NULL OR expires_at > $2)
+ORDER BY key
+
+-- ---------------------------------------------------------------- kills
+-- name: kill_request
+INSERT INTO kills (task_run_id, requested_at)
+SELECT id, $2 FROM unnest($1::text[]) AS u(id)
+ON CONFLICT (task_run_id) DO NOTHING
+
+-- name: kill_requested
+SELECT task_run_id FROM kills WHERE task_run_id = ANY($1::text[])
+
+-- name: kill_clear
+DELETE FROM kills WHERE task_run_id = ANY($1::text[])
+
+-- ---------------------------------------------------------------- services
+-- name: service_heartbeat
+INSERT INTO services (id, kind, heartbeat, data) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET
+    kind = excluded.kind,
+    heartbeat = excluded.heartbeat,
+    data = excluded.data
+
+-- name: service_list
+SELECT data FROM services ORDER BY id
+
+-- name: service_remove
+DELETE FROM services WHERE id = $1
+
+-- ---------------------------------------------------------------- leader lock
+-- name: leader_acquire
+-- $1 name, $2 holder, $3 expires_at, $4 now: take a free or expired lease, renew our own
+INSERT INTO leader_locks AS l (name, holder, expires_at) VALUES ($1, $2, $3)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE l.holder = excluded.holder OR l.expires_at <= $4
+RETURNING holder
+
+-- name: leader_take
+-- the lease whatever its state: the caller holds the name's advisory lock, so the
+-- previous holder's session is gone
+INSERT INTO leader_locks (name, holder, expires_at) VALUES ($1, $2, $3)
+ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+
+-- name: leader_release
+DELETE FROM leader_locks WHERE name = $1 AND holder = $2
+
+-- name: leader_try_lock
+SELECT pg_try_advisory_lock($1)
+
+-- name: leader_unlock
+SELECT pg_advisory_unlock($1)
+
+-- ---------------------------------------------------------------- queues
+-- name: queue_tables
+SELECT queue, table_name FROM registered_queues
+
+-- name: queue_table
+SELECT table_name FROM registered_queues WHERE queue = $1
+
+-- name: queue_create_lock
+-- one creator of queue tables at a time (concurrent CREATE TABLE IF NOT EXISTS of one
+-- name can fail on the catalog's unique indexes)
+SELECT pg_advisory_xact_lock($1)
+
+-- name: queue_register
+INSERT INTO registered_queues (queue, table_name) VALUES ($1, $2)
+ON CONFLICT (queue) DO NOTHING
+
+-- name: queue_create_table
+-- Rows are deleted on ack, so a queue table churns: vacuum it after a fixed number of
+-- dead rows, not a fraction of its (small) size, or claims wade through dead tuples.
+CREATE TABLE IF NOT EXISTS {table} (
+    id            BIGINT PRIMARY KEY DEFAULT nextval('queue_message_ids'),
+    key           TEXT COLLATE "C",
+    payload       BYTEA NOT NULL,
+    available_at  BIGINT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    lease_owner   TEXT,
+    lease_until   BIGINT
+) WITH (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0,
+    autovacuum_analyze_threshold = 1000
+)
+
+-- name: queue_create_claim_index
+-- claims walk the messages not leased in id order
+CREATE INDEX IF NOT EXISTS {table}_claim ON {table} (id) WHERE lease_until IS NULL
+
+-- name: queue_create_key_index
+-- per-key exclusivity: is a message with this key leased? (leased rows are few)
+CREATE INDEX IF NOT EXISTS {table}_keys ON {table} (key) WHERE lease_until IS NOT NULL
+
+-- name: queue_create_waiting_index
+-- the keyed messages not leased, by key in order: a claim's recheck looks for older
+-- messages of its keys it did not take
+CREATE INDEX IF NOT EXISTS {table}_wait ON {table} (key, id)
+WHERE lease_until IS NULL AND key IS NOT NULL
+
+-- name: queue_create_lease_index
+-- the leased messages: expired leases, a dead consumer's leases
+CREATE INDEX IF NOT EXISTS {table}_lease ON {table} (lease_until)
+WHERE lease_until IS NOT NULL
+
+-- name: queue_publish
+-- $1 keys, $2 payloads (publication order: ids follow it), $3 visible from,
+-- $4 channel, $5 sender. Every publish wakes consumers, delayed ones too: an idle
+-- consumer sleeps until the earliest message is due, which may have just moved.
+WITH published AS (
+    INSERT INTO {table} (key, payload, available_at)
+    SELECT u.key, u.payload, $3
+    FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(key, payload, ord)
+    ORDER BY u.ord
+)
+SELECT pg_notify($4, $5)
+
+-- name: queue_claim
+-- $1 consumer, $2 lease deadline, $3 now, $4 limit, $5 the queue's advisory lock class.
+-- Oldest first; a keyed message waits while any message with its key is leased, and a
+-- delayed one does not hold its key. SKIP LOCKED passes over rows another transaction
+-- is claiming. A lease is invisible to others until its transaction commits, so a
+-- claim also takes the transaction-level advisory lock of each key it leases (class
+-- $5, hashtext(key)); a concurrent claim fails to take it and leaves the key alone.
+-- The lock is tried in the outer query, on the (at most $4) rows the subquery picked:
+-- inside it, the planner may evaluate a filter on every row before sorting, and would
+-- lock every key of the queue.
+UPDATE {table} AS q SET lease_owner = $1, lease_until = $2
+FROM (
+    SELECT m.id, m.key FROM {table} AS m
+    WHERE m.lease_until IS NULL AND m.available_at <= $3
+      AND (m.key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM {table} AS o WHERE o.key = m.key AND o.lease_until IS NOT NULL))
+    ORDER BY m.id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+) AS picked
+WHERE q.id = picked.id
+  AND (picked.key IS NULL OR pg_try_advisory_xact_lock($5, hashtext(picked.key)))
+RETURNING q.id, q.key, q.payload, q.attempts
+
+-- name: queue_claim_recheck
+-- $1 the keyed messages a claim just leased, $2 its consumer, $3 its "now", $4 channel,
+-- $5 sender; returns the ids given back (NULL: none), waking consumers if any. Two ways a
+-- claim can lease messages of a key out of turn, both fixed here by giving those
+-- messages back untouched:
+-- 1. its snapshot was taken before it held the key's lock, so it may have missed a
+--    lease of the key committed in between (by a claim that held the lock then);
+-- 2. its scan may have skipped an older message of the key (that key's lock was held
+--    when the scan tried it, and free again at a later message of the key).
+-- This statement's snapshot is newer than the locks, which the claim holds until its
+-- transaction ends: no other claim can lease these keys meanwhile, and every lease
+-- committed before is visible. What stays leased is, per key, a prefix of the key's
+-- visible backlog, and the only lease of the key.
+WITH given_back AS (
+    UPDATE {table} AS m SET lease_owner = NULL, lease_until = NULL
+    WHERE m.id = ANY($1::bigint[]) AND m.lease_owner = $2
+      AND (
+          EXISTS (
+              SELECT 1 FROM {table} AS o
+              WHERE o.key = m.key AND o.lease_until IS NOT NULL AND o.id <> ALL($1::bigint[]))
+          OR EXISTS (
+              SELECT 1 FROM {table} AS o
+              WHERE o.key = m.key AND o.id < m.id AND o.lease_until IS NULL
+                AND o.available_at <= $3 AND o.id <> ALL($1::bigint[]))
+      )
+    RETURNING m.id
+), counted AS (SELECT array_agg(id) AS ids FROM given_back)
+SELECT ids, CASE WHEN ids IS NOT NULL THEN pg_notify($4, $5) END FROM counted
+
+-- name: queue_ack
+-- $1 ids, $2 channel, $3 sender; wakes consumers when a key may have been freed
+WITH gone AS (DELETE FROM {table} WHERE id = ANY($1::bigint[]) RETURNING key),
+     freed AS (SELECT count(key) AS keyed FROM gone)
+SELECT keyed, CASE WHEN keyed > 0 THEN pg_notify($2, $3) END FROM freed
+
+-- name: queue_nack
+-- $1 ids, $2 when they become visible again, $3 channel, $4 sender
+WITH released AS (
+    UPDATE {table}
+    SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, available_at = $2
+    WHERE id = ANY($1::bigint[]) AND lease_until IS NOT NULL
+    RETURNING 1
+), counted AS (SELECT count(*) AS n FROM released)
+SELECT n, CASE WHEN n > 0 THEN pg_notify($3, $4) END FROM counted
+
+-- name: queue_requeue_consumer
+-- $1 consumer, $2 channel, $3 sender
+WITH released AS (
+    UPDATE {table} SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1
+    WHERE lease_until IS NOT NULL AND lease_owner = $1
+    RETURNING 1
+), counted AS (SELECT count(*) AS n FROM released)
+SELECT n, CASE WHEN n > 0 THEN pg_notify($2, $3) END FROM counted
+
+-- name: queue_requeue_expired
+-- $1 now, $2 channel, $3 sender
+WITH released AS (
+    UPDATE {table} SET lease_owner = NULL, lease_until = NULL, attempts = attempts + 1
+    WHERE lease_until IS NOT NULL AND lease_until <= $1
+    RETURNING 1
+), counted AS (SELECT count(*) AS n FROM released)
+SELECT n, CASE WHEN n > 0 THEN pg_notify($2, $3) END FROM counted
+
+-- name: queue_depth
+SELECT count(*) FROM {table}
+
+-- name: queue_next_available
+-- the earliest visibility among messages a claim could take once visible (a keyed
+-- message held by a leased one waits for an ack or nack, which wakes consumers)
+SELECT min(m.available_at) FROM {table} AS m
+WHERE m.lease_until IS NULL
+  AND (m.key IS NULL OR NOT EXISTS (
+      SELECT 1 FROM {table} AS o WHERE o.key = m.key AND o.lease_until IS NOT NULL))

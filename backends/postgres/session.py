@@ -1,0 +1,342 @@
+"""Where a store's statements go: into an open transaction (one pooled connection,
+``BEGIN`` ... ``COMMIT``), or into short transactions of their own (the backend's
+autocommit attributes: each call borrows a pooled connection, for one statement, a few
+statements each committed on its own, or one ``atomically`` block).
+
+The :class:`Core` is what every session of one backend shares: the pool, the queue
+tables known to exist, the in-process wake-up events and the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from backends.errors import Transient
+from backends.postgres.connection import channel, lock_key32, lock_key64, translated
+from backends.postgres.listener import Listener
+from backends.protocols import Clock
+from backends.sql.aio import finish
+from backends.sql.mapping import queue_table
+from backends.sql.queries import Queries, QueueQueries
+
+T = TypeVar("T")
+#: an asyncpg connection or pool proxy (asyncpg ships no type information)
+Conn = Any
+Record = Any
+Op = Callable[[Conn], Awaitable[T]]
+
+QUEUE_DDL = (
+    "queue_create_table",
+    "queue_create_claim_index",
+    "queue_create_key_index",
+    "queue_create_waiting_index",
+    "queue_create_lease_index",
+)
+QUEUE_QUERIES = (
+    *QUEUE_DDL,
+    "queue_publish",
+    "queue_claim",
+    "queue_claim_recheck",
+    "queue_ack",
+    "queue_nack",
+    "queue_requeue_consumer",
+    "queue_requeue_expired",
+    "queue_depth",
+    "queue_next_available",
+)
+
+
+class QueueTable:
+    """What the queue code needs to know about one queue's table."""
+
+    __slots__ = ("channel", "lock_class", "name", "queries")
+
+    def __init__(self, name: str, schema: str, queries: Mapping[str, str]) -> None:
+        self.name = name
+        self.queries = queries
+        self.channel = channel(schema, name)
+        #: first half of the two-key advisory locks of this queue's keys
+        self.lock_class = lock_key32("runtime.queue", schema, name)
+
+
+class Core:
+    """What the sessions of one backend share."""
+
+    def __init__(
+        self,
+        *,
+        pool: Any,
+        clock: Clock,
+        schema: str,
+        where: str,
+        queries: Queries,
+        queue_queries: QueueQueries,
+        sender: str,
+        poll_seconds: float,
+        queue_tables: dict[str, str],
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.schema = schema
+        self.where = where
+        self.queries = queries
+        self.sender = sender
+        self.poll_seconds = poll_seconds
+        self.listener: Listener | None = None
+        self._queue_queries = queue_queries
+        #: queue name -> table, for tables known to exist
+        self._tables: dict[str, QueueTable] = {}
+        for queue, table in queue_tables.items():
+            self.remember(queue, table)
+        self._creating = asyncio.Lock()
+        self._wakeups: dict[str, asyncio.Event] = {}
+        #: tasks running a transaction, to refuse autocommit writes that could wait
+        #: forever on the transaction's own row locks
+        self.tx_owners: set[asyncio.Task[Any]] = set()
+        self.table_create_lock = lock_key64("runtime.queue-tables", schema)
+
+    # -- queue tables --------------------------------------------------------------------
+    def remember(self, queue: str, table: str) -> QueueTable:
+        known = self._tables.get(queue)
+        if known is None:
+            known = QueueTable(table, self.schema, self._queue_queries.for_table(table))
+            self._tables[queue] = known
+        return known
+
+    def known_table(self, queue: str) -> QueueTable | None:
+        return self._tables.get(queue)
+
+    def all_tables(self) -> dict[str, QueueTable]:
+        return dict(self._tables)
+
+    def remember_tables(self, rows: list[Record]) -> None:
+        for name, table in rows:
+            self.remember(str(name), str(table))
+
+    async def create_table(self, queue: str) -> QueueTable:
+        """Create ``queue``'s table if needed, in a transaction of its own (an empty
+        table is harmless: it need not roll back with the caller's transaction)."""
+        async with self._creating:
+            known = self._tables.get(queue)
+            if known is not None:
+                return known
+            table = queue_table(queue)
+            rendered = self._queue_queries.for_table(table)
+            where = f"at {self.where}: creating the table of queue {queue!r}"
+            with translated(where):
+                try:
+                    connection = await self.pool.acquire(timeout=10.0)
+                except TimeoutError:
+                    raise Transient(
+                        f"PostgreSQL {where}: no free connection in the pool for 10 s (a"
+                        " transaction publishing to a new queue needs a second one; raise"
+                        " pool_max)"
+                    ) from None
+            try:
+                with translated(where):
+                    async with connection.transaction():
+                        await connection.execute(
+                            self.queries["queue_create_lock"], self.table_create_lock
+                        )
+                        for name in QUEUE_DDL:
+                            await connection.execute(rendered[name])
+                        register = self.queries["queue_register"]
+                        await connection.execute(register, queue, table)
+            finally:
+                await self.pool.release(connection)
+            return self.remember(queue, table)
+
+    # -- wake-ups ------------------------------------------------------------------------
+    def wakeup(self, queue: str) -> asyncio.Event:
+        event = self._wakeups.get(queue)
+        if event is None:
+            event = self._wakeups[queue] = asyncio.Event()
+        return event
+
+    def wake(self, queues: set[str] | list[str]) -> None:
+        for queue in queues:
+            self.wakeup(queue).set()
+
+    def wake_all(self) -> None:
+        for event in self._wakeups.values():
+            event.set()
+
+    def subscribe(self, queue: str) -> None:
+        """Have the listener LISTEN for ``queue``'s notifications."""
+        if self.listener is not None:
+            self.listener.subscribe(queue, channel(self.schema, queue_table(queue)))
+
+    async def listening(self, queue: str, at_most: float) -> None:
+        """Subscribe, waiting (``at_most``) for the LISTEN to be in place."""
+        if self.listener is not None:
+            await self.listener.listening(queue, channel(self.schema, queue_table(queue)), at_most)
+
+    def wait_limit(self, at_most: float) -> float:
+        """How long a wait may sleep: notifications arrive only while listening."""
+        if self.listener is not None and self.listener.connected:
+            return at_most
+        return min(at_most, self.poll_seconds)
+
+    def check_reentry(self) -> None:
+        current = asyncio.current_task()
+        if current is not None and current in self.tx_owners:
+            raise RuntimeError(
+                "this task already runs a PostgreSQL transaction; use the stores that"
+                " transaction() yielded instead of the backend's own (an autocommit write"
+                " on another connection could wait forever for the transaction's locks)"
+            )
+
+
+class Session:
+    """Base of both sessions."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.queries = core.queries
+        self.sender = core.sender
+
+    def now(self) -> datetime:
+        return self.core.clock()
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        """Rows of a read."""
+        raise NotImplementedError
+
+    async def write(self, sql: str, *args: Any) -> list[Record]:
+        """Rows of a write (its RETURNING clause, or the CTE's result)."""
+        raise NotImplementedError
+
+    async def atomically(self, op: Op[T]) -> T:
+        """Run ``op``'s statements on one connection, in one transaction."""
+        raise NotImplementedError
+
+    async def on_connection(self, op: Op[T]) -> T:
+        """Run ``op``'s statements on one connection: in the transaction if there is
+        one, else each in a transaction of its own."""
+        raise NotImplementedError
+
+    def committed(self, queue: str) -> None:
+        """Wake this process's consumers of ``queue`` once this session commits (other
+        processes are woken by the pg_notify in the statement itself)."""
+        raise NotImplementedError
+
+    async def find_table(self, queue: str) -> QueueTable | None:
+        """The table of ``queue``, if it exists (another process may have made it: a
+        queue not known here is looked up in the registry)."""
+        table = self.core.known_table(queue)
+        if table is None:
+            rows = await self.fetch(self.queries["queue_table"], queue)
+            if rows:
+                table = self.core.remember(queue, str(rows[0][0]))
+        return table
+
+    async def refresh_tables(self) -> None:
+        self.core.remember_tables(await self.fetch(self.queries["queue_tables"]))
+
+    async def table_for(self, queue: str) -> QueueTable:
+        """The table of ``queue``, created if missing."""
+        table = self.core.known_table(queue)
+        return table if table is not None else await self.core.create_table(queue)
+
+
+class AutoSession(Session):
+    """The backend's own session: each store call is a transaction of its own."""
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        core = self.core
+        with translated(f"at {core.where}"):
+            async with core.pool.acquire() as connection:
+                rows: list[Record] = await connection.fetch(sql, *args)
+                return rows
+
+    async def write(self, sql: str, *args: Any) -> list[Record]:
+        self.core.check_reentry()
+        return await self.fetch(sql, *args)
+
+    async def atomically(self, op: Op[T]) -> T:
+        core = self.core
+        core.check_reentry()
+        with translated(f"at {core.where}"):
+            async with core.pool.acquire() as connection, connection.transaction():
+                return await op(connection)
+
+    async def on_connection(self, op: Op[T]) -> T:
+        core = self.core
+        core.check_reentry()
+        with translated(f"at {core.where}"):
+            async with core.pool.acquire() as connection:
+                return await op(connection)
+
+    def committed(self, queue: str) -> None:
+        self.core.wake([queue])
+
+
+class TxSession(Session):
+    """The session of one ``transaction()``: one pooled connection, from ``BEGIN`` to
+    ``COMMIT`` or ``ROLLBACK``."""
+
+    def __init__(self, core: Core, connection: Conn) -> None:
+        super().__init__(core)
+        self.connection = connection
+        self.open = True
+        self._to_wake: set[str] = set()
+
+    def _check(self) -> None:
+        if not self.open:
+            raise RuntimeError("the transaction is over; its stores cannot be used any more")
+
+    async def begin(self) -> None:
+        with translated(f"at {self.core.where}"):
+            await self.connection.execute("BEGIN")
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        self._check()
+        with translated(f"at {self.core.where}"):
+            rows: list[Record] = await self.connection.fetch(sql, *args)
+            return rows
+
+    async def write(self, sql: str, *args: Any) -> list[Record]:
+        return await self.fetch(sql, *args)
+
+    async def atomically(self, op: Op[T]) -> T:
+        self._check()
+        with translated(f"at {self.core.where}"):
+            return await op(self.connection)
+
+    async def on_connection(self, op: Op[T]) -> T:
+        return await self.atomically(op)
+
+    def committed(self, queue: str) -> None:
+        self._to_wake.add(queue)
+
+    async def commit(self) -> None:
+        """COMMIT, wake this process's consumers, give the connection back to the pool.
+        A cancellation arriving meanwhile waits for all that (the server commits anyway)."""
+        self._check()
+        self.open = False
+        await finish(self._end(commit=True))
+
+    async def rollback(self) -> None:
+        """ROLLBACK what was sent, give the connection back to the pool."""
+        self.open = False
+        await finish(self._end(commit=False))
+
+    async def _end(self, *, commit: bool) -> None:
+        connection = self.connection
+        try:
+            if commit:
+                with translated(f"at {self.core.where}: COMMIT"):
+                    await connection.execute("COMMIT")
+                self.core.wake(list(self._to_wake))
+            elif not connection.is_closed():
+                # (a closed connection took its transaction with it)
+                try:
+                    await connection.execute("ROLLBACK")
+                except Exception:
+                    # The connection is unusable; dropping it rolls the transaction back.
+                    connection.terminate()
+        finally:
+            await self.core.pool.release(connection)

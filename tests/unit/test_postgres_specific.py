@@ -1,0 +1,440 @@
+"""What only the PostgreSQL backend promises: migrations under a lock, claims shared by
+several processes (pools), LISTEN/NOTIFY wake-ups across backends and after a dropped
+connection, the advisory leader lock, and its errors. Against the real server of
+``RUNTIME_TEST_POSTGRES_DSN``, each test in a fresh schema."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from backends.errors import Conflict, Transient
+from backends.postgres import PostgresBackend, migrate
+from backends.postgres.backend import MIGRATIONS
+from backends.postgres.connection import close_quietly, translated
+from backends.postgres.testing import admin_connection, fresh_schema, server_dsn
+from backends.sql.migrations import SchemaTooNew
+from backends.testing.base import cancel_quietly, make_execution, make_log
+from backends.testing.clock import ManualClock
+
+Q = "jobs"
+
+
+@pytest_asyncio.fixture
+async def schema() -> AsyncIterator[str]:
+    async with fresh_schema() as name:
+        yield name
+
+
+@pytest_asyncio.fixture
+async def admin() -> AsyncIterator[Any]:
+    connection = await admin_connection()
+    try:
+        yield connection
+    finally:
+        await close_quietly(connection)
+
+
+@pytest_asyncio.fixture
+async def pair(schema: str) -> AsyncIterator[tuple[PostgresBackend, PostgresBackend]]:
+    """Two backends on one schema: two pools, two listeners, like two processes."""
+    clock = ManualClock()
+    first = PostgresBackend(server_dsn(), clock=clock, schema=schema, pool_max=6)
+    second = PostgresBackend(server_dsn(), clock=clock, schema=schema, pool_max=6)
+    await first.start()
+    try:
+        await second.start()
+        try:
+            yield first, second
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def answer(call: Callable[[], Awaitable[bool]]) -> bool:
+    """The result of ``call`` once it stops failing with Transient (a dropped connection
+    is noticed by the first call that uses it)."""
+    for _ in range(3):
+        try:
+            return await call()
+        except Transient:
+            await asyncio.sleep(0.05)
+    return await call()
+
+
+# -- migrations ------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_migrations_apply_once_under_the_lock(schema: str, admin: Any) -> None:
+    # Three processes starting at once: one applies, the others wait and find it done.
+    applied = await asyncio.gather(*(migrate(server_dsn(), schema=schema) for _ in range(3)))
+    assert sorted(applied) == [[], [], [m.version for m in MIGRATIONS]]
+    backends = [PostgresBackend(server_dsn(), schema=schema) for _ in range(3)]
+    try:
+        await asyncio.gather(*(b.start() for b in backends))
+    finally:
+        await asyncio.gather(*(b.stop() for b in backends))
+    rows = await admin.fetch(f"SELECT version, name FROM {schema}.schema_migrations")
+    assert [tuple(row) for row in rows] == [(m.version, m.name) for m in MIGRATIONS]
+
+
+@pytest.mark.asyncio
+async def test_backends_starting_together_create_the_schema_once(admin: Any) -> None:
+    schema = f"runtime_test_new_{secrets.token_hex(6)}"  # does not exist yet
+    backends = [PostgresBackend(server_dsn(), schema=schema) for _ in range(3)]
+    try:
+        await asyncio.gather(*(b.start() for b in backends))
+        rows = await admin.fetch(f"SELECT version FROM {schema}.schema_migrations")
+        assert [row[0] for row in rows] == [m.version for m in MIGRATIONS]
+        await backends[0].queues.publish(Q, [(None, b"x")])
+        assert await backends[2].queues.depth(Q) == 1
+    finally:
+        await asyncio.gather(*(b.stop() for b in backends))
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.mark.asyncio
+async def test_a_newer_schema_is_refused(schema: str, admin: Any) -> None:
+    assert await migrate(server_dsn(), schema=schema) == [1]
+    await admin.execute(f"INSERT INTO {schema}.schema_migrations VALUES (9999, 'future', 0)")
+    backend = PostgresBackend(server_dsn(), schema=schema)
+    with pytest.raises(SchemaTooNew, match=r"schema version 9999, newer than this release"):
+        await backend.start()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = backend.queues
+
+
+# -- claims across processes --------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_two_pools_never_share_a_message_nor_a_key(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    """Consumers on two backends, half claiming inside a transaction (the executor: its
+    leases stay invisible until commit), half in autocommit, over a few hot keys."""
+    first, _ = pair
+    published = [(f"k{i % 4}" if i % 5 else None, f"{i:04}".encode()) for i in range(400)]
+    await first.queues.publish(Q, published)
+    holding: dict[str, str] = {}
+    seen: list[bytes] = []
+    problems: list[str] = []
+
+    def take(consumer: str, batch: list[Any]) -> None:
+        seen.extend(m.payload for m in batch)
+        for key in {m.key for m in batch if m.key is not None}:
+            if key in holding:
+                problems.append(f"{consumer} got key {key} held by {holding[key]}")
+            holding[key] = consumer
+
+    def give_back(consumer: str, batch: list[Any]) -> None:
+        # before the ack commits: from then on another consumer may claim the key
+        for key in {m.key for m in batch if m.key is not None}:
+            if holding.get(key) == consumer:
+                del holding[key]
+
+    async def in_transaction(backend: PostgresBackend, consumer: str) -> None:
+        while await backend.queues.depth(Q):
+            async with backend.transaction() as tx:
+                batch = await tx.queues.claim(Q, consumer, limit=3, lease_seconds=60)
+                take(consumer, batch)
+                await asyncio.sleep(0.002)
+                give_back(consumer, batch)
+                await tx.queues.ack(Q, [m.id for m in batch])
+            if not batch:
+                await backend.queues.wait(Q, at_most=0.01)
+
+    async def autocommit(backend: PostgresBackend, consumer: str) -> None:
+        while await backend.queues.depth(Q):
+            batch = await backend.queues.claim(Q, consumer, limit=3, lease_seconds=60)
+            take(consumer, batch)
+            await asyncio.sleep(0.002)
+            give_back(consumer, batch)
+            await backend.queues.ack(Q, [m.id for m in batch])
+            if not batch:
+                await backend.queues.wait(Q, at_most=0.01)
+
+    async with asyncio.timeout(40), asyncio.TaskGroup() as group:
+        for n, backend in enumerate(pair):
+            for c in range(2):
+                group.create_task(in_transaction(backend, f"tx-{n}-{c}"))
+                group.create_task(autocommit(backend, f"auto-{n}-{c}"))
+
+    assert problems == []
+    assert len(seen) == len(set(seen)), "a message was delivered twice"
+    assert sorted(seen) == sorted(p for _, p in published)
+    for key in {k for k, _ in published if k is not None}:
+        in_order = [p for k, p in published if k == key]
+        assert [p for p in seen if p in in_order] == in_order, f"key {key} out of order"
+
+
+@pytest.mark.asyncio
+async def test_an_uncommitted_claim_holds_its_keys_for_other_pools(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    first, second = pair
+    await first.queues.publish(Q, [("A", b"a1"), ("A", b"a2"), ("B", b"b1")])
+    async with first.transaction() as tx:
+        [a1] = await tx.queues.claim(Q, "c1", limit=1, lease_seconds=60)
+        assert a1.payload == b"a1"
+        # a1's lease is not committed, yet the other pool may not take a2; b1 is free.
+        batch = await second.queues.claim(Q, "c2", limit=10, lease_seconds=60)
+        assert [m.payload for m in batch] == [b"b1"]
+    assert await second.queues.claim(Q, "c2", limit=10, lease_seconds=60) == []
+    await first.queues.ack(Q, [a1.id])
+    [a2] = await second.queues.claim(Q, "c2", limit=10, lease_seconds=60)
+    assert a2.payload == b"a2"
+
+
+@pytest.mark.asyncio
+async def test_liveness_on_another_process_requeues_every_queue(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    first, second = pair
+    clock = first.clock
+    assert isinstance(clock, ManualClock)
+    await first.queues.publish("made-by-first", [(None, b"job")])
+    [job] = await first.queues.claim("made-by-first", "worker-1", 10, lease_seconds=10)
+    # The other process never used that queue; its liveness check still finds it.
+    assert await second.queues.requeue_consumer("worker-1") == 1
+    [again] = await second.queues.claim("made-by-first", "worker-2", 10, lease_seconds=10)
+    assert (again.id, again.attempts) == (job.id, 1)
+    clock.advance(11)
+    assert await second.queues.requeue_expired() == 1
+
+
+@pytest.mark.asyncio
+async def test_a_transaction_cancelled_mid_statement_lets_go_of_everything(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    first, second = pair
+    clock = first.clock
+    assert isinstance(clock, ManualClock)
+    await first.executions.save(make_execution("e1", clock()))
+    locked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with first.transaction() as tx:
+            await tx.executions.get_for_update("e1")
+            locked.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with second.transaction() as tx:
+            await tx.executions.get_for_update("e1")  # waits in the server: cancelled there
+            await tx.queues.publish(Q, [(None, b"never")])
+
+    holding = asyncio.create_task(holder())
+    await asyncio.wait_for(locked.wait(), timeout=5)
+    waiting = asyncio.create_task(waiter())
+    try:
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, timeout=5)
+        release.set()
+        await asyncio.wait_for(holding, timeout=5)
+    finally:
+        await cancel_quietly(waiting)
+        await cancel_quietly(holding)
+    assert await second.queues.depth(Q) == 0
+    # Both pools are whole, and the row is free again.
+    async with asyncio.timeout(5), second.transaction() as tx:
+        assert await tx.executions.get_for_update("e1") is not None
+    stats = second.statistics()
+    assert stats["pool_idle"] == stats["pool_size"]
+
+
+# -- wake-ups ----------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_a_publish_on_one_backend_wakes_a_wait_on_the_other(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    first, second = pair
+    waiter = asyncio.create_task(first.queues.wait(Q, at_most=10))
+    try:
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        published = time.monotonic()
+        await second.queues.publish(Q, [(None, b"wake")])
+        await asyncio.wait_for(waiter, timeout=5)
+        assert time.monotonic() - published < 1.0
+    finally:
+        await cancel_quietly(waiter)
+
+
+@pytest.mark.asyncio
+async def test_the_listener_reconnects_after_its_connection_is_killed(
+    pair: tuple[PostgresBackend, PostgresBackend], admin: Any
+) -> None:
+    first, second = pair
+    await first.queues.wait(Q, at_most=0.01)  # LISTEN on the queue's channel
+    listener = first.statistics()["listener"]
+    assert listener["connected"]
+    assert await admin.fetchval("SELECT pg_terminate_backend($1)", listener["pid"])
+
+    async def reconnected() -> bool:
+        stats = first.statistics()["listener"]
+        return bool(stats["reconnects"] == 1 and stats["connected"])
+
+    await eventually(reconnected)
+    assert first.statistics()["listener"]["pid"] != listener["pid"]
+    await first.queues.wait(Q, at_most=0.01)  # the reconnect woke every waiter
+    waiter = asyncio.create_task(first.queues.wait(Q, at_most=10))
+    try:
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        published = time.monotonic()
+        await second.queues.publish(Q, [(None, b"after the drop")])
+        await asyncio.wait_for(waiter, timeout=5)
+        assert time.monotonic() - published < 1.0
+    finally:
+        await cancel_quietly(waiter)
+
+
+@pytest.mark.asyncio
+async def test_without_listen_wait_polls(schema: str) -> None:
+    async with PostgresBackend(
+        server_dsn(), schema=schema, listen=False, poll_seconds=0.1
+    ) as backend:
+        started = time.monotonic()
+        await backend.queues.wait(Q, at_most=10)
+        assert 0.08 <= time.monotonic() - started < 1.0
+
+
+# -- leader lock -------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_leader_lock_is_exclusive_across_backends_and_dies_with_its_holder(
+    pair: tuple[PostgresBackend, PostgresBackend], admin: Any
+) -> None:
+    first, second = pair
+    assert await first.leader.acquire("scheduler", "a", ttl_seconds=30)
+    assert not await second.leader.acquire("scheduler", "b", ttl_seconds=30)
+    assert await first.leader.acquire("scheduler", "a", ttl_seconds=30)  # renew
+    assert not await second.leader.acquire("scheduler", "b", ttl_seconds=30)
+    # The holder's process dies: its connection goes, and the lease with it, long
+    # before its TTL (the clock does not move).
+    pid = first.statistics()["leader_pid"]
+    assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    await eventually(lambda: second.leader.acquire("scheduler", "b", ttl_seconds=30), within=5.0)
+    # The old holder, back (a first call may find its connection gone: Transient, and
+    # the next one reconnects), is refused: another one holds the lock ...
+    assert not await answer(lambda: first.leader.acquire("scheduler", "a", ttl_seconds=30))
+    # ... until the new one releases it.
+    await second.leader.release("scheduler", "b")
+    assert await first.leader.acquire("scheduler", "a", ttl_seconds=30)
+
+
+@pytest.mark.asyncio
+async def test_a_stuck_leader_loses_the_lease_after_its_ttl(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    first, second = pair
+    clock = first.clock
+    assert isinstance(clock, ManualClock)
+    assert await first.leader.acquire("scheduler", "a", ttl_seconds=10)
+    clock.advance(11)  # "a" stopped renewing, but its connection is alive
+    assert await second.leader.acquire("scheduler", "b", ttl_seconds=10)
+    assert not await first.leader.acquire("scheduler", "a", ttl_seconds=10)
+    # "a" let go of its advisory lock: "b" now holds it, so "a" stays out even past
+    # the TTL once "b" renews.
+    clock.advance(5)
+    assert await second.leader.acquire("scheduler", "b", ttl_seconds=10)
+    assert not await first.leader.acquire("scheduler", "a", ttl_seconds=10)
+
+
+# -- errors ------------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_unreachable_server_is_transient_and_named() -> None:
+    backend = PostgresBackend("postgresql://postgres@127.0.0.1:1/test", connect_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(Transient, match=r"127\.0\.0\.1:1/test.*unreachable"):
+        await backend.start()
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = backend.executions
+
+
+@pytest.mark.asyncio
+async def test_a_unique_violation_is_a_conflict(admin: Any, schema: str) -> None:
+    await admin.execute(f"CREATE TABLE {schema}.t (id INT PRIMARY KEY)")
+    await admin.execute(f"INSERT INTO {schema}.t VALUES (1)")
+    with pytest.raises(Conflict, match="duplicate key"), translated("test"):
+        await admin.execute(f"INSERT INTO {schema}.t VALUES (1)")
+
+
+@pytest.mark.asyncio
+async def test_a_connection_dropped_mid_call_is_transient_then_replaced(
+    pair: tuple[PostgresBackend, PostgresBackend], admin: Any, schema: str
+) -> None:
+    first, _ = pair
+    clock = first.clock
+    assert isinstance(clock, ManualClock)
+    await first.executions.save(make_execution("e1", clock()))
+    # Hold the call in the server (behind a table lock), then kill its connection.
+    async with admin.transaction():
+        await admin.execute(f"LOCK TABLE {schema}.executions IN ACCESS EXCLUSIVE MODE")
+        call = asyncio.create_task(first.executions.get("e1"))
+        try:
+
+            async def blocked() -> bool:
+                pids = await admin.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = 'runtime' AND query LIKE '%FROM executions%'"
+                )
+                return bool(pids) and all(
+                    [
+                        await admin.fetchval("SELECT pg_terminate_backend($1)", row[0])
+                        for row in pids
+                    ]
+                )
+
+            await eventually(blocked)
+            with pytest.raises(Transient, match=re.escape(first.where)):
+                await asyncio.wait_for(call, timeout=5)
+        finally:
+            await cancel_quietly(call)
+    # The pool replaces the dead connection.
+    assert await answer(lambda: _readable(first, "e1"))
+
+
+async def _readable(backend: PostgresBackend, execution_id: str) -> bool:
+    return await backend.executions.get(execution_id) is not None
+
+
+# -- logs ------------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_concurrent_log_appends_from_two_backends_number_without_gaps(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    first, second = pair
+    clock = first.clock
+    assert isinstance(clock, ManualClock)
+
+    async def append(backend: PostgresBackend, name: str) -> None:
+        for n in range(20):
+            await backend.logs.append(
+                [make_log("e1", f"{name}-{n}-{i}", clock()) for i in range(3)]
+                + [make_log("e2", f"{name}-{n}", clock())]
+            )
+
+    await asyncio.gather(
+        append(first, "a"), append(second, "b"), append(first, "c"), append(second, "d")
+    )
+    e1 = await first.logs.query("e1", limit=10_000)
+    assert [entry.seq for entry in e1] == list(range(1, 241))
+    e2 = await second.logs.query("e2", limit=10_000)
+    assert [entry.seq for entry in e2] == list(range(1, 81))
