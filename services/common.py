@@ -6,7 +6,6 @@ import asyncio
 import os
 import socket
 from collections.abc import Coroutine
-from datetime import datetime
 from typing import Any
 
 from runtime.flow.ids import new_id
@@ -38,7 +37,3 @@ def instance_id(kind: str) -> str:
 
 def host() -> str:
     return socket.gethostname()
-
-
-def seconds_between(later: datetime, earlier: datetime) -> float:
-    return (later - earlier).total_seconds()

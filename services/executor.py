@@ -352,4 +352,4 @@ async def send_event(backend: Backend, execution_id: str, event: Event) -> None:
     await backend.queues.publish(EXECUTOR_QUEUE, [(execution_id, encode_event(event))])
 
 
-__all__ = ["Executor", "ExecutorConfig", "send_event", "submit"]
+__all__ = ["Executor", "send_event", "submit"]

@@ -244,5 +244,4 @@ __all__ = [
     "next_fire",
     "schedule_execution",
     "schedule_iter",
-    "timedelta",
 ]

@@ -532,4 +532,4 @@ def secrets_from_env(environ: dict[str, str]) -> dict[str, str]:
     return out
 
 
-__all__ = ["Worker", "WorkerRunContext", "WorkerConfig", "secrets_from_env"]
+__all__ = ["Worker", "WorkerRunContext", "secrets_from_env"]

@@ -12,7 +12,7 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from runtime.flow.engine import apply
@@ -232,4 +232,4 @@ def simulate(flow: Flow, **kwargs: Any) -> Execution:
     return Simulation(flow, **kwargs).run()
 
 
-__all__ = ["EPOCH", "Outcome", "OutcomeFn", "Simulation", "simulate", "succeed", "timedelta"]
+__all__ = ["EPOCH", "Outcome", "OutcomeFn", "Simulation", "simulate", "succeed"]
