@@ -1,7 +1,8 @@
 """``python -m bench``: run the capacity and latency benchmarks.
 
 Measures today: ``actors`` (the actor kernel), ``engine`` (the pure execution
-engine) and ``standalone`` (the one-process server on SQLite, end to end).
+engine), ``standalone`` (the one-process server on SQLite, end to end) and ``postgres``
+(the executor in-process, workers in subprocesses, on PostgreSQL).
 Results go to stdout as markdown tables and to
 ``bench/results/<measure>-<timestamp>.json`` with machine information.
 """
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import actors, engine, standalone
+from bench import actors, engine, postgres, standalone
 from runtime.log import configure_logging
 
 
@@ -48,10 +49,20 @@ def _standalone(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     return sizes, asyncio.run(standalone.run(**sizes))
 
 
+def _postgres(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    sizes: dict[str, Any] = (
+        {"repeat": 2, "rates": [50, 100, 200], "step_seconds": 2.0, "floor_rounds": 200}
+        if quick
+        else {}
+    )
+    return sizes, asyncio.run(postgres.run(**sizes))
+
+
 MEASURES: dict[str, tuple[Callable[[bool], tuple[dict[str, Any], dict[str, Any]]], Any]] = {
     "actors": (_actors, actors.table),
     "engine": (_engine, engine.table),
     "standalone": (_standalone, standalone.table),
+    "postgres": (_postgres, postgres.table),
 }
 
 
