@@ -98,7 +98,10 @@ class Executor:
                 log.error("executor.batch_failed", error=str(exc))
                 await sleep_or_stop(stopping, 1.0)
                 continue
-            if not handled:
+            if handled < self.settings.batch:
+                # A partial batch took everything available: rather than claim again
+                # (and most likely find nothing), wait; a publish made meanwhile has
+                # latched the wake-up, so the wait then returns at once.
                 await wait_or_stop(stopping, queues.wait(EXECUTOR_QUEUE, await self._idle_wait()))
         log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
 
