@@ -10,6 +10,7 @@ tables known to exist, the in-process wake-up events and the listener.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -331,7 +332,7 @@ class TxSession(Session):
                 with translated(f"at {self.core.where}: COMMIT"):
                     await connection.execute("COMMIT")
                 self.core.wake(list(self._to_wake))
-            elif not connection.is_closed():
+            elif _usable(connection):
                 # (a closed connection took its transaction with it)
                 try:
                     await connection.execute("ROLLBACK")
@@ -339,4 +340,16 @@ class TxSession(Session):
                     # The connection is unusable; dropping it rolls the transaction back.
                     connection.terminate()
         finally:
-            await self.core.pool.release(connection)
+            with contextlib.suppress(Exception):
+                # asyncpg may already have handed a connection the server ended back
+                # to the pool; releasing it again must not hide the original error.
+                await self.core.pool.release(connection)
+
+
+def _usable(connection: Any) -> bool:
+    """Open and still ours: asyncpg hands a connection the server ended back to the
+    pool by itself, after which even is_closed() raises InterfaceError."""
+    try:
+        return not connection.is_closed()
+    except Exception:
+        return False
