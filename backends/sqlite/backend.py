@@ -27,6 +27,7 @@ from backends.protocols import Clock, Stores
 
 if TYPE_CHECKING:
     from backends.protocols import Backend
+from backends.sql.aio import finish
 from backends.sql.mapping import to_micros
 from backends.sql.migrations import Migration, load_migrations, migrate
 from backends.sql.queries import QueueQueries, load_queries
@@ -37,7 +38,6 @@ from backends.sqlite.session import (
     AutoSession,
     Core,
     TxSession,
-    finish,
     rollback,
 )
 from backends.sqlite.stores import (

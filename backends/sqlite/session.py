@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 from backends.protocols import Clock
+from backends.sql.aio import finish
 from backends.sql.mapping import queue_table
 from backends.sql.queries import Queries, QueueQueries
 from backends.sqlite.connection import Connection, Op, fetch, in_transaction
@@ -296,24 +297,6 @@ class AutoSession(Session):
 
     def notify(self, queue: str) -> None:
         self.core.notify([queue])
-
-
-async def finish(awaitable: Awaitable[T]) -> T:
-    """Await to the end even when cancelled meanwhile (a COMMIT or ROLLBACK on its way
-    happens anyway; its bookkeeping must too), then let the cancellation through."""
-    task = asyncio.ensure_future(awaitable)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
 
 
 async def rollback(connection: Connection) -> None:
