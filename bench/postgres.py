@@ -40,6 +40,7 @@ from typing import Any
 from backends.postgres import PostgresBackend
 from backends.postgres.connection import close_quietly, connect
 from backends.postgres.testing import server_dsn
+from bench.standalone import run_once
 from runtime.config import load_config
 from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import new_id
@@ -205,39 +206,6 @@ def _check_alive(procs: Sequence[subprocess.Popen[bytes]], folder: Path) -> None
 
 
 # -- sequential --------------------------------------------------------------------------
-async def _run_once(server: Server, flow_id: str, limit_s: float = 120.0) -> float:
-    backend = server.backend
-    assert server.executor is not None
-    done = asyncio.Event()
-    execution_id = new_id()
-
-    def observe(execution: Execution) -> None:
-        if execution.id == execution_id and execution.state.terminated:
-            done.set()
-
-    server.executor.listeners.append(observe)
-    try:
-        record = await backend.flows.get("bench", flow_id)
-        assert record is not None
-        execution = new_execution(
-            id=execution_id,
-            namespace="bench",
-            flow_id=flow_id,
-            flow_revision=record.revision,
-            at=backend.clock(),
-        )
-        began = time.perf_counter()
-        await submit(backend, execution)
-        async with asyncio.timeout(limit_s):
-            await done.wait()
-        elapsed = time.perf_counter() - began
-    finally:
-        server.executor.listeners.remove(observe)
-    final = await backend.executions.get(execution_id)
-    assert final is not None
-    if final.state.current is not StateType.SUCCESS:
-        raise RuntimeError(f"benchmark flow {flow_id} ended {final.state.current.value}")
-    return elapsed
 
 
 # -- throughput --------------------------------------------------------------------------
@@ -352,11 +320,11 @@ async def run(
                 await deploy_source(server.backend.flows, SEQUENTIAL)
                 await deploy_source(server.backend.flows, PAIR)
                 with workers(environ, folder, 1, concurrency) as procs:
-                    await _run_once(server, "sequential", limit_s=60.0)  # warm-up, startup
+                    await run_once(server, "bench", "sequential", limit_s=60.0)  # warm-up, startup
                     seq = []
                     for _ in range(repeat):
                         _check_alive(procs, folder)
-                        seq.append(await _run_once(server, "sequential"))
+                        seq.append((await run_once(server, "bench", "sequential"))[0])
                     seq.sort()
                 seq_disturbed = await server_started(dsn) != boot
                 with workers(environ, folder, throughput_workers, concurrency) as procs:

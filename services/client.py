@@ -11,12 +11,9 @@ from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 
 from runtime.config import Config
-from runtime.flow.execution import Execution, new_execution
-from runtime.flow.ids import new_id
-from runtime.flow.inputs import resolve_inputs
+from runtime.flow.execution import Execution
 from runtime.messages import LogEntry
-from services.executor import submit
-from services.flow_test import upload_file_inputs
+from services.flow_test import start_execution
 from services.flows import FlowCache
 from services.standalone import make_backend, make_storage
 
@@ -52,20 +49,7 @@ class LocalClient:
                 f"flow {namespace}.{flow_id} is not deployed: runtime flow deploy <file> first"
             )
         flow = self.flows.parse(record)
-        execution_id = new_id()
-        given = await upload_file_inputs(flow, inputs, self.storage, execution_id)
-        now = self.backend.clock()
-        execution = new_execution(
-            id=execution_id,
-            namespace=namespace,
-            flow_id=flow_id,
-            flow_revision=record.revision,
-            at=now,
-            inputs=resolve_inputs(flow, given, now=now),
-            labels=flow.label_map(),
-        )
-        await submit(self.backend, execution)
-        return execution
+        return await start_execution(self.backend, self.storage, flow, record.revision, inputs)
 
     async def get(self, execution_id: str) -> Execution:
         execution = await self.backend.executions.get(execution_id)

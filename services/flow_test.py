@@ -35,6 +35,31 @@ class FlowTestTimeoutError(TimeoutError):
         self.execution = execution
 
 
+async def start_execution(
+    backend: Backend,
+    storage: Storage,
+    flow: Flow,
+    revision: int,
+    given: Mapping[str, str],
+    execution_id: str | None = None,
+) -> Execution:
+    """Upload ``@path`` FILE inputs, type the inputs, store and queue a new execution."""
+    execution_id = execution_id or new_id()
+    uploaded = await upload_file_inputs(flow, given, storage, execution_id)
+    now = backend.clock()
+    execution = new_execution(
+        id=execution_id,
+        namespace=flow.namespace,
+        flow_id=flow.id,
+        flow_revision=revision,
+        at=now,
+        inputs=resolve_inputs(flow, uploaded, now=now),
+        labels=flow.label_map(),
+    )
+    await submit(backend, execution)
+    return execution
+
+
 async def upload_file_inputs(
     flow: Flow, given: Mapping[str, str], storage: Storage, execution_id: str
 ) -> dict[str, str]:
@@ -106,17 +131,9 @@ async def run_flow_test(
             server.executor.listeners.append(observe)
             record = await deploy_file(backend.flows, flow_file)
             flow = server.flows.parse(record)
-            given = await upload_file_inputs(flow, inputs or {}, storage, execution_id)
-            execution = new_execution(
-                id=execution_id,
-                namespace=flow.namespace,
-                flow_id=flow.id,
-                flow_revision=record.revision,
-                at=backend.clock(),
-                inputs=resolve_inputs(flow, given, now=backend.clock()),
-                labels=flow.label_map(),
+            await start_execution(
+                backend, storage, flow, record.revision, inputs or {}, execution_id
             )
-            await submit(backend, execution)
             try:
                 async with asyncio.timeout(timeout):
                     await done.wait()
