@@ -15,8 +15,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import date, datetime
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -86,6 +86,37 @@ class ServiceInstance(msgspec.Struct, frozen=True, kw_only=True):
     started: datetime
     heartbeat: datetime
     info: dict[str, Any] = {}
+
+
+class ExecutionFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What an execution search filters on (the API's query parameters); ``None``
+    and empty mean "any". Every condition given must hold."""
+
+    #: this namespace or any below it ("company" matches "company" and "company.team")
+    namespace: str | None = None
+    flow_id: str | None = None
+    states: tuple[StateType, ...] | None = None
+    #: start date at or after
+    started_after: datetime | None = None
+    #: start date strictly before
+    started_before: datetime | None = None
+    #: ``(key, value)`` pairs, each of which must be among the execution's labels
+    labels: tuple[tuple[str, str], ...] = ()
+    #: case-insensitive substring of the execution id, namespace or flow id
+    query: str | None = None
+
+
+#: the fields an execution search can sort on; ties are broken by id, in the same
+#: direction. An execution without an end date sorts as the earliest end date.
+ExecutionSortField = Literal["start_date", "end_date", "id", "namespace", "flow_id", "state"]
+
+
+class DailyCount(msgspec.Struct, frozen=True, kw_only=True):
+    """How many executions that started on ``day`` (UTC) are now in ``state``."""
+
+    day: date
+    state: StateType
+    count: int
 
 
 # -- capabilities -------------------------------------------------------------------
@@ -166,6 +197,23 @@ class ExecutionStore(Protocol):
         offset: int = 0,
     ) -> list[Execution]:
         """Newest first."""
+        ...
+
+    async def find(
+        self,
+        where: ExecutionFilter,
+        *,
+        sort: ExecutionSortField = "start_date",
+        descending: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Execution], int]:
+        """One page of the executions matching ``where``, and how many match in all."""
+        ...
+
+    async def daily_counts(self, where: ExecutionFilter) -> list[DailyCount]:
+        """Executions matching ``where``, counted per UTC start day and current
+        state; ordered by day then state name. Days without executions are absent."""
         ...
 
     async def count_running(self, namespace: str, flow_id: str) -> int:

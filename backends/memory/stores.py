@@ -15,7 +15,14 @@ import msgspec
 
 from backends.memory.data import FlowEntry, View
 from backends.memory.session import Session
-from backends.protocols import FlowRecord, KVEntry, TriggerState
+from backends.protocols import (
+    DailyCount,
+    ExecutionFilter,
+    ExecutionSortField,
+    FlowRecord,
+    KVEntry,
+    TriggerState,
+)
 from runtime.flow.execution import Execution
 from runtime.flow.states import StateType
 from runtime.messages import LogEntry
@@ -30,6 +37,45 @@ LEVELS = {"TRACE": 0, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR
 
 #: sorts before every real start date (an execution without history has none)
 _NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def matches(execution: Execution, where: ExecutionFilter) -> bool:
+    """Whether ``execution`` passes every condition of ``where``."""
+    e = execution
+    if where.namespace is not None and not (
+        e.namespace == where.namespace or e.namespace.startswith(where.namespace + ".")
+    ):
+        return False
+    if where.flow_id is not None and e.flow_id != where.flow_id:
+        return False
+    if where.states is not None and e.state.current not in where.states:
+        return False
+    start = e.state.start_date
+    if where.started_after is not None and (start is None or start < where.started_after):
+        return False
+    if where.started_before is not None and (start is None or start >= where.started_before):
+        return False
+    if where.labels:
+        have = {(label.get("key"), label.get("value")) for label in e.labels}
+        if not all(pair in have for pair in where.labels):
+            return False
+    if where.query:
+        needle = where.query.lower()
+        if not any(needle in text.lower() for text in (e.id, e.namespace, e.flow_id)):
+            return False
+    return True
+
+
+def sort_key(execution: Execution, field: ExecutionSortField) -> Any:
+    """The value ``field`` sorts ``execution`` by (no date sorts as the earliest)."""
+    if field == "start_date":
+        return execution.state.start_date or _NEVER
+    if field == "end_date":
+        return execution.state.end_date or _NEVER
+    if field == "state":
+        return execution.state.current.name
+    value: str = getattr(execution, field)
+    return value
 
 
 class MemoryExecutions:
@@ -73,6 +119,38 @@ class MemoryExecutions:
             ]
             found.sort(key=lambda e: (e.state.start_date or _NEVER, e.id), reverse=True)
             return found[max(offset, 0) : max(offset, 0) + max(limit, 0)]
+
+        return await self._session.read(op)
+
+    async def find(
+        self,
+        where: ExecutionFilter,
+        *,
+        sort: ExecutionSortField = "start_date",
+        descending: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Execution], int]:
+        def op(view: View) -> tuple[list[Execution], int]:
+            found = [e for e in view.executions.values() if matches(e, where)]
+            found.sort(key=lambda e: (sort_key(e, sort), e.id), reverse=descending)
+            start = max(offset, 0)
+            return found[start : start + max(limit, 0)], len(found)
+
+        return await self._session.read(op)
+
+    async def daily_counts(self, where: ExecutionFilter) -> list[DailyCount]:
+        def op(view: View) -> list[DailyCount]:
+            counts: dict[tuple[Any, StateType], int] = {}
+            for e in view.executions.values():
+                if e.state.start_date is None or not matches(e, where):
+                    continue
+                day = e.state.start_date.astimezone(UTC).date()
+                counts[day, e.state.current] = counts.get((day, e.state.current), 0) + 1
+            return [
+                DailyCount(day=day, state=state, count=n)
+                for (day, state), n in sorted(counts.items(), key=lambda i: (i[0][0], i[0][1].name))
+            ]
 
         return await self._session.read(op)
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
 import msgspec
 import pytest
 
-from backends.protocols import Backend
-from backends.testing.base import NAMESPACE, ConformanceBase, make_execution, make_log
+from backends.protocols import Backend, ExecutionFilter
+from backends.testing.base import (
+    NAMESPACE,
+    ConformanceBase,
+    make_execution,
+    make_log,
+    with_state,
+)
 from backends.testing.clock import ManualClock
 from runtime.flow.execution import Attempt, Execution, TaskRun, new_execution
 from runtime.flow.states import State, StateType
@@ -128,6 +137,136 @@ class ExecutionConformance(ConformanceBase):
             for offset in (0, 2, 4, 6)
         ]
         assert pages == [["e4", "e3"], ["e2", "e1"], ["e0"], []]
+
+    @pytest.mark.asyncio
+    async def test_execution_find_filters(self, backend: Backend, clock: ManualClock) -> None:
+        start = clock()
+        cases = [
+            # id, namespace, flow, state, labels, minutes after start
+            ("x1", "company", "etl", StateType.SUCCESS, {"env": "prod", "team": "a"}, 0),
+            ("x2", "company.team", "etl", StateType.FAILED, {"env": "prod"}, 10),
+            ("x3", "company.team.sub", "load", StateType.RUNNING, {"env": "dev"}, 20),
+            ("x4", "companyx", "etl", StateType.SUCCESS, {}, 30),
+            ("x5", "other", "Report_ETL", StateType.SUCCESS, {"team": "a"}, 40),
+        ]
+        for execution_id, namespace, flow_id, state, labels, minutes in cases:
+            at = start + timedelta(minutes=minutes)
+            created = new_execution(
+                id=execution_id,
+                namespace=namespace,
+                flow_id=flow_id,
+                flow_revision=1,
+                at=at,
+                labels=labels,
+            )
+            await backend.executions.save(with_state(created, state, at))
+
+        async def ids(**conditions: Any) -> list[str]:
+            found, total = await backend.executions.find(
+                ExecutionFilter(**conditions), sort="id", descending=False
+            )
+            assert total == len(found)
+            return [e.id for e in found]
+
+        assert await ids() == ["x1", "x2", "x3", "x4", "x5"]
+        # a namespace matches itself and the namespaces below it, not a longer name
+        assert await ids(namespace="company") == ["x1", "x2", "x3"]
+        assert await ids(namespace="company.team") == ["x2", "x3"]
+        assert await ids(flow_id="etl") == ["x1", "x2", "x4"]
+        assert await ids(states=(StateType.SUCCESS,)) == ["x1", "x4", "x5"]
+        assert await ids(states=()) == []
+        assert await ids(started_after=start + timedelta(minutes=10)) == ["x2", "x3", "x4", "x5"]
+        assert await ids(started_before=start + timedelta(minutes=10)) == ["x1"]
+        assert await ids(
+            started_after=start + timedelta(minutes=10),
+            started_before=start + timedelta(minutes=30),
+        ) == ["x2", "x3"]
+        assert await ids(labels=(("env", "prod"),)) == ["x1", "x2"]
+        assert await ids(labels=(("env", "prod"), ("team", "a"))) == ["x1"]
+        assert await ids(labels=(("team", "b"),)) == []
+        # the query is a case-insensitive substring of the id, namespace or flow id
+        assert await ids(query="etl") == ["x1", "x2", "x4", "x5"]
+        assert await ids(query="TEAM.S") == ["x3"]
+        assert await ids(query="x5") == ["x5"]
+        # a query with SQL wildcards in it matches them literally
+        assert await ids(query="%") == []
+        assert await ids(query="_") == ["x5"]
+        assert await ids(namespace="company", flow_id="etl", states=(StateType.FAILED,)) == ["x2"]
+
+    @pytest.mark.asyncio
+    async def test_execution_find_sorts_pages_and_counts(
+        self, backend: Backend, clock: ManualClock
+    ) -> None:
+        start = clock()
+        # start order e0..e4; end dates: e1 first, e3 second, the others still running
+        ends = {"e1": 100, "e3": 200}
+        for n in range(5):
+            execution_id = f"e{n}"
+            at = start + timedelta(seconds=n)
+            execution = make_execution(execution_id, at, StateType.RUNNING, flow_id=f"f{4 - n}")
+            if execution_id in ends:
+                execution = with_state(
+                    execution, StateType.SUCCESS, start + timedelta(seconds=ends[execution_id])
+                )
+            await backend.executions.save(execution)
+        everything = ExecutionFilter()
+
+        async def order(sort: Any, descending: bool) -> list[str]:
+            found, total = await backend.executions.find(
+                everything, sort=sort, descending=descending
+            )
+            assert total == 5
+            return [e.id for e in found]
+
+        assert await order("start_date", True) == ["e4", "e3", "e2", "e1", "e0"]
+        assert await order("start_date", False) == ["e0", "e1", "e2", "e3", "e4"]
+        assert await order("flow_id", False) == ["e4", "e3", "e2", "e1", "e0"]
+        # no end date sorts as the earliest; ties broken by id in the same direction
+        assert await order("end_date", True) == ["e3", "e1", "e4", "e2", "e0"]
+        assert await order("end_date", False) == ["e0", "e2", "e4", "e1", "e3"]
+        assert await order("state", False) == ["e0", "e2", "e4", "e1", "e3"]
+
+        pages = []
+        for offset in (0, 2, 4, 6):
+            page, total = await backend.executions.find(everything, limit=2, offset=offset)
+            assert total == 5
+            pages.append([e.id for e in page])
+        assert pages == [["e4", "e3"], ["e2", "e1"], ["e0"], []]
+        page, total = await backend.executions.find(
+            ExecutionFilter(states=(StateType.SUCCESS,)), limit=1
+        )
+        assert ([e.id for e in page], total) == (["e3"], 2)
+
+    @pytest.mark.asyncio
+    async def test_execution_daily_counts(self, backend: Backend, clock: ManualClock) -> None:
+        day1 = datetime(2031, 3, 1, 23, 30, tzinfo=UTC)
+        day2 = day1 + timedelta(hours=1)  # 00:30 the next day, UTC
+        cases = [
+            ("d1", "ns", day1, StateType.SUCCESS),
+            ("d2", "ns", day1, StateType.SUCCESS),
+            ("d3", "ns", day1, StateType.FAILED),
+            ("d4", "ns", day2, StateType.SUCCESS),
+            ("d5", "ns.sub", day2, StateType.RUNNING),
+            ("d6", "elsewhere", day2, StateType.SUCCESS),
+        ]
+        for execution_id, namespace, at, state in cases:
+            await backend.executions.save(
+                make_execution(execution_id, at, state, namespace=namespace)
+            )
+        counts = await backend.executions.daily_counts(ExecutionFilter(namespace="ns"))
+        assert [(c.day, c.state, c.count) for c in counts] == [
+            (date(2031, 3, 1), StateType.FAILED, 1),
+            (date(2031, 3, 1), StateType.SUCCESS, 2),
+            (date(2031, 3, 2), StateType.RUNNING, 1),
+            (date(2031, 3, 2), StateType.SUCCESS, 1),
+        ]
+        later = await backend.executions.daily_counts(
+            ExecutionFilter(started_after=day2, states=(StateType.SUCCESS,))
+        )
+        assert [(c.day, c.state, c.count) for c in later] == [
+            (date(2031, 3, 2), StateType.SUCCESS, 2)
+        ]
+        assert await backend.executions.daily_counts(ExecutionFilter(flow_id="none")) == []
 
     @pytest.mark.asyncio
     async def test_execution_count_running(self, backend: Backend, clock: ManualClock) -> None:
