@@ -78,9 +78,28 @@ class LivenessConfig(_Section, frozen=True, kw_only=True):
     worker_timeout_seconds: float = 15.0
 
 
+class WebserverUser(_Section, frozen=True, kw_only=True):
+    """One basic-authentication account of the REST API."""
+
+    username: str
+    password: str
+
+
 class WebserverConfig(_Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
+    #: 0 picks a free port (tests)
     port: int = 8080
+    #: the largest request body accepted, uploads aside (413 past it)
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: the largest multipart request (FILE inputs), streamed to storage as it arrives
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    #: basic-authentication accounts; when any is given every endpoint but the health
+    #: checks requires one (RUNTIME_WEBSERVER_USERS='[{username: a, password: b}]')
+    users: tuple[WebserverUser, ...] = ()
+    #: how often live follows (SSE) poll the backend for changes
+    poll_seconds: float = 0.25
+    #: how long a graceful stop waits for open requests (SSE streams are ended at once)
+    shutdown_seconds: float = 5.0
 
 
 class Config(_Section, frozen=True, kw_only=True):
