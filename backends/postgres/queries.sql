@@ -45,12 +45,13 @@ SELECT data FROM executions WHERE id = $1 FOR UPDATE
 -- name: execution_save
 -- An update sets only what changes while an execution runs (its id, namespace, flow
 -- and start date never do): fewer index entries to rewrite, more HOT updates.
-INSERT INTO executions (id, namespace, flow_id, state, start_date, end_date, data)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO executions (id, namespace, flow_id, state, start_date, end_date, data, labels)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state,
     end_date = excluded.end_date,
-    data = excluded.data
+    data = excluded.data,
+    labels = excluded.labels
 
 -- name: execution_delete
 DELETE FROM executions WHERE id = $1 RETURNING id

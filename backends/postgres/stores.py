@@ -12,7 +12,16 @@ from typing import Any
 from backends.postgres.connection import lock_key32
 from backends.postgres.queues import PostgresQueues
 from backends.postgres.session import Conn, Record, Session
-from backends.protocols import FlowRecord, KVEntry, ServiceInstance, TriggerState
+from backends.protocols import (
+    DailyCount,
+    ExecutionFilter,
+    ExecutionSortField,
+    FlowRecord,
+    KVEntry,
+    ServiceInstance,
+    TriggerState,
+)
+from backends.sql import search
 from backends.sql.mapping import (
     SLOT_STATES,
     decode_execution,
@@ -37,6 +46,25 @@ from runtime.messages import LogEntry
 _SLOT_STATES = [state.value for state in SLOT_STATES]
 #: first half of the advisory lock a deploy takes on its flow
 _FLOW_LOCK_CLASS = lock_key32("runtime.flows")
+
+
+class PostgresSearch(search.SearchSyntax):
+    """Execution searches in PostgreSQL's spelling: ``$n`` parameters, arrays for
+    states and labels (``@>`` on the labels' GIN index), explicit NULLS FIRST/LAST."""
+
+    nulls_sort_low = False
+
+    def placeholder(self, n: int) -> str:
+        return f"${n}"
+
+    def state_in(self, states: Sequence[str], params: search.Params) -> str:
+        return f"state = ANY({params.add(list(states))}::text[])"
+
+    def has_labels(self, items: Sequence[str], params: search.Params) -> str:
+        return f"labels @> {params.add(list(items))}::text[]"
+
+
+_SEARCH = PostgresSearch()
 
 
 class PostgresExecutions:
@@ -87,6 +115,33 @@ class PostgresExecutions:
             query = "execution_search"
         rows = await self._s.fetch(self._q[query], *params)
         return [decode_execution(row[0]) for row in rows]
+
+    async def find(
+        self,
+        where: ExecutionFilter,
+        *,
+        sort: ExecutionSortField = "start_date",
+        descending: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Execution], int]:
+        """One page of the executions matching ``where``, and how many match in all."""
+        (page_sql, page_params), (count_sql, count_params) = search.find_statements(
+            where, _SEARCH, sort=sort, descending=descending, limit=limit, offset=offset
+        )
+
+        async def op(connection: Conn) -> tuple[list[Record], int]:
+            rows = await connection.fetch(page_sql, *page_params) if limit > 0 else []
+            total = await connection.fetchval(count_sql, *count_params)
+            return rows, int(total)
+
+        rows, total = await self._s.on_connection(op)
+        return [decode_execution(row[0]) for row in rows], total
+
+    async def daily_counts(self, where: ExecutionFilter) -> list[DailyCount]:
+        """Executions matching ``where`` per UTC start day and current state."""
+        sql, params = search.daily_counts_statement(where, _SEARCH)
+        return search.daily_counts(await self._s.fetch(sql, *params))
 
     async def count_running(self, namespace: str, flow_id: str) -> int:
         """Executions of the flow that hold a concurrency slot (started, not ended)."""

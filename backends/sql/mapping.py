@@ -95,11 +95,32 @@ SLOT_STATES: tuple[StateType, ...] = tuple(
     if not state.terminated and state not in (StateType.CREATED, StateType.QUEUED)
 )
 
-ExecutionRow = tuple[str, str, str, str, int | None, int | None, str]
+#: separates a label's key from its value in the ``labels`` column's items
+LABEL_SEPARATOR = "\x1f"
+
+
+def label_item(key: str, value: str) -> str:
+    """One label as the ``labels`` column stores it: ``key`` U+001F ``value`` (a control
+    character no label contains, so the pair reads back unambiguously)."""
+    return f"{key}{LABEL_SEPARATOR}{value}"
+
+
+def label_items(execution: Execution) -> list[str]:
+    """The execution's labels as ``labels`` column items, without duplicates."""
+    return list(
+        dict.fromkeys(
+            label_item(str(label.get("key", "")), str(label.get("value", "")))
+            for label in execution.labels
+        )
+    )
+
+
+ExecutionRow = tuple[str, str, str, str, int | None, int | None, str, str]
 
 
 def execution_row(execution: Execution) -> ExecutionRow:
-    """Columns (id, namespace, flow_id, state, start_date, end_date, data)."""
+    """Columns (id, namespace, flow_id, state, start_date, end_date, data, labels), the
+    labels as a JSON array of :func:`label_item` strings."""
     state = execution.state
     return (
         execution.id,
@@ -109,15 +130,16 @@ def execution_row(execution: Execution) -> ExecutionRow:
         opt_micros(state.start_date),
         opt_micros(state.end_date),
         _json_encoder.encode(execution).decode(),
+        _json_encoder.encode(label_items(execution)).decode() if execution.labels else "[]",
     )
 
 
-ExecutionBinaryRow = tuple[str, str, str, str, int | None, int | None, bytes]
+ExecutionBinaryRow = tuple[str, str, str, str, int | None, int | None, bytes, list[str]]
 
 
 def execution_row_binary(execution: Execution) -> ExecutionBinaryRow:
     """Like :func:`execution_row`, with the JSON as bytes (for BYTEA / BLOB columns: no
-    text round trip on the hot path)."""
+    text round trip on the hot path) and the labels as a list (an array column)."""
     state = execution.state
     return (
         execution.id,
@@ -127,6 +149,7 @@ def execution_row_binary(execution: Execution) -> ExecutionBinaryRow:
         opt_micros(state.start_date),
         opt_micros(state.end_date),
         _json_encoder.encode(execution),
+        label_items(execution) if execution.labels else [],
     )
 
 

@@ -24,12 +24,13 @@ SELECT data FROM executions WHERE id = ?
 -- An update sets only what changes while an execution runs (its id, namespace, flow
 -- and start date never do): SQLite rewrites the index entries of every column SET,
 -- and each index page it touches is one more page in the WAL at commit.
-INSERT INTO executions (id, namespace, flow_id, state, start_date, end_date, data)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO executions (id, namespace, flow_id, state, start_date, end_date, data, labels)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state,
     end_date = excluded.end_date,
-    data = excluded.data
+    data = excluded.data,
+    labels = excluded.labels
 
 -- name: execution_delete
 DELETE FROM executions WHERE id = ? RETURNING id

@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from backends.protocols import FlowRecord, KVEntry, ServiceInstance, TriggerState
+from backends.protocols import (
+    DailyCount,
+    ExecutionFilter,
+    ExecutionSortField,
+    FlowRecord,
+    KVEntry,
+    ServiceInstance,
+    TriggerState,
+)
+from backends.sql import search
 from backends.sql.mapping import (
     SLOT_STATES,
     decode_execution,
@@ -41,6 +50,23 @@ _SLOT_STATES_JSON = encode_json([state.value for state in SLOT_STATES])
 
 def _first(rows: list[Row]) -> Row | None:
     return rows[0] if rows else None
+
+
+class SqliteSearch(search.SearchSyntax):
+    """Execution searches in SQLite's spelling: numbered ``?NNN`` parameters, labels
+    as a JSON array read with json_each."""
+
+    def placeholder(self, n: int) -> str:
+        return f"?{n}"
+
+    def has_labels(self, items: Sequence[str], params: search.Params) -> str:
+        return " AND ".join(
+            f"EXISTS (SELECT 1 FROM json_each(labels) WHERE value = {params.add(item)})"
+            for item in items
+        )
+
+
+_SEARCH = SqliteSearch()
 
 
 class SqliteExecutions:
@@ -89,6 +115,33 @@ class SqliteExecutions:
             query = "execution_search_flow"
         rows = await self._s.read(fetch(self._q[query], params))
         return [decode_execution(row[0]) for row in rows]
+
+    async def find(
+        self,
+        where: ExecutionFilter,
+        *,
+        sort: ExecutionSortField = "start_date",
+        descending: bool = True,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Execution], int]:
+        """One page of the executions matching ``where``, and how many match in all."""
+        (page_sql, page_params), (count_sql, count_params) = search.find_statements(
+            where, _SEARCH, sort=sort, descending=descending, limit=limit, offset=offset
+        )
+
+        def op(connection: sqlite3.Connection) -> tuple[list[Row], int]:
+            rows = connection.execute(page_sql, page_params).fetchall() if limit > 0 else []
+            total = connection.execute(count_sql, count_params).fetchone()
+            return rows, int(total[0])
+
+        rows, total = await self._s.read(op)
+        return [decode_execution(row[0]) for row in rows], total
+
+    async def daily_counts(self, where: ExecutionFilter) -> list[DailyCount]:
+        """Executions matching ``where`` per UTC start day and current state."""
+        sql, params = search.daily_counts_statement(where, _SEARCH)
+        return search.daily_counts(await self._s.read(fetch(sql, params)))
 
     async def count_running(self, namespace: str, flow_id: str) -> int:
         """Executions of the flow that hold a concurrency slot (started, not ended)."""

@@ -10,6 +10,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,11 +21,15 @@ from backends.postgres import PostgresBackend, migrate
 from backends.postgres.backend import MIGRATIONS
 from backends.postgres.connection import close_quietly, translated
 from backends.postgres.testing import admin_connection, fresh_schema, server_dsn
+from backends.protocols import ExecutionFilter
+from backends.sql.mapping import execution_row_binary
 from backends.sql.migrations import SchemaTooNew
 from backends.testing.base import cancel_quietly, make_execution, make_log
 from backends.testing.clock import ManualClock
+from runtime.flow.execution import new_execution
 
 Q = "jobs"
+AT = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 @pytest_asyncio.fixture
@@ -109,7 +114,7 @@ async def test_backends_starting_together_create_the_schema_once(admin: Any) -> 
 
 @pytest.mark.asyncio
 async def test_a_newer_schema_is_refused(schema: str, admin: Any) -> None:
-    assert await migrate(server_dsn(), schema=schema) == [1]
+    assert await migrate(server_dsn(), schema=schema) == [m.version for m in MIGRATIONS]
     await admin.execute(f"INSERT INTO {schema}.schema_migrations VALUES (9999, 'future', 0)")
     backend = PostgresBackend(server_dsn(), schema=schema)
     with pytest.raises(SchemaTooNew, match=r"schema version 9999, newer than this release"):
@@ -438,3 +443,31 @@ async def test_concurrent_log_appends_from_two_backends_number_without_gaps(
     assert [entry.seq for entry in e1] == list(range(1, 241))
     e2 = await second.logs.query("e2", limit=10_000)
     assert [entry.seq for entry in e2] == list(range(1, 81))
+
+
+@pytest.mark.asyncio
+async def test_upgrading_fills_the_labels_of_existing_executions(schema: str, admin: Any) -> None:
+    # a database at version 1, with executions saved before labels had a column
+    await admin.execute(f"SET search_path TO {schema}")
+    await admin.execute(MIGRATIONS[0].sql)
+    await admin.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at BIGINT NOT NULL)"
+    )
+    await admin.execute("INSERT INTO schema_migrations VALUES (1, $1, 0)", MIGRATIONS[0].name)
+    for execution_id, labels in (("a", {"env": "prod", "team": "x"}), ("b", {"env": "dev"})):
+        execution = new_execution(
+            id=execution_id, namespace="ns", flow_id="f", flow_revision=1, at=AT, labels=labels
+        )
+        await admin.execute(
+            "INSERT INTO executions VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            *execution_row_binary(execution)[:7],
+        )
+    await admin.execute("SET search_path TO public")
+    async with PostgresBackend(server_dsn(), schema=schema) as backend:
+        found, total = await backend.executions.find(
+            ExecutionFilter(labels=(("env", "prod"), ("team", "x")))
+        )
+        assert ([e.id for e in found], total) == (["a"], 1)
+        found, _ = await backend.executions.find(ExecutionFilter(labels=(("env", "dev"),)))
+        assert [e.id for e in found] == ["b"]

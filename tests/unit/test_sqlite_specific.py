@@ -18,13 +18,15 @@ import pytest
 import pytest_asyncio
 
 from backends.errors import BackendError, Transient
-from backends.sql.mapping import queue_table
+from backends.protocols import ExecutionFilter
+from backends.sql.mapping import execution_row, queue_table
 from backends.sql.migrations import Migration, SchemaTooNew, load_migrations, pending
 from backends.sql.queries import QueueQueries, parse_queries
 from backends.sqlite import SqliteBackend
 from backends.sqlite.backend import MIGRATIONS, split_statements
 from backends.testing.base import make_execution
 from backends.testing.clock import ManualClock
+from runtime.flow.execution import new_execution
 from runtime.flow.states import StateType
 
 T = TypeVar("T")
@@ -88,6 +90,34 @@ async def test_a_newer_schema_is_refused_with_a_clear_error(db: Path) -> None:
         await backend.start()
     with pytest.raises(RuntimeError, match="not started"):
         _ = backend.executions
+
+
+@pytest.mark.asyncio
+async def test_upgrading_fills_the_labels_of_existing_executions(db: Path) -> None:
+    # a database at version 1, with executions saved before labels had a column
+    def version_1(connection: sqlite3.Connection) -> None:
+        for statement in split_statements(MIGRATIONS[0].sql):
+            connection.execute(statement)
+        connection.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at INTEGER NOT NULL)"
+        )
+        connection.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (MIGRATIONS[0].name,))
+        for execution_id, labels in (("a", {"env": "prod", "team": "x"}), ("b", {"env": "dev"})):
+            execution = new_execution(
+                id=execution_id, namespace="ns", flow_id="f", flow_revision=1, at=AT, labels=labels
+            )
+            row = execution_row(execution)[:7]
+            connection.execute("INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+
+    await outside(db, version_1)
+    async with SqliteBackend(db) as backend:
+        found, total = await backend.executions.find(
+            ExecutionFilter(labels=(("env", "prod"), ("team", "x")))
+        )
+        assert ([e.id for e in found], total) == (["a"], 1)
+        found, _ = await backend.executions.find(ExecutionFilter(labels=(("env", "dev"),)))
+        assert [e.id for e in found] == ["b"]
 
 
 @pytest.mark.asyncio
