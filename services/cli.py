@@ -50,7 +50,11 @@ def _config(path: Path | None) -> Config:
 
 # -- run ---------------------------------------------------------------------------------
 @cli.command("run")
-@click.argument("components", nargs=-1, type=click.Choice(["executor", "worker", "scheduler"]))
+@click.argument(
+    "components",
+    nargs=-1,
+    type=click.Choice(["executor", "worker", "scheduler", "webserver"]),
+)
 @click.option("--all", "all_", is_flag=True, help="run every component in this process")
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
@@ -80,8 +84,9 @@ def run(
     Examples:
       runtime run --all --flows examples/flows
       runtime run executor --config config/medium.yml
+      runtime run webserver   # the REST API alone (medium deployment)
     """
-    from services.standalone import COMPONENTS, Server
+    from services.standalone import ALL_COMPONENTS, Server
 
     if all_ and components:
         raise click.UsageError("give --all or component names, not both")
@@ -90,7 +95,9 @@ def run(
     config = _config(config_path)
     _logging(ctx, config.log_level)
     try:
-        server = Server(config, components=COMPONENTS if all_ else components, flows_dir=flows_dir)
+        server = Server(
+            config, components=ALL_COMPONENTS if all_ else components, flows_dir=flows_dir
+        )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     where = (
@@ -102,6 +109,11 @@ def run(
         f"runtime {__version__}: {', '.join(server.components)} on {where}, "
         f"storage in {config.storage_path()}"
         + (f", flows from {flows_dir}" if flows_dir else "")
+        + (
+            f", API on http://{config.webserver.host}:{config.webserver.port}"
+            if "webserver" in server.components
+            else ""
+        )
         + ". Ctrl-C stops.",
         err=True,
     )

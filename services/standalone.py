@@ -1,9 +1,9 @@
 """Builds the components of one process as one supervision tree.
 
 ``runtime run --all`` runs them all (liveness, flow deployer, executor, worker,
-scheduler, and the webserver once it exists); ``runtime run executor`` and friends
-run one each. Backends and storage are chosen by the config's ``type`` strings,
-and their drivers are imported only when chosen.
+scheduler, webserver); ``runtime run executor`` and friends run one each. Backends
+and storage are chosen by the config's ``type`` strings, and their drivers are
+imported only when chosen.
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ from services.executor import Executor
 from services.flows import FlowCache, deploy_file, deploy_folder
 from services.liveness import Liveness
 from services.scheduler import Scheduler
+from services.webserver.server import Webserver
 from services.worker import Worker, secrets_from_env
 
 log = get_logger(__name__)
 
+#: what a Server runs unless told otherwise (tests, `runtime flow test`): no listening socket
 COMPONENTS = ("executor", "worker", "scheduler")
+#: what `runtime run --all` runs
+ALL_COMPONENTS = (*COMPONENTS, "webserver")
 
 _BACKENDS = {
     "memory": ("backends.memory", "MemoryBackend"),
@@ -90,10 +94,10 @@ class Server:
         storage: Storage | None = None,
         watch: bool = True,
     ) -> None:
-        unknown = set(components) - set(COMPONENTS)
+        unknown = set(components) - set(ALL_COMPONENTS)
         if unknown:
             raise ConfigError(
-                f"unknown component(s) {sorted(unknown)}: use {', '.join(COMPONENTS)}"
+                f"unknown component(s) {sorted(unknown)}: use {', '.join(ALL_COMPONENTS)}"
             )
         self.config = config
         self.components = tuple(components)
@@ -106,6 +110,7 @@ class Server:
         self.executor: Executor | None = None
         self.worker: Worker | None = None
         self.scheduler: Scheduler | None = None
+        self.webserver: Webserver | None = None
 
     def _children(self) -> list[ChildSpec]:
         config = self.config
@@ -157,6 +162,17 @@ class Server:
         if self.scheduler is not None:
             children.append(
                 ChildSpec(id="scheduler", start=self.scheduler.run, shutdown_timeout=5.0)
+            )
+        if "webserver" in self.components:
+            # Last: it starts once the components that carry executions out run, and
+            # stops first, so no request arrives while they stop.
+            self.webserver = Webserver(self.backend, self.storage, self.flows, config.webserver)
+            children.append(
+                ChildSpec(
+                    id="webserver",
+                    start=self.webserver.run,
+                    shutdown_timeout=config.webserver.shutdown_seconds + 5.0,
+                )
             )
         return children
 

@@ -1,0 +1,185 @@
+"""What every route module shares: the app's state, JSON in and out, errors, and the
+query-parameter readers that turn a bad value into a 400 naming the parameter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from backends.protocols import Backend, Storage
+from runtime.config import WebserverConfig
+from runtime.flow.problems import Problem
+from services.flows import FlowCache
+
+JSON = "application/json"
+
+
+@dataclass
+class AppState:
+    """What the routes work with; one per app, on ``app.state.runtime``."""
+
+    backend: Backend
+    storage: Storage
+    config: WebserverConfig
+    flows: FlowCache
+    #: set when the server stops: live follows end instead of holding the stop up
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def state(request: Request) -> AppState:
+    found: AppState = request.app.state.runtime
+    return found
+
+
+class ApiError(Exception):
+    """An error the client caused (or may retry), sent as JSON with its status."""
+
+    def __init__(self, status: int, message: str, errors: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = list(errors)
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"message": self.message, "status": self.status}
+        if self.errors:
+            out["errors"] = self.errors
+        return out
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found")
+
+
+def flow_problems(problems: Sequence[Problem]) -> list[dict[str, Any]]:
+    """Each problem of a flow with its place, for 422 bodies and validation results."""
+    return [
+        {
+            "path": p.path,
+            "message": p.message,
+            "hint": p.hint,
+            "line": p.line or 1,
+            "column": p.column or 1,
+        }
+        for p in problems
+    ]
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(data: Any) -> bytes:
+    return _encoder.encode(data)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(encode(data), status_code=status, media_type=JSON, headers=headers)
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+async def json_body(request: Request, type_: Any = Any) -> Any:
+    """The request body decoded as JSON into ``type_`` (400 naming what is wrong)."""
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty: send a JSON document")
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"the request body is not what this endpoint takes: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+async def text_body(request: Request) -> str:
+    raw = await request.body()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8 text") from None
+
+
+# -- query parameters -------------------------------------------------------------------
+def q_str(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    return value if value not in (None, "") else None
+
+
+def q_int(request: Request, name: str, default: int, lo: int = 0, hi: int = 10**9) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter `{name}`: {raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"query parameter `{name}`: {value} is not within {lo}..{hi}")
+    return value
+
+
+def q_bool(request: Request, name: str, default: bool = False) -> bool:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise ApiError(400, f"query parameter `{name}`: {raw!r} is not true or false")
+
+
+def q_datetime(request: Request, name: str) -> datetime | None:
+    raw = q_str(request, name)
+    if raw is None:
+        return None
+    return parse_datetime(raw, f"query parameter `{name}`")
+
+
+def parse_datetime(raw: str, what: str) -> datetime:
+    """An ISO-8601 date-time (``Z`` or an offset; none means UTC)."""
+    try:
+        value = datetime.fromisoformat(raw.strip().replace(" ", "+"))
+    except ValueError:
+        raise ApiError(
+            400, f"{what}: {raw!r} is not an ISO-8601 date-time (e.g. 2024-05-01T10:00:00Z)"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(400, f"{what}: {raw!r} is out of range") from None
+
+
+def q_labels(request: Request, name: str = "labels") -> tuple[tuple[str, str], ...]:
+    """``labels=key:value`` parameters (repeatable)."""
+    out = []
+    for item in request.query_params.getlist(name):
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ApiError(400, f"query parameter `{name}`: {item!r} is not key:value")
+        out.append((key, value))
+    return tuple(out)
+
+
+def paging(request: Request) -> tuple[int, int]:
+    """Kestra's ``page`` (from 1) and ``size``: the (limit, offset) to fetch."""
+    page = q_int(request, "page", 1, lo=1, hi=1_000_000)
+    size = q_int(request, "size", 10, lo=1, hi=1000)
+    return size, (page - 1) * size
+
+
+def paged(results: list[Any], total: int) -> dict[str, Any]:
+    return {"results": results, "total": total}

@@ -1,0 +1,107 @@
+"""``/api/v1/logs/{executionId}``: an execution's logs (by task, by level), as a text
+download, and followed live over Server-Sent Events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from runtime.messages import LogEntry
+from services.webserver.executions_api import load_execution
+from services.webserver.http import ApiError, AppState, json_response, q_str, state
+from services.webserver.sse import EventStream, follow_logs
+
+LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
+_PAGE = 1000
+
+
+def log_json(entry: LogEntry) -> dict[str, Any]:
+    """A log entry in Kestra's field names (``index``: its place in the execution's log)."""
+    return {
+        "namespace": entry.namespace,
+        "flowId": entry.flow_id,
+        "executionId": entry.execution_id,
+        "taskId": entry.task_id,
+        "taskRunId": entry.task_run_id,
+        "attemptNumber": entry.attempt,
+        "timestamp": entry.timestamp,
+        "level": "WARN" if entry.level.upper() == "WARNING" else entry.level.upper(),
+        "message": entry.message,
+        "index": entry.seq,
+    }
+
+
+def _filters(request: Request) -> tuple[str | None, str | None, str | None]:
+    level = q_str(request, "minLevel")
+    if level is not None:
+        level = level.upper()
+        if level not in LEVELS:
+            raise ApiError(400, f"query parameter `minLevel`: {level!r} is not one of {LEVELS}")
+    return level, q_str(request, "taskRunId"), q_str(request, "taskId")
+
+
+async def _entries(
+    app: AppState,
+    execution_id: str,
+    level: str | None,
+    task_run_id: str | None,
+    task_id: str | None,
+) -> AsyncIterator[LogEntry]:
+    after = 0
+    while True:
+        page = await app.backend.logs.query(
+            execution_id, task_run_id=task_run_id, min_level=level, after_seq=after, limit=_PAGE
+        )
+        for entry in page:
+            after = entry.seq
+            if task_id is None or entry.task_id == task_id:
+                yield entry
+        if len(page) < _PAGE:
+            return
+
+
+async def find(request: Request) -> Response:
+    app = state(request)
+    execution_id = request.path_params["executionId"]
+    await load_execution(app, execution_id)
+    level, task_run_id, task_id = _filters(request)
+    found = [log_json(e) async for e in _entries(app, execution_id, level, task_run_id, task_id)]
+    return json_response(found)
+
+
+async def download(request: Request) -> Response:
+    from services.cli_output import format_log
+
+    app = state(request)
+    execution_id = request.path_params["executionId"]
+    await load_execution(app, execution_id)
+    level, task_run_id, task_id = _filters(request)
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for entry in _entries(app, execution_id, level, task_run_id, task_id):
+            yield (format_log(entry) + "\n").encode()
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/plain; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{execution_id}.log"'},
+    )
+
+
+async def follow(request: Request) -> Response:
+    app = state(request)
+    execution_id = request.path_params["executionId"]
+    await load_execution(app, execution_id)
+    level, task_run_id, _ = _filters(request)
+    return EventStream(follow_logs(app, execution_id, level, task_run_id))
+
+
+routes = [
+    Route("/api/v1/logs/{executionId}", find, methods=["GET"]),
+    Route("/api/v1/logs/{executionId}/download", download, methods=["GET"]),
+    Route("/api/v1/logs/{executionId}/follow", follow, methods=["GET"]),
+]

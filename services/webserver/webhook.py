@@ -1,0 +1,114 @@
+"""``/api/v1/executions/webhook/{namespace}/{flowId}/{key}``: a request starts an
+execution of a flow with a matching Webhook trigger.
+
+This is the API's hot path (DESIGN §8 measures executions created per second through
+it), so it does only what it must: one read of the flow's latest revision (its parse
+is cached per revision by FlowCache), one read of the trigger's state (enabled or
+not), and one transaction that stores the execution and queues its start.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from runtime.flow.execution import new_execution, to_kestra_dict
+from runtime.flow.ids import new_id
+from runtime.flow.inputs import InputError
+from runtime.flow.model import Trigger
+from runtime.flow.template import TemplateError
+from services.executor import submit
+from services.flows import FlowNotFoundError
+from services.triggers import _trigger_inputs
+from services.webserver.executions_api import invalid_inputs
+from services.webserver.http import ApiError, json_response, not_found, state
+
+WEBHOOK_TYPES = frozenset(
+    {
+        "io.kestra.plugin.core.trigger.Webhook",
+        "io.kestra.core.models.triggers.types.Webhook",
+    }
+)
+
+
+def _body(raw: bytes) -> Any:
+    """Parsed JSON when the body is JSON, else its text (None when empty), as Kestra."""
+    if not raw:
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in items:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+async def webhook(request: Request) -> Response:
+    app = state(request)
+    namespace = request.path_params["namespace"]
+    flow_id = request.path_params["id"]
+    key = request.path_params["key"]
+    try:
+        flow = await app.flows.get(namespace, flow_id)
+    except FlowNotFoundError:
+        raise not_found(f"flow {namespace}.{flow_id}") from None
+    trigger: Trigger | None = None
+    if not flow.disabled:
+        trigger = next(
+            (
+                t
+                for t in flow.triggers
+                if t.type in WEBHOOK_TYPES and not t.disabled and t.key == key
+            ),
+            None,
+        )
+    if trigger is not None:
+        saved = await app.backend.triggers.get(namespace, flow_id, trigger.id)
+        if saved is not None and saved.disabled:
+            trigger = None
+    if trigger is None:
+        # A disabled flow or trigger and a wrong key look alike: nothing to find.
+        raise not_found(f"webhook of flow {namespace}.{flow_id} with this key")
+    variables = {
+        "body": _body(await request.body()),
+        "headers": _multi(request.headers.items()),
+        "parameters": _multi(request.query_params.multi_items()),
+    }
+    now = app.backend.clock()
+    try:
+        inputs = _trigger_inputs(flow, trigger, {"trigger": variables}, now)
+    except InputError as exc:
+        raise invalid_inputs(exc) from None
+    except TemplateError as exc:
+        raise ApiError(422, f"the trigger's inputs cannot be rendered: {exc}") from None
+    execution = new_execution(
+        id=new_id(),
+        namespace=namespace,
+        flow_id=flow_id,
+        flow_revision=flow.revision,
+        at=now,
+        inputs=inputs,
+        labels=flow.label_map(),
+        trigger={"id": trigger.id, "type": trigger.type, "variables": variables, **variables},
+    )
+    await submit(app.backend, execution)
+    return json_response(to_kestra_dict(execution))
+
+
+routes = [
+    Route(
+        "/api/v1/executions/webhook/{namespace}/{id}/{key}",
+        webhook,
+        methods=["GET", "POST", "PUT"],
+    ),
+]
