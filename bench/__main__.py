@@ -1,97 +1,71 @@
-"""``python -m bench``: run the capacity and latency benchmarks.
+"""The capacity and latency harness (python -m bench, or runtime bench).
 
-Measures today: ``actors`` (the actor kernel), ``engine`` (the pure execution
-engine), ``standalone`` (the one-process server on SQLite, end to end) and ``postgres``
-(the executor in-process, workers in subprocesses, on PostgreSQL).
-Results go to stdout as markdown tables and to
-``bench/results/<measure>-<timestamp>.json`` with machine information.
+Measures: sequential, fib, throughput and floor (per backend: sqlite, postgres,
+mysql), actors and engine (no backend). See bench/README.md. The report goes to
+stdout as markdown and to the results folder as JSON, markdown and a PNG plot.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import pathlib
-import platform
 import sys
-import time
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
-from bench import actors, engine, postgres, standalone
+from bench.harness import BACKENDS, MEASURES, SIZES, run, write
 from runtime.log import configure_logging
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "runtime_version": __import__("runtime").__version__,
-    }
-
-
-def _actors(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    sizes = {"messages": 50_000, "rounds": 5_000} if quick else {}
-    return sizes, asyncio.run(actors.run(**sizes))
-
-
-def _engine(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    sizes = {"repeat": 4} if quick else {}
-    return sizes, engine.run(**sizes)
-
-
-def _standalone(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    sizes = {"repeat": 2} if quick else {}
-    return sizes, asyncio.run(standalone.run(**sizes))
-
-
-def _postgres(quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    sizes: dict[str, Any] = (
-        {"repeat": 2, "rates": [50, 100, 200], "step_seconds": 2.0, "floor_rounds": 200}
-        if quick
-        else {}
-    )
-    return sizes, asyncio.run(postgres.run(**sizes))
-
-
-MEASURES: dict[str, tuple[Callable[[bool], tuple[dict[str, Any], dict[str, Any]]], Any]] = {
-    "actors": (_actors, actors.table),
-    "engine": (_engine, engine.table),
-    "standalone": (_standalone, standalone.table),
-    "postgres": (_postgres, postgres.table),
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument(
+def parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    p.add_argument(
         "measures",
         nargs="*",
-        default=list(MEASURES),
-        choices=[*MEASURES, []],
         metavar="MEASURE",
         help=f"what to measure: {', '.join(MEASURES)} (default: all)",
     )
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a fast pass")
-    parser.add_argument(
-        "--results", default="bench/results", help="folder for the JSON results (created)"
+    p.add_argument(
+        "--quick", action="store_true", help="smaller sizes, a pass under 5 minutes (make bench)"
     )
-    args = parser.parse_args(argv)
+    p.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        help="size preset (full by default; --quick is --size quick; tiny only proves it runs)",
+    )
+    p.add_argument(
+        "--backend",
+        action="append",
+        choices=BACKENDS,
+        help="a backend to measure on, repeatable (default: all; unavailable ones are skipped)",
+    )
+    p.add_argument(
+        "--out",
+        "--results",
+        dest="out",
+        default="bench/results",
+        type=Path,
+        help="folder for the JSON, markdown and PNG results (created)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
+    args = parser(prog).parse_args(argv)
+    unknown = [m for m in args.measures if m not in MEASURES]
+    if unknown:
+        parser(prog).error(f"unknown measure(s) {', '.join(unknown)}: use {', '.join(MEASURES)}")
+    size = args.size or ("quick" if args.quick else "full")
     configure_logging("WARNING")
-    out = pathlib.Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    for name in args.measures or list(MEASURES):
-        measure, table = MEASURES[name]
-        settings, result = measure(args.quick)
-        document = {"measure": name, "machine": machine(), "settings": settings, "result": result}
-        path = out / f"{name}-{stamp}.json"
-        path.write_text(json.dumps(document, indent=2))
-        print(f"## {name}\n\n{table(result)}\n\nresults: {path}\n")
+
+    def say(line: str) -> None:
+        print(f"-- {line}", file=sys.stderr, flush=True)
+
+    report = asyncio.run(
+        run(args.measures or MEASURES, args.backend or BACKENDS, size=size, say=say)
+    )
+    paths = write(report, args.out)
+    print(paths["markdown"].read_text())
+    print("results: " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

@@ -402,6 +402,24 @@ def logs(ctx: click.Context, execution_id: str, follow: bool, config_path: Path 
         raise click.ClickException(str(exc).strip("'\"")) from None
 
 
+# -- bench ---------------------------------------------------------------------------------
+@cli.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmark harness (as python -m bench; runtime bench --help).
+
+    \b
+    runtime bench [MEASURE ...] [--quick] [--backend B ...] [--out DIR]
+    """
+    from bench.__main__ import main as bench_main
+
+    raise SystemExit(bench_main(list(args), prog="runtime bench"))
+
+
 # -- helpers ------------------------------------------------------------------------------
 def _collect(paths: tuple[Path, ...]) -> list[Path]:
     from services.flows import flow_files

@@ -1,13 +1,25 @@
-"""The kernel benchmark runs at tiny sizes and reports figures against its baseline."""
+"""The benchmark harness runs at tiny sizes, and its report parses and adds up.
+
+No timing is asserted: the machine is shared and the sizes are tiny. What is
+asserted is what an operator relies on: every measure produces its figures, the
+ratios divide by the floor measured in the same run, the JSON reads back, the
+markdown and the plot are written, the capacity summary follows from the steps.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from bench import actors
+from bench import actors, e2e, floor, harness, throughput
 from bench.__main__ import main
+from bench.model import Report, Result, Step, decode, encode
+from bench.report import markdown, plot
+from runtime.flow.simulate import Simulation
+from services.cli import cli
 
 
 @pytest.mark.asyncio
@@ -22,21 +34,191 @@ async def test_actor_benchmark_reports_figures_and_ratios() -> None:
     assert ask["ratio_to_baseline"] == pytest.approx(
         ask["median_us"] / ask["baseline_queue_future_median_us"]
     )
-    assert "| tell through one actor |" in actors.table(result)
 
 
-def test_bench_command_writes_json(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(actors, "run", _tiny(actors.run))
-    assert main(["actors", "--quick", "--results", str(tmp_path)]) == 0
-    [path] = tmp_path.glob("actors-*.json")
-    document = json.loads(path.read_text())
-    assert document["machine"]["cpus"] >= 1
-    assert document["result"]["tell"]["messages_per_s"] > 0
-    assert "ask round trip" in capsys.readouterr().out
+def _step(rate: float, p99: float | None, sustained: bool) -> Step:
+    return Step(
+        offered_per_s=rate,
+        seconds=1.0,
+        sent=int(rate),
+        accepted=int(rate),
+        completed=int(rate) if p99 is not None else 0,
+        failed=0,
+        sent_per_s=rate,
+        achieved_per_s=rate if sustained else rate / 2,
+        p50_ms=None if p99 is None else p99 / 2,
+        p95_ms=p99,
+        p99_ms=p99,
+        sustained=sustained,
+        cpu_server=[0.5],
+        cpu_generator=0.1,
+    )
 
 
-def _tiny(run):  # type: ignore[no-untyped-def]
-    async def tiny(**_: object):  # type: ignore[no-untyped-def]
-        return await run(messages=1_000, rounds=100, mailbox=32)
+def _synthetic_report() -> Report:
+    thr = Result(
+        measure="throughput",
+        backend="postgres",
+        settings={"p99_bound_ms": 250.0, "step_seconds": 1.0, "processes": ["run --all"]},
+        figures={"sustained_per_s": 100.0},
+        floor_ms=0.5,
+        steps=[_step(50, 40.0, True), _step(100, 90.0, True), _step(200, 900.0, False)],
+    )
+    skipped = Result(measure="throughput", backend="mysql", skipped="not available: testing")
+    report = Report(started="2030-01-01T00:00:00+0000", results=[thr, skipped])
+    report.capacity = harness.capacity(report)
+    return report
 
-    return tiny
+
+def test_capacity_is_the_highest_sustained_rate_and_names_what_was_skipped() -> None:
+    report = _synthetic_report()
+    postgres, mysql = report.capacity
+    assert (postgres.backend, postgres.sustained_per_s, postgres.p99_ms) == ("postgres", 100, 90)
+    assert postgres.per_minute == 6000
+    assert mysql.sustained_per_s == 0
+    assert "not available" in mysql.note
+
+
+def test_report_round_trips_through_json_and_renders(tmp_path: Path) -> None:
+    report = _synthetic_report()
+    again = decode(encode(report))
+    assert again == report
+    assert json.loads(encode(report))["capacity"][0]["sustained_per_s"] == 100
+    page = markdown(report)
+    assert "## Throughput on postgres" in page
+    assert "| 200 |" in page
+    assert "| no |" in page
+    assert "## Capacity" in page
+    assert "throughput on mysql: not available: testing" in page
+    png = tmp_path / "latency.png"
+    assert plot(report, png)
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_no_plot_without_a_measured_step(tmp_path: Path) -> None:
+    report = Report(started="x", results=[Result(measure="floor", backend="sqlite")])
+    assert not plot(report, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_ratios_need_a_floor_above_zero() -> None:
+    result = Result(measure="sequential", backend="sqlite", figures={"total_ms": 5.0})
+    with pytest.raises(ValueError, match="floor"):
+        result.add_ratios(0.0, ["total_ms"])
+    result.add_ratios(2.0, ["total_ms"])
+    assert result.ratios == {"total_ms_floors": 2.5}
+
+
+def test_phase_split_adds_up_to_the_execution() -> None:
+    final = Simulation(
+        harness.engine.sequential_flow(3), execution_id="e1"
+    ).run()  # dates are the simulation's
+    figures = e2e.phases(final)
+    assert set(figures) >= {"assignment_median_ms", "execution_total_ms", "transition_total_ms"}
+    assert all(value >= 0 for value in figures.values())
+
+
+@pytest.mark.asyncio
+async def test_sequential_ratio_divides_by_the_floor_measured_in_the_run() -> None:
+    base = await floor.measure("sqlite", rounds=10)
+    assert base.floor_ms is not None
+    assert base.floor_ms > 0
+    assert base.figures["hop_ms"] == base.floor_ms
+    result = await e2e.sequential("sqlite", floor_ms=base.floor_ms, tasks=3, repeat=1)
+    assert result.floor_ms == base.floor_ms
+    assert result.ratios["per_task_ms_floors"] == pytest.approx(
+        result.figures["per_task_ms"] / base.floor_ms
+    )
+    assert result.figures["total_ms"] == pytest.approx(result.figures["per_task_ms"] * 3)
+    assert result.figures["assignment_total_ms"] >= 0
+
+
+@pytest.mark.asyncio
+async def test_postgres_floor_is_measured_on_the_server() -> None:
+    result = await floor.measure("postgres", rounds=10)
+    assert result.figures["hop_ms"] > 0
+    assert result.settings["driver"] == "asyncpg"
+    assert result.settings["server_version"]
+
+
+@pytest.mark.asyncio
+async def test_mysql_floor_when_the_server_answers() -> None:
+    why = await e2e.mysql_unavailable(need_backend=False)
+    if why is not None:
+        pytest.skip(why)
+    result = await floor.measure("mysql", rounds=10)
+    assert result.figures["hop_ms"] > 0
+    assert "innodb_flush_log_at_trx_commit" in result.settings
+
+
+@pytest.mark.asyncio
+async def test_an_unavailable_backend_is_reported_not_dropped() -> None:
+    report = await harness.run(["sequential"], ["nosuch"], size="tiny", say=lambda _: None)
+    [skipped] = report.results
+    assert skipped.skipped is not None
+    assert "unknown backend" in skipped.skipped
+    assert "sequential on nosuch" in markdown(report)
+
+
+@pytest.mark.slow
+def test_harness_writes_json_markdown_on_sqlite(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["floor", "sequential", "fib", "actors", "engine", "--size", "tiny",
+                 "--backend", "sqlite", "--out", str(tmp_path)]) == 0  # fmt: skip
+    [path] = tmp_path.glob("bench-*.json")
+    report = decode(path.read_bytes())
+    measures = {r.measure for r in report.results}
+    assert measures == {"floor", "sequential", "fib", "actors", "engine"}
+    [fib] = report.find("fib", "sqlite")
+    assert set(fib.figures) == {
+        "function_2x5_ms",
+        "script_2x5_ms",
+        "function_1x8_ms",
+        "script_1x8_ms",
+    }
+    assert fib.ratios["function_2x5_ms_floors"] == pytest.approx(
+        fib.figures["function_2x5_ms"] / report.find("floor", "sqlite")[0].figures["hop_ms"]
+    )
+    assert report.versions["sqlite"]
+    assert report.machine["cpus"] >= 1
+    assert (tmp_path / path.name.replace(".json", ".md")).exists()
+    assert "## Sequential" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_runtime_bench_command_runs_the_harness(tmp_path: Path) -> None:
+    outcome = CliRunner().invoke(
+        cli, ["bench", "floor", "--size", "tiny", "--backend", "postgres", "--out", str(tmp_path)]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    [path] = tmp_path.glob("bench-*.json")
+    [result] = decode(path.read_bytes()).results
+    assert (result.measure, result.backend) == ("floor", "postgres")
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_sequential_on_postgres_with_a_worker_process() -> None:
+    base = await floor.measure("postgres", rounds=10)
+    assert base.floor_ms is not None
+    result = await e2e.sequential("postgres", floor_ms=base.floor_ms, tasks=3, repeat=1)
+    assert result.settings["worker"] == "subprocess"
+    assert result.ratios["per_task_ms_floors"] == pytest.approx(
+        result.figures["per_task_ms"] / base.floor_ms
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_throughput_through_the_webhook(backend: str) -> None:
+    missing = throughput.webserver_missing()
+    if missing:
+        pytest.skip(missing)
+    result = await throughput.throughput(backend, floor_ms=1.0, rates=(5,), step_seconds=1.0)
+    [step] = result.steps
+    assert (step.sent, step.accepted) == (5, 5), result
+    assert step.completed == 5
+    assert step.failed == 0
+    assert step.p99_ms is not None
+    assert step.p99_ms > 0
+    assert result.ratios["p99_at_5_floors"] == pytest.approx(step.p99_ms / 1.0)
