@@ -1,9 +1,765 @@
-"""The OpenAPI document (placeholder until written)."""
+"""The OpenAPI 3 document of the API, served at ``/api/v1/openapi.json``.
+
+Written as a table rather than generated from the routes, so that it says what a
+client may rely on (field names, codes) and nothing of how the handlers are built;
+``tests/webserver/test_openapi.py`` fuzzes the app from it, which keeps the two in
+step.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from runtime.flow.states import StateType
+
+_STATES = [s.value for s in StateType]
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str) -> dict[str, Any]:
+    return {"type": kind, "nullable": True}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["message", "status"],
+        "properties": {
+            "message": {"type": "string"},
+            "status": {"type": "integer"},
+            "errors": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "State": {
+        "type": "object",
+        "required": ["current", "histories"],
+        "properties": {
+            "current": {"type": "string", "enum": _STATES},
+            "histories": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["state", "date"],
+                    "properties": {
+                        "state": {"type": "string", "enum": _STATES},
+                        "date": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+        },
+    },
+    "Execution": {
+        "type": "object",
+        "required": ["id", "namespace", "flowId", "state", "taskRunList", "inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "namespace": {"type": "string"},
+            "flowId": {"type": "string"},
+            "flowRevision": _nullable("integer"),
+            "state": _ref("State"),
+            "taskRunList": {"type": "array", "items": {"type": "object"}},
+            "inputs": {"type": "object"},
+            "outputs": _nullable("object"),
+            "labels": {"type": "array", "items": _ref("Label")},
+            "trigger": _nullable("object"),
+        },
+    },
+    "Label": {
+        "type": "object",
+        "required": ["key", "value"],
+        "properties": {"key": {"type": "string", "minLength": 1}, "value": {"type": "string"}},
+    },
+    "ReplayResult": {
+        "type": "object",
+        "required": ["id", "namespace", "flowId", "originalId"],
+        "properties": {
+            "id": {"type": "string"},
+            "namespace": {"type": "string"},
+            "flowId": {"type": "string"},
+            "originalId": {"type": "string"},
+        },
+    },
+    "Flow": {
+        "type": "object",
+        "required": ["id", "namespace", "revision", "deleted", "disabled"],
+        "properties": {
+            "id": {"type": "string"},
+            "namespace": {"type": "string"},
+            "revision": {"type": "integer"},
+            "deleted": {"type": "boolean"},
+            "disabled": {"type": "boolean"},
+            "source": {"type": "string"},
+            "tasks": {"type": "array"},
+        },
+    },
+    "FlowRef": {
+        "type": "object",
+        "required": ["namespace", "id"],
+        "properties": {"namespace": {"type": "string"}, "id": {"type": "string"}},
+    },
+    "Count": {
+        "type": "object",
+        "required": ["count"],
+        "properties": {"count": {"type": "integer"}},
+    },
+    "Validation": {
+        "type": "object",
+        "required": ["index", "problems"],
+        "properties": {
+            "index": {"type": "integer"},
+            "flow": _nullable("string"),
+            "namespace": _nullable("string"),
+            "constraints": _nullable("string"),
+            "problems": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["path", "message", "line", "column"],
+                    "properties": {
+                        "path": {"type": "string"},
+                        "message": {"type": "string"},
+                        "hint": _nullable("string"),
+                        "line": {"type": "integer"},
+                        "column": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
+    "LogEntry": {
+        "type": "object",
+        "required": ["executionId", "namespace", "flowId", "timestamp", "level", "message"],
+        "properties": {
+            "executionId": {"type": "string"},
+            "namespace": {"type": "string"},
+            "flowId": {"type": "string"},
+            "taskId": _nullable("string"),
+            "taskRunId": _nullable("string"),
+            "attemptNumber": _nullable("integer"),
+            "timestamp": {"type": "string", "format": "date-time"},
+            "level": {"type": "string"},
+            "message": {"type": "string"},
+            "index": {"type": "integer"},
+        },
+    },
+    "Trigger": {
+        "type": "object",
+        "required": ["abstractTrigger", "triggerContext"],
+        "properties": {
+            "abstractTrigger": {"type": "object"},
+            "triggerContext": {
+                "type": "object",
+                "required": ["namespace", "flowId", "triggerId", "disabled"],
+                "properties": {
+                    "namespace": {"type": "string"},
+                    "flowId": {"type": "string"},
+                    "triggerId": {"type": "string"},
+                    "date": {"type": "string", "nullable": True, "format": "date-time"},
+                    "nextExecutionDate": {
+                        "type": "string",
+                        "nullable": True,
+                        "format": "date-time",
+                    },
+                    "disabled": {"type": "boolean"},
+                },
+            },
+            "backfill": {"type": "object"},
+        },
+    },
+    "TriggerUpdate": {
+        "type": "object",
+        "required": ["namespace", "flowId", "triggerId"],
+        "properties": {
+            "namespace": {"type": "string"},
+            "flowId": {"type": "string"},
+            "triggerId": {"type": "string"},
+            "disabled": {"type": "boolean"},
+            "backfill": {
+                "type": "object",
+                "required": ["start"],
+                "properties": {
+                    "start": {"type": "string", "format": "date-time"},
+                    "end": {"type": "string", "format": "date-time"},
+                    "inputs": {"type": "object"},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "SetDisabled": {
+        "type": "object",
+        "required": ["triggers", "disabled"],
+        "properties": {
+            "disabled": {"type": "boolean"},
+            "triggers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["namespace", "flowId", "triggerId"],
+                    "properties": {
+                        "namespace": {"type": "string"},
+                        "flowId": {"type": "string"},
+                        "triggerId": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "Namespace": {
+        "type": "object",
+        "required": ["id"],
+        "properties": {"id": {"type": "string"}, "disabled": {"type": "boolean"}},
+    },
+    "KVEntry": {
+        "type": "object",
+        "required": ["key", "updateDate"],
+        "properties": {
+            "key": {"type": "string"},
+            "updateDate": {"type": "string", "format": "date-time"},
+            "expirationDate": {"type": "string", "nullable": True, "format": "date-time"},
+        },
+    },
+    "KVValue": {
+        "type": "object",
+        "required": ["type", "value"],
+        "properties": {
+            "type": {
+                "type": "string",
+                "enum": ["STRING", "NUMBER", "BOOLEAN", "DATETIME", "DATE", "JSON"],
+            },
+            "value": {},
+        },
+    },
+    "StatisticRequest": {
+        "type": "object",
+        "properties": {
+            "startDate": {"type": "string", "format": "date-time"},
+            "endDate": {"type": "string", "format": "date-time"},
+            "namespace": {"type": "string"},
+            "flowId": {"type": "string"},
+        },
+    },
+    "DailyStatistics": {
+        "type": "object",
+        "required": ["startDate", "executionCounts"],
+        "properties": {
+            "startDate": {"type": "string", "format": "date"},
+            "executionCounts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["UP", "DOWN"]}},
+    },
+}
+
+
+def _paged(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["results", "total"],
+        "properties": {
+            "results": {"type": "array", "items": _ref(item)},
+            "total": {"type": "integer"},
+        },
+    }
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERROR = _json(_ref("Error"), "an error, with a message saying what to fix")
+
+
+def _op(
+    summary: str,
+    tag: str,
+    ok: dict[str, Any] | None,
+    *,
+    status: str = "200",
+    path: tuple[str, ...] = (),
+    query: tuple[tuple[str, dict[str, Any]], ...] = (),
+    body: dict[str, Any] | None = None,
+    errors: tuple[str, ...] = ("400",),
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "parameters": [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in path
+        ]
+        + [{"name": name, "in": "query", "required": False, "schema": s} for name, s in query],
+        "responses": {
+            status: ok if ok is not None else {"description": "done"},
+            **dict.fromkeys((*errors, "401", "413"), _ERROR),
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _body(media: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {media: {"schema": schema}}}
+
+
+_YAML = _body("application/x-yaml", {"type": "string"})
+_FORM = {
+    "required": False,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+            }
+        }
+    },
+}
+_PAGE = (
+    ("page", {"type": "integer", "minimum": 1}),
+    ("size", {"type": "integer", "minimum": 1, "maximum": 1000}),
+)
+_LABELS = ("labels", {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:.*$"}})
+_STATE = ("state", {"type": "array", "items": {"type": "string", "enum": _STATES}})
+_DATE = {"type": "string", "format": "date-time"}
+_NS_ID = ("namespace", "id")
+_EXEC = ("executionId",)
+
+
+def _paths() -> dict[str, dict[str, Any]]:
+    execution = _json(_ref("Execution"))
+    flow = _json(_ref("Flow"))
+    return {
+        "/health": {"get": _op("Liveness: the process answers", "Health", _json(_ref("Health")))},
+        "/health/ready": {
+            "get": _op(
+                "Readiness: the backend answers (503 while it does not)",
+                "Health",
+                _json(_ref("Health")),
+                errors=("503",),
+            )
+        },
+        "/api/v1/flows": {
+            "post": _op(
+                "Create a flow from its YAML",
+                "Flows",
+                flow,
+                body=_YAML,
+                errors=("400", "409", "422"),
+            )
+        },
+        "/api/v1/flows/search": {
+            "get": _op(
+                "Search flows",
+                "Flows",
+                _json(_paged("Flow")),
+                query=(
+                    ("q", {"type": "string"}),
+                    ("namespace", {"type": "string"}),
+                    _LABELS,
+                    (
+                        "sort",
+                        {
+                            "type": "string",
+                            "enum": ["id:asc", "id:desc", "namespace:asc", "namespace:desc"],
+                        },
+                    ),
+                    *_PAGE,
+                ),
+            )
+        },
+        "/api/v1/flows/distinct-namespaces": {
+            "get": _op(
+                "Namespaces that hold flows",
+                "Flows",
+                _json({"type": "array", "items": {"type": "string"}}),
+            )
+        },
+        "/api/v1/flows/validate": {
+            "post": _op(
+                "Validate flows (YAML documents separated by ---): every problem with its "
+                "line and column",
+                "Flows",
+                _json({"type": "array", "items": _ref("Validation")}),
+                body=_YAML,
+            )
+        },
+        "/api/v1/flows/enable/by-ids": {
+            "post": _op(
+                "Enable flows (a new revision each)",
+                "Flows",
+                _json(_ref("Count")),
+                body=_body("application/json", {"type": "array", "items": _ref("FlowRef")}),
+                errors=("400", "404", "422"),
+            )
+        },
+        "/api/v1/flows/disable/by-ids": {
+            "post": _op(
+                "Disable flows (a new revision each)",
+                "Flows",
+                _json(_ref("Count")),
+                body=_body("application/json", {"type": "array", "items": _ref("FlowRef")}),
+                errors=("400", "404", "422"),
+            )
+        },
+        "/api/v1/flows/{namespace}": {
+            "get": _op(
+                "The flows of a namespace",
+                "Flows",
+                _json({"type": "array", "items": _ref("Flow")}),
+                path=("namespace",),
+            )
+        },
+        "/api/v1/flows/{namespace}/{id}": {
+            "get": _op(
+                "A flow (latest revision unless `revision`); `source=true` adds its YAML, "
+                "and `Accept: application/x-yaml` returns the YAML alone",
+                "Flows",
+                {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {"schema": _ref("Flow")},
+                        "application/x-yaml": {"schema": {"type": "string"}},
+                    },
+                },
+                path=_NS_ID,
+                query=(
+                    ("revision", {"type": "integer", "minimum": 1}),
+                    ("source", {"type": "boolean"}),
+                ),
+                errors=("400", "404"),
+            ),
+            "put": _op(
+                "Update a flow from its YAML (a new revision)",
+                "Flows",
+                flow,
+                path=_NS_ID,
+                body=_YAML,
+                errors=("400", "404", "422"),
+            ),
+            "delete": _op(
+                "Delete a flow", "Flows", None, status="204", path=_NS_ID, errors=("404",)
+            ),
+        },
+        "/api/v1/flows/{namespace}/{id}/revisions": {
+            "get": _op(
+                "Every revision of a flow",
+                "Flows",
+                _json({"type": "array", "items": _ref("Flow")}),
+                path=_NS_ID,
+                errors=("404",),
+            )
+        },
+        "/api/v1/executions/{namespace}/{id}": {
+            "post": _op(
+                "Start an execution; inputs as form fields, FILE inputs as file parts; "
+                "`wait=true` answers once it has ended (or paused)",
+                "Executions",
+                execution,
+                path=_NS_ID,
+                query=(
+                    _LABELS,
+                    ("wait", {"type": "boolean"}),
+                    ("revision", {"type": "integer", "minimum": 1}),
+                ),
+                body=_FORM,
+                errors=("400", "404", "409", "415", "422"),
+            )
+        },
+        "/api/v1/executions/search": {
+            "get": _op(
+                "Search executions",
+                "Executions",
+                _json(_paged("Execution")),
+                query=(
+                    ("q", {"type": "string"}),
+                    ("namespace", {"type": "string"}),
+                    ("flowId", {"type": "string"}),
+                    _STATE,
+                    ("startDate", _DATE),
+                    ("endDate", _DATE),
+                    _LABELS,
+                    (
+                        "sort",
+                        {
+                            "type": "string",
+                            "pattern": "^(state\\.startDate|state\\.endDate|id|namespace"
+                            "|flowId|state\\.current)(:(asc|desc))?$",
+                        },
+                    ),
+                    *_PAGE,
+                ),
+            )
+        },
+        "/api/v1/executions/{executionId}": {
+            "get": _op("An execution", "Executions", execution, path=_EXEC, errors=("404",)),
+            "delete": _op(
+                "Delete an ended execution",
+                "Executions",
+                None,
+                status="204",
+                path=_EXEC,
+                errors=("404", "409"),
+            ),
+        },
+        "/api/v1/executions/{executionId}/kill": {
+            "delete": _op(
+                "Kill an execution and its subflow executions",
+                "Executions",
+                _json(_ref("Execution"), "the kill is under way"),
+                status="202",
+                path=_EXEC,
+                query=(("isOnKillCascade", {"type": "boolean"}),),
+                errors=("404", "409"),
+            )
+        },
+        "/api/v1/executions/{executionId}/restart": {
+            "post": _op(
+                "Run the failed task runs of an ended execution again",
+                "Executions",
+                _json(_ref("Execution"), "the restart is under way"),
+                status="202",
+                path=_EXEC,
+                errors=("404", "409"),
+            )
+        },
+        "/api/v1/executions/{executionId}/replay": {
+            "post": _op(
+                "A new execution replaying this one (from `taskRunId`, else from the start)",
+                "Executions",
+                _json(_ref("ReplayResult"), "the new execution is being created"),
+                status="202",
+                path=_EXEC,
+                query=(("taskRunId", {"type": "string"}), ("revision", {"type": "integer"})),
+                errors=("404", "409", "422"),
+            )
+        },
+        "/api/v1/executions/{executionId}/resume": {
+            "post": _op(
+                "Resume a paused execution; the Pause task's onResume inputs as form fields",
+                "Executions",
+                None,
+                status="204",
+                path=_EXEC,
+                body=_FORM,
+                errors=("400", "404", "409", "415", "422"),
+            )
+        },
+        "/api/v1/executions/{executionId}/labels": {
+            "post": _op(
+                "Replace an execution's labels",
+                "Executions",
+                execution,
+                path=_EXEC,
+                body=_body("application/json", {"type": "array", "items": _ref("Label")}),
+                errors=("400", "404", "422"),
+            )
+        },
+        "/api/v1/executions/{executionId}/file": {
+            "get": _op(
+                "Download a file of the execution (its kestra:/// URI as `path`)",
+                "Executions",
+                {
+                    "description": "the file",
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+                path=_EXEC,
+                query=(("path", {"type": "string"}),),
+                errors=("400", "404", "422"),
+            )
+        },
+        "/api/v1/executions/{executionId}/follow": {
+            "get": _op(
+                "Follow an execution live (Server-Sent Events: `progress` events with the "
+                "execution, one at least per state change, then `end`)",
+                "Executions",
+                {
+                    "description": "an event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                path=_EXEC,
+                errors=("404",),
+            )
+        },
+        "/api/v1/executions/webhook/{namespace}/{id}/{key}": {
+            method: _op(
+                "Start an execution through a flow's Webhook trigger; the body, headers "
+                "and query parameters become `trigger.body`, `.headers`, `.parameters`",
+                "Executions",
+                execution,
+                path=(*_NS_ID, "key"),
+                errors=("404", "422"),
+            )
+            for method in ("get", "post", "put")
+        },
+        "/api/v1/logs/{executionId}": {
+            "get": _op(
+                "An execution's logs",
+                "Logs",
+                _json({"type": "array", "items": _ref("LogEntry")}),
+                path=_EXEC,
+                query=(
+                    (
+                        "minLevel",
+                        {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]},
+                    ),
+                    ("taskRunId", {"type": "string"}),
+                    ("taskId", {"type": "string"}),
+                ),
+                errors=("400", "404"),
+            )
+        },
+        "/api/v1/logs/{executionId}/download": {
+            "get": _op(
+                "An execution's logs as text",
+                "Logs",
+                {
+                    "description": "the log",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                path=_EXEC,
+                query=(
+                    (
+                        "minLevel",
+                        {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]},
+                    ),
+                ),
+                errors=("400", "404"),
+            )
+        },
+        "/api/v1/logs/{executionId}/follow": {
+            "get": _op(
+                "Follow an execution's logs live (Server-Sent Events, until it ends)",
+                "Logs",
+                {
+                    "description": "an event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                path=_EXEC,
+                query=(
+                    (
+                        "minLevel",
+                        {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]},
+                    ),
+                ),
+                errors=("400", "404"),
+            )
+        },
+        "/api/v1/triggers/search": {
+            "get": _op(
+                "Every trigger of the deployed flows, with its next fire date",
+                "Triggers",
+                _json(_paged("Trigger")),
+                query=(
+                    ("q", {"type": "string"}),
+                    ("namespace", {"type": "string"}),
+                    ("flowId", {"type": "string"}),
+                    *_PAGE,
+                ),
+            )
+        },
+        "/api/v1/triggers": {
+            "put": _op(
+                "Enable or disable a trigger, or backfill a Schedule over past dates",
+                "Triggers",
+                _json(_ref("Trigger")),
+                body=_body("application/json", _ref("TriggerUpdate")),
+                errors=("400", "404", "422"),
+            )
+        },
+        "/api/v1/triggers/set-disabled/by-triggers": {
+            "post": _op(
+                "Enable or disable several triggers",
+                "Triggers",
+                _json(_ref("Count")),
+                body=_body("application/json", _ref("SetDisabled")),
+                errors=("400", "404"),
+            )
+        },
+        "/api/v1/namespaces/search": {
+            "get": _op(
+                "Namespaces (those of the flows, and their parents)",
+                "Namespaces",
+                _json(_paged("Namespace")),
+                query=(("q", {"type": "string"}), *_PAGE),
+            )
+        },
+        "/api/v1/namespaces/{namespace}/kv": {
+            "get": _op(
+                "The keys of a namespace's KV store",
+                "KV",
+                _json({"type": "array", "items": _ref("KVEntry")}),
+                path=("namespace",),
+            )
+        },
+        "/api/v1/namespaces/{namespace}/kv/{key}": {
+            "get": _op(
+                "A value and its type",
+                "KV",
+                _json(_ref("KVValue")),
+                path=("namespace", "key"),
+                errors=("404",),
+            ),
+            "put": _op(
+                "Set a value: the body, as JSON if it parses, else as text; header `ttl` "
+                "(ISO-8601 duration) expires it",
+                "KV",
+                None,
+                status="204",
+                path=("namespace", "key"),
+                body=_body("text/plain", {"type": "string"}),
+                errors=("400",),
+            ),
+            "delete": _op(
+                "Delete a key",
+                "KV",
+                None,
+                status="204",
+                path=("namespace", "key"),
+                errors=("404",),
+            ),
+        },
+        "/api/v1/stats/executions/daily": {
+            "post": _op(
+                "Execution counts per state for each day of a range (default: the last 30 days)",
+                "Stats",
+                _json({"type": "array", "items": _ref("DailyStatistics")}),
+                body={
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("StatisticRequest")}},
+                },
+                errors=("400", "422"),
+            )
+        },
+        "/api/v1/openapi.json": {
+            "get": _op("This document", "Misc", _json({"type": "object"})),
+        },
+    }
+
 
 def openapi_document() -> dict[str, Any]:
-    return {"openapi": "3.0.3", "info": {"title": "runtime", "version": "1"}, "paths": {}}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "runtime",
+            "version": "1",
+            "description": "Kestra-compatible REST API of runtime. Errors are JSON "
+            "`{message, status, errors?}`; with users configured, every path but "
+            "/health requires HTTP basic authentication.",
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+        },
+        "security": [{"basic": []}, {}],
+        "paths": _paths(),
+    }
