@@ -15,6 +15,10 @@ from runtime.config import Config, ConfigError, load_config
 from runtime.log import configure_logging
 
 CONFIG_HELP = "settings file (YAML); RUNTIME_* environment variables override it"
+SERVER_HELP = (
+    "talk to a running server's REST API instead of the backend (env RUNTIME_SERVER); "
+    "basic-auth credentials go in the URL: http://user:password@host:8080"
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -330,6 +334,7 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
 )
+@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
 @click.pass_context
 def execute(
     ctx: click.Context,
@@ -339,21 +344,23 @@ def execute(
     wait: bool,
     as_json: bool,
     config_path: Path | None,
+    server_url: str | None,
 ) -> None:
     """Start an execution of a deployed flow (a running server carries it out).
 
     \b
     Example:
       runtime execute company.team hello --input name=Ada --wait
+      runtime execute company.team hello --server http://127.0.0.1:8080
     """
     from runtime.flow.inputs import InputError
-    from services.client import LocalClient
+    from services.remote_client import RemoteError
 
-    config = _config(config_path)
     _logging(ctx, "WARNING")
+    config = None if server_url else _config(config_path)
 
     async def go() -> Any:
-        async with LocalClient(config) as client:
+        async with _client(config, server_url) as client:
             execution = await client.execute(namespace, flow_id, _key_values(inputs))
             if wait:
                 execution = await client.wait(execution.id)
@@ -361,7 +368,7 @@ def execute(
 
     try:
         execution = asyncio.run(go())
-    except (InputError, LookupError) as exc:
+    except (InputError, LookupError, RemoteError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     if as_json:
         _print_json(execution)
@@ -377,28 +384,36 @@ def execute(
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
 )
+@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
 @click.pass_context
-def logs(ctx: click.Context, execution_id: str, follow: bool, config_path: Path | None) -> None:
+def logs(
+    ctx: click.Context,
+    execution_id: str,
+    follow: bool,
+    config_path: Path | None,
+    server_url: str | None,
+) -> None:
     """Print an execution's logs.
 
     \b
     Example:
       runtime logs 4wjLBTw5oKlZMaZzmX5cVp --follow
+      runtime logs 4wjLBTw5oKlZMaZzmX5cVp --server http://127.0.0.1:8080
     """
     from services.cli_output import format_log
-    from services.client import LocalClient
+    from services.remote_client import RemoteError
 
-    config = _config(config_path)
     _logging(ctx, "WARNING")
+    config = None if server_url else _config(config_path)
 
     async def go() -> None:
-        async with LocalClient(config) as client:
+        async with _client(config, server_url) as client:
             async for entry in client.logs(execution_id, follow=follow):
                 click.echo(format_log(entry))
 
     try:
         asyncio.run(go())
-    except LookupError as exc:
+    except (LookupError, RemoteError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
 
 
@@ -421,6 +436,18 @@ def bench(args: tuple[str, ...]) -> None:
 
 
 # -- helpers ------------------------------------------------------------------------------
+def _client(config: Config | None, server_url: str | None) -> Any:
+    """The REST API's client with a server URL, else one on the configured backend."""
+    if server_url:
+        from services.remote_client import RemoteClient
+
+        return RemoteClient(server_url)
+    from services.client import LocalClient
+
+    assert config is not None
+    return LocalClient(config)
+
+
 def _collect(paths: tuple[Path, ...]) -> list[Path]:
     from services.flows import flow_files
 

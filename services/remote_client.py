@@ -1,0 +1,160 @@
+"""Start and follow executions through a running server's REST API: what
+``runtime execute --server URL`` and ``runtime logs --server URL`` use, with the
+interface of :class:`services.client.LocalClient`.
+
+Credentials for basic authentication go in the URL (``http://user:pass@host:8080``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import msgspec
+
+from runtime.flow.execution import Execution
+from runtime.flow.inputs import InputError
+from runtime.messages import LogEntry
+
+
+class RemoteError(RuntimeError):
+    """The server refused the request, or cannot be reached."""
+
+
+class RemoteClient:
+    """Talks to the server at ``url`` (e.g. http://127.0.0.1:8080)."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
+
+    async def __aenter__(self) -> RemoteClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach the server at {self.url}: {exc}") from None
+        _raise_for(response)
+        return response
+
+    async def execute(self, namespace: str, flow_id: str, inputs: Mapping[str, str]) -> Execution:
+        """Start an execution; a FILE input given as ``@path`` is uploaded."""
+        flow = (await self._request("GET", f"/api/v1/flows/{namespace}/{flow_id}")).json()
+        file_inputs = {
+            spec.get("id")
+            for spec in flow.get("inputs") or ()
+            if str(spec.get("type", "")).upper() == "FILE"
+        }
+        data: dict[str, str] = {}
+        with contextlib.ExitStack() as files:
+            uploads: dict[str, tuple[str, Any]] = {}
+            for name, value in inputs.items():
+                if name in file_inputs and value.startswith("@"):
+                    path = await asyncio.to_thread(Path(value[1:]).expanduser)
+                    try:
+                        handle = files.enter_context(await asyncio.to_thread(path.open, "rb"))
+                    except OSError as exc:
+                        raise InputError({name: f"cannot read {path}: {exc.strerror}"}) from None
+                    uploads[name] = (path.name, handle)
+                else:
+                    data[name] = value
+            # multipart with files, a plain form without: the server takes both
+            response = await self._request(
+                "POST",
+                f"/api/v1/executions/{namespace}/{flow_id}",
+                data=data,
+                files=uploads or None,
+            )
+        return _execution(response.content)
+
+    async def get(self, execution_id: str) -> Execution:
+        response = await self._request("GET", f"/api/v1/executions/{execution_id}")
+        return _execution(response.content)
+
+    async def wait(self, execution_id: str) -> Execution:
+        """Until the execution ends or pauses, following it live (Server-Sent Events)."""
+        last = await self.get(execution_id)
+        while not (last.state.terminated or last.state.current.value == "PAUSED"):
+            async for data in self._events(f"/api/v1/executions/{execution_id}/follow"):
+                last = _execution(data)
+                if last.state.current.value == "PAUSED":
+                    return last
+            last = await self.get(execution_id)
+        return last
+
+    async def logs(self, execution_id: str, *, follow: bool = False) -> AsyncIterator[LogEntry]:
+        if not follow:
+            response = await self._request("GET", f"/api/v1/logs/{execution_id}")
+            for item in response.json():
+                yield _log_entry(item)
+            return
+        async for data in self._events(f"/api/v1/logs/{execution_id}/follow"):
+            yield _log_entry(msgspec.json.decode(data))
+
+    async def _events(self, path: str) -> AsyncIterator[bytes]:
+        """The ``data`` of each Server-Sent Event of ``path``, until the stream ends."""
+        try:
+            async with self._http.stream("GET", path, timeout=None) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    _raise_for(response)
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        yield line[5:].strip().encode()
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"lost the server at {self.url}: {exc}") from None
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    message = message or f"HTTP {response.status_code} from {response.request.url}"
+    if response.status_code == 404:
+        raise LookupError(message)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if response.status_code == 422 and errors and all("input" in e for e in errors):
+        raise InputError({e["input"]: e["message"] for e in errors})
+    raise RemoteError(f"{message} (HTTP {response.status_code})")
+
+
+def _execution(data: bytes) -> Execution:
+    return msgspec.json.decode(data, type=Execution)
+
+
+def _log_entry(item: dict[str, Any]) -> LogEntry:
+    return LogEntry(
+        execution_id=item["executionId"],
+        namespace=item["namespace"],
+        flow_id=item["flowId"],
+        timestamp=datetime.fromisoformat(item["timestamp"]),
+        level=item["level"],
+        message=item["message"],
+        task_run_id=item.get("taskRunId"),
+        task_id=item.get("taskId"),
+        attempt=item.get("attemptNumber"),
+        seq=item.get("index") or 0,
+    )
+
+
+__all__ = ["RemoteClient", "RemoteError"]
