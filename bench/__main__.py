@@ -46,6 +46,11 @@ def parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
         type=Path,
         help="folder for the JSON, markdown and PNG results (created)",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile the end-to-end measures (cProfile; slows them): profile-*.txt in --out",
+    )
     return p
 
 
@@ -61,7 +66,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         print(f"-- {line}", file=sys.stderr, flush=True)
 
     report = asyncio.run(
-        run(args.measures or MEASURES, args.backend or BACKENDS, size=size, say=say)
+        run(
+            args.measures or MEASURES,
+            args.backend or BACKENDS,
+            size=size,
+            say=say,
+            profile=args.out if args.profile else None,
+        )
     )
     paths = write(report, args.out)
     print(paths["markdown"].read_text())

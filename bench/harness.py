@@ -20,6 +20,7 @@ from typing import Any
 
 from bench import actors, e2e, engine, floor, throughput
 from bench.model import NO_BACKEND, Capacity, Report, Result, Target, encode
+from bench.profiling import profiled
 from bench.report import markdown, plot
 from bench.targets import ACTORS, ENGINE, FIB, FLOOR, P99_BOUND_MS, SEQUENTIAL, THROUGHPUT
 
@@ -144,6 +145,7 @@ async def _per_backend(
     measures: Sequence[str],
     sizes: dict[str, dict[str, Any]],
     say: Callable[[str], None],
+    profile: Path | None,
 ) -> list[Result]:
     why = await e2e.unavailable(backend)
     # MySQL's floor needs only the server and the driver, not the project's backend
@@ -166,14 +168,18 @@ async def _per_backend(
             say(f"{backend}: {measure} skipped: {why or floor_why}")
             continue
         say(f"{backend}: {measure}")
-        if measure == SEQUENTIAL:
-            result = await e2e.sequential(backend, floor_ms=base.floor_ms, **sizes[measure])
-        elif measure == FIB:
-            result = await e2e.fib(backend, floor_ms=base.floor_ms, **sizes[measure])
-        else:
-            result = await throughput.throughput(backend, floor_ms=base.floor_ms, **sizes[measure])
+        if measure == THROUGHPUT:
+            result = await throughput.throughput(
+                backend, floor_ms=base.floor_ms, profile=profile, **sizes[measure]
+            )
             if result.skipped:
                 say(f"{backend}: {measure} skipped: {result.skipped}")
+        else:
+            run = e2e.sequential if measure == SEQUENTIAL else e2e.fib
+            with profiled(profile, f"{measure}-{backend}"):
+                result = await run(backend, floor_ms=base.floor_ms, **sizes[measure])
+            if profile is not None:
+                result.notes.append(f"profiled (this process): profile-{measure}-{backend}.txt")
         results.append(result)
     return results
 
@@ -224,8 +230,12 @@ async def run(
     *,
     size: str = "full",
     say: Callable[[str], None] = print,
+    profile: Path | None = None,
 ) -> Report:
-    """Run ``measures`` on ``backends`` with the ``size`` preset; the report."""
+    """Run ``measures`` on ``backends`` with the ``size`` preset; the report.
+
+    ``profile``: a folder for cProfile profiles of the end-to-end measures.
+    """
     unknown = set(measures) - set(MEASURES)
     if unknown:
         raise ValueError(f"unknown measure(s) {sorted(unknown)}: use {', '.join(MEASURES)}")
@@ -235,7 +245,12 @@ async def run(
         quick=size != "full",
         machine=machine(),
         versions=versions(),
-        settings={"size": size, "measures": list(measures), "backends": list(backends)},
+        settings={
+            "size": size,
+            "measures": list(measures),
+            "backends": list(backends),
+            "profiled": profile is not None,
+        },
     )
     if ACTORS in measures:
         say("actors")
@@ -246,7 +261,7 @@ async def run(
     wanted = [m for m in PER_BACKEND if m in measures]
     if wanted:
         for backend in backends:
-            report.results.extend(await _per_backend(backend, wanted, sizes, say))
+            report.results.extend(await _per_backend(backend, wanted, sizes, say, profile))
     for result in report.find(FLOOR):
         if result.skipped is None and "server_version" in result.settings:
             report.versions[f"{result.backend}_server"] = str(result.settings["server_version"])

@@ -38,6 +38,7 @@ import httpx
 import msgspec
 import yaml
 
+from bench import profiling
 from bench.e2e import backend_environment
 from bench.model import Result, Step, Target
 from bench.procs import cpu_seconds, runtime_command, spawned
@@ -96,19 +97,30 @@ def _cli_run_options() -> tuple[set[str], set[str]]:
     return options, components
 
 
-def server_commands(backend: str, config: Path, flows: Path) -> list[list[str]]:
-    """The processes that make the server: one (``--all``) or one per component."""
+def server_commands(
+    backend: str, config: Path, flows: Path, profile: Path | None = None
+) -> list[list[str]]:
+    """The processes that make the server: one (``--all``) or one per component.
+
+    With ``profile``, each runs under cProfile and leaves its profile there.
+    """
     options, components = _cli_run_options()
-    base = [*runtime_command(), "run"]
     common = ["--config", str(config)]
     if backend != "sqlite" and "webserver" in components:
-        return [
-            [*base, "executor", *common, "--flows", str(flows)],
-            [*base, "worker", *common],
-            [*base, "webserver", *common],
+        runs = [
+            ["run", "executor", *common, "--flows", str(flows)],
+            ["run", "worker", *common],
+            ["run", "webserver", *common],
         ]
-    extra = ["--server"] if "--server" in options else []
-    return [[*base, "--all", *extra, *common, "--flows", str(flows)]]
+    else:
+        extra = ["--server"] if "--server" in options else []
+        runs = [["run", "--all", *extra, *common, "--flows", str(flows)]]
+    if profile is None:
+        return [[*runtime_command(), *run] for run in runs]
+    return [
+        profiling.command(profile, f"throughput-{backend}-{run[1].lstrip('-')}", run)
+        for run in runs
+    ]
 
 
 def free_port() -> int:
@@ -306,7 +318,12 @@ async def throughput(
     step_seconds: float = 10.0,
     p99_bound_ms: float = P99_BOUND_MS,
     concurrency: int = 16,
+    profile: Path | None = None,
 ) -> Result:
+    """The 2-task flow through the webhook at each rate until one is not sustained.
+
+    ``profile``: a folder where each server process leaves its cProfile profile.
+    """
     missing = webserver_missing()
     if missing:
         return Result(measure=THROUGHPUT, backend=backend, skipped=missing)
@@ -320,7 +337,7 @@ async def throughput(
             port = free_port()
             config = folder / "server.yml"
             write_config(environ, port, concurrency, config)
-            commands = server_commands(backend, config, flows)
+            commands = server_commands(backend, config, flows, profile)
             url = f"http://127.0.0.1:{port}/api/v1/executions/webhook/{NAMESPACE}/{FLOW_ID}/{key}"
             limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
             reader = make_backend(load_config(config, {}))
@@ -337,7 +354,14 @@ async def throughput(
                         )
                     finally:
                         await reader.stop()
-    return _result(backend, floor_ms, steps, commands, step_seconds, p99_bound_ms, concurrency)
+    result = _result(backend, floor_ms, steps, commands, step_seconds, p99_bound_ms, concurrency)
+    if profile is not None:
+        written = profiling.summarise_files(profile, f"throughput-{backend}-")
+        result.settings["profiled"] = True
+        result.notes.append(
+            "profiled (cProfile slows the server): " + ", ".join(p.name for p in written)
+        )
+    return result
 
 
 async def _steps(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench import actors, e2e, floor, harness, throughput
+from bench import actors, e2e, floor, harness, profiling, throughput
 from bench.__main__ import main
 from bench.model import Report, Result, Step, decode, encode
 from bench.report import markdown, plot
@@ -222,3 +222,26 @@ async def test_throughput_through_the_webhook(backend: str) -> None:
     assert step.p99_ms is not None
     assert step.p99_ms > 0
     assert result.ratios["p99_at_5_floors"] == pytest.approx(step.p99_ms / 1.0)
+
+
+def test_server_processes_per_backend(tmp_path: Path) -> None:
+    config, flows = tmp_path / "server.yml", tmp_path / "flows"
+    [alone] = throughput.server_commands("sqlite", config, flows)
+    assert alone[alone.index("run") :][:2] == ["run", "--all"]
+    split = throughput.server_commands("postgres", config, flows)
+    assert [c[c.index("run") + 1] for c in split] == ["executor", "worker", "webserver"]
+    profiled = throughput.server_commands("postgres", config, flows, tmp_path)
+    assert all("cProfile" in c for c in profiled)
+    assert str(tmp_path / "profile-throughput-postgres-worker.prof") in profiled[1]
+
+
+def test_profiled_block_leaves_a_profile_and_its_top_entries(tmp_path: Path) -> None:
+    with profiling.profiled(tmp_path, "demo"):
+        sum(i * i for i in range(10_000))
+    assert (tmp_path / "profile-demo.prof").exists()
+    text = (tmp_path / "profile-demo.txt").read_text()
+    assert "by cumulative" in text
+    assert "by tottime" in text
+    with profiling.profiled(None, "nothing"):
+        pass
+    assert not (tmp_path / "profile-nothing.txt").exists()
