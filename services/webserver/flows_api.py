@@ -218,10 +218,18 @@ _SEPARATOR = re.compile(r"^---[ \t]*$", re.M)
 
 
 def _documents(source: str) -> list[str]:
-    """The documents of a multi-document YAML text; line numbers stay those of each
-    document (Kestra's validate reports them the same way)."""
-    parts = [p for p in _SEPARATOR.split(source) if p.strip()]
-    return parts or [source]
+    """The documents of a multi-document YAML text, each padded with the blank lines
+    before it so that problems are placed by their line in the whole text."""
+    out = []
+    start = 0
+    for separator in [*_SEPARATOR.finditer(source), None]:
+        end = separator.start() if separator else len(source)
+        text = source[start:end]
+        if text.strip():
+            out.append("\n" * source.count("\n", 0, start) + text)
+        if separator is not None:
+            start = separator.end()
+    return out or [source]
 
 
 class FlowRef(msgspec.Struct, frozen=True):

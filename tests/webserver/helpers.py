@@ -54,10 +54,12 @@ class Api:
         while True:
             response = await self.client.get(f"/api/v1/executions/{execution_id}")
             body: dict[str, Any] = response.json()
-            if body["state"]["current"] in TERMINAL:
+            # 404 too: a replay's execution appears once the executor made it
+            current = body["state"]["current"] if response.status_code == 200 else "missing"
+            if current in TERMINAL:
                 return body
             if time.monotonic() > deadline:
-                raise AssertionError(f"{execution_id} still {body['state']['current']}")
+                raise AssertionError(f"{execution_id} still {current}")
             await asyncio.sleep(0.02)
 
     async def in_state(self, execution_id: str, wanted: str, within: float = 10.0) -> None:
