@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.webserver.helpers import NS, RETURN, api, flow, sse_events
+from tests.webserver.helpers import NS, api, flow, sse_events
 
 pytestmark = pytest.mark.asyncio
 
