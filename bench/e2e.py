@@ -86,9 +86,22 @@ async def unavailable(backend: str) -> str | None:
     return f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})"
 
 
+def _backend_missing(kind: str, dsn: str) -> str | None:
+    """Why the server cannot be configured with ``backend.type: kind``, or None."""
+    from services.standalone import make_backend
+
+    try:
+        make_backend(load_config(None, {"RUNTIME_BACKEND_TYPE": kind, "RUNTIME_BACKEND_DSN": dsn}))
+    except Exception as exc:  # an unknown type, a half-built package: both say "not yet"
+        return f"not available: the server has no working {kind} backend yet ({exc})"
+    return None
+
+
 async def mysql_unavailable(*, need_backend: bool) -> str | None:
-    if need_backend and importlib.util.find_spec("backends.mysql") is None:
-        return "not available: the MySQL backend (backends.mysql) is not in this tree yet"
+    if need_backend:
+        missing = _backend_missing("mysql", mysql_dsn())
+        if missing:
+            return missing
     if importlib.util.find_spec("aiomysql") is None:
         return "not available: aiomysql is not installed (pip install -e '.[bench]')"
     import aiomysql  # type: ignore[import-untyped]
