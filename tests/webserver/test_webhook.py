@@ -20,7 +20,9 @@ inputs:
 tasks:
   - id: echo
     type: io.kestra.plugin.core.debug.Return
-    format: "{{{{ trigger.body.name ?? trigger.body }}}}|{{{{ trigger.headers['x-team'][0] }}}}|{{{{ trigger.parameters.page[0] }}}}|{{{{ inputs.who }}}}"
+    format: >-
+      {{{{ trigger.body.name ?? trigger.body }}}}|{{{{ trigger.headers['x-team'][0] }}}}|{{{{
+      trigger.parameters.page[0] }}}}|{{{{ inputs.who }}}}
 triggers:
   - id: incoming
     type: io.kestra.plugin.core.trigger.Webhook
