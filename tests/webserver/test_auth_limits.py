@@ -1,0 +1,95 @@
+"""Basic authentication (every endpoint but health refuses without credentials) and
+the request size limits."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from runtime.config import WebserverConfig, WebserverUser
+from services.webserver.openapi import openapi_document
+from tests.webserver.helpers import NS, RETURN, YAML, api, flow
+
+pytestmark = pytest.mark.asyncio
+
+USERS = (WebserverUser(username="admin", password="pa:ss"),)
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"authorization": f"Basic {token}"}
+
+
+def _endpoints() -> list[tuple[str, str]]:
+    out = []
+    for path, operations in openapi_document()["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        out.extend((method.upper(), concrete) for method in operations)
+    return out
+
+
+async def test_every_endpoint_but_health_requires_credentials(tmp_path: Path) -> None:
+    web = WebserverConfig(users=USERS)
+    async with api(tmp_path, web=web, components=()) as a:
+        endpoints = _endpoints()
+        assert len(endpoints) >= 35
+        for method, path in endpoints:
+            response = await a.client.request(method, path)
+            wrong = await a.client.request(method, path, headers=_basic("admin", "nope"))
+            if path in ("/health", "/health/ready"):
+                assert response.status_code == 200, path
+                continue
+            assert response.status_code == 401, (method, path)
+            assert response.headers["www-authenticate"].startswith("Basic")
+            assert response.json()["message"].startswith("authentication required")
+            assert wrong.status_code == 401, (method, path)
+        for header in ({"authorization": "Basic !!!"}, {"authorization": "Bearer abc"}):
+            assert (await a.client.get("/api/v1/flows/search", headers=header)).status_code == 401
+
+
+async def test_the_right_credentials_are_let_through(tmp_path: Path) -> None:
+    web = WebserverConfig(users=USERS)
+    async with api(tmp_path, web=web, components=()) as a:
+        auth = _basic("admin", "pa:ss")
+        created = await a.client.post(
+            "/api/v1/flows", content=flow("hello", RETURN), headers={**YAML, **auth}
+        )
+        assert created.status_code == 200
+        listed = await a.client.get(f"/api/v1/flows/{NS}", headers=auth)
+        assert [f["id"] for f in listed.json()] == ["hello"]
+
+
+async def test_a_body_past_the_limit_is_413(tmp_path: Path) -> None:
+    web = WebserverConfig(max_body_bytes=1000)
+    async with api(tmp_path, web=web, components=()) as a:
+        big = flow("hello", RETURN) + "#" * 2000 + "\n"
+        response = await a.client.post("/api/v1/flows", content=big, headers=YAML)
+        assert response.status_code == 413
+        assert "webserver.max_body_bytes" in response.json()["message"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            # no Content-Length: the limit applies while the body streams in
+            for _ in range(5):
+                yield b"#" * 500
+
+        streamed = await a.client.post("/api/v1/flows", content=chunks(), headers=YAML)
+        assert streamed.status_code == 413
+        small = await a.client.post("/api/v1/flows", content=flow("hello", RETURN), headers=YAML)
+        assert small.status_code == 200
+
+
+async def test_an_upload_past_its_limit_is_413_and_stores_nothing(tmp_path: Path) -> None:
+    web = WebserverConfig(max_body_bytes=2000, max_upload_bytes=5000)
+    async with api(tmp_path, web=web) as a:
+        await a.deploy(flow("file", RETURN, "inputs:\n  - id: data\n    type: FILE\n"))
+        url = f"/api/v1/executions/{NS}/file"
+        response = await a.client.post(url, files={"data": ("big.bin", b"x" * 10_000)})
+        assert response.status_code == 413
+        assert "webserver.max_upload_bytes" in response.json()["message"]
+        assert await a.server.storage.list(NS) == []
+        fits = await a.client.post(url, files={"data": ("small.bin", b"x" * 1000)})
+        assert fits.status_code == 200
