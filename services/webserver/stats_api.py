@@ -77,6 +77,8 @@ async def ready(request: Request) -> Response:
         await state(request).backend.executions.get("readiness-probe")
     except BackendError as exc:
         return json_response({"status": "DOWN", "message": str(exc)}, status=503)
+    except Exception as exc:  # a stopped or broken backend: not ready, whatever it raised
+        return json_response({"status": "DOWN", "message": repr(exc)}, status=503)
     return json_response({"status": "UP"})
 
 

@@ -365,3 +365,49 @@ async def test_follow_of_a_running_execution_streams_until_it_ends(tmp_path: Pat
         assert states[-1] == "SUCCESS"
         assert "RUNNING" in states
         assert (await a.client.get("/api/v1/executions/nope/follow")).status_code == 404
+
+
+PARENT = flow(
+    "parent",
+    f"""  - id: child
+    type: io.kestra.plugin.core.flow.Subflow
+    namespace: {NS}
+    flowId: sleep
+    wait: true
+""",
+)
+
+
+async def test_kill_cascades_to_subflow_executions(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        await a.deploy(SLEEP)
+        await a.deploy(PARENT)
+        parent = await a.execute("parent")
+
+        async def child_running() -> bool:
+            found = await a.client.get(
+                "/api/v1/executions/search", params={"flowId": "sleep", "state": "RUNNING"}
+            )
+            return bool(found.json()["total"])
+
+        from tests.webserver.helpers import until
+
+        await until(child_running, 10, "the subflow execution running")
+        child = (
+            await a.client.get("/api/v1/executions/search", params={"flowId": "sleep"})
+        ).json()["results"][0]
+        response = await a.client.delete(f"/api/v1/executions/{parent['id']}/kill")
+        assert response.status_code == 202
+        assert (await a.ended(parent["id"]))["state"]["current"] == "KILLED"
+        assert (await a.ended(child["id"]))["state"]["current"] == "KILLED"
+
+
+async def test_readiness_is_503_while_the_backend_is_down(tmp_path: Path) -> None:
+    async with api(tmp_path, components=()) as a:
+        assert (await a.client.get("/health/ready")).status_code == 200
+        await a.backend.stop()
+        down = await a.client.get("/health/ready")
+        assert down.status_code == 503
+        assert down.json()["status"] == "DOWN"
+        assert (await a.client.get("/health")).status_code == 200
+        await a.backend.start()
