@@ -81,6 +81,9 @@ INPUT_ID = IdRule(
 SCHEDULE_TYPES = frozenset(
     {"io.kestra.plugin.core.trigger.Schedule", "io.kestra.core.models.triggers.types.Schedule"}
 )
+WEBHOOK_TYPES = frozenset(
+    {"io.kestra.plugin.core.trigger.Webhook", "io.kestra.core.models.triggers.types.Webhook"}
+)
 CRON_NICKNAMES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 #: properties whose text is shown, never rendered
 _NOT_TEMPLATES = frozenset({"description", "displayName"})
@@ -254,6 +257,15 @@ def _trigger(
         suggestion = closest(timezone, _timezones())
         hint = f"did you mean `{suggestion}`?" if suggestion else "use an IANA name such as UTC"
         report.value(join(path, "timezone"), f"unknown time zone {timezone!r}", hint)
+    if props.get("type") in WEBHOOK_TYPES:
+        key = props.get("key")
+        if not isinstance(key, str) or not key.strip():
+            report.value(
+                path,
+                "a Webhook trigger needs a `key`",
+                "e.g. `key: a-long-random-string`: it is part of the webhook's URL",
+            )
+        return
     if props.get("type") not in SCHEDULE_TYPES:
         return
     cron = props.get("cron")

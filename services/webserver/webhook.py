@@ -20,19 +20,13 @@ from runtime.flow.execution import new_execution, to_kestra_dict
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError
 from runtime.flow.model import Trigger
+from runtime.flow.rules import WEBHOOK_TYPES
 from runtime.flow.template import TemplateError
 from services.executor import submit
 from services.flows import FlowNotFoundError
 from services.triggers import _trigger_inputs
 from services.webserver.executions_api import invalid_inputs
 from services.webserver.http import ApiError, json_response, not_found, state
-
-WEBHOOK_TYPES = frozenset(
-    {
-        "io.kestra.plugin.core.trigger.Webhook",
-        "io.kestra.core.models.triggers.types.Webhook",
-    }
-)
 
 
 def _body(raw: bytes) -> Any:

@@ -93,3 +93,13 @@ async def test_inputs_the_trigger_cannot_satisfy_are_422(tmp_path: Path) -> None
         )
         assert response.status_code == 422
         assert response.json()["errors"][0]["input"] == "who"
+
+
+async def test_a_webhook_trigger_without_a_key_is_an_invalid_flow(tmp_path: Path) -> None:
+    async with api(tmp_path, components=()) as a:
+        keyless = HOOK.replace("    key: s3cret\n", "")
+        response = await a.client.post("/api/v1/flows", content=keyless, headers=YAML)
+        assert response.status_code == 422
+        problem = response.json()["errors"][0]
+        assert problem["message"] == "a Webhook trigger needs a `key`"
+        assert (problem["line"], problem["path"]) == (14, "triggers[0]")
