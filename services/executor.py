@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import msgspec
 
@@ -53,7 +54,7 @@ from runtime.messages import (
 )
 from services.common import sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
-from services.triggers import flow_trigger_executions
+from services.triggers import flow_trigger_executions, flows_with_flow_triggers
 
 log = get_logger(__name__)
 
@@ -77,6 +78,8 @@ class Executor:
         self.consumer_id = consumer_id
         self.settings = settings or ExecutorConfig()
         self.processed = 0
+        #: when the earliest delayed event was due, as of the last empty claim
+        self._next_due: datetime | None = None
         #: called with each execution a committed batch changed (in-process observers:
         #: `flow test` progress, live API streams); must not block
         self.listeners: list[Callable[[Execution], None]] = []
@@ -102,14 +105,19 @@ class Executor:
                 # A partial batch took everything available: rather than claim again
                 # (and most likely find nothing), wait; a publish made meanwhile has
                 # latched the wake-up, so the wait then returns at once.
-                await wait_or_stop(stopping, queues.wait(EXECUTOR_QUEUE, await self._idle_wait()))
+                if handled == 0:
+                    # only an empty claim asks when the next delayed event is due
+                    self._next_due = await queues.next_available(EXECUTOR_QUEUE)
+                await wait_or_stop(stopping, queues.wait(EXECUTOR_QUEUE, self._idle_wait()))
         log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
 
-    async def _idle_wait(self) -> float:
-        due = await self.backend.queues.next_available(EXECUTOR_QUEUE)
-        if due is None:
+    def _idle_wait(self) -> float:
+        """How long to wait for a wake-up: until the next delayed event known to be due
+        (a stale date only costs an early, empty claim), at most ``idle_wait_seconds``.
+        Delayed events published meanwhile wake the wait themselves."""
+        if self._next_due is None:
             return self.settings.idle_wait_seconds
-        wait = (due - self.backend.clock()).total_seconds()
+        wait = (self._next_due - self.backend.clock()).total_seconds()
         return max(0.0, min(wait, self.settings.idle_wait_seconds))
 
     async def step(self) -> int:
@@ -122,7 +130,10 @@ class Executor:
         changed: list[Execution] = []
         async with self.backend.transaction() as tx:
             batch = await tx.queues.claim(
-                EXECUTOR_QUEUE, self.consumer_id, self.settings.batch, self.settings.lease_seconds
+                EXECUTOR_QUEUE,
+                self.consumer_id,
+                self.settings.batch,
+                self.settings.lease_seconds,
             )
             if not batch:
                 return 0
@@ -131,9 +142,10 @@ class Executor:
                 groups.setdefault(message.key or "", []).append(message)
             done: list[int] = []
             failed: list[int] = []
+            outbox = Outbox()
             for execution_id, messages in groups.items():
                 try:
-                    updated = await self._process_execution(tx, execution_id, messages)
+                    updated = await self._process_execution(tx, execution_id, messages, outbox)
                 except BackendError:
                     # A failed statement may have aborted the transaction (PostgreSQL
                     # does): roll the whole batch back; its events come back.
@@ -144,6 +156,7 @@ class Executor:
                 done.extend(m.id for m in messages)
                 if updated is not None:
                     changed.append(updated)
+            await outbox.send(tx)
             await tx.queues.ack(EXECUTOR_QUEUE, done)
             if failed:
                 await tx.queues.nack(EXECUTOR_QUEUE, failed, delay_seconds=1.0)
@@ -176,7 +189,7 @@ class Executor:
         (done if spent else failed).extend(m.id for m in messages)
 
     async def _process_execution(
-        self, tx: Stores, execution_id: str, messages: list[QueueMessage]
+        self, tx: Stores, execution_id: str, messages: list[QueueMessage], outbox: Outbox
     ) -> Execution | None:
         """Apply the events; returns the execution when it changed."""
         execution = await tx.executions.get_for_update(execution_id)
@@ -196,19 +209,23 @@ class Executor:
             commands.extend(produced)
         if execution is not original:
             await tx.executions.save(execution)
-        await self.carry_out(tx, flow, execution, commands)
+        await self.carry_out(tx, flow, execution, commands, outbox)
         return execution if execution is not original else None
 
     async def carry_out(
-        self, tx: Stores, flow: Flow, execution: Execution, commands: Sequence[Command]
+        self,
+        tx: Stores,
+        flow: Flow,
+        execution: Execution,
+        commands: Sequence[Command],
+        outbox: Outbox,
     ) -> None:
-        """Turn commands into messages and writes, inside the batch's transaction."""
-        jobs: list[tuple[str | None, bytes]] = []
-        events: list[tuple[str | None, bytes]] = []
-        logs: list[LogEntry] = []
+        """Turn commands into messages and writes, inside the batch's transaction; the
+        messages and log lines wait in ``outbox`` for the end of the batch."""
+        events = outbox.events
         for command in commands:
             if isinstance(command, RunTask):
-                jobs.append((None, encode_job(self._job(flow, execution, command))))
+                outbox.jobs.append((None, encode_job(self._job(flow, execution, command))))
             elif isinstance(command, KillTask):
                 await tx.kills.request([command.task_run_id])
             elif isinstance(command, WakeAt):
@@ -222,22 +239,16 @@ class Executor:
                     EXECUTOR_QUEUE, [(execution.id, encode_event(event))], available_at=command.when
                 )
             elif isinstance(command, CreateSubflow):
-                events.extend(await self._create_subflow(tx, execution, command, logs))
+                events.extend(await self._create_subflow(tx, execution, command, outbox.logs))
             elif isinstance(command, KillExecution):
                 events.append((command.execution_id, encode_event(Kill(at=command.at))))
             elif isinstance(command, ExecutionEnded):
-                events.extend(await self._on_ended(tx, flow, execution, command))
+                events.extend(await self._on_ended(tx, flow, execution, command, outbox))
             elif isinstance(command, CreateExecution):
                 await tx.executions.save(command.execution)
                 events.append((command.execution.id, encode_event(ExecutionCreated(at=command.at))))
             elif isinstance(command, Log):
-                logs.append(_log_entry(execution, command))
-        if jobs:
-            await tx.queues.publish(WORKER_QUEUE, jobs)
-        if events:
-            await tx.queues.publish(EXECUTOR_QUEUE, events)
-        if logs:
-            await tx.logs.append(logs)
+                outbox.logs.append(_log_entry(execution, command))
 
     def _job(self, flow: Flow, execution: Execution, command: RunTask) -> WorkerJob:
         run = execution.find(command.task_run_id)
@@ -301,7 +312,12 @@ class Executor:
         return [(child.id, encode_event(ExecutionCreated(at=command.at)))]
 
     async def _on_ended(
-        self, tx: Stores, flow: Flow, execution: Execution, command: ExecutionEnded
+        self,
+        tx: Stores,
+        flow: Flow,
+        execution: Execution,
+        command: ExecutionEnded,
+        outbox: Outbox,
     ) -> list[tuple[str | None, bytes]]:
         out: list[tuple[str | None, bytes]] = []
         if command.parent_id and command.parent_task_run_id:
@@ -317,10 +333,36 @@ class Executor:
             queued = await tx.executions.oldest_queued(execution.namespace, execution.flow_id)
             if queued is not None:
                 out.append((queued, encode_event(ExecutionCreated(at=command.at))))
-        for triggered in await flow_trigger_executions(tx, self.flows, execution, command):
+        if outbox.trigger_flows is None:
+            # once per batch: the deployed flows with Flow triggers
+            outbox.trigger_flows = await flows_with_flow_triggers(tx, self.flows)
+        triggered_by = flow_trigger_executions(tx, outbox.trigger_flows, execution, command)
+        for triggered in await triggered_by:
             await tx.executions.save(triggered)
             out.append((triggered.id, encode_event(ExecutionCreated(at=command.at))))
         return out
+
+
+class Outbox:
+    """What one batch's executions send, written together at the end of the batch:
+    one publish per queue and one log write, whatever the batch's size."""
+
+    __slots__ = ("events", "jobs", "logs", "trigger_flows")
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str | None, bytes]] = []
+        self.events: list[tuple[str | None, bytes]] = []
+        self.logs: list[LogEntry] = []
+        #: the flows with Flow triggers, read at the batch's first execution end
+        self.trigger_flows: list[Flow] | None = None
+
+    async def send(self, tx: Stores) -> None:
+        if self.jobs:
+            await tx.queues.publish(WORKER_QUEUE, self.jobs)
+        if self.events:
+            await tx.queues.publish(EXECUTOR_QUEUE, self.events)
+        if self.logs:
+            await tx.logs.append(self.logs)
 
 
 def _holds_slot(execution: Execution) -> bool:
@@ -355,4 +397,4 @@ async def send_event(backend: Backend, execution_id: str, event: Event) -> None:
     await backend.queues.publish(EXECUTOR_QUEUE, [(execution_id, encode_event(event))])
 
 
-__all__ = ["Executor", "send_event", "submit"]
+__all__ = ["Executor", "Outbox", "send_event", "submit"]

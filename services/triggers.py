@@ -114,7 +114,7 @@ def schedule_execution(flow: Flow, trigger: Trigger, date: datetime, at: datetim
 
 
 # -- flow triggers ---------------------------------------------------------------------
-async def _flows_with_flow_triggers(tx: Stores, cache: FlowCache) -> list[Flow]:
+async def flows_with_flow_triggers(tx: Stores, cache: FlowCache) -> list[Flow]:
     """Deployed flows with an enabled Flow trigger (parsing is cached per revision)."""
     flows = []
     for record in await tx.flows.list():
@@ -127,11 +127,12 @@ async def _flows_with_flow_triggers(tx: Stores, cache: FlowCache) -> list[Flow]:
 
 
 async def flow_trigger_executions(
-    tx: Stores, cache: FlowCache, ended: Execution, command: ExecutionEnded
+    tx: Stores, candidates: list[Flow], ended: Execution, command: ExecutionEnded
 ) -> list[Execution]:
-    """The executions Flow triggers create because ``ended`` ended."""
+    """The executions Flow triggers create because ``ended`` ended; ``candidates`` are
+    the flows with Flow triggers (:func:`flows_with_flow_triggers`)."""
     out = []
-    for flow in await _flows_with_flow_triggers(tx, cache):
+    for flow in candidates:
         if (flow.namespace, flow.id) == (ended.namespace, ended.flow_id):
             continue  # as in Kestra: a flow never triggers itself
         for trigger in flow.triggers:
@@ -241,6 +242,7 @@ __all__ = [
     "FLOW_TYPES",
     "SCHEDULE_TYPES",
     "flow_trigger_executions",
+    "flows_with_flow_triggers",
     "next_fire",
     "schedule_execution",
     "schedule_iter",

@@ -6,7 +6,7 @@ in one transaction, so a crash never leaves a result without its job acked or th
 other way round. Jobs are leased to this worker's id for as long as it lives; the
 liveness actor hands the jobs of a worker that stopped heartbeating to others.
 
-Kills arrive through the kill store, checked before a job starts and every
+Kills arrive through the kill store, checked as a job starts and every
 ``kill_poll_seconds`` while it runs. A graceful stop stops claiming, lets running
 tasks finish within ``grace_seconds``, then cancels them and gives their jobs back
 to the queue (nothing accepted is lost; the next worker runs them again).
@@ -272,17 +272,20 @@ class Worker:
                 await wait_or_stop(self._stopping, queues.wait(WORKER_QUEUE, 1.0))
                 continue
             jobs = [(message, decode_job(message.payload)) for message in batch]
-            try:
-                killed = await self.backend.kills.requested([job.task_run_id for _, job in jobs])
-            except Transient:
-                killed = set()
             for message, job in jobs:
-                self._start(message, job, job.task_run_id in killed)
+                self._start(message, job)
+            # Kill requests for jobs that waited in the queue: checked once they have
+            # started rather than before (a round trip less on every job's way; a
+            # killed job is cancelled as soon as the answer comes, the way a kill
+            # requested while it runs is).
+            await self._kill_requested([job.task_run_id for _, job in jobs])
+            if len(batch) < free:
+                # It took everything available: wait for a publish (one made since the
+                # claim has latched the wake-up) instead of claiming again for nothing.
+                await wait_or_stop(self._stopping, queues.wait(WORKER_QUEUE, 1.0))
 
-    def _start(self, message: QueueMessage, job: WorkerJob, killed: bool) -> None:
-        task = asyncio.create_task(
-            self._run_job(message, job, killed), name=f"job.{job.task_run_id}"
-        )
+    def _start(self, message: QueueMessage, job: WorkerJob) -> None:
+        task = asyncio.create_task(self._run_job(message, job), name=f"job.{job.task_run_id}")
         self.running[job.task_run_id] = (task, None)
         task.add_done_callback(lambda _t: self._finished(job.task_run_id))
 
@@ -304,16 +307,16 @@ class Worker:
             await asyncio.wait(pending)
 
     # -- one job ----------------------------------------------------------------
-    async def _run_job(self, message: QueueMessage, job: WorkerJob, killed: bool) -> None:
-        if killed:
-            await self._finish(message, job, StateType.KILLED, None)
-            return
+    async def _run_job(self, message: QueueMessage, job: WorkerJob) -> None:
         try:
             task = await self._task(job)
         except FlowNotFoundError as exc:
             self._logger(job).error(str(exc))
             await self._finish(message, job, StateType.FAILED, None)
             return
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancelled(message, job, None))
+            raise
         started = self.backend.clock()
         # A short task reports only its end (with its start date); a longer one also
         # says it is RUNNING, so people watching see it.
@@ -335,17 +338,23 @@ class Worker:
         try:
             state, outputs = await self._execute(task, ctx)
         except asyncio.CancelledError:
-            if job.task_run_id in self._killed:
-                await asyncio.shield(self._finish(message, job, StateType.KILLED, None, started))
-            else:
-                # A stop past its grace period: give the job back for another worker.
-                await asyncio.shield(self._give_back(message))
+            await asyncio.shield(self._cancelled(message, job, started))
             raise
         finally:
             reporter.cancel()
             await ctx.cleanup()
         await self._finish(message, job, state, outputs, started)
         self.completed += 1
+
+    async def _cancelled(
+        self, message: QueueMessage, job: WorkerJob, started: datetime | None
+    ) -> None:
+        """A job cancelled by a kill ends KILLED; by a stop past its grace period, it
+        goes back to the queue for another worker."""
+        if job.task_run_id in self._killed:
+            await self._finish(message, job, StateType.KILLED, None, started)
+        else:
+            await self._give_back(message)
 
     async def _report_running(self, job: WorkerJob, started: datetime) -> None:
         await asyncio.sleep(self.settings.running_report_seconds)
@@ -478,23 +487,26 @@ class Worker:
     async def _watch_kills(self) -> None:
         while True:
             await asyncio.sleep(self.settings.kill_poll_seconds)
-            ids = list(self.running)
-            if not ids:
+            await self._kill_requested(list(self.running))
+
+    async def _kill_requested(self, task_run_ids: list[str]) -> None:
+        """Cancel the running jobs among ``task_run_ids`` that have a kill request."""
+        if not task_run_ids:
+            return
+        try:
+            killed = await self.backend.kills.requested(task_run_ids)
+        except Transient:
+            return  # the next poll asks again
+        for run_id in killed - self._killed:
+            entry = self.running.get(run_id)
+            if entry is None:
                 continue
-            try:
-                killed = await self.backend.kills.requested(ids)
-            except Transient:
-                continue
-            for run_id in killed - self._killed:
-                entry = self.running.get(run_id)
-                if entry is None:
-                    continue
-                task, ctx = entry
-                self._killed.add(run_id)
-                if ctx is not None:
-                    ctx.log.warning("killed on request")
-                    _call_kill_callbacks(ctx)
-                task.cancel()
+            task, ctx = entry
+            self._killed.add(run_id)
+            if ctx is not None:
+                ctx.log.warning("killed on request")
+                _call_kill_callbacks(ctx)
+            task.cancel()
 
     async def _flush_logs(self) -> None:
         while True:

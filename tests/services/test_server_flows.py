@@ -185,7 +185,8 @@ async def test_flow_triggers_never_see_the_flows_of_another_backend() -> None:
 
     async def triggered(backend: Backend, cache: FlowCache) -> list[str]:
         async with backend.transaction() as tx:
-            found = await triggers.flow_trigger_executions(tx, cache, upstream, end)
+            candidates = await triggers.flows_with_flow_triggers(tx, cache)
+            found = await triggers.flow_trigger_executions(tx, candidates, upstream, end)
         return [e.flow_id for e in found]
 
     in_first = await triggered(first, FlowCache(first))
