@@ -37,19 +37,11 @@ from backends.postgres.listener import Listener
 from backends.postgres.queues import PostgresQueues
 from backends.postgres.schema import MIGRATIONS, QUERIES, check_schema, migrate_on
 from backends.postgres.session import QUEUE_QUERIES, AutoSession, Core, TxSession
-from backends.postgres.stores import (
-    PostgresExecutions,
-    PostgresFlows,
-    PostgresKills,
-    PostgresKV,
-    PostgresLogs,
-    PostgresServices,
-    PostgresStores,
-    PostgresTriggers,
-)
+from backends.postgres.stores import PostgresFlows, PostgresKills, PostgresLogs, PostgresStores
 from backends.protocols import Clock, Stores
 from backends.sql.aio import finish
 from backends.sql.queries import QueueQueries
+from backends.sql.stores import SqlExecutions, SqlKV, SqlServices, SqlTriggers
 
 if TYPE_CHECKING:
     from backends.protocols import Backend
@@ -118,7 +110,7 @@ class PostgresBackend:
         self._sender = secrets.token_hex(8)
         self._core: Core | None = None
         self._stores: PostgresStores | None = None
-        self._services: PostgresServices | None = None
+        self._services: SqlServices | None = None
         self._leader: PostgresLeader | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -173,7 +165,7 @@ class PostgresBackend:
         session = AutoSession(core)
         self._core = core
         self._stores = PostgresStores(session)
-        self._services = PostgresServices(session)
+        self._services = SqlServices(session)
         self._leader = PostgresLeader(
             self._connect, QUERIES, self._clock, schema=self.schema, where=self.where
         )
@@ -264,7 +256,7 @@ class PostgresBackend:
         return self._stores
 
     @property
-    def executions(self) -> PostgresExecutions:
+    def executions(self) -> SqlExecutions:
         return self._autocommit().executions
 
     @property
@@ -276,11 +268,11 @@ class PostgresBackend:
         return self._autocommit().flows
 
     @property
-    def triggers(self) -> PostgresTriggers:
+    def triggers(self) -> SqlTriggers:
         return self._autocommit().triggers
 
     @property
-    def kv(self) -> PostgresKV:
+    def kv(self) -> SqlKV:
         return self._autocommit().kv
 
     @property
@@ -292,7 +284,7 @@ class PostgresBackend:
         return self._autocommit().kills
 
     @property
-    def services(self) -> PostgresServices:
+    def services(self) -> SqlServices:
         if self._services is None:
             raise RuntimeError(f"the PostgreSQL backend on {self.where} is not started")
         return self._services

@@ -1,4 +1,5 @@
--- Every SQL statement of the PostgreSQL backend, by name (backends.sql.queries format).
+-- The statements PostgreSQL spells its own way, by name (backends.sql.queries format);
+-- those every dialect shares are in backends/sql/queries.sql.
 -- Parameters are positional ($1, $2, ...); instants are epoch microseconds (UTC).
 -- Queries on one queue's table say {table}; they are rendered once per queue, and
 -- asyncpg prepares each text once per connection.
@@ -22,68 +23,10 @@ SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
 -- {schema} is checked to be a plain identifier before it is spliced in
 CREATE SCHEMA IF NOT EXISTS {schema}
 
--- name: migrations_create
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     INTEGER PRIMARY KEY,
-    name        TEXT NOT NULL,
-    applied_at  BIGINT NOT NULL
-)
-
--- name: migrations_applied
-SELECT version FROM schema_migrations ORDER BY version
-
--- name: migrations_record
-INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)
-
 -- ---------------------------------------------------------------- executions
--- name: execution_get
-SELECT data FROM executions WHERE id = $1
 
 -- name: execution_get_for_update
 SELECT data FROM executions WHERE id = $1 FOR UPDATE
-
--- name: execution_save
--- An update sets only what changes while an execution runs (its id, namespace, flow
--- and start date never do): fewer index entries to rewrite, more HOT updates.
-INSERT INTO executions (id, namespace, flow_id, state, start_date, end_date, data, labels)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (id) DO UPDATE SET
-    state = excluded.state,
-    end_date = excluded.end_date,
-    data = excluded.data,
-    labels = excluded.labels
-
--- name: execution_delete
-DELETE FROM executions WHERE id = $1 RETURNING id
-
--- name: execution_search
--- $1 states (NULL: any), $2 limit, $3 offset. Newest first, walking executions_start.
-SELECT data FROM executions
-WHERE ($1::text[] IS NULL OR state = ANY($1::text[]))
-ORDER BY start_date DESC NULLS LAST, id DESC
-LIMIT $2 OFFSET $3
-
--- name: execution_search_flow_only
--- a flow id without a namespace
-SELECT data FROM executions
-WHERE flow_id = $4
-  AND ($1::text[] IS NULL OR state = ANY($1::text[]))
-ORDER BY start_date DESC NULLS LAST, id DESC
-LIMIT $2 OFFSET $3
-
--- name: execution_search_namespace
-SELECT data FROM executions
-WHERE namespace = $4
-  AND ($1::text[] IS NULL OR state = ANY($1::text[]))
-ORDER BY start_date DESC NULLS LAST, id DESC
-LIMIT $2 OFFSET $3
-
--- name: execution_search_flow
-SELECT data FROM executions
-WHERE namespace = $4 AND flow_id = $5
-  AND ($1::text[] IS NULL OR state = ANY($1::text[]))
-ORDER BY start_date DESC NULLS LAST, id DESC
-LIMIT $2 OFFSET $3
 
 -- name: execution_count_in_states
 SELECT count(*) FROM executions
@@ -100,46 +43,8 @@ LIMIT 1
 -- one deploy of a flow at a time (a new flow has no row to lock yet)
 SELECT pg_advisory_xact_lock($1::int, hashtext($2::text || '/' || $3::text))
 
--- name: flow_latest
-SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
-WHERE namespace = $1 AND flow_id = $2
-ORDER BY revision DESC
-LIMIT 1
-
--- name: flow_revision
-SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
-WHERE namespace = $1 AND flow_id = $2 AND revision = $3
-
--- name: flow_revisions
-SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
-WHERE namespace = $1 AND flow_id = $2
-ORDER BY revision
-
--- name: flow_list
--- $1 namespace (NULL: every namespace)
-SELECT namespace, flow_id, revision, source, updated, deleted FROM (
-    SELECT DISTINCT ON (namespace, flow_id)
-           namespace, flow_id, revision, source, updated, deleted
-    FROM flows
-    WHERE $1::text IS NULL OR namespace = $1
-    ORDER BY namespace, flow_id, revision DESC
-) AS latest
-WHERE NOT deleted
-ORDER BY namespace, flow_id
-
--- name: flow_insert
-INSERT INTO flows (namespace, flow_id, revision, source, updated, deleted)
-VALUES ($1, $2, $3, $4, $5, $6)
-
--- name: flow_set_deleted
--- deletion is a flag of the flow: every revision reads deleted until a new deploy
-UPDATE flows SET deleted = $3 WHERE namespace = $1 AND flow_id = $2 AND deleted <> $3
-
--- name: flow_delete
-UPDATE flows SET deleted = true WHERE namespace = $1 AND flow_id = $2 AND NOT deleted
-RETURNING 1
-
 -- ---------------------------------------------------------------- logs
+
 -- name: log_append
 -- $1..$10: one array per column, entries in arrival order. log_seqs hands out the
 -- numbers: its upsert locks each execution's counter row (in execution id order, so
@@ -165,67 +70,8 @@ SELECT e.execution_id, b.last_seq - e.total + e.nth, e.namespace, e.flow_id, e.t
        e.level_number, e.message, e.task_run_id, e.task_id, e.attempt
 FROM entries AS e JOIN bumped AS b USING (execution_id)
 
--- name: log_query
--- $1 execution_id, $2 after seq, $3 task_run_id or NULL, $4 minimum level number, $5 limit
-SELECT execution_id, seq, namespace, flow_id, timestamp, level, message, task_run_id,
-       task_id, attempt
-FROM logs
-WHERE execution_id = $1 AND seq > $2
-  AND ($3::text IS NULL OR task_run_id = $3)
-  AND level_number >= $4
-ORDER BY seq
-LIMIT $5
-
--- ---------------------------------------------------------------- triggers
--- name: trigger_get
-SELECT namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data
-FROM triggers
-WHERE namespace = $1 AND flow_id = $2 AND trigger_id = $3
-
--- name: trigger_save
-INSERT INTO triggers
-    (namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (namespace, flow_id, trigger_id) DO UPDATE SET
-    next_date = excluded.next_date,
-    last_date = excluded.last_date,
-    disabled = excluded.disabled,
-    flow_revision = excluded.flow_revision,
-    data = excluded.data
-
--- name: trigger_list
-SELECT namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data
-FROM triggers
-WHERE $1::text IS NULL OR namespace = $1
-ORDER BY namespace, flow_id, trigger_id
-
--- name: trigger_delete
-DELETE FROM triggers WHERE namespace = $1 AND flow_id = $2 AND trigger_id = $3 RETURNING 1
-
--- ---------------------------------------------------------------- KV
--- name: kv_get
--- $3 now: expired entries are not returned
-SELECT namespace, key, value, updated, expires_at FROM kv
-WHERE namespace = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)
-
--- name: kv_set
-INSERT INTO kv (namespace, key, value, updated, expires_at) VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (namespace, key) DO UPDATE SET
-    value = excluded.value,
-    updated = excluded.updated,
-    expires_at = excluded.expires_at
-
--- name: kv_delete
--- $3 now: deleting an expired entry reports nothing was there
-WITH gone AS (DELETE FROM kv WHERE namespace = $1 AND key = $2 RETURNING expires_at)
-SELECT count(*) FROM gone WHERE expires_at IS NULL OR expires_at > $3
-
--- name: kv_list
-SELECT namespace, key, value, updated, expires_at FROM kv
-WHERE namespace = $1 AND (expires_at IS NULL OR expires_at > $2)
-ORDER BY key
-
 -- ---------------------------------------------------------------- kills
+
 -- name: kill_request
 INSERT INTO kills (task_run_id, requested_at)
 SELECT id, $2 FROM unnest($1::text[]) AS u(id)
@@ -237,21 +83,8 @@ SELECT task_run_id FROM kills WHERE task_run_id = ANY($1::text[])
 -- name: kill_clear
 DELETE FROM kills WHERE task_run_id = ANY($1::text[])
 
--- ---------------------------------------------------------------- services
--- name: service_heartbeat
-INSERT INTO services (id, kind, heartbeat, data) VALUES ($1, $2, $3, $4)
-ON CONFLICT (id) DO UPDATE SET
-    kind = excluded.kind,
-    heartbeat = excluded.heartbeat,
-    data = excluded.data
-
--- name: service_list
-SELECT data FROM services ORDER BY id
-
--- name: service_remove
-DELETE FROM services WHERE id = $1
-
 -- ---------------------------------------------------------------- leader lock
+
 -- name: leader_acquire
 -- $1 name, $2 holder, $3 expires_at, $4 now: take a free or expired lease, renew our own
 INSERT INTO leader_locks AS l (name, holder, expires_at) VALUES ($1, $2, $3)
@@ -265,9 +98,6 @@ RETURNING holder
 INSERT INTO leader_locks (name, holder, expires_at) VALUES ($1, $2, $3)
 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
 
--- name: leader_release
-DELETE FROM leader_locks WHERE name = $1 AND holder = $2
-
 -- name: leader_try_lock
 SELECT pg_try_advisory_lock($1)
 
@@ -275,9 +105,6 @@ SELECT pg_try_advisory_lock($1)
 SELECT pg_advisory_unlock($1)
 
 -- ---------------------------------------------------------------- queues
--- name: queue_tables
-SELECT queue, table_name FROM registered_queues
-
 -- name: queue_table
 SELECT table_name FROM registered_queues WHERE queue = $1
 

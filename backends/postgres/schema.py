@@ -19,12 +19,13 @@ from backends.postgres.connection import (
     translated,
 )
 from backends.protocols import Clock
+from backends.sql.dialect import PostgresDialect
 from backends.sql.mapping import to_micros
 from backends.sql.migrations import Migration, load_migrations
 from backends.sql.migrations import migrate as run_migrations
-from backends.sql.queries import load_queries
 
-QUERIES = load_queries("backends.postgres")
+#: the shared statements in PostgreSQL's style, and PostgreSQL's own
+QUERIES = PostgresDialect().queries("backends.postgres")
 MIGRATIONS = load_migrations("backends.postgres.migrations")
 
 

@@ -1,7 +1,9 @@
 """Where a store's statements go: into an open transaction (one pooled connection,
 ``BEGIN`` ... ``COMMIT``), or into short transactions of their own (the backend's
 autocommit attributes: each call borrows a pooled connection, for one statement, a few
-statements each committed on its own, or one ``atomically`` block).
+statements each committed on its own, or one ``atomically`` block). Sessions are the
+shared stores' :class:`backends.sql.stores.SqlSession` (``select``, ``change``, ...)
+and, for the queues, also speak asyncpg directly (``fetch``, ``on_connection``).
 
 The :class:`Core` is what every session of one backend shares: the pool, the queue
 tables known to exist, the in-process wake-up events and the listener.
@@ -20,6 +22,7 @@ from backends.postgres.connection import channel, lock_key32, lock_key64, transl
 from backends.postgres.listener import Listener
 from backends.protocols import Clock
 from backends.sql.aio import finish
+from backends.sql.dialect import PostgresDialect
 from backends.sql.mapping import queue_table
 from backends.sql.queries import Queries, QueueQueries
 
@@ -28,6 +31,7 @@ T = TypeVar("T")
 Conn = Any
 Record = Any
 Op = Callable[[Conn], Awaitable[T]]
+DIALECT = PostgresDialect()
 
 QUEUE_DDL = (
     "queue_create_table",
@@ -191,8 +195,16 @@ class Core:
             )
 
 
+def _count(status: str) -> int:
+    """The row count of a command status ("UPDATE 3", "INSERT 0 1"; 0 if none)."""
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else 0
+
+
 class Session:
     """Base of both sessions."""
+
+    dialect = DIALECT
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -210,8 +222,19 @@ class Session:
         """Rows of a write (its RETURNING clause, or the CTE's result)."""
         raise NotImplementedError
 
-    async def atomically(self, op: Op[T]) -> T:
-        """Run ``op``'s statements on one connection, in one transaction."""
+    async def select(self, sql: str, *args: Any) -> list[Record]:
+        return await self.fetch(sql, *args)
+
+    async def change(self, sql: str, *args: Any) -> int:
+        """Run a write; how many rows it changed."""
+        raise NotImplementedError
+
+    async def change_later(self, sql: str, *args: Any) -> None:
+        """A blind write, sent now (asyncpg pipelines nothing across awaits)."""
+        await self.change(sql, *args)
+
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``op`` on a session bound to one transaction (this one, if it is)."""
         raise NotImplementedError
 
     async def on_connection(self, op: Op[T]) -> T:
@@ -257,12 +280,19 @@ class AutoSession(Session):
         self.core.check_reentry()
         return await self.fetch(sql, *args)
 
-    async def atomically(self, op: Op[T]) -> T:
+    async def change(self, sql: str, *args: Any) -> int:
+        core = self.core
+        core.check_reentry()
+        with translated(f"at {core.where}"):
+            async with core.pool.acquire() as connection:
+                return _count(await connection.execute(sql, *args))
+
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
         core = self.core
         core.check_reentry()
         with translated(f"at {core.where}"):
             async with core.pool.acquire() as connection, connection.transaction():
-                return await op(connection)
+                return await op(TxSession(core, connection))
 
     async def on_connection(self, op: Op[T]) -> T:
         core = self.core
@@ -302,13 +332,18 @@ class TxSession(Session):
     async def write(self, sql: str, *args: Any) -> list[Record]:
         return await self.fetch(sql, *args)
 
-    async def atomically(self, op: Op[T]) -> T:
+    async def change(self, sql: str, *args: Any) -> int:
+        self._check()
+        with translated(f"at {self.core.where}"):
+            return _count(await self.connection.execute(sql, *args))
+
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        return await op(self)
+
+    async def on_connection(self, op: Op[T]) -> T:
         self._check()
         with translated(f"at {self.core.where}"):
             return await op(self.connection)
-
-    async def on_connection(self, op: Op[T]) -> T:
-        return await self.atomically(op)
 
     def committed(self, queue: str) -> None:
         self._to_wake.add(queue)

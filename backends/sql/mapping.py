@@ -180,7 +180,7 @@ def trigger_row(state: TriggerState) -> tuple[Any, ...]:
         state.trigger_id,
         opt_micros(state.next_date),
         opt_micros(state.last_date),
-        int(state.disabled),
+        state.disabled,
         state.flow_revision,
         encode_json(state.data),
     )

@@ -160,6 +160,36 @@ def find_statements(
     return (page, page_params.values), (count, count_params.values)
 
 
+def search_statement(
+    syntax: SearchSyntax,
+    *,
+    namespace: str | None,
+    flow_id: str | None,
+    states: Sequence[StateType] | None,
+    limit: int,
+    offset: int,
+) -> tuple[str, list[Any]]:
+    """``ExecutionStore.search``: exact namespace and flow, newest first."""
+    params = Params(syntax.placeholder)
+    found: list[str] = []
+    if namespace is not None:
+        found.append(f"namespace = {params.add(namespace)}")
+    if flow_id is not None:
+        found.append(f"flow_id = {params.add(flow_id)}")
+    if states is not None:
+        if states:
+            found.append(syntax.state_in([state.value for state in states], params))
+        else:
+            found.append("1 = 0")
+    clause = " AND ".join(found) if found else "1 = 1"
+    ordering = order_by("start_date", True, syntax)
+    sql = (
+        f"SELECT data FROM executions WHERE {clause} ORDER BY {ordering}"
+        f" LIMIT {params.add(limit)} OFFSET {params.add(max(offset, 0))}"
+    )
+    return sql, params.values
+
+
 def daily_counts_statement(where: ExecutionFilter, syntax: SearchSyntax) -> tuple[str, list[Any]]:
     """Rows (day number, state, count) of the executions matching ``where``."""
     params = Params(syntax.placeholder)

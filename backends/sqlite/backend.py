@@ -14,7 +14,6 @@ power cut (not a process crash) may be lost.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,29 +29,22 @@ if TYPE_CHECKING:
 from backends.sql.aio import finish
 from backends.sql.mapping import to_micros
 from backends.sql.migrations import Migration, load_migrations, migrate
-from backends.sql.queries import QueueQueries, load_queries
+from backends.sql.queries import QueueQueries
+from backends.sql.stores import SqlExecutions, SqlFlows, SqlKV, SqlServices, SqlTriggers
 from backends.sqlite.connection import Connection, Synchronous, execute, fetch
 from backends.sqlite.queues import SqliteQueues
 from backends.sqlite.session import (
+    DIALECT,
     QUEUE_QUERIES,
     AutoSession,
     Core,
-    TxSession,
     rollback,
+    transaction,
 )
-from backends.sqlite.stores import (
-    SqliteExecutions,
-    SqliteFlows,
-    SqliteKills,
-    SqliteKV,
-    SqliteLeader,
-    SqliteLogs,
-    SqliteServices,
-    SqliteStores,
-    SqliteTriggers,
-)
+from backends.sqlite.stores import SqliteKills, SqliteLeader, SqliteLogs, SqliteStores
 
-QUERIES = load_queries("backends.sqlite")
+#: the shared statements in SQLite's style, and SQLite's own
+QUERIES = DIALECT.queries("backends.sqlite")
 MIGRATIONS = load_migrations("backends.sqlite.migrations")
 _QUEUE_QUERIES = QueueQueries(QUERIES, QUEUE_QUERIES)
 
@@ -95,7 +87,7 @@ class SqliteBackend:
         self._read_connection = read_connection and self.path != ":memory:"
         self._core: Core | None = None
         self._stores: SqliteStores | None = None
-        self._services: SqliteServices | None = None
+        self._services: SqlServices | None = None
         self._leader: SqliteLeader | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -134,7 +126,7 @@ class SqliteBackend:
         session = AutoSession(core)
         self._core = core
         self._stores = SqliteStores(session)
-        self._services = SqliteServices(session)
+        self._services = SqlServices(session)
         self._leader = SqliteLeader(session)
 
     async def stop(self) -> None:
@@ -181,20 +173,8 @@ class SqliteBackend:
     async def transaction(self) -> AsyncIterator[Stores]:
         """The stores bound to one ``BEGIN IMMEDIATE`` transaction: committed when the
         block exits normally, rolled back when it raises."""
-        core = self._started()
-        core.check_reentry()
-        async with core.lock:
-            session = TxSession(core)
-            core.tx_owner = asyncio.current_task()
-            try:
-                try:
-                    yield SqliteStores(session)
-                except BaseException:
-                    await session.rollback()
-                    raise
-                await session.commit()
-            finally:
-                core.tx_owner = None
+        async with transaction(self._started()) as session:
+            yield SqliteStores(session)
 
     # -- the stores, autocommit ----------------------------------------------------------
     def _started(self) -> Core:
@@ -208,7 +188,7 @@ class SqliteBackend:
         return self._stores
 
     @property
-    def executions(self) -> SqliteExecutions:
+    def executions(self) -> SqlExecutions:
         return self._autocommit().executions
 
     @property
@@ -216,15 +196,15 @@ class SqliteBackend:
         return self._autocommit().queues
 
     @property
-    def flows(self) -> SqliteFlows:
+    def flows(self) -> SqlFlows:
         return self._autocommit().flows
 
     @property
-    def triggers(self) -> SqliteTriggers:
+    def triggers(self) -> SqlTriggers:
         return self._autocommit().triggers
 
     @property
-    def kv(self) -> SqliteKV:
+    def kv(self) -> SqlKV:
         return self._autocommit().kv
 
     @property
@@ -236,7 +216,7 @@ class SqliteBackend:
         return self._autocommit().kills
 
     @property
-    def services(self) -> SqliteServices:
+    def services(self) -> SqlServices:
         if self._services is None:
             raise RuntimeError(f"the SQLite backend on {self.path} is not started")
         return self._services

@@ -1,65 +1,13 @@
--- Every SQL statement of the SQLite backend, by name (backends.sql.queries format).
+-- The statements SQLite spells its own way, by name (backends.sql.queries format);
+-- those every dialect shares are in backends/sql/queries.sql.
 -- Parameters are positional (?, ?NNN); instants are epoch microseconds (UTC).
 -- Queries on one queue's table say {table}; they are rendered once per queue.
 
--- ---------------------------------------------------------------- migrations
--- name: migrations_create
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     INTEGER PRIMARY KEY,
-    name        TEXT NOT NULL,
-    applied_at  INTEGER NOT NULL
-)
-
--- name: migrations_applied
-SELECT version FROM schema_migrations ORDER BY version
-
--- name: migrations_record
-INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)
-
 -- ---------------------------------------------------------------- executions
--- name: execution_get
+-- name: execution_get_for_update
+-- BEGIN IMMEDIATE holds the database's write lock already: nobody changes the row
+-- before the transaction ends
 SELECT data FROM executions WHERE id = ?
-
--- name: execution_save
--- An update sets only what changes while an execution runs (its id, namespace, flow
--- and start date never do): SQLite rewrites the index entries of every column SET,
--- and each index page it touches is one more page in the WAL at commit.
-INSERT INTO executions (id, namespace, flow_id, state, start_date, end_date, data, labels)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-    state = excluded.state,
-    end_date = excluded.end_date,
-    data = excluded.data,
-    labels = excluded.labels
-
--- name: execution_delete
-DELETE FROM executions WHERE id = ? RETURNING id
-
--- name: execution_search
--- ?1 namespace, ?2 flow_id, ?3 JSON array of states (each may be NULL: no filter),
--- ?4 limit, ?5 offset. Newest first, walking the start date index.
-SELECT data FROM executions
-WHERE (?1 IS NULL OR namespace = ?1)
-  AND (?2 IS NULL OR flow_id = ?2)
-  AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3)))
-ORDER BY start_date DESC, id DESC
-LIMIT ?4 OFFSET ?5
-
--- name: execution_search_namespace
--- execution_search with a namespace (and no flow): its own index range
-SELECT data FROM executions
-WHERE namespace = ?1
-  AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3)))
-ORDER BY start_date DESC, id DESC
-LIMIT ?4 OFFSET ?5
-
--- name: execution_search_flow
--- execution_search with a namespace and a flow: its own index range
-SELECT data FROM executions
-WHERE namespace = ?1 AND flow_id = ?2
-  AND (?3 IS NULL OR state IN (SELECT value FROM json_each(?3)))
-ORDER BY start_date DESC, id DESC
-LIMIT ?4 OFFSET ?5
 
 -- name: execution_count_in_states
 SELECT COUNT(*) FROM executions
@@ -71,43 +19,8 @@ WHERE namespace = ? AND flow_id = ? AND state = ?
 ORDER BY start_date, id
 LIMIT 1
 
--- ---------------------------------------------------------------- flows
--- name: flow_latest
-SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
-WHERE namespace = ? AND flow_id = ?
-ORDER BY revision DESC
-LIMIT 1
-
--- name: flow_revision
-SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
-WHERE namespace = ? AND flow_id = ? AND revision = ?
-
--- name: flow_revisions
-SELECT namespace, flow_id, revision, source, updated, deleted FROM flows
-WHERE namespace = ? AND flow_id = ?
-ORDER BY revision
-
--- name: flow_list
--- ?1 namespace (NULL: every namespace)
-SELECT f.namespace, f.flow_id, f.revision, f.source, f.updated, f.deleted
-FROM flows AS f
-JOIN (
-    SELECT namespace, flow_id, MAX(revision) AS revision FROM flows
-    WHERE ?1 IS NULL OR namespace = ?1
-    GROUP BY namespace, flow_id
-) AS latest USING (namespace, flow_id, revision)
-WHERE f.deleted = 0
-ORDER BY f.namespace, f.flow_id
-
--- name: flow_insert
-INSERT INTO flows (namespace, flow_id, revision, source, updated, deleted)
-VALUES (?, ?, ?, ?, ?, ?)
-
--- name: flow_set_deleted
--- deletion is a flag of the flow: every revision reads deleted until a new deploy
-UPDATE flows SET deleted = ?3 WHERE namespace = ?1 AND flow_id = ?2 AND deleted <> ?3
-
 -- ---------------------------------------------------------------- logs
+
 -- name: log_last_seqs
 -- ?1 JSON array of execution ids
 SELECT execution_id, MAX(seq) FROM logs
@@ -119,57 +32,8 @@ INSERT INTO logs (execution_id, seq, namespace, flow_id, timestamp, level, level
                   message, task_run_id, task_id, attempt)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
--- name: log_query
--- ?1 execution_id, ?2 after seq, ?3 task_run_id or NULL, ?4 minimum level number, ?5 limit
-SELECT execution_id, seq, namespace, flow_id, timestamp, level, message, task_run_id,
-       task_id, attempt
-FROM logs
-WHERE execution_id = ?1 AND seq > ?2
-  AND (?3 IS NULL OR task_run_id = ?3)
-  AND level_number >= ?4
-ORDER BY seq
-LIMIT ?5
-
--- ---------------------------------------------------------------- triggers
--- name: trigger_get
-SELECT namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data
-FROM triggers
-WHERE namespace = ? AND flow_id = ? AND trigger_id = ?
-
--- name: trigger_save
-INSERT OR REPLACE INTO triggers
-    (namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-
--- name: trigger_list
-SELECT namespace, flow_id, trigger_id, next_date, last_date, disabled, flow_revision, data
-FROM triggers
-WHERE ?1 IS NULL OR namespace = ?1
-ORDER BY namespace, flow_id, trigger_id
-
--- name: trigger_delete
-DELETE FROM triggers WHERE namespace = ? AND flow_id = ? AND trigger_id = ? RETURNING 1
-
--- ---------------------------------------------------------------- KV
--- name: kv_get
--- ?3 now: expired entries are not returned
-SELECT namespace, key, value, updated, expires_at FROM kv
-WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)
-
--- name: kv_set
-INSERT OR REPLACE INTO kv (namespace, key, value, updated, expires_at) VALUES (?, ?, ?, ?, ?)
-
--- name: kv_delete
--- returns the expiry: deleting an expired entry reports nothing was there
--- (computed by the caller: SQLite 3.40 mis-evaluates "expires_at IS NULL OR ..." here)
-DELETE FROM kv WHERE namespace = ? AND key = ? RETURNING expires_at
-
--- name: kv_list
-SELECT namespace, key, value, updated, expires_at FROM kv
-WHERE namespace = ?1 AND (expires_at IS NULL OR expires_at > ?2)
-ORDER BY key
-
 -- ---------------------------------------------------------------- kills
+
 -- name: kill_request
 INSERT OR IGNORE INTO kills (task_run_id, requested_at) VALUES (?, ?)
 
@@ -179,17 +43,8 @@ SELECT task_run_id FROM kills WHERE task_run_id IN (SELECT value FROM json_each(
 -- name: kill_clear
 DELETE FROM kills WHERE task_run_id IN (SELECT value FROM json_each(?))
 
--- ---------------------------------------------------------------- services
--- name: service_heartbeat
-INSERT OR REPLACE INTO services (id, kind, heartbeat, data) VALUES (?, ?, ?, ?)
-
--- name: service_list
-SELECT data FROM services ORDER BY id
-
--- name: service_remove
-DELETE FROM services WHERE id = ?
-
 -- ---------------------------------------------------------------- leader lock
+
 -- name: leader_acquire
 -- ?1 name, ?2 holder, ?3 expires_at, ?4 now: take a free or expired lock, renew our own
 INSERT INTO leader_locks (name, holder, expires_at) VALUES (?1, ?2, ?3)
@@ -197,12 +52,7 @@ ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded
 WHERE leader_locks.holder = excluded.holder OR leader_locks.expires_at <= ?4
 RETURNING holder
 
--- name: leader_release
-DELETE FROM leader_locks WHERE name = ? AND holder = ?
-
 -- ---------------------------------------------------------------- queues
--- name: queue_tables
-SELECT queue, table_name FROM registered_queues
 
 -- name: queue_register
 -- ?1 queue, ?2 table; numbered in creation order

@@ -20,18 +20,21 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
 from backends.protocols import Clock
 from backends.sql.aio import finish
+from backends.sql.dialect import SqliteDialect
 from backends.sql.mapping import queue_table
 from backends.sql.queries import Queries, QueueQueries
-from backends.sqlite.connection import Connection, Op, fetch, in_transaction
+from backends.sqlite.connection import Connection, Op, execute, fetch, in_transaction
 
 T = TypeVar("T")
 Then = Callable[[Any], None]
+DIALECT = SqliteDialect()
 
 _QUEUE_DDL = (
     "queue_create_table",
@@ -104,7 +107,11 @@ class Core:
 
 
 class Session:
-    """Base of both sessions: the clock, the queries and the queue tables."""
+    """Base of both sessions: the clock, the queries and the queue tables. Also the
+    shared stores' :class:`backends.sql.stores.SqlSession`: ``select``, ``change`` and
+    ``change_later`` are one-statement ops."""
+
+    dialect = DIALECT
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -112,6 +119,19 @@ class Session:
 
     def now(self) -> datetime:
         return self.core.clock()
+
+    async def select(self, sql: str, *args: Any) -> list[Any]:
+        return await self.read(fetch(sql, args))
+
+    async def change(self, sql: str, *args: Any) -> int:
+        return await self.write(execute(sql, args))
+
+    async def change_later(self, sql: str, *args: Any) -> None:
+        await self.write_later(execute(sql, args))
+
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``op`` on a session bound to one transaction (this one, if it is)."""
+        raise NotImplementedError
 
     async def read(self, op: Op[T]) -> T:
         """Run a read (on a committed snapshot, or inside the transaction)."""
@@ -241,6 +261,9 @@ class TxSession(Session):
     def notify(self, queue: str) -> None:
         self._to_notify.add(queue)
 
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        return await op(self)
+
     def known_table(self, queue: str) -> str | None:
         return self._new_tables.get(queue) or self.core.queue_tables.get(queue)
 
@@ -297,6 +320,29 @@ class AutoSession(Session):
 
     def notify(self, queue: str) -> None:
         self.core.notify([queue])
+
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        async with transaction(self.core) as session:
+            return await op(session)
+
+
+@asynccontextmanager
+async def transaction(core: Core) -> AsyncIterator[TxSession]:
+    """A ``BEGIN IMMEDIATE`` transaction holding the writer lock: committed when the
+    block exits normally, rolled back when it raises."""
+    core.check_reentry()
+    async with core.lock:
+        session = TxSession(core)
+        core.tx_owner = asyncio.current_task()
+        try:
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await session.commit()
+        finally:
+            core.tx_owner = None
 
 
 async def rollback(connection: Connection) -> None:
