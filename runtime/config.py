@@ -26,7 +26,8 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class BackendConfig(_Section, frozen=True, kw_only=True):
-    #: sqlite (the embedded default) or memory (nothing kept)
+    #: sqlite (the embedded default), postgres, mysql (MySQL 8 / MariaDB 10.6+) or
+    #: memory (nothing kept)
     type: str = "sqlite"
     #: the SQLite database file; default: <data_dir>/runtime.db
     path: str | None = None
@@ -38,6 +39,9 @@ class BackendConfig(_Section, frozen=True, kw_only=True):
     schema: str = "public"
     #: connections in the process's pool
     pool_max: int = 10
+    #: mysql: the longest an idle queue's consumers wait between polls (seconds): how
+    #: late, at most, a message another process published is seen once all is quiet
+    poll_seconds: float = 0.5
 
 
 class StorageConfig(_Section, frozen=True, kw_only=True):

@@ -121,7 +121,12 @@ def run(
         + ". Ctrl-C stops.",
         err=True,
     )
-    asyncio.run(server.run_until_signalled())
+    from backends.errors import BackendError
+
+    try:
+        asyncio.run(server.run_until_signalled())
+    except BackendError as exc:  # not one to wait out: bad credentials, unsupported server
+        raise click.ClickException(str(exc)) from None
 
 
 # -- flow ----------------------------------------------------------------------------------
@@ -298,7 +303,7 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
       RUNTIME_BACKEND_TYPE=postgres RUNTIME_BACKEND_DSN=postgresql://runtime@db/runtime \\
         runtime migrate
     """
-    from backends.errors import Transient
+    from backends.errors import BackendError
     from services.standalone import make_backend
 
     config = _config(config_path)
@@ -311,7 +316,7 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
 
     try:
         asyncio.run(go())
-    except Transient as exc:
+    except BackendError as exc:  # unreachable, bad credentials, unsupported server, ...
         raise click.ClickException(str(exc)) from None
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

@@ -40,6 +40,7 @@ _BACKENDS = {
     "memory": ("backends.memory", "MemoryBackend"),
     "sqlite": ("backends.sqlite", "SqliteBackend"),
     "postgres": ("backends.postgres", "PostgresBackend"),
+    "mysql": ("backends.mysql", "MysqlBackend"),
 }
 #: backends only one process uses at a time (liveness may re-queue every foreign lease)
 _EXCLUSIVE = frozenset({"memory", "sqlite"})
@@ -66,6 +67,20 @@ def make_backend(config: Config) -> Backend:
         return cls(  # type: ignore[no-any-return]
             config.backend.dsn, schema=config.backend.schema, pool_max=config.backend.pool_max
         )
+    if kind == "mysql":
+        if not config.backend.dsn:
+            raise ConfigError(
+                "setting `backend.dsn` (or RUNTIME_BACKEND_DSN) is required for the mysql "
+                "backend, e.g. mysql://runtime:secret@127.0.0.1:3306/runtime"
+            )
+        try:
+            return cls(  # type: ignore[no-any-return]
+                config.backend.dsn,
+                pool_max=config.backend.pool_max,
+                poll_slowest=config.backend.poll_seconds,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return cls()  # type: ignore[no-any-return]
 
 

@@ -1,0 +1,212 @@
+"""Durable queues on MySQL / MariaDB: one table per queue, rows deleted on ack.
+
+A claim, in one transaction (the caller's, or its own):
+
+1. ``SELECT ... ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED`` picks the oldest visible,
+   unleased messages whose key no committed lease holds, and locks them; concurrent
+   claims pass over each other's rows instead of waiting;
+2. for the keys among them, ``GET_LOCK(key, 0)`` (one statement for all): a key whose
+   lock another session holds is left alone. The locks are held until the claiming
+   transaction ends, which covers the time its leases are invisible to others (the
+   role PostgreSQL's transaction-level advisory locks play);
+3. ``UPDATE`` leases what is left;
+4. when keyed messages were leased, a recheck (a new statement: under READ COMMITTED it
+   sees every lease committed before it, and the key locks keep new ones out) gives
+   back the messages of a key that another lease now holds, or that has an older
+   waiting message the claim did not take. What the claim keeps is, per key, the only
+   lease and a prefix of the key's backlog.
+
+No LISTEN/NOTIFY: consumers of another process find new messages by polling, at an
+interval that is short while messages flow and backs off while the queue stays empty
+(``Core.poll``); consumers in this process are woken at once by in-process events
+after a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from backends.errors import BackendError
+from backends.mysql.connection import rows_placeholder
+from backends.mysql.session import Session, TxSession
+from backends.protocols import QueueMessage
+from backends.sql.mapping import from_micros, require_aware, to_micros
+
+
+class MysqlQueues:
+    """The Queues protocol over a session (a transaction, or autocommit calls)."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    async def publish(
+        self,
+        queue: str,
+        items: Sequence[tuple[str | None, bytes]],
+        *,
+        available_at: datetime | None = None,
+    ) -> None:
+        """Append ``(key, payload)`` items; hidden until ``available_at`` if given."""
+        if not items:
+            return
+        if available_at is None:
+            visible = to_micros(self._s.now())
+        else:
+            visible = to_micros(require_aware(available_at, "available_at"))
+        queries = await self._s.table_for(queue)
+        sql = queries["queue_publish"].replace("{rows}", rows_placeholder(3, len(items)))
+        args = [value for key, payload in items for value in (key, bytes(payload), visible)]
+        await self._s.change(sql, *args)
+        self._s.committed(queue)
+
+    async def claim(
+        self, queue: str, consumer: str, limit: int, lease_seconds: float
+    ) -> list[QueueMessage]:
+        """Lease up to ``limit`` available messages to ``consumer``, oldest first."""
+        queries = await self._s.find_table(queue)
+        if queries is None or limit <= 0:
+            return []
+        now = self._s.now()
+        deadline = to_micros(now + timedelta(seconds=lease_seconds))
+        core = self._s.core
+
+        async def op(tx: TxSession) -> list[tuple[Any, ...]]:
+            rows = await tx.select(queries["queue_claim"], to_micros(now), limit)
+            keys = list(dict.fromkeys(row[1] for row in rows if row[1] is not None))
+            if keys:
+                names = [core.key_lock(queue, key) for key in keys]
+                tx.holds_locks = True
+                got = await tx.select(
+                    "SELECT " + ", ".join(["GET_LOCK(%s, 0)"] * len(names)), *names
+                )
+                refused = {key for key, ok in zip(keys, got[0], strict=True) if ok != 1}
+                rows = [row for row in rows if row[1] not in refused]
+            if not rows:
+                return []
+            ids = tuple(row[0] for row in rows)
+            await tx.change(queries["queue_lease"], consumer, deadline, ids)
+            keyed = tuple(row[0] for row in rows if row[1] is not None)
+            if keyed:
+                back = await self._recheck(tx, queries, keyed, consumer, to_micros(now))
+                if back:
+                    tx.committed(queue)  # claimable again
+                    rows = [row for row in rows if row[0] not in back]
+            return rows
+
+        rows = await self._s.atomically(op)
+        if rows:
+            core.poll(queue).active()
+        return [
+            QueueMessage(id=row[0], queue=queue, key=row[1], payload=bytes(row[2]), attempts=row[3])
+            for row in rows
+        ]
+
+    async def _recheck(
+        self,
+        tx: TxSession,
+        queries: Mapping[str, str],
+        keyed: tuple[int, ...],
+        consumer: str,
+        now: int,
+    ) -> set[int]:
+        """Give back the keyed messages leased out of turn; returns their ids."""
+        rows = await tx.select(queries["queue_claim_recheck"], keyed, keyed, now, keyed)
+        back = tuple(int(row[0]) for row in rows)
+        if back:
+            await tx.change(queries["queue_give_back"], back, consumer)
+        return set(back)
+
+    async def ack(self, queue: str, ids: Sequence[int]) -> None:
+        """Delete the messages: they were handled."""
+        queries = self._s.core.known_table(queue)
+        if queries is None or not ids:
+            return
+        if await self._s.change(queries["queue_ack"], tuple(ids)):
+            # a key may have been freed: the next message of that key may be claimable
+            self._s.committed(queue)
+
+    async def nack(self, queue: str, ids: Sequence[int], *, delay_seconds: float = 0.0) -> None:
+        """Release the leases; the messages come back (after ``delay_seconds``)."""
+        queries = self._s.core.known_table(queue)
+        if queries is None or not ids:
+            return
+        visible = to_micros(self._s.now() + timedelta(seconds=max(0.0, delay_seconds)))
+        if await self._s.change(queries["queue_nack"], visible, tuple(ids)):
+            self._s.committed(queue)
+
+    async def requeue_consumer(self, consumer: str) -> int:
+        """Release every lease ``consumer`` holds (it died); returns how many."""
+        return await self._requeue("queue_requeue_consumer", consumer)
+
+    async def requeue_expired(self) -> int:
+        """Release every lease past its deadline; returns how many."""
+        return await self._requeue("queue_requeue_expired", to_micros(self._s.now()))
+
+    async def _requeue(self, query: str, param: str | int) -> int:
+        # Every queue of the database, including those other processes created.
+        await self._s.refresh_tables()
+        released = 0
+        for queue, queries in self._s.core.all_tables().items():
+            count = await self._s.change(queries[query], param)
+            if count:
+                self._s.committed(queue)
+                released += count
+        return released
+
+    async def depth(self, queue: str) -> int:
+        """Messages in the queue, leased or not."""
+        queries = await self._s.find_table(queue)
+        if queries is None:
+            return 0
+        rows = await self._s.select(queries["queue_depth"])
+        return int(rows[0][0]) if rows else 0
+
+    async def next_available(self, queue: str) -> datetime | None:
+        """When the earliest message a claim could take becomes visible (None: none)."""
+        queries = await self._s.find_table(queue)
+        if queries is None:
+            return None
+        rows = await self._s.select(queries["queue_next_available"])
+        return from_micros(int(rows[0][0])) if rows and rows[0][0] is not None else None
+
+    async def wait(self, queue: str, at_most: float) -> None:
+        """Return when something may have been published to ``queue``, or after
+        ``at_most`` seconds: at once after a commit of this process that published, else
+        when a poll finds a message a claim would take. Polls come at the queue's
+        adaptive interval: short while messages flow, doubling while they do not. A
+        publish nobody waited for makes the next wait return at once: no wake-up is lost
+        between a claim that found nothing and this call."""
+        core = self._s.core
+        event = core.wakeup(queue)
+        poll = core.poll(queue)
+        deadline = time.monotonic() + at_most
+        while not event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, poll.interval)):
+                    await event.wait()
+            if event.is_set() or time.monotonic() >= deadline:
+                break
+            if await self._claimable(queue):
+                poll.active()
+                break
+            poll.idle()
+        event.clear()
+
+    async def _claimable(self, queue: str) -> bool:
+        """Whether a claim would find something; a failed poll says yes (the claim
+        that follows reports the error, the caller's retry policy applies)."""
+        try:
+            queries = await self._s.find_table(queue)
+            if queries is None:
+                return False
+            return bool(await self._s.select(queries["queue_probe"], to_micros(self._s.now())))
+        except BackendError:
+            return True

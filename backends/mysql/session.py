@@ -1,0 +1,366 @@
+"""Where a store's statements go on MySQL: into an open transaction (one pooled
+connection, ``BEGIN`` ... ``COMMIT``), or into short statements of their own (the
+backend's autocommit attributes borrow a pooled connection per call).
+
+Named locks (``GET_LOCK``: a deploy's flow lock, a claim's key locks) belong to the
+connection, not the transaction: a session that took some releases them all when its
+transaction ends, before the connection goes back to the pool.
+
+The :class:`Core` is what every session of one backend shares: the pool, the queue
+tables known to exist, and the wake-ups (in-process events, and the adaptive poll
+interval of each queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from backends.errors import Transient
+from backends.mysql.connection import lock_name, query, run, translated
+from backends.protocols import Clock
+from backends.sql.aio import finish
+from backends.sql.dialect import MysqlDialect
+from backends.sql.mapping import queue_table
+from backends.sql.queries import Queries, QueueQueries
+
+T = TypeVar("T")
+#: an aiomysql connection (aiomysql ships no type information)
+Conn = Any
+Row = tuple[Any, ...]
+DIALECT = MysqlDialect()
+
+QUEUE_QUERIES = (
+    "queue_create_table",
+    "queue_publish",
+    "queue_claim",
+    "queue_lease",
+    "queue_claim_recheck",
+    "queue_give_back",
+    "queue_ack",
+    "queue_nack",
+    "queue_requeue_consumer",
+    "queue_requeue_expired",
+    "queue_depth",
+    "queue_probe",
+    "queue_next_available",
+)
+#: message ids of the n-th queue start at n << QUEUE_ID_BITS (2**40 ids per queue)
+QUEUE_ID_BITS = 40
+_RELEASE_LOCKS = "DO RELEASE_ALL_LOCKS()"
+
+
+class Poll:
+    """The adaptive poll interval of one queue: ``fastest`` after activity (a claim
+    found messages, a local publish), doubling with each wait that ended with nothing,
+    up to ``slowest``."""
+
+    __slots__ = ("fastest", "interval", "slowest")
+
+    def __init__(self, fastest: float, slowest: float) -> None:
+        self.fastest = fastest
+        self.slowest = slowest
+        self.interval = fastest
+
+    def active(self) -> None:
+        self.interval = self.fastest
+
+    def idle(self) -> None:
+        self.interval = min(self.slowest, self.interval * 2)
+
+
+class Core:
+    """What the sessions of one backend share."""
+
+    def __init__(
+        self,
+        *,
+        pool: Any,
+        clock: Clock,
+        database: str,
+        where: str,
+        queries: Queries,
+        queue_queries: QueueQueries,
+        queue_tables: dict[str, str],
+        poll_fastest: float,
+        poll_slowest: float,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.database = database
+        self.where = where
+        self.queries = queries
+        self.poll_fastest = poll_fastest
+        self.poll_slowest = poll_slowest
+        self._queue_queries = queue_queries
+        #: queue name -> the rendered queries of its table
+        self._tables: dict[str, tuple[str, Any]] = {}
+        for queue, table in queue_tables.items():
+            self.remember(queue, table)
+        self._creating = asyncio.Lock()
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._polls: dict[str, Poll] = {}
+        #: tasks running a transaction, to refuse autocommit writes that could wait
+        #: forever on the transaction's own row locks
+        self.tx_owners: set[asyncio.Task[Any]] = set()
+        self.table_lock = lock_name("queue-tables", database)
+
+    # -- queue tables --------------------------------------------------------------------
+    def remember(self, queue: str, table: str) -> Any:
+        known = self._tables.get(queue)
+        if known is None:
+            known = (table, self._queue_queries.for_table(table))
+            self._tables[queue] = known
+        return known[1]
+
+    def known_table(self, queue: str) -> Any:
+        """The rendered queries of ``queue``'s table, if known to exist."""
+        known = self._tables.get(queue)
+        return None if known is None else known[1]
+
+    def all_tables(self) -> dict[str, Any]:
+        return {queue: known[1] for queue, known in self._tables.items()}
+
+    def key_lock(self, queue: str, key: str) -> str:
+        return lock_name("queue-key", self.database, queue, key)
+
+    async def create_table(self, queue: str) -> Any:
+        """Create ``queue``'s table if needed, on a connection of its own (DDL commits
+        by itself in MySQL: it must not run inside the caller's transaction)."""
+        async with self._creating:
+            known = self.known_table(queue)
+            if known is not None:
+                return known
+            table = queue_table(queue)
+            q = self.queries
+            where = f"at {self.where}: creating the table of queue {queue!r}"
+            with translated(where):
+                try:
+                    connection = await asyncio.wait_for(self.pool.acquire(), timeout=10.0)
+                except TimeoutError:
+                    raise Transient(
+                        f"MySQL {where}: no free connection in the pool for 10 s (a"
+                        " transaction publishing to a new queue needs a second one; raise"
+                        " pool_max)"
+                    ) from None
+            try:
+                with translated(where):
+                    await query(connection, q["queue_create_lock"], (self.table_lock,))
+                    try:
+                        rows = await query(connection, q["queue_table"], (queue,))
+                        if not rows:
+                            ordinal = int((await query(connection, q["queue_next_ordinal"]))[0][0])
+                            first_id = (ordinal << QUEUE_ID_BITS) + 1
+                            ddl = self._queue_queries.for_table(table)["queue_create_table"]
+                            await run(connection, ddl.replace("{first_id}", str(first_id)))
+                            await run(connection, q["queue_register"], (queue, table, ordinal))
+                    finally:
+                        await query(connection, q["queue_create_unlock"], (self.table_lock,))
+            finally:
+                self.pool.release(connection)
+            return self.remember(queue, table)
+
+    # -- wake-ups ------------------------------------------------------------------------
+    def wakeup(self, queue: str) -> asyncio.Event:
+        event = self._wakeups.get(queue)
+        if event is None:
+            event = self._wakeups[queue] = asyncio.Event()
+        return event
+
+    def poll(self, queue: str) -> Poll:
+        poll = self._polls.get(queue)
+        if poll is None:
+            poll = self._polls[queue] = Poll(self.poll_fastest, self.poll_slowest)
+        return poll
+
+    def poll_intervals(self) -> dict[str, float]:
+        """The current poll interval of each queue waited on."""
+        return {queue: poll.interval for queue, poll in self._polls.items()}
+
+    def wake(self, queues: set[str] | list[str]) -> None:
+        for queue in queues:
+            self.wakeup(queue).set()
+            self.poll(queue).active()
+
+    def check_reentry(self) -> None:
+        current = asyncio.current_task()
+        if current is not None and current in self.tx_owners:
+            raise RuntimeError(
+                "this task already runs a MySQL transaction; use the stores that"
+                " transaction() yielded instead of the backend's own (an autocommit write"
+                " on another connection could wait forever for the transaction's locks)"
+            )
+
+
+class Session:
+    """Base of both sessions; also the shared stores' SqlSession."""
+
+    dialect = DIALECT
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.queries = core.queries
+
+    def now(self) -> datetime:
+        return self.core.clock()
+
+    async def select(self, sql: str, *args: Any) -> list[Row]:
+        """The rows of a read."""
+        raise NotImplementedError
+
+    async def change(self, sql: str, *args: Any) -> int:
+        """Run a write; the rows it matched."""
+        raise NotImplementedError
+
+    async def change_later(self, sql: str, *args: Any) -> None:
+        await self.change(sql, *args)
+
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``op`` on a session bound to one transaction (this one, if it is)."""
+        raise NotImplementedError
+
+    def committed(self, queue: str) -> None:
+        """Wake this process's consumers of ``queue`` once this session commits."""
+        raise NotImplementedError
+
+    async def find_table(self, queue: str) -> Any:
+        """The queries of ``queue``'s table, if it exists (another process may have
+        made it: a queue not known here is looked up in the registry)."""
+        known = self.core.known_table(queue)
+        if known is None:
+            rows = await self.select(self.queries["queue_table"], queue)
+            if rows:
+                known = self.core.remember(queue, str(rows[0][0]))
+        return known
+
+    async def refresh_tables(self) -> None:
+        for name, table in await self.select(self.queries["queue_tables"]):
+            self.core.remember(str(name), str(table))
+
+    async def table_for(self, queue: str) -> Any:
+        """The queries of ``queue``'s table, created if missing."""
+        known = self.core.known_table(queue)
+        return known if known is not None else await self.core.create_table(queue)
+
+
+class AutoSession(Session):
+    """The backend's own session: each store call runs on its own (autocommit)."""
+
+    async def select(self, sql: str, *args: Any) -> list[Row]:
+        core = self.core
+        with translated(f"at {core.where}"):
+            async with core.pool.acquire() as connection:
+                return await query(connection, sql, args)
+
+    async def change(self, sql: str, *args: Any) -> int:
+        core = self.core
+        core.check_reentry()
+        with translated(f"at {core.where}"):
+            async with core.pool.acquire() as connection:
+                return await run(connection, sql, args)
+
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        core = self.core
+        core.check_reentry()
+        with translated(f"at {core.where}"):
+            connection = await core.pool.acquire()
+        session = TxSession(core, connection)
+        try:
+            await session.begin()
+        except BaseException:
+            await finish(session.drop())
+            raise
+        try:
+            result = await op(session)
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+        return result
+
+    def committed(self, queue: str) -> None:
+        self.core.wake([queue])
+
+
+class TxSession(Session):
+    """The session of one transaction: one pooled connection, from ``BEGIN`` to
+    ``COMMIT`` or ``ROLLBACK``."""
+
+    def __init__(self, core: Core, connection: Conn) -> None:
+        super().__init__(core)
+        self.connection = connection
+        self.open = True
+        #: the connection holds named locks to release when the transaction ends
+        self.holds_locks = False
+        self._to_wake: set[str] = set()
+
+    def _check(self) -> None:
+        if not self.open:
+            raise RuntimeError("the transaction is over; its stores cannot be used any more")
+
+    async def begin(self) -> None:
+        with translated(f"at {self.core.where}"):
+            await self.connection.begin()
+
+    async def select(self, sql: str, *args: Any) -> list[Row]:
+        self._check()
+        with translated(f"at {self.core.where}"):
+            return await query(self.connection, sql, args)
+
+    async def change(self, sql: str, *args: Any) -> int:
+        self._check()
+        with translated(f"at {self.core.where}"):
+            return await run(self.connection, sql, args)
+
+    async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        return await op(self)
+
+    def committed(self, queue: str) -> None:
+        self._to_wake.add(queue)
+
+    async def commit(self) -> None:
+        """COMMIT, wake this process's consumers, give the connection back. A
+        cancellation arriving meanwhile waits for all that (the server commits anyway)."""
+        self._check()
+        self.open = False
+        await finish(self._end(commit=True))
+
+    async def rollback(self) -> None:
+        """ROLLBACK what was sent, give the connection back."""
+        self.open = False
+        await finish(self._end(commit=False))
+
+    async def _end(self, *, commit: bool) -> None:
+        connection = self.connection
+        reusable = False
+        try:
+            if commit:
+                with translated(f"at {self.core.where}: COMMIT"):
+                    await connection.commit()
+                self.core.wake(list(self._to_wake))
+            elif not connection.closed:
+                try:
+                    await connection.rollback()
+                except Exception:
+                    # unusable: dropping it rolls the transaction back, frees its locks
+                    connection.close()
+            if self.holds_locks and not connection.closed:
+                try:
+                    await run(connection, _RELEASE_LOCKS)
+                except Exception:
+                    connection.close()
+            reusable = True
+        finally:
+            if not reusable and not connection.closed:
+                # the COMMIT failed: nobody knows what the connection holds
+                connection.close()
+            self.core.pool.release(connection)
+
+    async def drop(self) -> None:
+        """Give back a connection whose BEGIN failed."""
+        self.open = False
+        if not self.connection.closed:
+            self.connection.close()
+        self.core.pool.release(self.connection)
