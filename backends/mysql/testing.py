@@ -53,12 +53,17 @@ async def admin_connection(dsn: str | None = None) -> Any:
 async def fresh_database(prefix: str = "runtime_test") -> AsyncIterator[str]:
     """Create an empty database with a random name; yield its DSN; drop it on exit."""
     database = f"{prefix}_{secrets.token_hex(6)}"
+    await _admin(f"CREATE DATABASE {database}")
+    try:
+        yield database_dsn(database)
+    finally:
+        # over a new connection: the server may have been restarted in between
+        await _admin(f"DROP DATABASE IF EXISTS {database}")
+
+
+async def _admin(sql: str) -> None:
     admin = await admin_connection()
     try:
-        await run(admin, f"CREATE DATABASE {database}")
-        try:
-            yield database_dsn(database)
-        finally:
-            await run(admin, f"DROP DATABASE IF EXISTS {database}")
+        await run(admin, sql)
     finally:
         await close_quietly(admin)
