@@ -150,10 +150,13 @@ class Server:
             )
             own.append(self.scheduler.id)
         exclusive = config.backend.type.lower() in _EXCLUSIVE
-        liveness = Liveness(
-            self.backend, settings=config.liveness, exclusive=exclusive, own_ids=own
-        )
-        children.append(ChildSpec(id="liveness", start=liveness.run, shutdown_timeout=5.0))
+        if set(self.components) & set(COMPONENTS):
+            # Not for a webserver alone: it leases nothing, and on an embedded backend
+            # liveness would hand back the leases of the process that runs the rest.
+            liveness = Liveness(
+                self.backend, settings=config.liveness, exclusive=exclusive, own_ids=own
+            )
+            children.append(ChildSpec(id="liveness", start=liveness.run, shutdown_timeout=5.0))
         if self.flows_dir is not None:
             children.append(ChildSpec(id="deployer", start=self._deployer, shutdown_timeout=5.0))
         if "executor" in self.components:

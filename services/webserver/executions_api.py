@@ -125,13 +125,14 @@ async def _upload_files(
     return uris, list(uris.values())
 
 
-async def wait_end(app: AppState, execution_id: str) -> Execution:
-    """Until the execution ends (or pauses, which needs someone to act)."""
+async def wait_end(app: AppState, execution_id: str, request: Request) -> Execution:
+    """Until the execution ends (or pauses, which needs someone to act), the server
+    stops, or the client goes away."""
     while True:
         execution = await load_execution(app, execution_id)
         if execution.state.terminated or execution.state.current is S.PAUSED:
             return execution
-        if not await pause(app, app.config.poll_seconds):
+        if not await pause(app, app.config.poll_seconds) or await request.is_disconnected():
             return execution
 
 
@@ -178,7 +179,7 @@ async def create(request: Request) -> Response:
     )
     await submit(app.backend, execution)
     if wait:
-        execution = await wait_end(app, execution_id)
+        execution = await wait_end(app, execution_id, request)
     return json_response(to_kestra_dict(execution))
 
 
