@@ -39,15 +39,16 @@ from backends.mysql.connection import (
     run,
     translated,
 )
-from backends.mysql.queues import MysqlQueues
 from backends.mysql.schema import MIGRATIONS, QUERIES, migrate_on, server_version
-from backends.mysql.session import QUEUE_QUERIES, AutoSession, Core, TxSession
-from backends.mysql.stores import MysqlFlows, MysqlKills, MysqlLogs, MysqlStores
+from backends.mysql.session import QUEUE_QUERIES, AutoSession, Core
+from backends.mysql.stores import MysqlStores
 from backends.protocols import Clock, Stores
 from backends.sql.aio import finish
+from backends.sql.backend import SqlBackendBase
 from backends.sql.leader import SessionLockLeader
+from backends.sql.pooled import pooled_transaction
 from backends.sql.queries import QueueQueries
-from backends.sql.stores import SqlExecutions, SqlKV, SqlServices, SqlTriggers
+from backends.sql.stores import SqlServices
 
 if TYPE_CHECKING:
     from backends.protocols import Backend
@@ -106,7 +107,7 @@ class MysqlLockDriver:
         await run(connection, QUERIES["leader_release"], (name, holder))
 
 
-class MysqlBackend:
+class MysqlBackend(SqlBackendBase):
     """Backend on a MySQL 8 / MariaDB 10.6+ database.
 
     :param dsn: ``mysql://user:password@host:port/database``; the database must exist.
@@ -254,82 +255,18 @@ class MysqlBackend:
     async def transaction(self) -> AsyncIterator[Stores]:
         """The stores bound to one transaction (a pooled connection, ``BEGIN`` ...):
         committed when the block exits normally, rolled back when it raises."""
-        core = self._started()
-        core.check_reentry()
-        task = asyncio.current_task()
-        with translated(f"at {self.where}"):
-            connection = await core.pool.acquire()
-        session = TxSession(core, connection)
-        try:
-            await session.begin()
-        except BaseException:
-            await finish(session.drop())
-            raise
-        if task is not None:
-            core.tx_owners.add(task)
-        try:
-            yield MysqlStores(session)
-        except BaseException:
-            core.tx_owners.discard(task)
-            await session.rollback()
-            raise
-        core.tx_owners.discard(task)
-        await session.commit()
+        session = AutoSession(self._started())
+        async with pooled_transaction(session.core, session.open_transaction) as tx:
+            yield MysqlStores(tx)
 
     # -- the stores, autocommit ----------------------------------------------------------
+    def describe(self) -> str:
+        return f"the MySQL backend on {self.where}"
+
     def _started(self) -> Core:
         if self._core is None:
-            raise RuntimeError(f"the MySQL backend on {self.where} is not started")
+            raise self._not_started()
         return self._core
-
-    def _autocommit(self) -> MysqlStores:
-        if self._stores is None:
-            raise RuntimeError(f"the MySQL backend on {self.where} is not started")
-        return self._stores
-
-    @property
-    def executions(self) -> SqlExecutions:
-        return self._autocommit().executions
-
-    @property
-    def queues(self) -> MysqlQueues:
-        return self._autocommit().queues
-
-    @property
-    def flows(self) -> MysqlFlows:
-        return self._autocommit().flows
-
-    @property
-    def triggers(self) -> SqlTriggers:
-        return self._autocommit().triggers
-
-    @property
-    def kv(self) -> SqlKV:
-        return self._autocommit().kv
-
-    @property
-    def logs(self) -> MysqlLogs:
-        return self._autocommit().logs
-
-    @property
-    def kills(self) -> MysqlKills:
-        return self._autocommit().kills
-
-    @property
-    def services(self) -> SqlServices:
-        if self._services is None:
-            raise RuntimeError(f"the MySQL backend on {self.where} is not started")
-        return self._services
-
-    @property
-    def leader(self) -> SessionLockLeader:
-        if self._leader is None:
-            raise RuntimeError(f"the MySQL backend on {self.where} is not started")
-        return self._leader
-
-    @property
-    def clock(self) -> Clock:
-        return self._clock
 
 
 if TYPE_CHECKING:

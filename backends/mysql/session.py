@@ -24,6 +24,7 @@ from backends.protocols import Clock
 from backends.sql.aio import finish
 from backends.sql.dialect import MysqlDialect
 from backends.sql.mapping import queue_table
+from backends.sql.pooled import Wakeups, pooled_transaction
 from backends.sql.queries import Queries, QueueQueries
 
 T = TypeVar("T")
@@ -71,8 +72,10 @@ class Poll:
         self.interval = min(self.slowest, self.interval * 2)
 
 
-class Core:
+class Core(Wakeups):
     """What the sessions of one backend share."""
+
+    system = "MySQL"
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class Core:
         poll_fastest: float,
         poll_slowest: float,
     ) -> None:
+        super().__init__()
         self.pool = pool
         self.clock = clock
         self.database = database
@@ -100,11 +104,7 @@ class Core:
         for queue, table in queue_tables.items():
             self.remember(queue, table)
         self._creating = asyncio.Lock()
-        self._wakeups: dict[str, asyncio.Event] = {}
         self._polls: dict[str, Poll] = {}
-        #: tasks running a transaction, to refuse autocommit writes that could wait
-        #: forever on the transaction's own row locks
-        self.tx_owners: set[asyncio.Task[Any]] = set()
         self.table_lock = lock_name("queue-tables", database)
 
     # -- queue tables --------------------------------------------------------------------
@@ -163,12 +163,6 @@ class Core:
             return self.remember(queue, table)
 
     # -- wake-ups ------------------------------------------------------------------------
-    def wakeup(self, queue: str) -> asyncio.Event:
-        event = self._wakeups.get(queue)
-        if event is None:
-            event = self._wakeups[queue] = asyncio.Event()
-        return event
-
     def poll(self, queue: str) -> Poll:
         poll = self._polls.get(queue)
         if poll is None:
@@ -180,18 +174,9 @@ class Core:
         return {queue: poll.interval for queue, poll in self._polls.items()}
 
     def wake(self, queues: set[str] | list[str]) -> None:
+        super().wake(queues)
         for queue in queues:
-            self.wakeup(queue).set()
             self.poll(queue).active()
-
-    def check_reentry(self) -> None:
-        current = asyncio.current_task()
-        if current is not None and current in self.tx_owners:
-            raise RuntimeError(
-                "this task already runs a MySQL transaction; use the stores that"
-                " transaction() yielded instead of the backend's own (an autocommit write"
-                " on another connection could wait forever for the transaction's locks)"
-            )
 
 
 class Session:
@@ -262,23 +247,13 @@ class AutoSession(Session):
                 return await run(connection, sql, args)
 
     async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
-        core = self.core
-        core.check_reentry()
-        with translated(f"at {core.where}"):
-            connection = await core.pool.acquire()
-        session = TxSession(core, connection)
-        try:
-            await session.begin()
-        except BaseException:
-            await finish(session.drop())
-            raise
-        try:
-            result = await op(session)
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
-        return result
+        async with pooled_transaction(self.core, self.open_transaction) as session:
+            return await op(session)
+
+    async def open_transaction(self) -> TxSession:
+        """A session on a pooled connection of its own (not begun yet)."""
+        with translated(f"at {self.core.where}"):
+            return TxSession(self.core, await self.core.pool.acquire())
 
     def committed(self, queue: str) -> None:
         self.core.wake([queue])

@@ -34,14 +34,15 @@ from backends.postgres.connection import (
 )
 from backends.postgres.leader import PostgresLeader
 from backends.postgres.listener import Listener
-from backends.postgres.queues import PostgresQueues
 from backends.postgres.schema import MIGRATIONS, QUERIES, check_schema, migrate_on
 from backends.postgres.session import QUEUE_QUERIES, AutoSession, Core, TxSession
-from backends.postgres.stores import PostgresFlows, PostgresKills, PostgresLogs, PostgresStores
+from backends.postgres.stores import PostgresStores
 from backends.protocols import Clock, Stores
 from backends.sql.aio import finish
+from backends.sql.backend import SqlBackendBase
+from backends.sql.pooled import pooled_transaction
 from backends.sql.queries import QueueQueries
-from backends.sql.stores import SqlExecutions, SqlKV, SqlServices, SqlTriggers
+from backends.sql.stores import SqlServices
 
 if TYPE_CHECKING:
     from backends.protocols import Backend
@@ -60,7 +61,7 @@ async def _keep_session(connection: Any) -> None:
     back a transaction left open, which the backend never does."""
 
 
-class PostgresBackend:
+class PostgresBackend(SqlBackendBase):
     """Backend on a PostgreSQL database (15 or newer).
 
     :param dsn: ``postgresql://user:password@host:port/database`` (libpq syntax).
@@ -223,81 +224,22 @@ class PostgresBackend:
         """The stores bound to one transaction (a pooled connection, ``BEGIN`` ...):
         committed when the block exits normally, rolled back when it raises."""
         core = self._started()
-        core.check_reentry()
-        task = asyncio.current_task()
-        with translated(f"at {self.where}"):
-            connection = await core.pool.acquire()
-        session = TxSession(core, connection)
-        try:
-            await session.begin()
-        except BaseException:
-            await finish(core.pool.release(connection))
-            raise
-        if task is not None:
-            core.tx_owners.add(task)
-        try:
+
+        async def open_session() -> TxSession:
+            with translated(f"at {self.where}"):
+                return TxSession(core, await core.pool.acquire())
+
+        async with pooled_transaction(core, open_session) as session:
             yield PostgresStores(session)
-        except BaseException:
-            core.tx_owners.discard(task)
-            await session.rollback()
-            raise
-        core.tx_owners.discard(task)
-        await session.commit()
 
     # -- the stores, autocommit ----------------------------------------------------------
+    def describe(self) -> str:
+        return f"the PostgreSQL backend on {self.where}"
+
     def _started(self) -> Core:
         if self._core is None:
-            raise RuntimeError(f"the PostgreSQL backend on {self.where} is not started")
+            raise self._not_started()
         return self._core
-
-    def _autocommit(self) -> PostgresStores:
-        if self._stores is None:
-            raise RuntimeError(f"the PostgreSQL backend on {self.where} is not started")
-        return self._stores
-
-    @property
-    def executions(self) -> SqlExecutions:
-        return self._autocommit().executions
-
-    @property
-    def queues(self) -> PostgresQueues:
-        return self._autocommit().queues
-
-    @property
-    def flows(self) -> PostgresFlows:
-        return self._autocommit().flows
-
-    @property
-    def triggers(self) -> SqlTriggers:
-        return self._autocommit().triggers
-
-    @property
-    def kv(self) -> SqlKV:
-        return self._autocommit().kv
-
-    @property
-    def logs(self) -> PostgresLogs:
-        return self._autocommit().logs
-
-    @property
-    def kills(self) -> PostgresKills:
-        return self._autocommit().kills
-
-    @property
-    def services(self) -> SqlServices:
-        if self._services is None:
-            raise RuntimeError(f"the PostgreSQL backend on {self.where} is not started")
-        return self._services
-
-    @property
-    def leader(self) -> PostgresLeader:
-        if self._leader is None:
-            raise RuntimeError(f"the PostgreSQL backend on {self.where} is not started")
-        return self._leader
-
-    @property
-    def clock(self) -> Clock:
-        return self._clock
 
 
 if TYPE_CHECKING:

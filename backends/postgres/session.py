@@ -24,6 +24,7 @@ from backends.protocols import Clock
 from backends.sql.aio import finish
 from backends.sql.dialect import PostgresDialect
 from backends.sql.mapping import queue_table
+from backends.sql.pooled import Wakeups
 from backends.sql.queries import Queries, QueueQueries
 
 T = TypeVar("T")
@@ -67,8 +68,10 @@ class QueueTable:
         self.lock_class = lock_key32("runtime.queue", schema, name)
 
 
-class Core:
+class Core(Wakeups):
     """What the sessions of one backend share."""
+
+    system = "PostgreSQL"
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class Core:
         poll_seconds: float,
         queue_tables: dict[str, str],
     ) -> None:
+        super().__init__()
         self.pool = pool
         self.clock = clock
         self.schema = schema
@@ -97,10 +101,6 @@ class Core:
         for queue, table in queue_tables.items():
             self.remember(queue, table)
         self._creating = asyncio.Lock()
-        self._wakeups: dict[str, asyncio.Event] = {}
-        #: tasks running a transaction, to refuse autocommit writes that could wait
-        #: forever on the transaction's own row locks
-        self.tx_owners: set[asyncio.Task[Any]] = set()
         self.table_create_lock = lock_key64("runtime.queue-tables", schema)
 
     # -- queue tables --------------------------------------------------------------------
@@ -155,20 +155,6 @@ class Core:
             return self.remember(queue, table)
 
     # -- wake-ups ------------------------------------------------------------------------
-    def wakeup(self, queue: str) -> asyncio.Event:
-        event = self._wakeups.get(queue)
-        if event is None:
-            event = self._wakeups[queue] = asyncio.Event()
-        return event
-
-    def wake(self, queues: set[str] | list[str]) -> None:
-        for queue in queues:
-            self.wakeup(queue).set()
-
-    def wake_all(self) -> None:
-        for event in self._wakeups.values():
-            event.set()
-
     def subscribe(self, queue: str) -> None:
         """Have the listener LISTEN for ``queue``'s notifications."""
         if self.listener is not None:
@@ -184,15 +170,6 @@ class Core:
         if self.listener is not None and self.listener.connected:
             return at_most
         return min(at_most, self.poll_seconds)
-
-    def check_reentry(self) -> None:
-        current = asyncio.current_task()
-        if current is not None and current in self.tx_owners:
-            raise RuntimeError(
-                "this task already runs a PostgreSQL transaction; use the stores that"
-                " transaction() yielded instead of the backend's own (an autocommit write"
-                " on another connection could wait forever for the transaction's locks)"
-            )
 
 
 def _count(status: str) -> int:
@@ -322,6 +299,11 @@ class TxSession(Session):
     async def begin(self) -> None:
         with translated(f"at {self.core.where}"):
             await self.connection.execute("BEGIN")
+
+    async def drop(self) -> None:
+        """Give back a connection whose BEGIN failed."""
+        self.open = False
+        await self.core.pool.release(self.connection)
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
         self._check()

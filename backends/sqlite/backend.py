@@ -27,12 +27,12 @@ from backends.protocols import Clock, Stores
 if TYPE_CHECKING:
     from backends.protocols import Backend
 from backends.sql.aio import finish
+from backends.sql.backend import SqlBackendBase
 from backends.sql.mapping import to_micros
 from backends.sql.migrations import Migration, load_migrations, migrate
 from backends.sql.queries import QueueQueries
-from backends.sql.stores import SqlExecutions, SqlFlows, SqlKV, SqlServices, SqlTriggers
+from backends.sql.stores import SqlServices
 from backends.sqlite.connection import Connection, Synchronous, execute, fetch
-from backends.sqlite.queues import SqliteQueues
 from backends.sqlite.session import (
     DIALECT,
     QUEUE_QUERIES,
@@ -41,7 +41,7 @@ from backends.sqlite.session import (
     rollback,
     transaction,
 )
-from backends.sqlite.stores import SqliteKills, SqliteLeader, SqliteLogs, SqliteStores
+from backends.sqlite.stores import SqliteLeader, SqliteStores
 
 #: the shared statements in SQLite's style, and SQLite's own
 QUERIES = DIALECT.queries("backends.sqlite")
@@ -53,7 +53,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class SqliteBackend:
+class SqliteBackend(SqlBackendBase):
     """Backend on one SQLite file.
 
     :param path: the database file (created if missing), or ``":memory:"`` for a
@@ -177,59 +177,13 @@ class SqliteBackend:
             yield SqliteStores(session)
 
     # -- the stores, autocommit ----------------------------------------------------------
+    def describe(self) -> str:
+        return f"the SQLite backend on {self.path}"
+
     def _started(self) -> Core:
         if self._core is None:
-            raise RuntimeError(f"the SQLite backend on {self.path} is not started")
+            raise self._not_started()
         return self._core
-
-    def _autocommit(self) -> SqliteStores:
-        if self._stores is None:
-            raise RuntimeError(f"the SQLite backend on {self.path} is not started")
-        return self._stores
-
-    @property
-    def executions(self) -> SqlExecutions:
-        return self._autocommit().executions
-
-    @property
-    def queues(self) -> SqliteQueues:
-        return self._autocommit().queues
-
-    @property
-    def flows(self) -> SqlFlows:
-        return self._autocommit().flows
-
-    @property
-    def triggers(self) -> SqlTriggers:
-        return self._autocommit().triggers
-
-    @property
-    def kv(self) -> SqlKV:
-        return self._autocommit().kv
-
-    @property
-    def logs(self) -> SqliteLogs:
-        return self._autocommit().logs
-
-    @property
-    def kills(self) -> SqliteKills:
-        return self._autocommit().kills
-
-    @property
-    def services(self) -> SqlServices:
-        if self._services is None:
-            raise RuntimeError(f"the SQLite backend on {self.path} is not started")
-        return self._services
-
-    @property
-    def leader(self) -> SqliteLeader:
-        if self._leader is None:
-            raise RuntimeError(f"the SQLite backend on {self.path} is not started")
-        return self._leader
-
-    @property
-    def clock(self) -> Clock:
-        return self._clock
 
 
 if TYPE_CHECKING:
