@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -149,3 +153,43 @@ async def test_stopping_the_server_ends_open_follows(tmp_path: Path) -> None:
     assert b"CREATED" in body
     await stream_cm.__aexit__(None, None, None)
     await client.aclose()
+
+
+async def test_runtime_run_webserver_serves_until_sigterm(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "RUNTIME_DATA_DIR": str(tmp_path),
+        "RUNTIME_WEBSERVER_PORT": "0",
+        "RUNTIME_LOG_LEVEL": "INFO",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "run",
+        "webserver",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        url = None
+        async with asyncio.timeout(30):
+            while url is None:
+                line = (await process.stdout.readline()).decode()
+                assert line, "the process ended before listening"
+                found = re.search(r"http://127\.0\.0\.1:\d+", line)
+                if "webserver.listening" in line and found:
+                    url = found.group(0)
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/health")).json() == {"status": "UP"}
+            assert (await client.get("/api/v1/flows/search")).json()["total"] == 0
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await process.stdout.read()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
