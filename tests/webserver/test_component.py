@@ -40,6 +40,18 @@ FILE = flow(
 SLEEP = flow(
     "sleep", "  - id: nap\n    type: io.kestra.plugin.core.flow.Sleep\n    duration: PT1S\n"
 )
+WIDE = flow(
+    "wide",
+    """  - id: each
+    type: io.kestra.plugin.core.flow.ForEach
+    values: "{{ range(1, 300) }}"
+    concurrencyLimit: 4
+    tasks:
+      - id: item
+        type: io.kestra.plugin.core.debug.Return
+        format: "{{ taskrun.value }} padding padding padding padding padding padding"
+""",
+)
 LONG = flow(
     "long", "  - id: nap\n    type: io.kestra.plugin.core.flow.Sleep\n    duration: PT60S\n"
 )
@@ -65,7 +77,7 @@ async def serving(tmp_path: Path) -> AsyncIterator[str]:
         assert server.webserver is not None
         url = f"http://127.0.0.1:{server.webserver.port}"
         async with httpx.AsyncClient(base_url=url) as client:
-            for source in (FILE, SLEEP, LONG):
+            for source in (FILE, SLEEP, LONG, WIDE):
                 response = await client.post("/api/v1/flows", content=source, headers=YAML)
                 assert response.status_code == 200, response.text
         yield url
@@ -136,6 +148,32 @@ async def test_a_slow_follower_does_not_hold_up_the_server(tmp_path: Path) -> No
         ]
         assert states[0] == "CREATED"
         assert states[-1] == "SUCCESS"
+
+
+async def test_a_follower_that_reads_nothing_blocks_only_itself(tmp_path: Path) -> None:
+    """Hundreds of task runs make each event large: unread, the stream fills the
+    socket's buffers and the server's writes to it wait; the rest is served."""
+    async with serving(tmp_path) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        started = (await client.post(f"/api/v1/executions/{NS}/wide")).json()
+        async with client.stream("GET", f"/api/v1/executions/{started['id']}/follow") as stream:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as other:
+                done = await other.post(f"/api/v1/executions/{NS}/sleep?wait=true")
+                assert done.json()["state"]["current"] == "SUCCESS"
+                wide = await other.get(f"/api/v1/executions/{started['id']}")
+                assert wide.status_code == 200
+            states: list[str] = []
+            events = 0
+            async for line in stream.aiter_lines():
+                if line.startswith("data:"):
+                    events += 1
+                    state = json.loads(line[5:])["state"]["current"]
+                    if not states or states[-1] != state:
+                        states.append(state)
+        final = (await client.get(f"/api/v1/executions/{started['id']}")).json()
+        assert final["state"]["current"] == "SUCCESS"
+        assert len(final["taskRunList"]) == 301  # the ForEach and its 300 values
+        assert states == [h["state"] for h in final["state"]["histories"]]
+        assert events > 2, events
 
 
 async def test_stopping_the_server_ends_open_follows(tmp_path: Path) -> None:
