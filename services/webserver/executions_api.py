@@ -15,13 +15,15 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from backends.protocols import ExecutionFilter, ExecutionSortField
+from runtime.flow.durations import DurationError, parse_duration
 from runtime.flow.engine import task_index
-from runtime.flow.events import Kill, Replay, Restart, Resume
+from runtime.flow.events import ExecutionCreated, Kill, Replay, Restart, Resume
 from runtime.flow.execution import Execution, new_execution, to_kestra_dict
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError, convert, resolve_inputs
 from runtime.flow.model import Flow, Input, Pause
 from runtime.flow.states import StateType
+from runtime.messages import EXECUTOR_QUEUE, encode_event
 from services.executor import send_event, submit
 from services.webserver.http import (
     ApiError,
@@ -142,6 +144,7 @@ async def create(request: Request) -> Response:
     revision = q_int(request, "revision", 0, lo=0) or None
     labels = q_labels(request)
     wait = q_bool(request, "wait")
+    scheduled = q_datetime(request, "scheduleDate")
     record = await app.backend.flows.get(namespace, flow_id, revision)
     if record is None:
         raise not_found(
@@ -177,7 +180,17 @@ async def create(request: Request) -> Response:
         inputs=inputs,
         labels={**flow.label_map(), **dict(labels)},
     )
-    await submit(app.backend, execution)
+    if scheduled is not None and scheduled > now:
+        # Stored now, started when the date comes: its start event stays hidden until
+        # then (one transaction, as submit).
+        started = encode_event(ExecutionCreated(at=scheduled))
+        async with app.backend.transaction() as tx:
+            await tx.executions.save(execution)
+            await tx.queues.publish(
+                EXECUTOR_QUEUE, [(execution_id, started)], available_at=scheduled
+            )
+    else:
+        await submit(app.backend, execution)
     if wait:
         execution = await wait_end(app, execution_id, request)
     return json_response(to_kestra_dict(execution))
@@ -225,6 +238,17 @@ async def search(request: Request) -> Response:
         raise ApiError(400, f"query parameter `sort`: {sort!r}: use one of {known}, :asc or :desc")
     started_after = q_datetime(request, "startDate")
     started_before = q_datetime(request, "endDate")
+    time_range = q_str(request, "timeRange")
+    if time_range is not None:
+        if started_after is not None:
+            raise ApiError(400, "query parameters `startDate` and `timeRange`: give one, not both")
+        try:
+            span = abs(parse_duration(time_range))
+        except DurationError:
+            raise ApiError(
+                400, f"query parameter `timeRange`: {time_range!r} is not an ISO-8601 duration"
+            ) from None
+        started_after = app.backend.clock() - span
     where = ExecutionFilter(
         namespace=q_str(request, "namespace"),
         flow_id=q_str(request, "flowId"),

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from runtime.messages import LogEntry
 from services.webserver.executions_api import load_execution
-from services.webserver.http import ApiError, AppState, json_response, q_str, state
+from services.webserver.http import ApiError, AppState, json_response, q_int, q_str, state
 from services.webserver.sse import EventStream, follow_logs
 
 LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
@@ -35,30 +35,40 @@ def log_json(entry: LogEntry) -> dict[str, Any]:
     }
 
 
-def _filters(request: Request) -> tuple[str | None, str | None, str | None]:
-    level = q_str(request, "minLevel")
-    if level is not None:
-        level = level.upper()
-        if level not in LEVELS:
-            raise ApiError(400, f"query parameter `minLevel`: {level!r} is not one of {LEVELS}")
-    return level, q_str(request, "taskRunId"), q_str(request, "taskId")
+class _Filters:
+    """What a log request keeps: a level and above, one task run, one task, one attempt."""
+
+    def __init__(self, request: Request) -> None:
+        level = q_str(request, "minLevel")
+        if level is not None:
+            level = level.upper()
+            if level not in LEVELS:
+                raise ApiError(400, f"query parameter `minLevel`: {level!r} is not one of {LEVELS}")
+        self.level = level
+        self.task_run_id = q_str(request, "taskRunId")
+        self.task_id = q_str(request, "taskId")
+        attempt = q_int(request, "attempt", -1, lo=0)
+        self.attempt = None if attempt < 0 else attempt
+
+    def keeps(self, entry: LogEntry) -> bool:
+        return (self.task_id is None or entry.task_id == self.task_id) and (
+            self.attempt is None or entry.attempt == self.attempt
+        )
 
 
-async def _entries(
-    app: AppState,
-    execution_id: str,
-    level: str | None,
-    task_run_id: str | None,
-    task_id: str | None,
-) -> AsyncIterator[LogEntry]:
+async def _entries(app: AppState, execution_id: str, where: _Filters) -> AsyncIterator[LogEntry]:
     after = 0
     while True:
         page = await app.backend.logs.query(
-            execution_id, task_run_id=task_run_id, min_level=level, after_seq=after, limit=_PAGE
+            execution_id,
+            task_run_id=where.task_run_id,
+            min_level=where.level,
+            after_seq=after,
+            limit=_PAGE,
         )
         for entry in page:
             after = entry.seq
-            if task_id is None or entry.task_id == task_id:
+            if where.keeps(entry):
                 yield entry
         if len(page) < _PAGE:
             return
@@ -68,8 +78,8 @@ async def find(request: Request) -> Response:
     app = state(request)
     execution_id = request.path_params["executionId"]
     await load_execution(app, execution_id)
-    level, task_run_id, task_id = _filters(request)
-    found = [log_json(e) async for e in _entries(app, execution_id, level, task_run_id, task_id)]
+    where = _Filters(request)
+    found = [log_json(e) async for e in _entries(app, execution_id, where)]
     return json_response(found)
 
 
@@ -79,10 +89,10 @@ async def download(request: Request) -> Response:
     app = state(request)
     execution_id = request.path_params["executionId"]
     await load_execution(app, execution_id)
-    level, task_run_id, task_id = _filters(request)
+    where = _Filters(request)
 
     async def lines() -> AsyncIterator[bytes]:
-        async for entry in _entries(app, execution_id, level, task_run_id, task_id):
+        async for entry in _entries(app, execution_id, where):
             yield (format_log(entry) + "\n").encode()
 
     return StreamingResponse(
@@ -96,8 +106,8 @@ async def follow(request: Request) -> Response:
     app = state(request)
     execution_id = request.path_params["executionId"]
     await load_execution(app, execution_id)
-    level, task_run_id, _ = _filters(request)
-    return EventStream(follow_logs(app, execution_id, level, task_run_id))
+    where = _Filters(request)
+    return EventStream(follow_logs(app, execution_id, where.level, where.task_run_id, where.keeps))
 
 
 routes = [

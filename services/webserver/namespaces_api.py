@@ -42,6 +42,15 @@ async def search(request: Request) -> Response:
     return json_response(paged(found[offset : offset + limit], len(found)))
 
 
+async def get(request: Request) -> Response:
+    app = state(request)
+    namespace = request.path_params["namespace"]
+    names = _with_parents({r.namespace for r in await app.backend.flows.list()})
+    if namespace not in names:
+        raise not_found(f"namespace {namespace}")
+    return json_response({"id": namespace, "disabled": False})
+
+
 def _kv_type(value: Any) -> str:
     """Kestra's KV type names."""
     if isinstance(value, bool):
@@ -109,6 +118,7 @@ async def kv_delete(request: Request) -> Response:
 
 routes = [
     Route("/api/v1/namespaces/search", search, methods=["GET"]),
+    Route("/api/v1/namespaces/{namespace}", get, methods=["GET"]),
     Route("/api/v1/namespaces/{namespace}/kv", kv_list, methods=["GET"]),
     Route("/api/v1/namespaces/{namespace}/kv/{key}", kv_get, methods=["GET"]),
     Route("/api/v1/namespaces/{namespace}/kv/{key}", kv_put, methods=["PUT"]),

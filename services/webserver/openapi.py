@@ -328,6 +328,12 @@ _LABELS = ("labels", {"type": "array", "items": {"type": "string", "pattern": "^
 _STATE = ("state", {"type": "array", "items": {"type": "string", "enum": _STATES}})
 _DATE = {"type": "string", "format": "date-time"}
 _NS_ID = ("namespace", "id")
+_LOG_FILTERS = (
+    ("minLevel", {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]}),
+    ("taskRunId", {"type": "string"}),
+    ("taskId", {"type": "string"}),
+    ("attempt", {"type": "integer", "minimum": 0}),
+)
 _EXEC = ("executionId",)
 
 
@@ -466,6 +472,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                     _LABELS,
                     ("wait", {"type": "boolean"}),
                     ("revision", {"type": "integer", "minimum": 1}),
+                    ("scheduleDate", _DATE),
                 ),
                 body=_FORM,
                 errors=("400", "404", "409", "415", "422"),
@@ -483,6 +490,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                     _STATE,
                     ("startDate", _DATE),
                     ("endDate", _DATE),
+                    ("timeRange", {"type": "string", "example": "P1D"}),
                     _LABELS,
                     (
                         "sort",
@@ -607,14 +615,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Logs",
                 _json({"type": "array", "items": _ref("LogEntry")}),
                 path=_EXEC,
-                query=(
-                    (
-                        "minLevel",
-                        {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]},
-                    ),
-                    ("taskRunId", {"type": "string"}),
-                    ("taskId", {"type": "string"}),
-                ),
+                query=_LOG_FILTERS,
                 errors=("400", "404"),
             )
         },
@@ -627,12 +628,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
                 path=_EXEC,
-                query=(
-                    (
-                        "minLevel",
-                        {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]},
-                    ),
-                ),
+                query=_LOG_FILTERS,
                 errors=("400", "404"),
             )
         },
@@ -645,12 +641,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
                 path=_EXEC,
-                query=(
-                    (
-                        "minLevel",
-                        {"type": "string", "enum": ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]},
-                    ),
-                ),
+                query=_LOG_FILTERS,
                 errors=("400", "404"),
             )
         },
@@ -691,6 +682,15 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Namespaces",
                 _json(_paged("Namespace")),
                 query=(("q", {"type": "string"}), *_PAGE),
+            )
+        },
+        "/api/v1/namespaces/{namespace}": {
+            "get": _op(
+                "A namespace (one of the flows', or a parent of one)",
+                "Namespaces",
+                _json(_ref("Namespace")),
+                path=("namespace",),
+                errors=("404",),
             )
         },
         "/api/v1/namespaces/{namespace}/kv": {

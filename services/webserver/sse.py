@@ -14,13 +14,14 @@ piles up in memory), and a client that goes away ends its follow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from starlette.responses import StreamingResponse
 
 from runtime.flow.execution import Execution, to_kestra_dict
 from runtime.flow.states import State
+from runtime.messages import LogEntry
 from services.webserver.http import AppState, encode
 
 #: a comment line sent when nothing happened for this long, so dead clients are noticed
@@ -99,7 +100,11 @@ async def follow_execution(app: AppState, first: Execution) -> AsyncIterator[byt
 
 
 async def follow_logs(
-    app: AppState, execution_id: str, min_level: str | None, task_run_id: str | None
+    app: AppState,
+    execution_id: str,
+    min_level: str | None,
+    task_run_id: str | None,
+    keeps: Callable[[LogEntry], bool] = lambda entry: True,
 ) -> AsyncIterator[bytes]:
     """Every log entry as it is written, until the execution has ended."""
     from services.webserver.logs_api import log_json
@@ -116,7 +121,8 @@ async def follow_logs(
             )
             for entry in entries:
                 after = entry.seq
-                yield event(encode(log_json(entry)), str(entry.seq))
+                if keeps(entry):
+                    yield event(encode(log_json(entry)), str(entry.seq))
             if len(entries) < 1000:
                 break
         if entries:

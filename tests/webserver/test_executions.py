@@ -4,6 +4,7 @@ out: each endpoint on success and on each error it can give."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -411,3 +412,39 @@ async def test_readiness_is_503_while_the_backend_is_down(tmp_path: Path) -> Non
         assert down.json()["status"] == "DOWN"
         assert (await a.client.get("/health")).status_code == 200
         await a.backend.start()
+
+
+async def test_a_scheduled_execution_waits_for_its_date(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        await a.deploy(TYPED)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        ex = await a.execute(
+            "typed", data={"name": "Ada"}, params={"scheduleDate": later.isoformat()}
+        )
+        soon = datetime.now(UTC) + timedelta(seconds=0.3)
+        now_ex = await a.execute(
+            "typed", data={"name": "Bo"}, params={"scheduleDate": soon.isoformat()}
+        )
+        # the later one was submitted first, and is still waiting for its date
+        assert (await a.ended(now_ex["id"]))["state"]["current"] == "SUCCESS"
+        still = await a.client.get(f"/api/v1/executions/{ex['id']}")
+        assert still.json()["state"]["current"] == "CREATED"
+        bad = await a.client.post(
+            f"/api/v1/executions/{NS}/typed", params={"scheduleDate": "tomorrow"}
+        )
+        assert bad.status_code == 400
+
+
+async def test_search_by_time_range(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        await a.deploy(TYPED)
+        ex = await a.execute("typed", data={"name": "Ada"})
+        found = await a.client.get("/api/v1/executions/search", params={"timeRange": "PT1H"})
+        assert [e["id"] for e in found.json()["results"]] == [ex["id"]]
+        both = await a.client.get(
+            "/api/v1/executions/search",
+            params={"timeRange": "PT1H", "startDate": "2024-01-01T00:00:00Z"},
+        )
+        assert both.status_code == 400
+        bad = await a.client.get("/api/v1/executions/search", params={"timeRange": "an hour"})
+        assert bad.status_code == 400

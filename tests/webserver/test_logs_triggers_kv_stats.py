@@ -56,6 +56,9 @@ async def test_logs_of_an_execution_filtered_by_task_and_level(tmp_path: Path) -
         run_id = by_task[0]["taskRunId"]
         by_run = (await a.client.get(url, params={"taskRunId": run_id})).json()
         assert {e["taskRunId"] for e in by_run} == {run_id}
+        first_attempt = (await a.client.get(url, params={"attempt": 1})).json()
+        assert len(first_attempt) == len([e for e in every if e["attemptNumber"] == 1]) > 0
+        assert (await a.client.get(url, params={"attempt": 7})).json() == []
         bad = await a.client.get(url, params={"minLevel": "LOUD"})
         assert bad.status_code == 400
         assert (await a.client.get("/api/v1/logs/nope")).status_code == 404
@@ -71,6 +74,11 @@ async def test_log_download_and_follow(tmp_path: Path) -> None:
         stored = (await a.client.get(f"/api/v1/logs/{ex['id']}")).json()
         assert [e["index"] for e in events] == [e["index"] for e in stored]
         assert "careful in second" in [e["message"] for e in events]
+        only_second = await a.client.get(
+            f"/api/v1/logs/{ex['id']}/follow", params={"taskId": "second"}
+        )
+        second = [json.loads(e["data"])["message"] for e in sse_events(only_second.text)]
+        assert second == ["careful in second"]
         download = await a.client.get(f"/api/v1/logs/{ex['id']}/download")
         assert download.status_code == 200
         assert download.headers["content-type"].startswith("text/plain")
@@ -158,6 +166,8 @@ async def test_namespaces(tmp_path: Path) -> None:
         found = await a.client.get("/api/v1/namespaces/search", params={"q": "TEAM", "size": 1})
         assert found.json()["total"] == 2
         assert [n["id"] for n in found.json()["results"]] == ["co.team"]
+        assert (await a.client.get("/api/v1/namespaces/co.team")).json()["id"] == "co.team"
+        assert (await a.client.get("/api/v1/namespaces/nope")).status_code == 404
 
 
 async def test_kv_set_get_list_delete(tmp_path: Path) -> None:
