@@ -117,6 +117,8 @@ class MysqlBackend(SqlBackendBase):
     :param poll_fastest: the poll interval of a queue while messages flow (seconds).
     :param poll_slowest: the longest interval an idle queue backs off to; the most a
         message published by another process waits to be seen.
+    :param poll_busy_seconds: how long after its last activity a queue is still polled
+        at ``poll_fastest`` before backing off.
     :param connect_timeout: seconds to wait for a connection before failing with
         :class:`backends.errors.Transient`.
     """
@@ -130,8 +132,9 @@ class MysqlBackend(SqlBackendBase):
         *,
         pool_min: int = 1,
         pool_max: int = 10,
-        poll_fastest: float = 0.005,
+        poll_fastest: float = 0.002,
         poll_slowest: float = 0.5,
+        poll_busy_seconds: float = 1.0,
         connect_timeout: float = 10.0,
     ) -> None:
         if not 0 <= pool_min <= pool_max or pool_max < 1:
@@ -148,7 +151,7 @@ class MysqlBackend(SqlBackendBase):
         self._clock: Clock = clock or utc_now
         self._pool_min = pool_min
         self._pool_max = pool_max
-        self._poll = (poll_fastest, poll_slowest)
+        self._poll = (poll_fastest, poll_slowest, poll_busy_seconds)
         self._connect_timeout = connect_timeout
         self._core: Core | None = None
         self._stores: MysqlStores | None = None
@@ -198,6 +201,7 @@ class MysqlBackend(SqlBackendBase):
             queue_tables={str(row[0]): str(row[1]) for row in tables},
             poll_fastest=self._poll[0],
             poll_slowest=self._poll[1],
+            poll_busy_seconds=self._poll[2],
         )
         session = AutoSession(core)
         self._core = core

@@ -273,6 +273,26 @@ async def run(connection: Any, sql: str, args: Sequence[Any] = ()) -> int:
         return count
 
 
+def render(connection: Any, sql: str, args: Sequence[Any] = ()) -> str:
+    """``sql`` with ``args`` interpolated as the driver would (PyMySQL binds client
+    side: this is the text it would send), for :func:`batch`."""
+    sql, args = expand_lists(sql, args)
+    return str(sql % tuple(connection.escape(arg) for arg in args))
+
+
+async def batch(connection: Any, statements: Sequence[str]) -> tuple[list[tuple[Any, ...]], int]:
+    """Run rendered ``statements`` in ONE round trip (a multi-statement query); the rows
+    and the row count of the last one. The server stops at the first statement that
+    fails, and its error is raised here (errors untranslated)."""
+    async with connection.cursor() as cursor:
+        await cursor.execute(";\n".join(statements))
+        for _ in statements[1:]:
+            await cursor.nextset()
+        rows: list[tuple[Any, ...]] = list(await cursor.fetchall())
+        count: int = cursor.rowcount
+        return rows, count
+
+
 # -- names -------------------------------------------------------------------------------
 def lock_name(*parts: str) -> str:
     """A GET_LOCK name for ``parts`` (at most 64 characters; names are server-wide, so

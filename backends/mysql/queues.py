@@ -61,13 +61,20 @@ class MysqlQueues:
         queries = await self._s.table_for(queue)
         sql = queries["queue_publish"].replace("{rows}", rows_placeholder(3, len(items)))
         args = [value for key, payload in items for value in (key, bytes(payload), visible)]
-        await self._s.change(sql, *args)
+        await self._s.change_later(sql, *args)
         self._s.committed(queue)
 
     async def claim(
-        self, queue: str, consumer: str, limit: int, lease_seconds: float
+        self,
+        queue: str,
+        consumer: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        prefetch_executions: bool = False,
     ) -> list[QueueMessage]:
-        """Lease up to ``limit`` available messages to ``consumer``, oldest first."""
+        """Lease up to ``limit`` available messages to ``consumer``, oldest first.
+        (``prefetch_executions`` is ignored: get_for_update reads the execution.)"""
         queries = await self._s.find_table(queue)
         if queries is None or limit <= 0:
             return []
@@ -89,7 +96,8 @@ class MysqlQueues:
             if not rows:
                 return []
             ids = tuple(row[0] for row in rows)
-            await tx.change(queries["queue_lease"], consumer, deadline, ids)
+            # sent with the recheck, or with the COMMIT
+            await tx.change_later(queries["queue_lease"], consumer, deadline, ids)
             keyed = tuple(row[0] for row in rows if row[1] is not None)
             if keyed:
                 back = await self._recheck(tx, queries, keyed, consumer, to_micros(now))
@@ -126,9 +134,10 @@ class MysqlQueues:
         queries = self._s.core.known_table(queue)
         if queries is None or not ids:
             return
-        if await self._s.change(queries["queue_ack"], tuple(ids)):
-            # a key may have been freed: the next message of that key may be claimable
-            self._s.committed(queue)
+        await self._s.change_later(queries["queue_ack"], tuple(ids))
+        # a key may have been freed: the next message of that key may be claimable (a
+        # deferred write reports nothing, so consumers are woken whatever was deleted)
+        self._s.committed(queue)
 
     async def nack(self, queue: str, ids: Sequence[int], *, delay_seconds: float = 0.0) -> None:
         """Release the leases; the messages come back (after ``delay_seconds``)."""

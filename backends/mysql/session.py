@@ -14,12 +14,13 @@ interval of each queue).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from backends.errors import Transient
-from backends.mysql.connection import lock_name, query, run, translated
+from backends.mysql.connection import batch, lock_name, query, render, run, translated
 from backends.protocols import Clock
 from backends.sql.aio import finish
 from backends.sql.dialect import MysqlDialect
@@ -54,22 +55,27 @@ _RELEASE_LOCKS = "DO RELEASE_ALL_LOCKS()"
 
 
 class Poll:
-    """The adaptive poll interval of one queue: ``fastest`` after activity (a claim
-    found messages, a local publish), doubling with each wait that ended with nothing,
-    up to ``slowest``."""
+    """The adaptive poll interval of one queue: ``fastest`` while messages flow (a
+    claim found some, a local publish, a poll that found one, in the last
+    ``busy_seconds``), then doubling with each poll that finds nothing, up to
+    ``slowest``. Any activity brings it back to ``fastest`` at once."""
 
-    __slots__ = ("fastest", "interval", "slowest")
+    __slots__ = ("busy_seconds", "fastest", "interval", "last_active", "slowest")
 
-    def __init__(self, fastest: float, slowest: float) -> None:
+    def __init__(self, fastest: float, slowest: float, busy_seconds: float = 1.0) -> None:
         self.fastest = fastest
         self.slowest = slowest
+        self.busy_seconds = busy_seconds
         self.interval = fastest
+        self.last_active = time.monotonic()
 
     def active(self) -> None:
         self.interval = self.fastest
+        self.last_active = time.monotonic()
 
     def idle(self) -> None:
-        self.interval = min(self.slowest, self.interval * 2)
+        if time.monotonic() - self.last_active >= self.busy_seconds:
+            self.interval = min(self.slowest, self.interval * 2)
 
 
 class Core(Wakeups):
@@ -89,6 +95,7 @@ class Core(Wakeups):
         queue_tables: dict[str, str],
         poll_fastest: float,
         poll_slowest: float,
+        poll_busy_seconds: float,
     ) -> None:
         super().__init__()
         self.pool = pool
@@ -98,6 +105,7 @@ class Core(Wakeups):
         self.queries = queries
         self.poll_fastest = poll_fastest
         self.poll_slowest = poll_slowest
+        self.poll_busy_seconds = poll_busy_seconds
         self._queue_queries = queue_queries
         #: queue name -> the rendered queries of its table
         self._tables: dict[str, tuple[str, Any]] = {}
@@ -166,7 +174,9 @@ class Core(Wakeups):
     def poll(self, queue: str) -> Poll:
         poll = self._polls.get(queue)
         if poll is None:
-            poll = self._polls[queue] = Poll(self.poll_fastest, self.poll_slowest)
+            poll = self._polls[queue] = Poll(
+                self.poll_fastest, self.poll_slowest, self.poll_busy_seconds
+            )
         return poll
 
     def poll_intervals(self) -> dict[str, float]:
@@ -261,7 +271,15 @@ class AutoSession(Session):
 
 class TxSession(Session):
     """The session of one transaction: one pooled connection, from ``BEGIN`` to
-    ``COMMIT`` or ``ROLLBACK``."""
+    ``COMMIT`` or ``ROLLBACK``.
+
+    Round trips are what a transaction mostly costs here (PyMySQL has no pipelining
+    and MySQL no prepared statements worth it), so they are saved: ``BEGIN`` and the
+    blind writes (``change_later``: save, publish, ack, ...) wait, rendered, and go
+    with the next statement whose answer is needed, or with the ``COMMIT``, as one
+    multi-statement query. A transaction that claims, saves, publishes and acks costs
+    its reads plus one round trip. An error in a deferred write surfaces there, and
+    the whole transaction rolls back, as for any other failed statement."""
 
     def __init__(self, core: Core, connection: Conn) -> None:
         super().__init__(core)
@@ -269,6 +287,9 @@ class TxSession(Session):
         self.open = True
         #: the connection holds named locks to release when the transaction ends
         self.holds_locks = False
+        #: BEGIN reached the server (else nothing is to roll back)
+        self._begun = False
+        self._pending: list[str] = []
         self._to_wake: set[str] = set()
 
     def _check(self) -> None:
@@ -276,18 +297,39 @@ class TxSession(Session):
             raise RuntimeError("the transaction is over; its stores cannot be used any more")
 
     async def begin(self) -> None:
-        with translated(f"at {self.core.where}"):
-            await self.connection.begin()
+        """Start the transaction: BEGIN goes with the first statement."""
+        self._pending.append("BEGIN")
+
+    async def drop(self) -> None:
+        """Give back the connection of a transaction that never began."""
+        self.open = False
+        self.core.pool.release(self.connection)
+
+    async def _send(
+        self, statement: str | None, *, ending: Sequence[str] = ()
+    ) -> tuple[list[Row], int]:
+        """One round trip: what waits, then ``statement`` (or nothing), then ``ending``."""
+        statements = [*self._pending, *([] if statement is None else [statement]), *ending]
+        self._pending = []
+        if "BEGIN" in statements[:1]:
+            self._begun = True
+        return await batch(self.connection, statements)
 
     async def select(self, sql: str, *args: Any) -> list[Row]:
         self._check()
         with translated(f"at {self.core.where}"):
-            return await query(self.connection, sql, args)
+            rows, _ = await self._send(render(self.connection, sql, args))
+            return rows
 
     async def change(self, sql: str, *args: Any) -> int:
         self._check()
         with translated(f"at {self.core.where}"):
-            return await run(self.connection, sql, args)
+            _, count = await self._send(render(self.connection, sql, args))
+            return count
+
+    async def change_later(self, sql: str, *args: Any) -> None:
+        self._check()
+        self._pending.append(render(self.connection, sql, args))
 
     async def atomically(self, op: Callable[[Any], Awaitable[T]]) -> T:
         return await op(self)
@@ -296,35 +338,34 @@ class TxSession(Session):
         self._to_wake.add(queue)
 
     async def commit(self) -> None:
-        """COMMIT, wake this process's consumers, give the connection back. A
-        cancellation arriving meanwhile waits for all that (the server commits anyway)."""
+        """COMMIT (with what waits), wake this process's consumers, give the connection
+        back. A cancellation arriving meanwhile waits for all that (the server commits
+        anyway)."""
         self._check()
         self.open = False
         await finish(self._end(commit=True))
 
     async def rollback(self) -> None:
-        """ROLLBACK what was sent, give the connection back."""
+        """ROLLBACK what was sent, drop what waits, give the connection back."""
         self.open = False
+        self._pending = []
         await finish(self._end(commit=False))
 
     async def _end(self, *, commit: bool) -> None:
         connection = self.connection
+        release = [_RELEASE_LOCKS] if self.holds_locks else []
         reusable = False
         try:
             if commit:
-                with translated(f"at {self.core.where}: COMMIT"):
-                    await connection.commit()
+                if self._begun or len(self._pending) > 1:
+                    with translated(f"at {self.core.where}: COMMIT"):
+                        await self._send(None, ending=["COMMIT", *release])
                 self.core.wake(list(self._to_wake))
-            elif not connection.closed:
+            elif self._begun and not connection.closed:
                 try:
-                    await connection.rollback()
+                    await batch(connection, ["ROLLBACK", *release])
                 except Exception:
                     # unusable: dropping it rolls the transaction back, frees its locks
-                    connection.close()
-            if self.holds_locks and not connection.closed:
-                try:
-                    await run(connection, _RELEASE_LOCKS)
-                except Exception:
                     connection.close()
             reusable = True
         finally:
@@ -332,10 +373,3 @@ class TxSession(Session):
                 # the COMMIT failed: nobody knows what the connection holds
                 connection.close()
             self.core.pool.release(connection)
-
-    async def drop(self) -> None:
-        """Give back a connection whose BEGIN failed."""
-        self.open = False
-        if not self.connection.closed:
-            self.connection.close()
-        self.core.pool.release(self.connection)

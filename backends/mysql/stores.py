@@ -58,7 +58,7 @@ class MysqlLogs(SqlLogs):
                 next_seq[entry.execution_id] = seq + 1
                 rows.append(log_row(entry, seq))
             insert = q["log_insert"].replace("{rows}", rows_placeholder(11, len(rows)))
-            await tx.change(insert, *(value for row in rows for value in row))
+            await tx.change_later(insert, *(value for row in rows for value in row))
 
         await self._s.atomically(op)
 
@@ -70,7 +70,9 @@ class MysqlKills(SqlKills):
         now = to_micros(self._s.now())
         ids = list(dict.fromkeys(task_run_ids))
         sql = self._q["kill_request"].replace("{rows}", rows_placeholder(2, len(ids)))
-        await self._s.change(sql, *(value for task_run_id in ids for value in (task_run_id, now)))
+        await self._s.change_later(
+            sql, *(value for task_run_id in ids for value in (task_run_id, now))
+        )
 
 
 class MysqlStores:

@@ -350,28 +350,31 @@ async def test_message_ids_stay_unique_across_queues(
 
 @pytest.mark.asyncio
 async def test_a_publish_on_one_backend_wakes_a_wait_on_the_other_by_polling(
-    pair: tuple[MysqlBackend, MysqlBackend],
+    pair: tuple[MysqlBackend, MysqlBackend], dsn: str
 ) -> None:
-    first, second = pair
+    first, _ = pair
     await first.queues.publish(Q, [(None, b"warm-up")])  # the table exists
-    [warm] = await second.queues.claim(Q, "w", 1, lease_seconds=10)
-    await second.queues.ack(Q, [warm.id])
-    # an idle queue backs off ...
-    for _ in range(4):
-        await second.queues.wait(Q, at_most=0.05)
-    slowed = second.statistics()["polls"][Q]
-    assert slowed > 0.005
-    # ... and a message from another process still ends the wait, long before at_most
-    waiter = asyncio.create_task(second.queues.wait(Q, at_most=30))
-    try:
-        await asyncio.sleep(0.05)
-        assert not waiter.done()
-        await first.queues.publish(Q, [(None, b"job")])
-        await asyncio.wait_for(waiter, timeout=5)
-    finally:
-        await cancel_quietly(waiter)
-    # activity brings the interval back down
-    assert second.statistics()["polls"][Q] == 0.005
+    async with MysqlBackend(
+        dsn, clock=first.clock, poll_fastest=0.002, poll_busy_seconds=0.05
+    ) as other:
+        [warm] = await other.queues.claim(Q, "w", 1, lease_seconds=10)
+        await other.queues.ack(Q, [warm.id])
+        # a queue idle past its busy time backs off ...
+        await asyncio.sleep(0.06)
+        for _ in range(4):
+            await other.queues.wait(Q, at_most=0.05)
+        assert other.statistics()["polls"][Q] > 0.002
+        # ... and a message from another process still ends the wait, long before at_most
+        waiter = asyncio.create_task(other.queues.wait(Q, at_most=30))
+        try:
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+            await first.queues.publish(Q, [(None, b"job")])
+            await asyncio.wait_for(waiter, timeout=5)
+        finally:
+            await cancel_quietly(waiter)
+        # finding it brought the interval back down
+        assert other.statistics()["polls"][Q] == 0.002
 
 
 # -- leader lock -------------------------------------------------------------------------
