@@ -248,7 +248,12 @@ async def search(request: Request) -> Response:
             raise ApiError(
                 400, f"query parameter `timeRange`: {time_range!r} is not an ISO-8601 duration"
             ) from None
-        started_after = app.backend.clock() - span
+        try:
+            started_after = app.backend.clock() - span
+        except OverflowError:
+            raise ApiError(
+                400, f"query parameter `timeRange`: {time_range!r} is too long"
+            ) from None
     where = ExecutionFilter(
         namespace=q_str(request, "namespace"),
         flow_id=q_str(request, "flowId"),

@@ -38,22 +38,26 @@ async def daily(request: Request) -> Response:
         raise ApiError(400, f"the request body is not a statistics request: {exc}") from None
     now = app.backend.clock().astimezone(UTC)
     end = parse_datetime(body.end_date, "endDate") if body.end_date else now
-    start = (
-        parse_datetime(body.start_date, "startDate")
-        if body.start_date
-        else end - timedelta(days=29)
-    )
-    first, last = start.date(), end.date()
-    if last < first:
-        raise ApiError(422, "endDate is before startDate")
-    if (last - first).days + 1 > MAX_DAYS:
-        raise ApiError(422, f"the range covers more than {MAX_DAYS} days: ask for less")
-    where = ExecutionFilter(
-        namespace=body.namespace,
-        flow_id=body.flow_id,
-        started_after=datetime(first.year, first.month, first.day, tzinfo=UTC),
-        started_before=datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1),
-    )
+    try:
+        start = (
+            parse_datetime(body.start_date, "startDate")
+            if body.start_date
+            else end - timedelta(days=29)
+        )
+        first, last = start.date(), end.date()
+        if last < first:
+            raise ApiError(422, "endDate is before startDate")
+        if (last - first).days + 1 > MAX_DAYS:
+            raise ApiError(422, f"the range covers more than {MAX_DAYS} days: ask for less")
+        where = ExecutionFilter(
+            namespace=body.namespace,
+            flow_id=body.flow_id,
+            started_after=datetime(first.year, first.month, first.day, tzinfo=UTC),
+            started_before=datetime(last.year, last.month, last.day, tzinfo=UTC)
+            + timedelta(days=1),
+        )
+    except OverflowError:
+        raise ApiError(422, "the range reaches past the dates this server handles") from None
     counts = await app.backend.executions.daily_counts(where)
     days = {
         first + timedelta(days=i): {s.value: 0 for s in StateType}

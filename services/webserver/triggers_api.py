@@ -143,14 +143,17 @@ async def _backfill(app: AppState, flow: Flow, trigger: Trigger, backfill: Backf
     if end < start:
         raise ApiError(422, "backfill.end is before backfill.start")
     dates = []
-    for date in schedule_iter(trigger, start - timedelta(microseconds=1)):
-        if date > end:
-            break
-        dates.append(date)
-        if len(dates) > MAX_BACKFILL:
-            raise ApiError(
-                422, f"the backfill covers more than {MAX_BACKFILL} dates: split the range"
-            )
+    try:
+        for date in schedule_iter(trigger, start - timedelta(microseconds=1)):
+            if date > end:
+                break
+            dates.append(date)
+            if len(dates) > MAX_BACKFILL:
+                raise ApiError(
+                    422, f"the backfill covers more than {MAX_BACKFILL} dates: split the range"
+                )
+    except (OverflowError, ValueError) as exc:
+        raise ApiError(422, f"the backfill's dates are out of range: {exc}") from None
     labels = (
         backfill.labels
         if isinstance(backfill.labels, dict)

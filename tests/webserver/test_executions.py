@@ -448,3 +448,5 @@ async def test_search_by_time_range(tmp_path: Path) -> None:
         assert both.status_code == 400
         bad = await a.client.get("/api/v1/executions/search", params={"timeRange": "an hour"})
         assert bad.status_code == 400
+        huge = await a.client.get("/api/v1/executions/search", params={"timeRange": "P9999999D"})
+        assert huge.status_code == 400

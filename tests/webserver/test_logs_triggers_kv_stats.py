@@ -156,6 +156,9 @@ async def test_backfill_creates_one_execution_per_past_date(tmp_path: Path) -> N
         too_many = await a.client.put("/api/v1/triggers", json={**body, "backfill": huge})
         assert too_many.status_code == 422
         assert "split the range" in too_many.json()["message"]
+        year_one = {**body["backfill"], "start": "0001-01-01T00:00:00Z"}
+        out_of_range = await a.client.put("/api/v1/triggers", json={**body, "backfill": year_one})
+        assert out_of_range.status_code == 422
 
 
 async def test_namespaces(tmp_path: Path) -> None:
@@ -226,6 +229,9 @@ async def test_daily_stats_count_every_state_of_every_day(tmp_path: Path) -> Non
         years = {"startDate": "2000-01-01T00:00:00Z"}
         too_long = await a.client.post("/api/v1/stats/executions/daily", json=years)
         assert too_long.status_code == 422
+        year_one = {"endDate": "0001-01-01T00:00:00Z"}
+        far = await a.client.post("/api/v1/stats/executions/daily", json=year_one)
+        assert far.status_code == 422
         garbage = await a.client.post("/api/v1/stats/executions/daily", content=b"[1")
         assert garbage.status_code == 400
 
