@@ -107,7 +107,11 @@ async def follow(request: Request) -> Response:
     execution_id = request.path_params["executionId"]
     await load_execution(app, execution_id)
     where = _Filters(request)
-    return EventStream(follow_logs(app, execution_id, where.level, where.task_run_id, where.keeps))
+    last = request.headers.get("last-event-id", "")
+    after = int(last) if last.isdigit() else 0
+    return EventStream(
+        follow_logs(app, execution_id, where.level, where.task_run_id, where.keeps, after)
+    )
 
 
 routes = [

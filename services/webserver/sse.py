@@ -105,11 +105,13 @@ async def follow_logs(
     min_level: str | None,
     task_run_id: str | None,
     keeps: Callable[[LogEntry], bool] = lambda entry: True,
+    after: int = 0,
 ) -> AsyncIterator[bytes]:
-    """Every log entry as it is written, until the execution has ended."""
+    """Every log entry past ``after`` as it is written, until the execution has ended.
+    Each event's id is the entry's place in the log: a client that reconnects with
+    ``Last-Event-ID`` resumes where it stopped."""
     from services.webserver.logs_api import log_json
 
-    after = 0
     idle = 0.0
     while True:
         execution = await app.backend.executions.get(execution_id)

@@ -74,6 +74,12 @@ async def test_log_download_and_follow(tmp_path: Path) -> None:
         stored = (await a.client.get(f"/api/v1/logs/{ex['id']}")).json()
         assert [e["index"] for e in events] == [e["index"] for e in stored]
         assert "careful in second" in [e["message"] for e in events]
+        resumed = await a.client.get(
+            f"/api/v1/logs/{ex['id']}/follow",
+            headers={"last-event-id": str(stored[0]["index"])},
+        )
+        rest = [json.loads(e["data"])["index"] for e in sse_events(resumed.text)]
+        assert rest == [e["index"] for e in stored[1:]]
         only_second = await a.client.get(
             f"/api/v1/logs/{ex['id']}/follow", params={"taskId": "second"}
         )
