@@ -77,6 +77,8 @@ def server_environment(data: Path) -> dict[str, str]:
         if not name.startswith("RUNTIME_") and name != "PYTHONASYNCIODEBUG"
     }
     env["RUNTIME_DATA_DIR"] = str(data)
+    # `run --all` serves the API too: on a free port, not whatever holds 8080
+    env["RUNTIME_WEBSERVER_PORT"] = "0"
     return env
 
 
