@@ -450,3 +450,27 @@ async def test_search_by_time_range(tmp_path: Path) -> None:
         assert bad.status_code == 400
         huge = await a.client.get("/api/v1/executions/search", params={"timeRange": "P9999999D"})
         assert huge.status_code == 400
+
+
+OUTPUT_FILE = flow(
+    "output",
+    """  - id: write
+    type: io.kestra.plugin.scripts.shell.Commands
+    outputFiles:
+      - report.txt
+    commands:
+      - echo quarterly figures > report.txt
+""",
+)
+
+
+async def test_download_a_task_output_file(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        await a.deploy(OUTPUT_FILE)
+        ex = await a.execute("output", params={"wait": "true"})
+        assert ex["state"]["current"] == "SUCCESS", ex
+        uri = ex["taskRunList"][0]["outputs"]["outputFiles"]["report.txt"]
+        response = await a.client.get(f"/api/v1/executions/{ex['id']}/file", params={"path": uri})
+        assert response.status_code == 200
+        assert response.content == b"quarterly figures\n"
+        assert response.headers["content-type"] == "application/octet-stream"
