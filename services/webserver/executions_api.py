@@ -102,9 +102,10 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
 
 
 async def _upload_files(
-    app: AppState, flow: Flow, form: FormInputs, execution_id: str
-) -> tuple[dict[str, str], list[str]]:
-    """Stream each FILE upload to internal storage; the input becomes its URI."""
+    app: AppState, flow: Flow, form: FormInputs, execution_id: str, stored: list[str]
+) -> dict[str, str]:
+    """Stream each FILE upload to internal storage; the input becomes its URI (and
+    goes into ``stored`` at once, for the caller to delete if the request fails)."""
     specs = {spec.id: spec for spec in flow.inputs}
     problems: dict[str, str] = {}
     for name in form.files:
@@ -124,7 +125,8 @@ async def _upload_files(
             filename = "file"
         path = f"executions/{execution_id}/inputs/{name}/{filename}"
         uris[name] = await app.storage.put(flow.namespace, path, _chunks(upload))
-    return uris, list(uris.values())
+        stored.append(uris[name])
+    return uris
 
 
 async def wait_end(app: AppState, execution_id: str, request: Request) -> Execution:
@@ -158,7 +160,7 @@ async def create(request: Request) -> Response:
     stored: list[str] = []
     try:
         given: dict[str, Any] = dict(form.values)
-        uris, stored = await _upload_files(app, flow, form, execution_id)
+        uris = await _upload_files(app, flow, form, execution_id, stored)
         given.update(uris)
         now = app.backend.clock()
         try:

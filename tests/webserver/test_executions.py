@@ -474,3 +474,16 @@ async def test_download_a_task_output_file(tmp_path: Path) -> None:
         assert response.status_code == 200
         assert response.content == b"quarterly figures\n"
         assert response.headers["content-type"] == "application/octet-stream"
+
+
+async def test_uploads_of_a_refused_execution_are_deleted(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        await a.deploy(FILE.replace("type: FILE\n", "type: FILE\n  - id: n\n    type: INT\n"))
+        response = await a.client.post(
+            f"/api/v1/executions/{NS}/file",
+            data={"n": "many"},
+            files={"data": ("a.txt", b"content")},
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["input"] == "n"
+        assert await a.server.storage.list(NS) == []
