@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from runtime.flow import template
 from runtime.flow.execution import new_execution, to_kestra_dict
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError
-from runtime.flow.model import Trigger
+from runtime.flow.model import Flow, Trigger
 from runtime.flow.rules import WEBHOOK_TYPES
 from runtime.flow.template import TemplateError
 from services.executor import submit
@@ -47,6 +48,21 @@ def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
     return out
 
 
+def _key(flow: Flow, trigger: Trigger) -> str | None:
+    """The trigger's key, rendered when it is a template (``{{ vars.key }}``), as Kestra."""
+    key = trigger.key
+    if key is None or not template.has_expression(key):
+        return key
+    variables = {
+        "flow": {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision},
+        "vars": flow.variables,
+    }
+    try:
+        return template.render(key, variables).strip()
+    except TemplateError:
+        return None  # a key that cannot be rendered matches nothing
+
+
 async def webhook(request: Request) -> Response:
     app = state(request)
     namespace = request.path_params["namespace"]
@@ -62,7 +78,7 @@ async def webhook(request: Request) -> Response:
             (
                 t
                 for t in flow.triggers
-                if t.type in WEBHOOK_TYPES and not t.disabled and t.key == key
+                if t.type in WEBHOOK_TYPES and not t.disabled and _key(flow, t) == key
             ),
             None,
         )

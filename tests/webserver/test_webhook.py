@@ -103,3 +103,14 @@ async def test_a_webhook_trigger_without_a_key_is_an_invalid_flow(tmp_path: Path
         problem = response.json()["errors"][0]
         assert problem["message"] == "a Webhook trigger needs a `key`"
         assert (problem["line"], problem["path"]) == (14, "triggers[0]")
+
+
+async def test_a_templated_key_is_rendered_with_the_flow(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        source = HOOK.replace("key: s3cret", 'key: "{{ vars.secret }}-{{ flow.id }}"')
+        await a.deploy(source + "variables:\n  secret: abc\n")
+        ok = await a.client.post(f"/api/v1/executions/webhook/{NS}/hook/abc-hook?page=1")
+        assert ok.status_code == 200
+        literal = "{{ vars.secret }}-{{ flow.id }}"
+        raw = await a.client.post(f"/api/v1/executions/webhook/{NS}/hook/{literal}")
+        assert raw.status_code == 404
