@@ -139,9 +139,19 @@ class Queues(Protocol):
         ...
 
     async def claim(
-        self, queue: str, consumer: str, limit: int, lease_seconds: float
+        self,
+        queue: str,
+        consumer: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        prefetch_executions: bool = False,
     ) -> list[QueueMessage]:
-        """Lease up to ``limit`` available messages to ``consumer``, oldest first."""
+        """Lease up to ``limit`` available messages to ``consumer``, oldest first.
+
+        ``prefetch_executions`` says the keys are execution ids the caller will
+        ``get_for_update`` next, in the same transaction: a backend may lock and read
+        them with the claim (one round trip instead of two), or ignore the hint."""
         ...
 
     async def ack(self, queue: str, ids: Sequence[int]) -> None:

@@ -134,6 +134,7 @@ class Executor:
                 self.consumer_id,
                 self.settings.batch,
                 self.settings.lease_seconds,
+                prefetch_executions=True,
             )
             if not batch:
                 return 0

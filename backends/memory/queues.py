@@ -155,9 +155,16 @@ class MemoryQueues:
         await self._session.write(lambda v: _publish(v, queue, items, available_at))
 
     async def claim(
-        self, queue: str, consumer: str, limit: int, lease_seconds: float
+        self,
+        queue: str,
+        consumer: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        prefetch_executions: bool = False,
     ) -> list[QueueMessage]:
-        """Lease up to ``limit`` available messages to ``consumer``, oldest first."""
+        """Lease up to ``limit`` available messages to ``consumer``, oldest first.
+        (``prefetch_executions`` is ignored: get_for_update reads the execution.)"""
         return await self._session.write(lambda v: _claim(v, queue, consumer, limit, lease_seconds))
 
     async def ack(self, queue: str, ids: Sequence[int]) -> None:

@@ -156,17 +156,8 @@ WHERE lease_until IS NULL AND key IS NOT NULL
 CREATE INDEX IF NOT EXISTS {table}_lease ON {table} (lease_until)
 WHERE lease_until IS NOT NULL
 
--- name: queue_publish
--- $1 keys, $2 payloads (publication order: ids follow it), $3 visible from,
--- $4 channel, $5 sender. Every publish wakes consumers, delayed ones too: an idle
--- consumer sleeps until the earliest message is due, which may have just moved.
-WITH published AS (
-    INSERT INTO {table} (key, payload, available_at)
-    SELECT u.key, u.payload, $3
-    FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(key, payload, ord)
-    ORDER BY u.ord
-)
-SELECT pg_notify($4, $5)
+-- (publishing and acking are written by backends/postgres/deferred.py: a transaction
+-- sends them together with its execution saves, as one statement)
 
 -- name: queue_claim
 -- $1 consumer, $2 lease deadline, $3 now, $4 limit, $5 the queue's advisory lock class.
@@ -191,6 +182,28 @@ FROM (
 WHERE q.id = picked.id
   AND (picked.key IS NULL OR pg_try_advisory_xact_lock($5, hashtext(picked.key)))
 RETURNING q.id, q.key, q.payload, q.attempts
+
+-- name: queue_claim_executions
+-- queue_claim, locking and reading the execution each key names (the executor's next
+-- step, a round trip saved); NULL where the execution does not exist
+WITH claimed AS (
+    UPDATE {table} AS q SET lease_owner = $1, lease_until = $2
+    FROM (
+        SELECT m.id, m.key FROM {table} AS m
+        WHERE m.lease_until IS NULL AND m.available_at <= $3
+          AND (m.key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM {table} AS o WHERE o.key = m.key AND o.lease_until IS NOT NULL))
+        ORDER BY m.id
+        LIMIT $4
+        FOR UPDATE SKIP LOCKED
+    ) AS picked
+    WHERE q.id = picked.id
+      AND (picked.key IS NULL OR pg_try_advisory_xact_lock($5, hashtext(picked.key)))
+    RETURNING q.id, q.key, q.payload, q.attempts
+)
+SELECT c.id, c.key, c.payload, c.attempts,
+       (SELECT e.data FROM executions AS e WHERE e.id = c.key FOR UPDATE) AS execution
+FROM claimed AS c
 
 -- name: queue_claim_recheck
 -- $1 the keyed messages a claim just leased, $2 its consumer, $3 its "now", $4 channel,
@@ -220,12 +233,6 @@ WITH given_back AS (
     RETURNING m.id
 ), counted AS (SELECT array_agg(id) AS ids FROM given_back)
 SELECT ids, CASE WHEN ids IS NOT NULL THEN pg_notify($4, $5) END FROM counted
-
--- name: queue_ack
--- $1 ids, $2 channel, $3 sender; wakes consumers when a key may have been freed
-WITH gone AS (DELETE FROM {table} WHERE id = ANY($1::bigint[]) RETURNING key),
-     freed AS (SELECT count(key) AS keyed FROM gone)
-SELECT keyed, CASE WHEN keyed > 0 THEN pg_notify($2, $3) END FROM freed
 
 -- name: queue_nack
 -- $1 ids, $2 when they become visible again, $3 channel, $4 sender

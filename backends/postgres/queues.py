@@ -42,6 +42,7 @@ import math
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from backends.postgres.session import Conn, Session
 from backends.protocols import QueueMessage
@@ -68,17 +69,22 @@ class PostgresQueues:
             visible = to_micros(self._s.now())
         else:
             visible = to_micros(require_aware(available_at, "available_at"))
-        keys = [key for key, _ in items]
-        data = [bytes(payload) for _, payload in items]
+        rows = [(key, bytes(payload)) for key, payload in items]
         table = await self._s.table_for(queue)
-        sql = table.queries["queue_publish"]
-        await self._s.write(sql, keys, data, visible, table.channel, self._s.sender)
-        self._s.committed(queue)
+        await self._s.defer(lambda deferred: deferred.publish(queue, table, rows, visible))
 
     async def claim(
-        self, queue: str, consumer: str, limit: int, lease_seconds: float
+        self,
+        queue: str,
+        consumer: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        prefetch_executions: bool = False,
     ) -> list[QueueMessage]:
-        """Lease up to ``limit`` available messages to ``consumer``, oldest first."""
+        """Lease up to ``limit`` available messages to ``consumer``, oldest first; with
+        ``prefetch_executions``, the same statement locks and reads the executions the
+        keys name, for the transaction's ``get_for_update`` (in a transaction only)."""
         self._s.core.subscribe(queue)
         table = await self._s.find_table(queue)
         if table is None or limit <= 0:
@@ -87,8 +93,13 @@ class PostgresQueues:
         deadline = to_micros(now + timedelta(seconds=lease_seconds))
         params = (consumer, deadline, to_micros(now), limit, table.lock_class)
 
+        prefetch = prefetch_executions and self._s.prefetched is not None
+        claim = table.queries["queue_claim_executions" if prefetch else "queue_claim"]
+
         async def op(connection: Conn) -> list[tuple[int, str | None, bytes, int]]:
-            rows = await connection.fetch(table.queries["queue_claim"], *params)
+            rows = await connection.fetch(claim, *params)
+            if prefetch:
+                rows = self._prefetched(rows)
             keyed = [row[0] for row in rows if row[1] is not None]
             if not keyed:
                 return [tuple(row) for row in rows]
@@ -110,16 +121,22 @@ class PostgresQueues:
             for row in rows
         ]
 
+    def _prefetched(self, rows: list[Any]) -> list[tuple[int, str | None, bytes, int]]:
+        """Keep the execution of each claimed key for get_for_update; the message rows."""
+        cache = self._s.prefetched
+        assert cache is not None
+        for row in rows:
+            if row[1] is not None:
+                cache[row[1]] = row[4]
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
+
     async def ack(self, queue: str, ids: Sequence[int]) -> None:
         """Delete the messages: they were handled."""
         table = self._s.core.known_table(queue)
         if table is None or not ids:
             return
-        sql = table.queries["queue_ack"]
-        rows = await self._s.write(sql, list(ids), table.channel, self._s.sender)
-        if rows and rows[0][0]:
-            # A key was freed: the next message of that key may be claimable now.
-            self._s.committed(queue)
+        acked = list(ids)
+        await self._s.defer(lambda deferred: deferred.ack(queue, table, acked))
 
     async def nack(self, queue: str, ids: Sequence[int], *, delay_seconds: float = 0.0) -> None:
         """Release the leases; the messages come back (after ``delay_seconds``)."""

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from backends.errors import Transient
 from backends.postgres.connection import channel, lock_key32, lock_key64, translated
+from backends.postgres.deferred import Deferred
 from backends.postgres.listener import Listener
 from backends.protocols import Clock
 from backends.sql.aio import finish
@@ -43,10 +44,9 @@ QUEUE_DDL = (
 )
 QUEUE_QUERIES = (
     *QUEUE_DDL,
-    "queue_publish",
     "queue_claim",
+    "queue_claim_executions",
     "queue_claim_recheck",
-    "queue_ack",
     "queue_nack",
     "queue_requeue_consumer",
     "queue_requeue_expired",
@@ -187,6 +187,9 @@ class Session:
         self.core = core
         self.queries = core.queries
         self.sender = core.sender
+        #: a transaction's executions locked and read by its claim (execution id ->
+        #: data, None: no such execution), until get_for_update takes them
+        self.prefetched: dict[str, bytes | None] | None = None
 
     def now(self) -> datetime:
         return self.core.clock()
@@ -223,6 +226,22 @@ class Session:
         """Wake this process's consumers of ``queue`` once this session commits (other
         processes are woken by the pg_notify in the statement itself)."""
         raise NotImplementedError
+
+    async def defer(self, write: Callable[[Deferred], None]) -> None:
+        """A write whose result nobody reads (see backends.postgres.deferred): held
+        back by a transaction, sent at once in autocommit."""
+        raise NotImplementedError
+
+    async def send_deferred(self, connection: Conn, deferred: Deferred) -> None:
+        """Send ``deferred`` as one statement on ``connection``."""
+        sql, args, acked = deferred.statement(self.queries["execution_save"], self.sender)
+        row = await connection.fetchrow(sql, *args)
+        for queue in deferred.publishes:
+            self.committed(queue)
+        for n, queue in enumerate(acked):
+            if row is not None and row[n]:
+                # a freed key has a message waiting: it may be claimable now
+                self.committed(queue)
 
     async def find_table(self, queue: str) -> QueueTable | None:
         """The table of ``queue``, if it exists (another process may have made it: a
@@ -281,24 +300,55 @@ class AutoSession(Session):
     def committed(self, queue: str) -> None:
         self.core.wake([queue])
 
+    async def defer(self, write: Callable[[Deferred], None]) -> None:
+        deferred = Deferred()
+        write(deferred)
+        core = self.core
+        core.check_reentry()
+        with translated(f"at {core.where}"):
+            async with core.pool.acquire() as connection:
+                await self.send_deferred(connection, deferred)
+
 
 class TxSession(Session):
     """The session of one ``transaction()``: one pooled connection, from ``BEGIN`` to
-    ``COMMIT`` or ``ROLLBACK``."""
+    ``COMMIT`` or ``ROLLBACK``.
+
+    ``BEGIN`` goes with the first statement, and the deferred writes with the next
+    statement or the commit: a transaction of deferred writes only is one statement,
+    atomic on its own, without ``BEGIN`` and ``COMMIT`` (a worker's report)."""
 
     def __init__(self, core: Core, connection: Conn) -> None:
         super().__init__(core)
         self.connection = connection
         self.open = True
         self._to_wake: set[str] = set()
+        self._begun = False
+        self._deferred = Deferred()
+        self.prefetched = {}
 
     def _check(self) -> None:
         if not self.open:
             raise RuntimeError("the transaction is over; its stores cannot be used any more")
 
     async def begin(self) -> None:
-        with translated(f"at {self.core.where}"):
-            await self.connection.execute("BEGIN")
+        """Nothing yet: BEGIN goes with the transaction's first statement."""
+
+    async def _ready(self) -> None:
+        """Before a statement: BEGIN if not yet, and the deferred writes it must see."""
+        self._check()
+        if not self._begun:
+            with translated(f"at {self.core.where}"):
+                await self.connection.execute("BEGIN")
+            self._begun = True
+        if self._deferred:
+            deferred, self._deferred = self._deferred, Deferred()
+            with translated(f"at {self.core.where}"):
+                await self.send_deferred(self.connection, deferred)
+
+    async def defer(self, write: Callable[[Deferred], None]) -> None:
+        self._check()
+        write(self._deferred)
 
     async def drop(self) -> None:
         """Give back a connection whose BEGIN failed."""
@@ -306,7 +356,7 @@ class TxSession(Session):
         await self.core.pool.release(self.connection)
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
-        self._check()
+        await self._ready()
         with translated(f"at {self.core.where}"):
             rows: list[Record] = await self.connection.fetch(sql, *args)
             return rows
@@ -315,7 +365,7 @@ class TxSession(Session):
         return await self.fetch(sql, *args)
 
     async def change(self, sql: str, *args: Any) -> int:
-        self._check()
+        await self._ready()
         with translated(f"at {self.core.where}"):
             return _count(await self.connection.execute(sql, *args))
 
@@ -323,7 +373,7 @@ class TxSession(Session):
         return await op(self)
 
     async def on_connection(self, op: Op[T]) -> T:
-        self._check()
+        await self._ready()
         with translated(f"at {self.core.where}"):
             return await op(self.connection)
 
@@ -346,21 +396,42 @@ class TxSession(Session):
         connection = self.connection
         try:
             if commit:
-                with translated(f"at {self.core.where}: COMMIT"):
-                    await connection.execute("COMMIT")
+                deferred, self._deferred = self._deferred, Deferred()
+                if not self._begun:
+                    # deferred writes only: one statement, atomic without BEGIN
+                    if deferred:
+                        with translated(f"at {self.core.where}"):
+                            await self.send_deferred(connection, deferred)
+                else:
+                    if deferred:
+                        try:
+                            with translated(f"at {self.core.where}"):
+                                await self.send_deferred(connection, deferred)
+                        except BaseException:
+                            await _rollback(connection)
+                            raise
+                    with translated(f"at {self.core.where}: COMMIT"):
+                        await connection.execute("COMMIT")
                 self.core.wake(list(self._to_wake))
-            elif _usable(connection):
+            elif self._begun:
                 # (a closed connection took its transaction with it)
-                try:
-                    await connection.execute("ROLLBACK")
-                except Exception:
-                    # The connection is unusable; dropping it rolls the transaction back.
-                    connection.terminate()
+                await _rollback(connection)
         finally:
             with contextlib.suppress(Exception):
                 # asyncpg may already have handed a connection the server ended back
                 # to the pool; releasing it again must not hide the original error.
                 await self.core.pool.release(connection)
+
+
+async def _rollback(connection: Any) -> None:
+    """Roll back after a failed statement; a connection that cannot is dropped (which
+    rolls its transaction back)."""
+    if not _usable(connection):
+        return
+    try:
+        await connection.execute("ROLLBACK")
+    except Exception:
+        connection.terminate()
 
 
 def _usable(connection: Any) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from backends.postgres.connection import lock_key32
 from backends.postgres.queues import PostgresQueues
 from backends.postgres.session import Session
-from backends.sql.mapping import log_row, to_micros
+from backends.sql.mapping import decode_execution, log_row, to_micros
 from backends.sql.stores import (
     SqlExecutions,
     SqlFlows,
@@ -20,10 +20,40 @@ from backends.sql.stores import (
     SqlSession,
     SqlTriggers,
 )
+from runtime.flow.execution import Execution
 from runtime.messages import LogEntry
 
 #: first half of the advisory lock a deploy takes on its flow
 _FLOW_LOCK_CLASS = lock_key32("runtime.flows")
+
+
+class PostgresExecutions(SqlExecutions):
+    """Saves wait for the transaction's next statement or its commit (one statement
+    with its other deferred writes); an execution its claim locked is not read again."""
+
+    _s: Session
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._s = session
+
+    async def get_for_update(self, execution_id: str) -> Execution | None:
+        cache = self._s.prefetched
+        if cache is not None and execution_id in cache:
+            data = cache.pop(execution_id)  # locked by this transaction's claim
+            return None if data is None else decode_execution(data)
+        return await super().get_for_update(execution_id)
+
+    async def save(self, execution: Execution) -> None:
+        row = tuple(self._d.execution_params(execution))
+        if self._s.prefetched is not None:
+            self._s.prefetched.pop(execution.id, None)  # no longer what is stored
+        await self._s.defer(lambda deferred: deferred.save(execution.id, row))
+
+    async def delete(self, execution_id: str) -> bool:
+        if self._s.prefetched is not None:
+            self._s.prefetched.pop(execution_id, None)
+        return await super().delete(execution_id)
 
 
 class PostgresFlows(SqlFlows):
@@ -57,7 +87,7 @@ class PostgresStores:
     """The transactional stores, bound to one session."""
 
     def __init__(self, session: Session) -> None:
-        self.executions = SqlExecutions(session)
+        self.executions = PostgresExecutions(session)
         self.queues = PostgresQueues(session)
         self.flows = PostgresFlows(session)
         self.triggers = SqlTriggers(session)
@@ -66,4 +96,11 @@ class PostgresStores:
         self.kills = PostgresKills(session)
 
 
-__all__ = ["PostgresFlows", "PostgresKills", "PostgresLogs", "PostgresStores", "SqlServices"]
+__all__ = [
+    "PostgresExecutions",
+    "PostgresFlows",
+    "PostgresKills",
+    "PostgresLogs",
+    "PostgresStores",
+    "SqlServices",
+]

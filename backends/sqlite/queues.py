@@ -56,9 +56,16 @@ class SqliteQueues:
         self._s.notify(queue)
 
     async def claim(
-        self, queue: str, consumer: str, limit: int, lease_seconds: float
+        self,
+        queue: str,
+        consumer: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        prefetch_executions: bool = False,
     ) -> list[QueueMessage]:
-        """Lease up to ``limit`` available messages to ``consumer``, oldest first."""
+        """Lease up to ``limit`` available messages to ``consumer``, oldest first.
+        (``prefetch_executions`` is ignored: get_for_update reads the execution.)"""
         table = await self._s.find_table(queue)
         if table is None or limit <= 0:
             return []

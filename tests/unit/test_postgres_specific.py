@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 import pytest_asyncio
 
-from backends.errors import Conflict, Transient
+from backends.errors import BackendError, Conflict, Transient
 from backends.postgres import PostgresBackend, migrate
 from backends.postgres.backend import MIGRATIONS
 from backends.postgres.connection import close_quietly, translated
@@ -471,3 +472,98 @@ async def test_upgrading_fills_the_labels_of_existing_executions(schema: str, ad
         assert ([e.id for e in found], total) == (["a"], 1)
         found, _ = await backend.executions.find(ExecutionFilter(labels=(("env", "dev"),)))
         assert [e.id for e in found] == ["b"]
+
+
+# -- deferred writes and the claim's prefetch -----------------------------------------
+@pytest.mark.asyncio
+async def test_prefetched_execution_is_locked_and_saves_are_read_back(
+    pair: tuple[PostgresBackend, PostgresBackend], admin: Any, schema: str
+) -> None:
+    backend, _ = pair
+    created = make_execution("locked", AT)
+    await backend.executions.save(created)
+    await backend.queues.publish("events", [("locked", b"e1"), ("absent", b"e2")])
+    async with backend.transaction() as tx:
+        claimed = await tx.queues.claim("events", "c", 10, 30, prefetch_executions=True)
+        assert [m.key for m in claimed] == ["locked", "absent"]
+        # another session cannot lock the row: the claim holds it
+        with pytest.raises(Exception, match="could not obtain lock"):
+            await admin.fetch(
+                f"SELECT 1 FROM {schema}.executions WHERE id = 'locked' FOR UPDATE NOWAIT"
+            )
+        assert await tx.executions.get_for_update("locked") == created
+        assert await tx.executions.get_for_update("absent") is None
+        # a save in the transaction is what it reads next, prefetched or not
+        moved = msgspec.structs.replace(created, flow_revision=7)
+        await tx.executions.save(moved)
+        assert await tx.executions.get_for_update("locked") == moved
+        await tx.queues.ack("events", [m.id for m in claimed])
+    assert await backend.executions.get("locked") == moved
+    assert await backend.queues.depth("events") == 0
+
+
+@pytest.mark.asyncio
+async def test_deferred_writes_failing_at_commit_roll_everything_back(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    backend, _ = pair
+    await backend.queues.publish("jobs", [(None, b"job")])
+    async with backend.transaction() as tx:
+        (job,) = await tx.queues.claim("jobs", "w", 1, 30)
+
+    async def refused() -> None:
+        async with backend.transaction() as tx:
+            await tx.kv.set("ns", "written", 1)  # sent at once
+            await tx.queues.ack("jobs", [job.id])  # held back...
+            await tx.queues.publish("events", [("k", b"result")])
+            # ...with a save PostgreSQL refuses (text cannot hold NUL)
+            await tx.executions.save(make_execution("bad\x00id", AT))
+
+    with pytest.raises(BackendError):
+        await refused()
+    assert await backend.kv.get("ns", "written") is None
+    assert await backend.queues.depth("jobs") == 1
+    assert await backend.queues.depth("events") == 0
+
+
+@pytest.mark.asyncio
+async def test_a_transaction_of_deferred_writes_only_is_atomic(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    backend, other = pair
+    await backend.queues.publish("jobs", [(None, b"job")])
+    (job,) = await backend.queues.claim("jobs", "w", 1, 30)
+    # the worker's report: ack the job and publish its result (no BEGIN is sent)
+    async with backend.transaction() as tx:
+        await tx.queues.publish("events", [("e", b"result")])
+        await tx.queues.ack("jobs", [job.id])
+    assert await other.queues.depth("jobs") == 0
+    (result,) = await other.queues.claim("events", "x", 5, 30)
+    assert result.payload == b"result"
+
+    async def refused() -> None:
+        async with backend.transaction() as tx:
+            await tx.queues.publish("events", [("e", b"never")])
+            await tx.executions.save(make_execution("bad\x00id", AT))
+
+    with pytest.raises(BackendError):
+        await refused()
+    assert await other.queues.depth("events") == 1  # only the claimed result
+
+
+@pytest.mark.asyncio
+async def test_an_ack_wakes_consumers_only_when_a_message_waits_behind_the_key(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    backend, _ = pair
+    await backend.queues.publish("events", [("a", b"1"), ("b", b"1"), ("b", b"2")])
+    first = await backend.queues.claim("events", "c", 2, 30)
+    assert [(m.key, m.payload) for m in first] == [("a", b"1"), ("b", b"1")]
+    waiting = backend._started().wakeup("events")
+    waiting.clear()
+    await backend.queues.ack("events", [first[0].id])  # nothing waits behind "a"
+    assert not waiting.is_set()
+    await backend.queues.ack("events", [first[1].id])  # ("b", 2) waits behind "b"
+    assert waiting.is_set()
+    (second,) = await backend.queues.claim("events", "c", 10, 30)
+    assert (second.key, second.payload) == ("b", b"2")

@@ -1,0 +1,117 @@
+"""Writes a transaction holds back and sends as ONE statement.
+
+Round trips, not the server's work, dominate a transaction on PostgreSQL: each
+statement waits for the network and for both processes to be scheduled. The writes at
+the end of an executor batch (save the executions, publish the messages the commands
+produced, ack the consumed events) and a worker's report (publish the result, ack the
+job) return nothing their callers use, so a transaction queues them and sends them
+together, as data-modifying CTEs of one statement, when it must: before its next read
+(reads see the transaction's own writes) and at commit. A transaction that did nothing
+else sends that one statement without ``BEGIN``/``COMMIT`` (a statement is atomic on
+its own).
+
+CTEs of one statement run concurrently and must not modify a row twice, so the pieces
+are merged: one upsert per execution id (the last save wins, as it would in sequence),
+one insert per queue table (arrays with ordinality keep publication order, and ids
+follow it), one delete per queue table.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backends.postgres.session import QueueTable
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def renumber(sql: str, offset: int) -> str:
+    """``sql`` with its parameters ``$n`` moved to ``$(n + offset)``."""
+    return _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
+
+
+class Deferred:
+    """The writes one session holds back."""
+
+    __slots__ = ("acks", "publishes", "saves")
+
+    def __init__(self) -> None:
+        #: execution id -> the row parameters of its last save
+        self.saves: dict[str, tuple[Any, ...]] = {}
+        #: queue -> (table, keys, payloads, visible-from instants)
+        self.publishes: dict[str, tuple[QueueTable, list[str | None], list[bytes], list[int]]] = {}
+        #: queue -> (table, ids)
+        self.acks: dict[str, tuple[QueueTable, list[int]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.saves or self.publishes or self.acks)
+
+    def save(self, execution_id: str, row: tuple[Any, ...]) -> None:
+        self.saves.pop(execution_id, None)
+        self.saves[execution_id] = row
+
+    def publish(
+        self, queue: str, table: QueueTable, items: list[tuple[str | None, bytes]], visible: int
+    ) -> None:
+        entry = self.publishes.get(queue)
+        if entry is None:
+            entry = self.publishes[queue] = (table, [], [], [])
+        _, keys, payloads, instants = entry
+        for key, payload in items:
+            keys.append(key)
+            payloads.append(payload)
+            instants.append(visible)
+
+    def ack(self, queue: str, table: QueueTable, ids: list[int]) -> None:
+        entry = self.acks.get(queue)
+        if entry is None:
+            entry = self.acks[queue] = (table, [])
+        entry[1].extend(ids)
+
+    def statement(self, save_sql: str, sender: str) -> tuple[str, list[Any], list[str]]:
+        """The statement, its arguments, and the queues whose acks it reports (its row
+        holds, per such queue in that order, how many messages wait behind the keys the
+        acks freed).
+
+        ``save_sql`` is the single-row execution upsert (``$1``... its columns)."""
+        ctes: list[str] = []
+        counts: list[str] = []
+        notifies: list[str] = []
+        args: list[Any] = [sender]  # $1
+        for n, row in enumerate(self.saves.values()):
+            ctes.append(f"s{n} AS ({renumber(save_sql, len(args))})")
+            args.extend(row)
+        for n, (table, keys, payloads, instants) in enumerate(self.publishes.values()):
+            base = len(args)
+            ctes.append(
+                f"p{n} AS (INSERT INTO {table.name} (key, payload, available_at)"
+                f" SELECT u.key, u.payload, u.at FROM unnest(${base + 1}::text[],"
+                f" ${base + 2}::bytea[], ${base + 3}::bigint[]) WITH ORDINALITY"
+                " AS u(key, payload, at, ord) ORDER BY u.ord)"
+            )
+            notifies.append(f"pg_notify(${base + 4}, $1)")
+            args.extend((keys, payloads, instants, table.channel))
+        acked: list[str] = []
+        for n, (queue, (table, ids)) in enumerate(self.acks.items()):
+            base = len(args)
+            ctes.append(
+                f"a{n} AS (DELETE FROM {table.name} WHERE id = ANY(${base + 1}::bigint[])"
+                " RETURNING key)"
+            )
+            # Only an ack that frees a key with a message waiting behind it makes
+            # something claimable (what is published later wakes consumers itself): no
+            # wake-up otherwise, so a consumer is not woken by its own ack for nothing.
+            waiting = (
+                f"(SELECT count(*) FROM {table.name} AS w WHERE w.lease_until IS NULL"
+                f" AND w.key IN (SELECT key FROM a{n} WHERE key IS NOT NULL))"
+            )
+            counts.append(waiting)
+            notifies.append(f"CASE WHEN {waiting} > 0 THEN pg_notify(${base + 2}, $1) END")
+            args.extend((ids, table.channel))
+            acked.append(queue)
+        # $1 is typed even when nothing notifies
+        selects = ", ".join([*counts, *notifies, "$1::text"])
+        sql = "WITH " + ",\n".join(ctes) + "\nSELECT " + selects
+        return sql, args, acked
