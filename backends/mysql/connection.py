@@ -280,17 +280,20 @@ def render(connection: Any, sql: str, args: Sequence[Any] = ()) -> str:
     return str(sql % tuple(connection.escape(arg) for arg in args))
 
 
-async def batch(connection: Any, statements: Sequence[str]) -> tuple[list[tuple[Any, ...]], int]:
+async def batch(
+    connection: Any, statements: Sequence[str]
+) -> list[tuple[list[tuple[Any, ...]], int]]:
     """Run rendered ``statements`` in ONE round trip (a multi-statement query); the rows
-    and the row count of the last one. The server stops at the first statement that
-    fails, and its error is raised here (errors untranslated)."""
+    and the row count of each. The server stops at the first statement that fails, and
+    its error is raised here (errors untranslated)."""
+    results: list[tuple[list[tuple[Any, ...]], int]] = []
     async with connection.cursor() as cursor:
         await cursor.execute(";\n".join(statements))
-        for _ in statements[1:]:
-            await cursor.nextset()
-        rows: list[tuple[Any, ...]] = list(await cursor.fetchall())
-        count: int = cursor.rowcount
-        return rows, count
+        for n in range(len(statements)):
+            if n:
+                await cursor.nextset()
+            results.append((list(await cursor.fetchall()), cursor.rowcount))
+        return results
 
 
 # -- names -------------------------------------------------------------------------------
@@ -299,6 +302,18 @@ def lock_name(*parts: str) -> str:
     callers include the database)."""
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=24).hexdigest()
     return f"runtime.{digest}"
+
+
+def key_lock_prefix(database: str, queue: str) -> str:
+    """What precedes a key in the name of its lock (see :func:`key_lock_name`)."""
+    return f"queue-key\x1f{database}\x1f{queue}\x1f"
+
+
+def key_lock_name(database: str, queue: str, key: str) -> str:
+    """The GET_LOCK name of a queue key: ``runtime.`` and 48 hex digits of SHA-256 of
+    prefix + key, which the server computes the same way (``queue_lease_locked``)."""
+    digest = hashlib.sha256((key_lock_prefix(database, queue) + key).encode()).hexdigest()
+    return f"runtime.{digest[:48]}"
 
 
 def rows_placeholder(columns: int, rows: int) -> str:

@@ -138,21 +138,39 @@ FOR UPDATE SKIP LOCKED
 -- consumer, deadline, ids
 UPDATE {table} SET lease_owner = %s, lease_until = %s WHERE id IN %s
 
--- name: queue_claim_recheck
--- ids (the keyed messages a claim leased), ids again, its "now", ids again: those to
--- give back, because another lease of their key is now visible, or an older message of
--- their key waits (see backends/mysql/queues.py)
-SELECT m.id FROM {table} AS m
-WHERE m.id IN %s
-  AND (
-      EXISTS (
-          SELECT 1 FROM {table} AS o
-          WHERE o.`key` = m.`key` AND o.lease_until IS NOT NULL AND o.id NOT IN %s)
-      OR EXISTS (
-          SELECT 1 FROM {table} AS o
-          WHERE o.`key` = m.`key` AND o.id < m.id AND o.lease_until IS NULL
-            AND o.available_at <= %s AND o.id NOT IN %s)
-  )
+-- name: queue_lease_locked
+-- consumer, deadline, ids, the key lock prefix: lease the messages that have no key or
+-- whose key's lock this connection holds (the lock name as Core.key_lock makes it)
+UPDATE {table} SET lease_owner = %s, lease_until = %s
+WHERE id IN %s
+  AND (`key` IS NULL
+       OR IS_USED_LOCK(CONCAT('runtime.', LEFT(SHA2(CONCAT(%s, `key`), 256), 48)))
+          = CONNECTION_ID())
+
+-- name: queue_claim_verdicts
+-- ids (the claim's messages), its "now", ids, ids, consumer, deadline: each message
+-- the claim leased, and whether it is out of turn (to give back): another lease of its
+-- key is now visible, or an older message of its key waits (see
+-- backends/mysql/queues.py)
+SELECT m.id,
+       EXISTS (
+           SELECT 1 FROM {table} AS o
+           WHERE o.`key` = m.`key` AND o.lease_until IS NOT NULL AND o.id NOT IN %s)
+       OR EXISTS (
+           SELECT 1 FROM {table} AS o
+           WHERE o.`key` = m.`key` AND o.id < m.id AND o.lease_until IS NULL
+             AND o.available_at <= %s AND o.id NOT IN %s)
+FROM {table} AS m
+WHERE m.id IN %s AND m.lease_owner = %s AND m.lease_until = %s
+
+-- name: queue_prefetch_executions
+-- ids, consumer, deadline: the executions of the keys a claim leased, locked (the
+-- queue table is only read: a locking clause does not reach into a subquery)
+SELECT e.id, e.data FROM executions AS e
+WHERE e.id IN (
+    SELECT m.`key` FROM {table} AS m
+    WHERE m.id IN %s AND m.lease_owner = %s AND m.lease_until = %s)
+FOR UPDATE
 
 -- name: queue_give_back
 UPDATE {table} SET lease_owner = NULL, lease_until = NULL WHERE id IN %s AND lease_owner = %s

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,7 +74,9 @@ class MysqlQueues:
         prefetch_executions: bool = False,
     ) -> list[QueueMessage]:
         """Lease up to ``limit`` available messages to ``consumer``, oldest first.
-        (``prefetch_executions`` is ignored: get_for_update reads the execution.)"""
+        With ``prefetch_executions`` (the keys are execution ids the caller will
+        ``get_for_update`` next), the claim locks and reads them in its last round
+        trip."""
         queries = await self._s.find_table(queue)
         if queries is None or limit <= 0:
             return []
@@ -84,27 +86,44 @@ class MysqlQueues:
 
         async def op(tx: TxSession) -> list[tuple[Any, ...]]:
             rows = await tx.select(queries["queue_claim"], to_micros(now), limit)
-            keys = list(dict.fromkeys(row[1] for row in rows if row[1] is not None))
-            if keys:
-                names = [core.key_lock(queue, key) for key in keys]
-                tx.holds_locks = True
-                got = await tx.select(
-                    "SELECT " + ", ".join(["GET_LOCK(%s, 0)"] * len(names)), *names
-                )
-                refused = {key for key, ok in zip(keys, got[0], strict=True) if ok != 1}
-                rows = [row for row in rows if row[1] not in refused]
             if not rows:
                 return []
             ids = tuple(row[0] for row in rows)
-            # sent with the recheck, or with the COMMIT
-            await tx.change_later(queries["queue_lease"], consumer, deadline, ids)
-            keyed = tuple(row[0] for row in rows if row[1] is not None)
-            if keyed:
-                back = await self._recheck(tx, queries, keyed, consumer, to_micros(now))
-                if back:
-                    tx.committed(queue)  # claimable again
-                    rows = [row for row in rows if row[0] not in back]
-            return rows
+            keys = list(dict.fromkeys(row[1] for row in rows if row[1] is not None))
+            if not keys:
+                # the lease goes with the COMMIT
+                await tx.change_later(queries["queue_lease"], consumer, deadline, ids)
+                return rows
+            # One round trip: try the keys' locks, lease what is unkeyed or locked by
+            # this connection, then recheck (see the module docstring).
+            tx.holds_locks = True
+            names = [core.key_lock(queue, key) for key in keys]
+            await tx.change_later("DO " + ", ".join(["GET_LOCK(%s, 0)"] * len(names)), *names)
+            lock = (core.key_lock_prefix(queue),)
+            await tx.change_later(queries["queue_lease_locked"], consumer, deadline, ids, *lock)
+            asked: list[tuple[str, tuple[Any, ...]]] = [
+                (
+                    queries["queue_claim_verdicts"],
+                    (ids, to_micros(now), ids, ids, consumer, deadline),
+                )
+            ]
+            if prefetch_executions:
+                # the executions of the keys just leased, locked and read in the same
+                # round trip: the executor's get_for_update takes them from here
+                asked.append((queries["queue_prefetch_executions"], (ids, consumer, deadline)))
+            results = await tx.select_many(*asked)
+            verdicts = results[0]
+            kept = {int(row[0]) for row in verdicts if not row[1]}
+            if prefetch_executions:
+                found = {str(row[0]): bytes(row[1]) for row in results[1]}
+                for row in rows:
+                    if row[0] in kept and row[1] is not None:
+                        tx.prefetched[row[1]] = found.get(row[1])
+            back = tuple(int(row[0]) for row in verdicts if row[1])
+            if back:
+                await tx.change_later(queries["queue_give_back"], back, consumer)
+                tx.committed(queue)  # claimable again
+            return [row for row in rows if row[0] in kept]
 
         rows = await self._s.atomically(op)
         if rows:
@@ -114,30 +133,15 @@ class MysqlQueues:
             for row in rows
         ]
 
-    async def _recheck(
-        self,
-        tx: TxSession,
-        queries: Mapping[str, str],
-        keyed: tuple[int, ...],
-        consumer: str,
-        now: int,
-    ) -> set[int]:
-        """Give back the keyed messages leased out of turn; returns their ids."""
-        rows = await tx.select(queries["queue_claim_recheck"], keyed, keyed, now, keyed)
-        back = tuple(int(row[0]) for row in rows)
-        if back:
-            await tx.change(queries["queue_give_back"], back, consumer)
-        return set(back)
-
     async def ack(self, queue: str, ids: Sequence[int]) -> None:
         """Delete the messages: they were handled."""
         queries = self._s.core.known_table(queue)
         if queries is None or not ids:
             return
+        # No in-process wake-up: the deferred delete reports nothing, and waking every
+        # consumer at each ack costs each an empty claim. A message its key held back
+        # is found by the waiting consumers' next poll (2 ms while messages flow).
         await self._s.change_later(queries["queue_ack"], tuple(ids))
-        # a key may have been freed: the next message of that key may be claimable (a
-        # deferred write reports nothing, so consumers are woken whatever was deleted)
-        self._s.committed(queue)
 
     async def nack(self, queue: str, ids: Sequence[int], *, delay_seconds: float = 0.0) -> None:
         """Release the leases; the messages come back (after ``delay_seconds``)."""

@@ -20,7 +20,16 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from backends.errors import Transient
-from backends.mysql.connection import batch, lock_name, query, render, run, translated
+from backends.mysql.connection import (
+    batch,
+    key_lock_name,
+    key_lock_prefix,
+    lock_name,
+    query,
+    render,
+    run,
+    translated,
+)
 from backends.protocols import Clock
 from backends.sql.aio import finish
 from backends.sql.dialect import MysqlDialect
@@ -39,7 +48,9 @@ QUEUE_QUERIES = (
     "queue_publish",
     "queue_claim",
     "queue_lease",
-    "queue_claim_recheck",
+    "queue_lease_locked",
+    "queue_claim_verdicts",
+    "queue_prefetch_executions",
     "queue_give_back",
     "queue_ack",
     "queue_nack",
@@ -67,7 +78,8 @@ class Poll:
         self.slowest = slowest
         self.busy_seconds = busy_seconds
         self.interval = fastest
-        self.last_active = time.monotonic()
+        # not busy until something happens: the first empty poll backs off already
+        self.last_active = time.monotonic() - busy_seconds
 
     def active(self) -> None:
         self.interval = self.fastest
@@ -113,6 +125,8 @@ class Core(Wakeups):
             self.remember(queue, table)
         self._creating = asyncio.Lock()
         self._polls: dict[str, Poll] = {}
+        #: queue -> when the registry last said it has no table
+        self.missing: dict[str, float] = {}
         self.table_lock = lock_name("queue-tables", database)
 
     # -- queue tables --------------------------------------------------------------------
@@ -131,8 +145,11 @@ class Core(Wakeups):
     def all_tables(self) -> dict[str, Any]:
         return {queue: known[1] for queue, known in self._tables.items()}
 
+    def key_lock_prefix(self, queue: str) -> str:
+        return key_lock_prefix(self.database, queue)
+
     def key_lock(self, queue: str, key: str) -> str:
-        return lock_name("queue-key", self.database, queue, key)
+        return key_lock_name(self.database, queue, key)
 
     async def create_table(self, queue: str) -> Any:
         """Create ``queue``'s table if needed, on a connection of its own (DDL commits
@@ -222,12 +239,17 @@ class Session:
 
     async def find_table(self, queue: str) -> Any:
         """The queries of ``queue``'s table, if it exists (another process may have
-        made it: a queue not known here is looked up in the registry)."""
-        known = self.core.known_table(queue)
-        if known is None:
+        made it: a queue not known here is looked up in the registry, at most every
+        half second, so that consumers polling a queue nobody created yet do not
+        query the registry at each poll)."""
+        core = self.core
+        known = core.known_table(queue)
+        if known is None and time.monotonic() - core.missing.get(queue, -1.0) >= 0.5:
             rows = await self.select(self.queries["queue_table"], queue)
             if rows:
-                known = self.core.remember(queue, str(rows[0][0]))
+                known = core.remember(queue, str(rows[0][0]))
+            else:
+                core.missing[queue] = time.monotonic()
         return known
 
     async def refresh_tables(self) -> None:
@@ -291,6 +313,9 @@ class TxSession(Session):
         self._begun = False
         self._pending: list[str] = []
         self._to_wake: set[str] = set()
+        #: executions a claim of this transaction locked and read (id -> data, None:
+        #: no such execution), for get_for_update to take instead of reading again
+        self.prefetched: dict[str, bytes | None] = {}
 
     def _check(self) -> None:
         if not self.open:
@@ -306,25 +331,34 @@ class TxSession(Session):
         self.core.pool.release(self.connection)
 
     async def _send(
-        self, statement: str | None, *, ending: Sequence[str] = ()
-    ) -> tuple[list[Row], int]:
-        """One round trip: what waits, then ``statement`` (or nothing), then ``ending``."""
-        statements = [*self._pending, *([] if statement is None else [statement]), *ending]
-        self._pending = []
-        if "BEGIN" in statements[:1]:
+        self, statements: Sequence[str], *, ending: Sequence[str] = ()
+    ) -> list[tuple[list[Row], int]]:
+        """One round trip: what waits, then ``statements``, then ``ending``; the results
+        of ``statements``."""
+        sent = [*self._pending, *statements, *ending]
+        waited, self._pending = len(self._pending), []
+        if sent[:1] == ["BEGIN"]:
             self._begun = True
-        return await batch(self.connection, statements)
+        results = await batch(self.connection, sent)
+        return results[waited : waited + len(statements)]
 
     async def select(self, sql: str, *args: Any) -> list[Row]:
         self._check()
         with translated(f"at {self.core.where}"):
-            rows, _ = await self._send(render(self.connection, sql, args))
+            [(rows, _)] = await self._send([render(self.connection, sql, args)])
             return rows
+
+    async def select_many(self, *queries: tuple[str, Sequence[Any]]) -> list[list[Row]]:
+        """The rows of several statements, sent together (with what waits)."""
+        self._check()
+        with translated(f"at {self.core.where}"):
+            rendered = [render(self.connection, sql, args) for sql, args in queries]
+            return [rows for rows, _ in await self._send(rendered)]
 
     async def change(self, sql: str, *args: Any) -> int:
         self._check()
         with translated(f"at {self.core.where}"):
-            _, count = await self._send(render(self.connection, sql, args))
+            [(_, count)] = await self._send([render(self.connection, sql, args)])
             return count
 
     async def change_later(self, sql: str, *args: Any) -> None:
@@ -359,7 +393,7 @@ class TxSession(Session):
             if commit:
                 if self._begun or len(self._pending) > 1:
                     with translated(f"at {self.core.where}: COMMIT"):
-                        await self._send(None, ending=["COMMIT", *release])
+                        await self._send([], ending=["COMMIT", *release])
                 self.core.wake(list(self._to_wake))
             elif self._begun and not connection.closed:
                 try:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from backends.mysql.connection import lock_name, rows_placeholder
 from backends.mysql.queues import MysqlQueues
 from backends.mysql.session import Session, TxSession
-from backends.sql.mapping import log_row, to_micros
+from backends.sql.mapping import decode_execution, log_row, to_micros
 from backends.sql.stores import (
     SqlExecutions,
     SqlFlows,
@@ -19,7 +19,20 @@ from backends.sql.stores import (
     SqlSession,
     SqlTriggers,
 )
+from runtime.flow.execution import Execution
 from runtime.messages import LogEntry
+
+
+class MysqlExecutions(SqlExecutions):
+    """get_for_update takes an execution the transaction's claim locked and read
+    already (``claim(..., prefetch_executions=True)``) instead of reading it again."""
+
+    async def get_for_update(self, execution_id: str) -> Execution | None:
+        session = self._s
+        if isinstance(session, TxSession) and execution_id in session.prefetched:
+            data = session.prefetched.pop(execution_id)
+            return None if data is None else decode_execution(data)
+        return await super().get_for_update(execution_id)
 
 
 class MysqlFlows(SqlFlows):
@@ -79,7 +92,7 @@ class MysqlStores:
     """The transactional stores, bound to one session."""
 
     def __init__(self, session: Session) -> None:
-        self.executions = SqlExecutions(session)
+        self.executions = MysqlExecutions(session)
         self.queues = MysqlQueues(session)
         self.flows = MysqlFlows(session)
         self.triggers = SqlTriggers(session)

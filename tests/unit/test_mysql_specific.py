@@ -24,7 +24,7 @@ from backends.mysql.backend import MIGRATIONS
 from backends.mysql.connection import (
     check_version,
     close_quietly,
-    lock_name,
+    key_lock_name,
     query,
     run,
     translated,
@@ -288,7 +288,7 @@ async def test_key_locks_end_with_the_claiming_transaction(
 ) -> None:
     """A claim's GET_LOCKs end with its transaction: no pooled connection keeps one."""
     first, second = pair
-    key_lock = lock_name("queue-key", database_of(dsn), Q, "A")
+    key_lock = key_lock_name(database_of(dsn), Q, "A")
 
     async def lock_holder() -> Any:
         return (await query(admin, "SELECT IS_USED_LOCK(%s)", (key_lock,)))[0][0]
@@ -493,3 +493,30 @@ async def test_concurrent_log_appends_from_two_backends_number_without_gaps(
     assert [entry.seq for entry in e1] == list(range(1, 181))
     e2 = await second.logs.query("e2", limit=10_000)
     assert [entry.seq for entry in e2] == list(range(1, 61))
+
+
+@pytest.mark.asyncio
+async def test_a_claim_can_lock_and_read_its_executions(
+    pair: tuple[MysqlBackend, MysqlBackend], admin: Any, dsn: str
+) -> None:
+    """``prefetch_executions``: the executor's get_for_update is served by the claim."""
+    first, second = pair
+    table = f"{database_of(dsn)}.executions"
+    clock = first.clock
+    assert isinstance(clock, ManualClock)
+    await first.executions.save(make_execution("e1", clock()))
+    await first.queues.publish(Q, [("e1", b"event"), ("nobody", b"orphan")])
+    async with first.transaction() as tx:
+        batch = await tx.queues.claim(Q, "x", 10, 60, prefetch_executions=True)
+        assert [m.key for m in batch] == ["e1", "nobody"]
+        # the claim locked e1's row already
+        with pytest.raises(BackendError, match=r"(?i)lock"), translated("admin"):
+            await query(admin, f"SELECT id FROM {table} WHERE id = 'e1' FOR UPDATE NOWAIT")
+        execution = await tx.executions.get_for_update("e1")
+        assert execution is not None
+        assert execution.id == "e1"
+        assert await tx.executions.get_for_update("nobody") is None
+        await tx.executions.save(execution)
+        await tx.queues.ack(Q, [m.id for m in batch])
+    assert await second.queues.depth(Q) == 0
+    assert await second.executions.get("e1") == execution
