@@ -10,252 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.flow.states import StateType
-
-_STATES = [s.value for s in StateType]
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(kind: str) -> dict[str, Any]:
-    return {"type": kind, "nullable": True}
-
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["message", "status"],
-        "properties": {
-            "message": {"type": "string"},
-            "status": {"type": "integer"},
-            "errors": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "State": {
-        "type": "object",
-        "required": ["current", "histories"],
-        "properties": {
-            "current": {"type": "string", "enum": _STATES},
-            "histories": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["state", "date"],
-                    "properties": {
-                        "state": {"type": "string", "enum": _STATES},
-                        "date": {"type": "string", "format": "date-time"},
-                    },
-                },
-            },
-        },
-    },
-    "Execution": {
-        "type": "object",
-        "required": ["id", "namespace", "flowId", "state", "taskRunList", "inputs"],
-        "properties": {
-            "id": {"type": "string"},
-            "namespace": {"type": "string"},
-            "flowId": {"type": "string"},
-            "flowRevision": _nullable("integer"),
-            "state": _ref("State"),
-            "taskRunList": {"type": "array", "items": {"type": "object"}},
-            "inputs": {"type": "object"},
-            "outputs": _nullable("object"),
-            "labels": {"type": "array", "items": _ref("Label")},
-            "trigger": _nullable("object"),
-        },
-    },
-    "Label": {
-        "type": "object",
-        "required": ["key", "value"],
-        "properties": {"key": {"type": "string", "minLength": 1}, "value": {"type": "string"}},
-    },
-    "ReplayResult": {
-        "type": "object",
-        "required": ["id", "namespace", "flowId", "originalId"],
-        "properties": {
-            "id": {"type": "string"},
-            "namespace": {"type": "string"},
-            "flowId": {"type": "string"},
-            "originalId": {"type": "string"},
-        },
-    },
-    "Flow": {
-        "type": "object",
-        "required": ["id", "namespace", "revision", "deleted", "disabled"],
-        "properties": {
-            "id": {"type": "string"},
-            "namespace": {"type": "string"},
-            "revision": {"type": "integer"},
-            "deleted": {"type": "boolean"},
-            "disabled": {"type": "boolean"},
-            "source": {"type": "string"},
-            "tasks": {"type": "array"},
-        },
-    },
-    "FlowRef": {
-        "type": "object",
-        "required": ["namespace", "id"],
-        "properties": {"namespace": {"type": "string"}, "id": {"type": "string"}},
-    },
-    "Count": {
-        "type": "object",
-        "required": ["count"],
-        "properties": {"count": {"type": "integer"}},
-    },
-    "Validation": {
-        "type": "object",
-        "required": ["index", "problems"],
-        "properties": {
-            "index": {"type": "integer"},
-            "flow": _nullable("string"),
-            "namespace": _nullable("string"),
-            "constraints": _nullable("string"),
-            "problems": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["path", "message", "line", "column"],
-                    "properties": {
-                        "path": {"type": "string"},
-                        "message": {"type": "string"},
-                        "hint": _nullable("string"),
-                        "line": {"type": "integer"},
-                        "column": {"type": "integer"},
-                    },
-                },
-            },
-        },
-    },
-    "LogEntry": {
-        "type": "object",
-        "required": ["executionId", "namespace", "flowId", "timestamp", "level", "message"],
-        "properties": {
-            "executionId": {"type": "string"},
-            "namespace": {"type": "string"},
-            "flowId": {"type": "string"},
-            "taskId": _nullable("string"),
-            "taskRunId": _nullable("string"),
-            "attemptNumber": _nullable("integer"),
-            "timestamp": {"type": "string", "format": "date-time"},
-            "level": {"type": "string"},
-            "message": {"type": "string"},
-            "index": {"type": "integer"},
-        },
-    },
-    "Trigger": {
-        "type": "object",
-        "required": ["abstractTrigger", "triggerContext"],
-        "properties": {
-            "abstractTrigger": {"type": "object"},
-            "triggerContext": {
-                "type": "object",
-                "required": ["namespace", "flowId", "triggerId", "disabled"],
-                "properties": {
-                    "namespace": {"type": "string"},
-                    "flowId": {"type": "string"},
-                    "triggerId": {"type": "string"},
-                    "date": {"type": "string", "nullable": True, "format": "date-time"},
-                    "nextExecutionDate": {
-                        "type": "string",
-                        "nullable": True,
-                        "format": "date-time",
-                    },
-                    "disabled": {"type": "boolean"},
-                },
-            },
-            "backfill": {"type": "object"},
-        },
-    },
-    "TriggerUpdate": {
-        "type": "object",
-        "required": ["namespace", "flowId", "triggerId"],
-        "properties": {
-            "namespace": {"type": "string"},
-            "flowId": {"type": "string"},
-            "triggerId": {"type": "string"},
-            "disabled": {"type": "boolean"},
-            "backfill": {
-                "type": "object",
-                "required": ["start"],
-                "properties": {
-                    "start": {"type": "string", "format": "date-time"},
-                    "end": {"type": "string", "format": "date-time"},
-                    "inputs": {"type": "object"},
-                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                },
-            },
-        },
-    },
-    "SetDisabled": {
-        "type": "object",
-        "required": ["triggers", "disabled"],
-        "properties": {
-            "disabled": {"type": "boolean"},
-            "triggers": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["namespace", "flowId", "triggerId"],
-                    "properties": {
-                        "namespace": {"type": "string"},
-                        "flowId": {"type": "string"},
-                        "triggerId": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
-    "Namespace": {
-        "type": "object",
-        "required": ["id"],
-        "properties": {"id": {"type": "string"}, "disabled": {"type": "boolean"}},
-    },
-    "KVEntry": {
-        "type": "object",
-        "required": ["key", "updateDate"],
-        "properties": {
-            "key": {"type": "string"},
-            "updateDate": {"type": "string", "format": "date-time"},
-            "expirationDate": {"type": "string", "nullable": True, "format": "date-time"},
-        },
-    },
-    "KVValue": {
-        "type": "object",
-        "required": ["type", "value"],
-        "properties": {
-            "type": {
-                "type": "string",
-                "enum": ["STRING", "NUMBER", "BOOLEAN", "DATETIME", "DATE", "JSON"],
-            },
-            "value": {},
-        },
-    },
-    "StatisticRequest": {
-        "type": "object",
-        "properties": {
-            "startDate": {"type": "string", "format": "date-time"},
-            "endDate": {"type": "string", "format": "date-time"},
-            "namespace": {"type": "string"},
-            "flowId": {"type": "string"},
-        },
-    },
-    "DailyStatistics": {
-        "type": "object",
-        "required": ["startDate", "executionCounts"],
-        "properties": {
-            "startDate": {"type": "string", "format": "date"},
-            "executionCounts": {"type": "object", "additionalProperties": {"type": "integer"}},
-        },
-    },
-    "Health": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["UP", "DOWN"]}},
-    },
-}
+from services.webserver.openapi_schemas import SCHEMAS, STATES, ref
 
 
 def _paged(item: str) -> dict[str, Any]:
@@ -263,7 +18,7 @@ def _paged(item: str) -> dict[str, Any]:
         "type": "object",
         "required": ["results", "total"],
         "properties": {
-            "results": {"type": "array", "items": _ref(item)},
+            "results": {"type": "array", "items": ref(item)},
             "total": {"type": "integer"},
         },
     }
@@ -273,7 +28,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-_ERROR = _json(_ref("Error"), "an error, with a message saying what to fix")
+_ERROR = _json(ref("Error"), "an error, with a message saying what to fix")
 
 
 def _op(
@@ -325,7 +80,7 @@ _PAGE = (
     ("size", {"type": "integer", "minimum": 1, "maximum": 1000}),
 )
 _LABELS = ("labels", {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:.*$"}})
-_STATE = ("state", {"type": "array", "items": {"type": "string", "enum": _STATES}})
+_STATE = ("state", {"type": "array", "items": {"type": "string", "enum": STATES}})
 _DATE = {"type": "string", "format": "date-time"}
 _NS_ID = ("namespace", "id")
 _LOG_FILTERS = (
@@ -338,15 +93,15 @@ _EXEC = ("executionId",)
 
 
 def _paths() -> dict[str, dict[str, Any]]:
-    execution = _json(_ref("Execution"))
-    flow = _json(_ref("Flow"))
+    execution = _json(ref("Execution"))
+    flow = _json(ref("Flow"))
     return {
-        "/health": {"get": _op("Liveness: the process answers", "Health", _json(_ref("Health")))},
+        "/health": {"get": _op("Liveness: the process answers", "Health", _json(ref("Health")))},
         "/health/ready": {
             "get": _op(
                 "Readiness: the backend answers (503 while it does not)",
                 "Health",
-                _json(_ref("Health")),
+                _json(ref("Health")),
                 errors=("503",),
             )
         },
@@ -391,7 +146,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Validate flows (YAML documents separated by ---): every problem with its "
                 "line and column",
                 "Flows",
-                _json({"type": "array", "items": _ref("Validation")}),
+                _json({"type": "array", "items": ref("Validation")}),
                 body=_YAML,
             )
         },
@@ -399,8 +154,8 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "Enable flows (a new revision each)",
                 "Flows",
-                _json(_ref("Count")),
-                body=_body("application/json", {"type": "array", "items": _ref("FlowRef")}),
+                _json(ref("Count")),
+                body=_body("application/json", {"type": "array", "items": ref("FlowRef")}),
                 errors=("400", "404", "422"),
             )
         },
@@ -408,8 +163,8 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "Disable flows (a new revision each)",
                 "Flows",
-                _json(_ref("Count")),
-                body=_body("application/json", {"type": "array", "items": _ref("FlowRef")}),
+                _json(ref("Count")),
+                body=_body("application/json", {"type": "array", "items": ref("FlowRef")}),
                 errors=("400", "404", "422"),
             )
         },
@@ -417,7 +172,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "The flows of a namespace",
                 "Flows",
-                _json({"type": "array", "items": _ref("Flow")}),
+                _json({"type": "array", "items": ref("Flow")}),
                 path=("namespace",),
             )
         },
@@ -429,7 +184,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 {
                     "description": "OK",
                     "content": {
-                        "application/json": {"schema": _ref("Flow")},
+                        "application/json": {"schema": ref("Flow")},
                         "application/x-yaml": {"schema": {"type": "string"}},
                     },
                 },
@@ -456,7 +211,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "Every revision of a flow",
                 "Flows",
-                _json({"type": "array", "items": _ref("Flow")}),
+                _json({"type": "array", "items": ref("Flow")}),
                 path=_NS_ID,
                 errors=("404",),
             )
@@ -519,7 +274,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "delete": _op(
                 "Kill an execution and its subflow executions",
                 "Executions",
-                _json(_ref("Execution"), "the kill is under way"),
+                _json(ref("Execution"), "the kill is under way"),
                 status="202",
                 path=_EXEC,
                 query=(("isOnKillCascade", {"type": "boolean"}),),
@@ -530,7 +285,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "Run the failed task runs of an ended execution again",
                 "Executions",
-                _json(_ref("Execution"), "the restart is under way"),
+                _json(ref("Execution"), "the restart is under way"),
                 status="202",
                 path=_EXEC,
                 errors=("404", "409"),
@@ -540,7 +295,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "A new execution replaying this one (from `taskRunId`, else from the start)",
                 "Executions",
-                _json(_ref("ReplayResult"), "the new execution is being created"),
+                _json(ref("ReplayResult"), "the new execution is being created"),
                 status="202",
                 path=_EXEC,
                 query=(("taskRunId", {"type": "string"}), ("revision", {"type": "integer"})),
@@ -564,7 +319,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "Executions",
                 execution,
                 path=_EXEC,
-                body=_body("application/json", {"type": "array", "items": _ref("Label")}),
+                body=_body("application/json", {"type": "array", "items": ref("Label")}),
                 errors=("400", "404", "422"),
             )
         },
@@ -613,7 +368,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "An execution's logs",
                 "Logs",
-                _json({"type": "array", "items": _ref("LogEntry")}),
+                _json({"type": "array", "items": ref("LogEntry")}),
                 path=_EXEC,
                 query=_LOG_FILTERS,
                 errors=("400", "404"),
@@ -662,8 +417,8 @@ def _paths() -> dict[str, dict[str, Any]]:
             "put": _op(
                 "Enable or disable a trigger, or backfill a Schedule over past dates",
                 "Triggers",
-                _json(_ref("Trigger")),
-                body=_body("application/json", _ref("TriggerUpdate")),
+                _json(ref("Trigger")),
+                body=_body("application/json", ref("TriggerUpdate")),
                 errors=("400", "404", "422"),
             )
         },
@@ -671,8 +426,8 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "Enable or disable several triggers",
                 "Triggers",
-                _json(_ref("Count")),
-                body=_body("application/json", _ref("SetDisabled")),
+                _json(ref("Count")),
+                body=_body("application/json", ref("SetDisabled")),
                 errors=("400", "404"),
             )
         },
@@ -688,7 +443,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "A namespace (one of the flows', or a parent of one)",
                 "Namespaces",
-                _json(_ref("Namespace")),
+                _json(ref("Namespace")),
                 path=("namespace",),
                 errors=("404",),
             )
@@ -697,7 +452,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "The keys of a namespace's KV store",
                 "KV",
-                _json({"type": "array", "items": _ref("KVEntry")}),
+                _json({"type": "array", "items": ref("KVEntry")}),
                 path=("namespace",),
             )
         },
@@ -705,7 +460,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "A value and its type",
                 "KV",
-                _json(_ref("KVValue")),
+                _json(ref("KVValue")),
                 path=("namespace", "key"),
                 errors=("404",),
             ),
@@ -732,10 +487,10 @@ def _paths() -> dict[str, dict[str, Any]]:
             "post": _op(
                 "Execution counts per state for each day of a range (default: the last 30 days)",
                 "Stats",
-                _json({"type": "array", "items": _ref("DailyStatistics")}),
+                _json({"type": "array", "items": ref("DailyStatistics")}),
                 body={
                     "required": False,
-                    "content": {"application/json": {"schema": _ref("StatisticRequest")}},
+                    "content": {"application/json": {"schema": ref("StatisticRequest")}},
                 },
                 errors=("400", "422"),
             )
@@ -757,7 +512,7 @@ def openapi_document() -> dict[str, Any]:
             "/health requires HTTP basic authentication.",
         },
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": SCHEMAS,
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
         },
         "security": [{"basic": []}, {}],
