@@ -41,6 +41,7 @@ def _op(
     query: tuple[tuple[str, dict[str, Any]], ...] = (),
     body: dict[str, Any] | None = None,
     errors: tuple[str, ...] = ("400",),
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
@@ -52,6 +53,7 @@ def _op(
         "responses": {
             status: ok if ok is not None else {"description": "done"},
             **dict.fromkeys((*errors, "401", "413"), _ERROR),
+            **(extra or {}),
         },
     }
     if body is not None:
@@ -361,6 +363,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 execution,
                 path=(*_NS_ID, "key"),
                 errors=("404", "422"),
+                extra={"204": {"description": "a condition of the trigger does not hold"}},
             )
             for method in ("get", "post", "put")
         },

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runtime.flow import template
+from runtime.flow.context import is_truthy
 from runtime.flow.execution import new_execution, to_kestra_dict
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError
@@ -46,6 +47,39 @@ def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
     for name, value in items:
         out.setdefault(name, []).append(value)
     return out
+
+
+#: the condition types a webhook evaluates (on the request, before anything is stored)
+EXPRESSION_CONDITIONS = frozenset(
+    {
+        "io.kestra.plugin.core.condition.Expression",
+        "io.kestra.plugin.core.condition.ExpressionCondition",
+        "io.kestra.core.models.conditions.types.VariableCondition",
+    }
+)
+
+
+def _conditions_hold(flow: Flow, trigger: Trigger, variables: dict[str, Any]) -> bool:
+    """Whether every Expression condition of the trigger renders truthy for this request
+    (other condition types are about executions, which a webhook has none of yet)."""
+    context = {
+        "flow": {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision},
+        "vars": flow.variables,
+        "trigger": variables,
+    }
+    for condition in trigger.conditions:
+        expression = condition.get("expression")
+        if condition.get("type") not in EXPRESSION_CONDITIONS or not isinstance(expression, str):
+            continue
+        try:
+            rendered = template.render(expression, context)
+        except TemplateError as exc:
+            raise ApiError(
+                422, f"the condition {expression!r} of trigger {trigger.id!r} failed: {exc}"
+            ) from None
+        if not is_truthy(rendered):
+            return False
+    return True
 
 
 def _key(flow: Flow, trigger: Trigger) -> str | None:
@@ -94,6 +128,8 @@ async def webhook(request: Request) -> Response:
         "headers": _multi(request.headers.items()),
         "parameters": _multi(request.query_params.multi_items()),
     }
+    if not _conditions_hold(flow, trigger, variables):
+        return Response(status_code=204)  # as Kestra: understood, nothing to start
     now = app.backend.clock()
     try:
         inputs = _trigger_inputs(flow, trigger, {"trigger": variables}, now)
