@@ -4,17 +4,23 @@ A claim, in one transaction (the caller's, or its own):
 
 1. ``SELECT ... ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED`` picks the oldest visible,
    unleased messages whose key no committed lease holds, and locks them; concurrent
-   claims pass over each other's rows instead of waiting;
-2. for the keys among them, ``GET_LOCK(key, 0)`` (one statement for all): a key whose
-   lock another session holds is left alone. The locks are held until the claiming
-   transaction ends, which covers the time its leases are invisible to others (the
-   role PostgreSQL's transaction-level advisory locks play);
-3. ``UPDATE`` leases what is left;
-4. when keyed messages were leased, a recheck (a new statement: under READ COMMITTED it
-   sees every lease committed before it, and the key locks keep new ones out) gives
-   back the messages of a key that another lease now holds, or that has an older
-   waiting message the claim did not take. What the claim keeps is, per key, the only
-   lease and a prefix of the key's backlog.
+   claims pass over each other's rows instead of waiting. Without keys among them,
+   the lease (an ``UPDATE``) goes with the COMMIT, and that is all.
+2. With keys, one more round trip sends together:
+
+   - ``GET_LOCK(key, 0)`` for each key: a key whose lock another session holds is left
+     alone. The locks are held until the claiming transaction ends, which covers the
+     time its leases are invisible to others (the role PostgreSQL's
+     transaction-level advisory locks play);
+   - the lease of the messages that are unkeyed or whose key lock this connection
+     holds (``IS_USED_LOCK``, the server hashing the lock name as Python does);
+   - the recheck (a new statement: under READ COMMITTED it sees every lease committed
+     before it, and the key locks keep new ones out), which names the leased
+     messages of a key that another lease now holds, or that has an older waiting
+     message the claim did not take: those are given back. What the claim keeps is,
+     per key, the only lease and a prefix of the key's backlog;
+   - with ``prefetch_executions``, the ``FOR UPDATE`` read of the executions named by
+     the leased keys.
 
 No LISTEN/NOTIFY: consumers of another process find new messages by polling, at an
 interval that is short while messages flow and backs off while the queue stays empty
