@@ -18,7 +18,7 @@ from runtime.flow import rules
 from runtime.flow.model import DagTask, Flow, Input, PluginDefault, Subflow, Task, TaskKind
 from runtime.flow.problems import FlowError, Positions, Problem, Report, describe_value, join
 from runtime.flow.registry import TaskRegistry, UnknownTaskTypeError, default_registry
-from runtime.flow.validate import Checker, yaml_name
+from runtime.flow.validate import Checker, struct_fields, yaml_name
 
 __all__ = ["FlowError", "Problem", "build_flow", "check_flow"]
 
@@ -290,7 +290,7 @@ class _Builder:
         props = dict(item)
         origins: dict[str, str] = {}
         names = {type_name, cls.canonical_type, *cls.aliases}
-        fields = {info.encode_name for info in msgspec.structs.fields(cls)}
+        fields = struct_fields(cls)  # by YAML name
         for path, default in self.defaults:
             prefix = default.type.rstrip(".")
             exact = prefix in names
