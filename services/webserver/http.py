@@ -4,6 +4,7 @@ query-parameter readers that turn a bad value into a 400 naming the parameter.""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,17 +90,41 @@ def no_content() -> Response:
     return Response(status_code=204)
 
 
-async def json_body(request: Request, type_: Any = Any) -> Any:
-    """The request body decoded as JSON into ``type_`` (400 naming what is wrong)."""
-    raw = await request.body()
-    if not raw.strip():
-        raise ApiError(400, "the request body is empty: send a JSON document")
+def too_deep(what: str = "the request body") -> ApiError:
+    return ApiError(400, f"{what} is JSON nested too deeply: flatten it")
+
+
+def decode_json(raw: bytes, type_: Any = Any) -> Any:
+    """``raw`` decoded as JSON into ``type_`` (400 naming what is wrong)."""
     try:
         return msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
         raise ApiError(400, f"the request body is not what this endpoint takes: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec recurses per level of nesting (even to skip an unknown field)
+        raise too_deep() from None
+
+
+def json_or_text(raw: bytes | str) -> Any:
+    """Parsed JSON when ``raw`` is JSON, else its text, as Kestra reads webhook bodies
+    and KV values (400 for JSON nested too deeply to be handled)."""
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+    except RecursionError:
+        raise too_deep() from None
+
+
+async def json_body(request: Request, type_: Any = Any) -> Any:
+    """The request body decoded as JSON into ``type_`` (400 naming what is wrong)."""
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty: send a JSON document")
+    return decode_json(raw, type_)
 
 
 async def text_body(request: Request) -> str:

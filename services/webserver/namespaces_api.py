@@ -3,7 +3,6 @@ namespace's key-value store."""
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ from starlette.routing import Route
 from runtime.flow.durations import DurationError, parse_duration
 from services.webserver.http import (
     ApiError,
+    json_or_text,
     json_response,
     no_content,
     not_found,
@@ -88,11 +88,7 @@ async def kv_put(request: Request) -> Response:
     ``{"a": 1}``), else the text itself. A ``ttl`` header (ISO-8601) expires it."""
     app = state(request)
     namespace, key = request.path_params["namespace"], request.path_params["key"]
-    text = await text_body(request)
-    try:
-        value: Any = json.loads(text)
-    except ValueError:
-        value = text
+    value = json_or_text(await text_body(request))
     ttl = request.headers.get("ttl")
     seconds = None
     if ttl:

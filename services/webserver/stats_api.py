@@ -13,7 +13,13 @@ from starlette.routing import Route
 from backends.errors import BackendError
 from backends.protocols import ExecutionFilter
 from runtime.flow.states import StateType
-from services.webserver.http import ApiError, json_response, parse_datetime, state
+from services.webserver.http import (
+    ApiError,
+    decode_json,
+    json_response,
+    parse_datetime,
+    state,
+)
 
 #: the longest range one request may ask for
 MAX_DAYS = 366
@@ -30,12 +36,7 @@ async def daily(request: Request) -> Response:
     """Every day of the range, each with a count for every state (zeros included)."""
     app = state(request)
     raw = await request.body()
-    try:
-        body = (
-            msgspec.json.decode(raw, type=StatisticRequest) if raw.strip() else StatisticRequest()
-        )
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ApiError(400, f"the request body is not a statistics request: {exc}") from None
+    body = decode_json(raw, StatisticRequest) if raw.strip() else StatisticRequest()
     now = app.backend.clock().astimezone(UTC)
     end = parse_datetime(body.end_date, "endDate") if body.end_date else now
     try:

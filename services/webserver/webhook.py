@@ -9,7 +9,6 @@ not), and one transaction that stores the execution and queues its start.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -28,18 +27,12 @@ from services.executor import submit
 from services.flows import FlowNotFoundError
 from services.triggers import _trigger_inputs
 from services.webserver.executions_api import invalid_inputs
-from services.webserver.http import ApiError, json_response, not_found, state
+from services.webserver.http import ApiError, json_or_text, json_response, not_found, state
 
 
 def _body(raw: bytes) -> Any:
     """Parsed JSON when the body is JSON, else its text (None when empty), as Kestra."""
-    if not raw:
-        return None
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    return json_or_text(raw) if raw else None
 
 
 def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
