@@ -102,13 +102,28 @@ async def download(request: Request) -> Response:
     )
 
 
+#: the largest log index a database column holds (a signed 64-bit integer)
+_MAX_INDEX = 2**63 - 1
+
+
+def _last_event_id(request: Request) -> int:
+    """Where a reconnecting EventSource stopped: the ``index`` of the last entry it got
+    (0, from the start, without the header)."""
+    raw = request.headers.get("last-event-id", "").strip()
+    if not raw:
+        return 0
+    # ASCII only: str.isdigit() also takes '²', which int() refuses
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= _MAX_INDEX):
+        raise ApiError(400, f"header `Last-Event-ID`: {raw[:40]!r} is not the index of a log entry")
+    return int(raw)
+
+
 async def follow(request: Request) -> Response:
     app = state(request)
     execution_id = request.path_params["executionId"]
     await load_execution(app, execution_id)
     where = _Filters(request)
-    last = request.headers.get("last-event-id", "")
-    after = int(last) if last.isdigit() else 0
+    after = _last_event_id(request)
     return EventStream(
         follow_logs(app, execution_id, where.level, where.task_run_id, where.keeps, after)
     )

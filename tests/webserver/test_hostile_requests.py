@@ -44,3 +44,18 @@ async def test_json_nested_too_deeply_is_a_400_on_every_json_body(tmp_path: Path
         for _ in range(50):
             value = value[0]
         assert value == 1
+
+
+async def test_a_malformed_last_event_id_is_a_400(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        await a.deploy(HOOK)
+        ex = await a.execute("hook", params={"wait": "true"})
+        url = f"/api/v1/logs/{ex['id']}/follow"
+        # past int's 4300-digit limit; past a 64-bit column; a digit int() refuses
+        # (the latin-1 byte 0xB2 a client can send raw)
+        for header in (b"9" * 5000, b"9" * 30, str(2**63).encode(), b"\xb2", b"-1", b"abc"):
+            response = await a.client.get(url, headers={"last-event-id": header})
+            assert response.status_code == 400, (header[:10], response.text[:200])
+            assert "Last-Event-ID" in response.json()["message"]
+        for header in (b"", b" 0 ", str(2**63 - 1).encode()):
+            assert (await a.client.get(url, headers={"last-event-id": header})).status_code == 200
