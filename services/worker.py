@@ -3,8 +3,9 @@
 Each job is one attempt of one task run. The worker tells the executor when it
 starts (RUNNING) and how it ended, publishing the final result and acking the job
 in one transaction, so a crash never leaves a result without its job acked or the
-other way round. Jobs are leased to this worker's id for as long as it lives; the
-liveness actor hands the jobs of a worker that stopped heartbeating to others.
+other way round (jobs ending while such a write is in flight share the next one).
+Jobs are leased to this worker's id for as long as it lives; the liveness actor
+hands the jobs of a worker that stopped heartbeating to others.
 
 Kills arrive through the kill store, checked as a job starts and every
 ``kill_poll_seconds`` while it runs. A graceful stop stops claiming, lets running
@@ -22,10 +23,10 @@ import os
 import shutil
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from backends.errors import Transient
 from backends.protocols import Backend, QueueMessage, ServiceInstance, Storage
@@ -99,6 +100,55 @@ class _TaskLogger:
 
     def error(self, message: str) -> None:
         self.log("ERROR", message)
+
+
+class _Report(NamedTuple):
+    """A job's end, to publish with its ack."""
+
+    message: QueueMessage
+    job: WorkerJob
+    result: bytes
+    killed: bool
+
+
+class _Reports:
+    """Group commit of job reports: a report is written at once when no write is in
+    flight; reports arriving during a write go together in the next one. An idle
+    worker's report waits for nothing, a busy worker's cost one transaction per
+    group instead of one per job."""
+
+    def __init__(self, write: Callable[[list[_Report]], Awaitable[None]]) -> None:
+        self._write = write
+        self._pending: list[tuple[_Report, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def send(self, report: _Report) -> None:
+        """Return once ``report`` is committed; raise what its write raised."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((report, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="worker.reports")
+        await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await self._write([report for report, _ in group])
+            except asyncio.CancelledError:
+                for _, future in [*group, *self._pending]:
+                    future.cancel()
+                self._pending = []
+                raise
+            except Exception as exc:
+                # each sender decides (a Transient is retried by its job)
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in group:
+                    if not future.done():
+                        future.set_result(None)
 
 
 class WorkerRunContext:
@@ -212,6 +262,7 @@ class Worker:
         self.running: dict[str, tuple[asyncio.Task[None], WorkerRunContext | None]] = {}
         self._killed: set[str] = set()
         self._buffer = _LogBuffer()
+        self._reports = _Reports(self._write_reports)
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._started = datetime.now(UTC)
@@ -434,23 +485,36 @@ class Worker:
         outputs: Any,
         started: datetime | None = None,
     ) -> None:
-        """Publish the final result and ack the job, together."""
-        logs = self._buffer.take()
+        """Publish the final result and ack the job, together (with the results of
+        the jobs that end meanwhile: see :class:`_Reports`)."""
+        report = _Report(
+            message, job, self._result(job, state, outputs, started), state is StateType.KILLED
+        )
         for attempt in range(10):
             try:
-                async with self.backend.transaction() as tx:
-                    if logs:
-                        await tx.logs.append(logs)
-                    result = self._result(job, state, outputs, started)
-                    await tx.queues.publish(EXECUTOR_QUEUE, [(job.execution_id, result)])
-                    await tx.queues.ack(WORKER_QUEUE, [message.id])
-                    if state is StateType.KILLED:
-                        await tx.kills.clear([job.task_run_id])
+                await self._reports.send(report)
                 return
             except Transient as exc:
                 log.warning("worker.result_retry", error=str(exc), attempt=attempt)
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
         log.error("worker.result_lost", task_run=job.task_run_id)
+
+    async def _write_reports(self, reports: list[_Report]) -> None:
+        """One transaction: the log lines so far, the results, the acks."""
+        logs = self._buffer.take()
+        try:
+            async with self.backend.transaction() as tx:
+                if logs:
+                    await tx.logs.append(logs)
+                results = [(r.job.execution_id, r.result) for r in reports]
+                await tx.queues.publish(EXECUTOR_QUEUE, results)
+                await tx.queues.ack(WORKER_QUEUE, [r.message.id for r in reports])
+                killed = [r.job.task_run_id for r in reports if r.killed]
+                if killed:
+                    await tx.kills.clear(killed)
+        except BaseException:
+            self._buffer.entries[:0] = logs  # they go with the next write
+            raise
 
     async def _give_back(self, message: QueueMessage) -> None:
         try:

@@ -1,0 +1,97 @@
+"""The worker's group commit of job reports (services.worker._Reports)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from backends.errors import Transient
+from backends.protocols import QueueMessage
+from runtime.messages import WorkerJob
+from services.worker import _Report, _Reports
+
+
+async def settle() -> None:
+    """Let the tasks started so far run until they wait."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def report(n: int) -> _Report:
+    job = WorkerJob(
+        execution_id=f"e{n}",
+        task_run_id=f"r{n}",
+        task_id="t",
+        attempt=1,
+        namespace="ns",
+        flow_id="f",
+        flow_revision=1,
+        variables={},
+    )
+    message = QueueMessage(id=n, queue="worker", key=None, payload=b"")
+    return _Report(message, job, f"result {n}".encode(), killed=False)
+
+
+@pytest.mark.asyncio
+async def test_reports_arriving_during_a_write_share_the_next_one() -> None:
+    groups: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def write(reports: list[_Report]) -> None:
+        groups.append([r.message.id for r in reports])
+        if len(groups) == 1:
+            await release.wait()  # the first write is slow
+
+    reports = _Reports(write)
+    first = asyncio.create_task(reports.send(report(1)))
+    await settle()
+    assert groups == [[1]]  # written at once: nothing to wait for
+    later = [asyncio.create_task(reports.send(report(n))) for n in (2, 3, 4)]
+    await settle()
+    assert not first.done()
+    release.set()
+    await asyncio.gather(first, *later)
+    assert groups == [[1], [2, 3, 4]]
+    await reports.send(report(5))
+    assert groups == [[1], [2, 3, 4], [5]]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_write_fails_each_report_of_its_group_only() -> None:
+    calls = 0
+
+    async def write(reports: list[_Report]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0)
+            raise Transient("database restarting")
+
+    reports = _Reports(write)
+    failing = [asyncio.create_task(reports.send(report(n))) for n in (1, 2)]
+    results = await asyncio.gather(*failing, return_exceptions=True)
+    assert [type(r) for r in results] == [Transient, Transient]
+    await reports.send(report(3))  # the next write succeeds
+    assert calls == 2
+
+
+@pytest.mark.asyncio
+async def test_a_sender_cancelled_while_waiting_leaves_the_write_going() -> None:
+    written: list[int] = []
+    release = asyncio.Event()
+
+    async def write(reports: list[_Report]) -> None:
+        await release.wait()
+        written.extend(r.message.id for r in reports)
+
+    reports = _Reports(write)
+    sender = asyncio.create_task(reports.send(report(1)))
+    await settle()
+    sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sender
+    release.set()
+    await reports.send(report(2))
+    # the cancelled sender's report was written anyway: a result is never dropped
+    assert written == [1, 2]
