@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from runtime.messages import LogEntry
 from services.webserver.executions_api import load_execution
-from services.webserver.http import ApiError, AppState, json_response, q_int, q_str, state
+from services.webserver.http import JSON, ApiError, AppState, encode, q_int, q_str, state
 from services.webserver.sse import EventStream, follow_logs
 
 LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
@@ -74,13 +74,29 @@ async def _entries(app: AppState, execution_id: str, where: _Filters) -> AsyncIt
             return
 
 
+#: bytes of JSON gathered before one write of a streamed list
+_CHUNK = 64 * 1024
+
+
 async def find(request: Request) -> Response:
+    """The entries as one JSON array, streamed a page at a time: an execution's log has
+    no bound, so it is never held whole in memory."""
     app = state(request)
     execution_id = request.path_params["executionId"]
     await load_execution(app, execution_id)
     where = _Filters(request)
-    found = [log_json(e) async for e in _entries(app, execution_id, where)]
-    return json_response(found)
+
+    async def array() -> AsyncIterator[bytes]:
+        chunk, separator = bytearray(b"["), b""
+        async for entry in _entries(app, execution_id, where):
+            chunk += separator + encode(log_json(entry))
+            separator = b","
+            if len(chunk) >= _CHUNK:
+                yield bytes(chunk)
+                chunk.clear()
+        yield bytes(chunk + b"]")
+
+    return StreamingResponse(array(), media_type=JSON)
 
 
 async def download(request: Request) -> Response:

@@ -254,3 +254,39 @@ async def test_health_readiness_and_the_openapi_document(tmp_path: Path) -> None
         assert unknown.json()["message"].startswith("no such endpoint")
         wrong_method = await a.client.patch("/api/v1/flows/search")
         assert wrong_method.status_code == 405
+
+
+async def test_a_long_log_is_streamed_whole_across_pages(tmp_path: Path) -> None:
+    """An execution's log has no bound: the list is streamed (no content-length, so
+    never built whole in memory), across the store's pages of 1000, and stays JSON."""
+    from runtime.messages import LogEntry
+
+    async with api(tmp_path) as a:
+        await a.deploy(LOGS)
+        ex = await a.execute("logs", params={"wait": "true"})
+        before = len((await a.client.get(f"/api/v1/logs/{ex['id']}")).json())
+        at = datetime.now(UTC)
+        await a.backend.logs.append(
+            [
+                LogEntry(
+                    execution_id=ex["id"],
+                    namespace=NS,
+                    flow_id="logs",
+                    timestamp=at,
+                    level="INFO",
+                    message=f"line {i} " + "x" * 100,
+                )
+                for i in range(2500)
+            ]
+        )
+        response = await a.client.get(f"/api/v1/logs/{ex['id']}")
+        assert response.status_code == 200
+        assert "content-length" not in response.headers
+        assert response.headers["content-type"] == "application/json"
+        entries = response.json()
+        assert len(entries) == before + 2500
+        indexes = [e["index"] for e in entries]
+        assert indexes == sorted(set(indexes))
+        assert entries[-1]["message"].startswith("line 2499 ")
+        # a filter that keeps nothing is still a JSON array
+        assert (await a.client.get(f"/api/v1/logs/{ex['id']}", params={"taskId": "x"})).json() == []
