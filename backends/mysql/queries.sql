@@ -32,8 +32,8 @@ LIMIT 1
 -- ---------------------------------------------------------------- flows
 -- name: flow_lock
 -- one deploy of a flow at a time (a new flow has no row to lock yet); a named lock,
--- released when the transaction ends
-SELECT GET_LOCK(%s, 30)
+-- released when the transaction ends: name, seconds to wait (1 got it, 0 timed out)
+SELECT GET_LOCK(%s, %s)
 
 -- ---------------------------------------------------------------- logs
 -- name: log_bump_seqs
@@ -92,8 +92,8 @@ SELECT table_name FROM registered_queues WHERE queue = %s
 SELECT COALESCE(MAX(ordinal), 0) + 1 FROM registered_queues
 
 -- name: queue_create_lock
--- one creator of queue tables at a time
-SELECT GET_LOCK(%s, 30)
+-- one creator of queue tables at a time: name, seconds to wait (1 got it, 0 timed out)
+SELECT GET_LOCK(%s, %s)
 
 -- name: queue_create_unlock
 SELECT RELEASE_LOCK(%s)

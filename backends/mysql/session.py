@@ -125,6 +125,9 @@ class Core(Wakeups):
             self.remember(queue, table)
         self._creating = asyncio.Lock()
         self._polls: dict[str, Poll] = {}
+        #: how long a deploy or a queue table's creation waits for its named lock
+        #: before failing with Transient (proceeding without it would race)
+        self.lock_wait_seconds = 30.0
         #: queue -> when the registry last said it has no table
         self.missing: dict[str, float] = {}
         self.table_lock = lock_name("queue-tables", database)
@@ -172,7 +175,14 @@ class Core(Wakeups):
                     ) from None
             try:
                 with translated(where):
-                    await query(connection, q["queue_create_lock"], (self.table_lock,))
+                    lock = (self.table_lock, self.lock_wait_seconds)
+                    [(got,)] = await query(connection, q["queue_create_lock"], lock)
+                    if got != 1:
+                        # without it, two creators could give two queues one id range
+                        raise Transient(
+                            f"MySQL {where}: another process held the queue tables' lock for"
+                            f" {self.lock_wait_seconds:g} s (see SHOW PROCESSLIST); callers retry"
+                        )
                     try:
                         rows = await query(connection, q["queue_table"], (queue,))
                         if not rows:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from backends.errors import Transient
 from backends.mysql.connection import lock_name, rows_placeholder
 from backends.mysql.queues import MysqlQueues
 from backends.mysql.session import Session, TxSession
@@ -42,7 +43,14 @@ class MysqlFlows(SqlFlows):
         assert isinstance(tx, TxSession)
         tx.holds_locks = True
         name = lock_name("flow", tx.core.database, namespace, flow_id)
-        await tx.select(self._q["flow_lock"], name)
+        wait = tx.core.lock_wait_seconds
+        [(got,)] = await tx.select(self._q["flow_lock"], name, wait)
+        if got != 1:
+            # deploying without it could race another deploy to the same revision
+            raise Transient(
+                f"MySQL at {tx.core.where}: another deploy of flow {namespace}.{flow_id} held"
+                f" its lock for {wait:g} s; try again"
+            )
 
 
 class MysqlLogs(SqlLogs):

@@ -25,6 +25,7 @@ from backends.mysql.connection import (
     check_version,
     close_quietly,
     key_lock_name,
+    lock_name,
     query,
     run,
     translated,
@@ -520,3 +521,41 @@ async def test_a_claim_can_lock_and_read_its_executions(
         await tx.queues.ack(Q, [m.id for m in batch])
     assert await second.queues.depth(Q) == 0
     assert await second.executions.get("e1") == execution
+
+
+# -- named locks that do not come ---------------------------------------------------------
+@pytest.mark.asyncio
+async def test_a_deploy_that_cannot_get_its_flow_lock_fails_transient(
+    pair: tuple[MysqlBackend, MysqlBackend], admin: Any, dsn: str
+) -> None:
+    """GET_LOCK answers 0 after its wait: deploying anyway could race another deploy."""
+    first, _ = pair
+    first._started().lock_wait_seconds = 0.2
+    name = lock_name("flow", database_of(dsn), "ns", "held")
+    assert await query(admin, "SELECT GET_LOCK(%s, 0)", (name,)) == [(1,)]
+    try:
+        with pytest.raises(Transient, match=r"deploy of flow ns\.held held its lock"):
+            await first.flows.deploy("ns", "held", "id: held")
+        assert await first.flows.get("ns", "held") is None
+    finally:
+        await query(admin, "SELECT RELEASE_LOCK(%s)", (name,))
+    assert (await first.flows.deploy("ns", "held", "id: held")).revision == 1
+
+
+@pytest.mark.asyncio
+async def test_a_queue_table_that_cannot_get_its_lock_is_not_created(
+    pair: tuple[MysqlBackend, MysqlBackend], admin: Any, dsn: str
+) -> None:
+    """Creating it anyway could give it the id range of a queue created meanwhile."""
+    first, second = pair
+    first._started().lock_wait_seconds = 0.2
+    name = lock_name("queue-tables", database_of(dsn))
+    assert await query(admin, "SELECT GET_LOCK(%s, 0)", (name,)) == [(1,)]
+    try:
+        with pytest.raises(Transient, match=r"queue tables' lock"):
+            await first.queues.publish("fresh", [(None, b"m")])
+    finally:
+        await query(admin, "SELECT RELEASE_LOCK(%s)", (name,))
+    assert await second.queues.depth("fresh") == 0
+    await first.queues.publish("fresh", [(None, b"m")])
+    assert await first.queues.depth("fresh") == 1
