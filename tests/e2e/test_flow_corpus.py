@@ -139,7 +139,10 @@ def _running_dates_match_durations(run: FlowRun) -> None:
     for key, slept in (("short_nap", 0.2), ("long_nap", 0.9)):
         started, ended = interval(runs[key])
         created = instant(runs[key]["state"]["histories"][0]["date"])
-        assert (started - created).total_seconds() < 0.3, f"{key} started late"
+        # (no upper bound on the wait before it started: that is the machine's load;
+        # a RUNNING date taken from the late "still running" report instead of the
+        # start would make long_nap look shorter than it slept, caught below)
+        assert created <= started, f"{key} started before it was created"
         assert (ended - started).total_seconds() >= slept * 0.9, f"{key} ran too briefly"
         attempt_start = runs[key]["attempts"][0]["state"]["histories"][0]
         assert attempt_start["state"] == "RUNNING"
