@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.webserver.helpers import NS, RETURN, YAML, api, flow
@@ -196,3 +200,60 @@ async def test_disable_and_enable(tmp_path: Path) -> None:
         assert unknown.status_code == 404
         malformed = await a.client.post("/api/v1/flows/enable/by-ids", json={"id": 1})
         assert malformed.status_code == 400
+
+
+@pytest.mark.slow
+async def test_parsing_a_large_flow_leaves_the_event_loop_free(tmp_path: Path) -> None:
+    """Megabytes of YAML take seconds to parse: in the event loop, every other request
+    (webhooks, follows) would wait that long. A ticker measures the longest stall of
+    the loop during each request (a full garbage collection still stalls it a little,
+    in any thread, so the bound is half of the request's time, not zero)."""
+    tasks = "".join(
+        f"  - id: t{i}\n    type: io.kestra.plugin.core.log.Log\n    message: line {i}\n"
+        for i in range(8000)
+    )
+    big = f"id: big\nnamespace: {NS}\ntasks:\n{tasks}"
+    async with api(tmp_path, components=()) as a:
+        stalls: list[float] = []
+        last_tick = [time.monotonic()]
+        done = asyncio.Event()
+
+        async def tick() -> None:
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                stalls.append(now - last_tick[0])
+                last_tick[0] = now
+
+        async def longest_stall(request: Awaitable[httpx.Response]) -> tuple[float, float]:
+            stalls.clear()
+            started = time.monotonic()
+            response = await request
+            assert response.status_code == 200, response.text[:200]
+            # a loop blocked to the end of the request has not ticked since
+            ended = time.monotonic()
+            return max([*stalls, ended - last_tick[0]]), ended - started
+
+        ticker = asyncio.create_task(tick())
+        try:
+            measured = {
+                "validate": await longest_stall(
+                    a.client.post("/api/v1/flows/validate", content=big, headers=YAML)
+                ),
+                "create": await longest_stall(
+                    a.client.post("/api/v1/flows", content=big, headers=YAML)
+                ),
+                "update": await longest_stall(
+                    a.client.put(f"/api/v1/flows/{NS}/big", content=big, headers=YAML)
+                ),
+                "get": await longest_stall(a.client.get(f"/api/v1/flows/{NS}/big")),
+                "search": await longest_stall(
+                    a.client.get("/api/v1/flows/search", params={"size": 1000})
+                ),
+            }
+        finally:
+            done.set()
+            await ticker
+        for name, (stall, took) in measured.items():
+            assert took > 0.2, f"{name}: the flow is too small to show a stall"
+            assert stall < took / 2, f"{name}: the event loop stalled {stall:.2f}s of {took:.2f}s"
