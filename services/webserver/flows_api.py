@@ -270,14 +270,19 @@ def with_disabled(source: str, disabled: bool) -> str:
 async def _set_disabled(request: Request, disabled: bool) -> Response:
     refs = await json_body(request, list[FlowRef])
     store = state(request).backend.flows
-    count = 0
+    # Every flow found and its new YAML valid before any is deployed: a 404 or a 422
+    # leaves all of them as they were.
+    changes = []
     for ref in refs:
         record = await store.get(ref.namespace, ref.id)
         if record is None:
             raise not_found(f"flow {ref.namespace}.{ref.id}")
         source = with_disabled(record.source, disabled)
         await parse_or_422(source)
-        updated = await store.deploy(ref.namespace, ref.id, source)
+        changes.append((record, source))
+    count = 0
+    for record, source in changes:
+        updated = await store.deploy(record.namespace, record.id, source)
         count += updated.revision != record.revision
     return json_response({"count": count})
 

@@ -198,6 +198,13 @@ async def test_disable_and_enable(tmp_path: Path) -> None:
             "/api/v1/flows/enable/by-ids", json=[{"namespace": NS, "id": "nope"}]
         )
         assert unknown.status_code == 404
+        # one unknown flow in the list: nothing is changed, not the flows before it
+        partly = await a.client.post(
+            "/api/v1/flows/disable/by-ids", json=[*refs, {"namespace": NS, "id": "nope"}]
+        )
+        assert partly.status_code == 404
+        kept = (await a.client.get(f"/api/v1/flows/{NS}/hello")).json()
+        assert (kept["disabled"], kept["revision"]) == (False, 3)
         malformed = await a.client.post("/api/v1/flows/enable/by-ids", json={"id": 1})
         assert malformed.status_code == 400
 
