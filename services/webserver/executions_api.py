@@ -271,16 +271,30 @@ async def search(request: Request) -> Response:
     return json_response(paged([to_kestra_dict(e) for e in found], total))
 
 
+async def _delete_files(app: AppState, execution: Execution) -> None:
+    """The execution's files in internal storage: its FILE inputs and its tasks'
+    output files (the two places they are written)."""
+    for prefix in (
+        f"executions/{execution.id}/",
+        f"{execution.flow_id}/executions/{execution.id}/",
+    ):
+        for uri in await app.storage.list(execution.namespace, prefix):
+            await app.storage.delete(uri)
+
+
 async def delete(request: Request) -> Response:
+    """As Kestra, the execution's files go with it unless ``deleteStorage=false``."""
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
+    delete_storage = q_bool(request, "deleteStorage", True)
     if not execution.state.terminated:
         raise ApiError(
             409,
             f"execution {execution.id} is {execution.state.current.value}: kill it first, "
             "only an ended execution can be deleted",
         )
-    await app.backend.executions.delete(execution.id)
+    if await app.backend.executions.delete(execution.id) and delete_storage:
+        await _delete_files(app, execution)
     return no_content()
 
 

@@ -264,11 +264,12 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/v1/executions/{executionId}": {
             "get": _op("An execution", "Executions", execution, path=_EXEC, errors=("404",)),
             "delete": _op(
-                "Delete an ended execution",
+                "Delete an ended execution (and its files, unless deleteStorage=false)",
                 "Executions",
                 None,
                 status="204",
                 path=_EXEC,
+                query=(("deleteStorage", {"type": "boolean"}),),
                 errors=("404", "409"),
             ),
         },

@@ -487,3 +487,29 @@ async def test_uploads_of_a_refused_execution_are_deleted(tmp_path: Path) -> Non
         assert response.status_code == 422
         assert response.json()["errors"][0]["input"] == "n"
         assert await a.server.storage.list(NS) == []
+
+
+async def test_delete_removes_the_execution_files_unless_asked_not_to(tmp_path: Path) -> None:
+    """As Kestra (deleteStorage defaults to true): a deleted execution's FILE inputs
+    and task output files would otherwise stay in storage, reachable by nothing."""
+    async with api(tmp_path) as a:
+        await a.deploy(FILE)
+        await a.deploy(OUTPUT_FILE)
+        storage = a.server.storage
+        uploaded = await a.execute("file", params={"wait": "true"}, files={"data": b"x"})
+        output = await a.execute("output", params={"wait": "true"})
+        kept = await a.execute("file", params={"wait": "true"}, files={"data": b"y"})
+        uris = [
+            uploaded["inputs"]["data"],
+            output["taskRunList"][0]["outputs"]["outputFiles"]["report.txt"],
+            kept["inputs"]["data"],
+        ]
+        assert [await storage.exists(u) for u in uris] == [True, True, True]
+        for ex in (uploaded, output):
+            assert (await a.client.delete(f"/api/v1/executions/{ex['id']}")).status_code == 204
+        bad = await a.client.delete(f"/api/v1/executions/{kept['id']}?deleteStorage=maybe")
+        assert bad.status_code == 400
+        keep = await a.client.delete(f"/api/v1/executions/{kept['id']}?deleteStorage=false")
+        assert keep.status_code == 204
+        assert [await storage.exists(u) for u in uris] == [False, False, True]
+        assert await storage.list(NS) == [kept["inputs"]["data"]]
