@@ -13,7 +13,7 @@ its own).
 CTEs of one statement run concurrently and must not modify a row twice, so the pieces
 are merged: one upsert per execution id (the last save wins, as it would in sequence),
 one insert per queue table (arrays with ordinality keep publication order, and ids
-follow it), one delete per queue table.
+follow it), one delete per queue table, one insert of log lines.
 """
 
 from __future__ import annotations
@@ -32,10 +32,39 @@ def renumber(sql: str, offset: int) -> str:
     return _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", sql)
 
 
+#: log lines, numbered per execution in arrival order: ``log_seqs`` hands out the
+#: numbers; its upsert locks each execution's counter row (in execution id order, so
+#: two appends cannot deadlock) until the transaction ends, and reads its latest value
+#: whatever the statement's snapshot, so concurrent appends never share a number.
+#: Parameters: one array per column ($1..$10, renumbered), entries in arrival order.
+LOG_CTES = """log_entries AS (
+    SELECT u.*,
+           row_number() OVER (PARTITION BY u.execution_id ORDER BY u.ord) AS nth,
+           count(*) OVER (PARTITION BY u.execution_id) AS total
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[],
+                $7::text[], $8::text[], $9::text[], $10::int[])
+         WITH ORDINALITY AS u(execution_id, namespace, flow_id, ts, level, level_number,
+                              message, task_run_id, task_id, attempt, ord)
+), log_bumped AS (
+    INSERT INTO log_seqs AS s (execution_id, last_seq)
+    SELECT execution_id, count(*) FROM log_entries GROUP BY execution_id
+    ORDER BY execution_id
+    ON CONFLICT (execution_id) DO UPDATE SET last_seq = s.last_seq + excluded.last_seq
+    RETURNING execution_id, last_seq
+), log_rows AS (
+    INSERT INTO logs (execution_id, seq, namespace, flow_id, timestamp, level, level_number,
+                      message, task_run_id, task_id, attempt)
+    SELECT e.execution_id, b.last_seq - e.total + e.nth, e.namespace, e.flow_id, e.ts,
+           e.level, e.level_number, e.message, e.task_run_id, e.task_id, e.attempt
+    FROM log_entries AS e JOIN log_bumped AS b USING (execution_id)
+)"""
+LOG_COLUMNS = 10
+
+
 class Deferred:
     """The writes one session holds back."""
 
-    __slots__ = ("acks", "publishes", "saves")
+    __slots__ = ("acks", "logs", "publishes", "saves")
 
     def __init__(self) -> None:
         #: execution id -> the row parameters of its last save
@@ -44,9 +73,18 @@ class Deferred:
         self.publishes: dict[str, tuple[QueueTable, list[str | None], list[bytes], list[int]]] = {}
         #: queue -> (table, ids)
         self.acks: dict[str, tuple[QueueTable, list[int]]] = {}
+        #: log lines: one list per column of LOG_CTES
+        self.logs: list[list[Any]] = []
 
     def __bool__(self) -> bool:
-        return bool(self.saves or self.publishes or self.acks)
+        return bool(self.saves or self.publishes or self.acks or self.logs)
+
+    def log(self, columns: list[list[Any]]) -> None:
+        """Append log lines given as one list per column (LOG_COLUMNS of them)."""
+        if not self.logs:
+            self.logs = [[] for _ in range(LOG_COLUMNS)]
+        for mine, more in zip(self.logs, columns, strict=True):
+            mine.extend(more)
 
     def save(self, execution_id: str, row: tuple[Any, ...]) -> None:
         self.saves.pop(execution_id, None)
@@ -83,6 +121,9 @@ class Deferred:
         for n, row in enumerate(self.saves.values()):
             ctes.append(f"s{n} AS ({renumber(save_sql, len(args))})")
             args.extend(row)
+        if self.logs:
+            ctes.append(renumber(LOG_CTES, len(args)))
+            args.extend(self.logs)
         for n, (table, keys, payloads, instants) in enumerate(self.publishes.values()):
             base = len(args)
             ctes.append(

@@ -45,30 +45,8 @@ SELECT pg_advisory_xact_lock($1::int, hashtext($2::text || '/' || $3::text))
 
 -- ---------------------------------------------------------------- logs
 
--- name: log_append
--- $1..$10: one array per column, entries in arrival order. log_seqs hands out the
--- numbers: its upsert locks each execution's counter row (in execution id order, so
--- two appends cannot deadlock) until the transaction ends, and reads its latest value
--- whatever the statement's snapshot: concurrent appends never share a number.
-WITH entries AS (
-    SELECT u.*,
-           row_number() OVER (PARTITION BY u.execution_id ORDER BY u.ord) AS nth,
-           count(*) OVER (PARTITION BY u.execution_id) AS total
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[],
-                $7::text[], $8::text[], $9::text[], $10::int[])
-         WITH ORDINALITY AS u(execution_id, namespace, flow_id, ts, level, level_number,
-                              message, task_run_id, task_id, attempt, ord)
-), bumped AS (
-    INSERT INTO log_seqs AS s (execution_id, last_seq)
-    SELECT execution_id, count(*) FROM entries GROUP BY execution_id ORDER BY execution_id
-    ON CONFLICT (execution_id) DO UPDATE SET last_seq = s.last_seq + excluded.last_seq
-    RETURNING execution_id, last_seq
-)
-INSERT INTO logs (execution_id, seq, namespace, flow_id, timestamp, level, level_number,
-                  message, task_run_id, task_id, attempt)
-SELECT e.execution_id, b.last_seq - e.total + e.nth, e.namespace, e.flow_id, e.ts, e.level,
-       e.level_number, e.message, e.task_run_id, e.task_id, e.attempt
-FROM entries AS e JOIN bumped AS b USING (execution_id)
+-- (log lines are written by backends/postgres/deferred.py, with a transaction's other
+-- deferred writes)
 
 -- ---------------------------------------------------------------- kills
 

@@ -64,16 +64,22 @@ class PostgresFlows(SqlFlows):
 
 
 class PostgresLogs(SqlLogs):
+    _s: Session
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._s = session
+
     async def append(self, entries: Sequence[LogEntry]) -> None:
-        """Store entries, numbering them per execution (``seq``) in arrival order (one
-        statement: see ``log_append``)."""
+        """Store entries, numbering them per execution (``seq``) in arrival order
+        (with the transaction's other deferred writes: see ``deferred.LOG_CTES``)."""
         if not entries:
             return
         rows = [log_row(entry, 0) for entry in entries]
         # one array per column, without the seq the statement computes
         columns = [list(column) for column in zip(*rows, strict=True)]
         del columns[1]
-        await self._s.change_later(self._q["log_append"], *columns)
+        await self._s.defer(lambda deferred: deferred.log(columns))
 
 
 class PostgresKills(SqlKills):
