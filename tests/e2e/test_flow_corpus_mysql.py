@@ -55,3 +55,13 @@ def test_flow_on_mysql(
         SUBFLOWS if case.subflows else None,
     )
     assert_case(run, case)
+    # ran on MySQL, not on the memory backend `flow test` falls back to
+    assert stored(on_mysql, run.execution["id"]), "the execution is not in MySQL"
+
+
+def stored(dsn: str, execution_id: str) -> bool:
+    async def stored() -> bool:
+        async with MysqlBackend(dsn) as backend:
+            return await backend.executions.get(execution_id) is not None
+
+    return asyncio.run(stored())

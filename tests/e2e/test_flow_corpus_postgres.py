@@ -61,3 +61,13 @@ def test_flow_on_postgres(
         SUBFLOWS if case.subflows else None,
     )
     assert_case(run, case)
+    # ran on PostgreSQL, not on the memory backend `flow test` falls back to
+    assert stored(on_postgres, run.execution["id"]), "the execution is not in PostgreSQL"
+
+
+def stored(schema: str, execution_id: str) -> bool:
+    async def get() -> bool:
+        async with PostgresBackend(server_dsn(), schema=schema) as backend:
+            return await backend.executions.get(execution_id) is not None
+
+    return asyncio.run(get())
