@@ -208,9 +208,15 @@ class Executor:
                 event = msgspec.structs.replace(event, running=running)
             execution, produced = apply(execution, flow, event)
             commands.extend(produced)
+        mark = outbox.mark()
+        try:
+            await self.carry_out(tx, flow, execution, commands, outbox)
+        except BaseException:
+            # nothing of this execution's pass goes out (its events are retried)
+            outbox.rollback_to(mark)
+            raise
         if execution is not original:
             await tx.executions.save(execution)
-        await self.carry_out(tx, flow, execution, commands, outbox)
         return execution if execution is not original else None
 
     async def carry_out(
@@ -356,6 +362,13 @@ class Outbox:
         self.logs: list[LogEntry] = []
         #: the flows with Flow triggers, read at the batch's first execution end
         self.trigger_flows: list[Flow] | None = None
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.jobs), len(self.events), len(self.logs)
+
+    def rollback_to(self, mark: tuple[int, int, int]) -> None:
+        """Forget what was added since ``mark``."""
+        del self.jobs[mark[0] :], self.events[mark[1] :], self.logs[mark[2] :]
 
     async def send(self, tx: Stores) -> None:
         if self.jobs:
