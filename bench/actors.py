@@ -13,6 +13,7 @@ import statistics
 import time
 from typing import Any
 
+from bench.model import percentile
 from runtime.actors import Actor, ActorSystem, actor_spec
 
 
@@ -124,7 +125,7 @@ async def run(
         "ask": {
             "rounds": rounds,
             "median_us": ask_median * 1e6,
-            "p99_us": ask_samples[int(len(ask_samples) * 0.99) - 1] * 1e6,
+            "p99_us": (percentile(ask_samples, 0.99) or 0.0) * 1e6,
             "baseline_queue_future_median_us": baseline_ask * 1e6,
             "ratio_to_baseline": ask_median / baseline_ask,
             "target_median_us": 50,

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from backends.postgres.testing import server_dsn
 from bench import postgres
-from bench.model import Result
+from bench.model import Result, percentile
 from bench.targets import FLOOR
 
 #: the MySQL/MariaDB server of the tests and the benchmark
@@ -59,14 +59,15 @@ def mysql_connect_kwargs(dsn: str) -> dict[str, Any]:
 
 def _result(backend: str, samples: list[float], settings: dict[str, Any]) -> Result:
     hop_ms = statistics.median(samples) * 1e3
-    ordered = sorted(samples)
+    p90 = percentile(samples, 0.90)
+    assert p90 is not None, f"no {backend} floor samples"
     return Result(
         measure=FLOOR,
         backend=backend,
         settings={"rounds": len(samples), **settings},
         figures={
             "hop_ms": hop_ms,
-            "hop_p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1e3,
+            "hop_p90_ms": p90 * 1e3,
             "hops_per_s": 1e3 / hop_ms,
         },
         floor_ms=hop_ms,

@@ -8,12 +8,23 @@ ratio is comparable between runs on a noisy machine where absolute numbers drift
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
 
 #: the backend of a measure that uses none (the kernel and engine micro-benchmarks)
 NO_BACKEND = "-"
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q`` quantile (0 < q <= 1): the smallest sample with at least
+    ``q`` of all samples at or below it (p99 of 50 samples is the largest). One
+    definition for every measure; None without samples."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(q * len(ordered) - 1e-9))) - 1]
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):

@@ -40,7 +40,7 @@ import yaml
 
 from bench import profiling
 from bench.e2e import backend_environment
-from bench.model import Result, Step, Target
+from bench.model import Result, Step, Target, percentile
 from bench.procs import cpu_seconds, runtime_command, spawned
 from bench.targets import KEEP_UP, P99_BOUND_MS, THROUGHPUT, THROUGHPUT_PER_S
 from runtime.config import load_config
@@ -183,13 +183,6 @@ async def wait_ready(
 
 
 # -- one step --------------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def execution_id_of(response: httpx.Response) -> str | None:
     if response.status_code >= 300:
         return None

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from bench import actors, e2e, floor, harness, profiling, throughput
 from bench.__main__ import main
-from bench.model import Report, Result, Step, decode, encode
+from bench.model import Report, Result, Step, decode, encode, percentile
 from bench.report import markdown, plot
 from runtime.flow.simulate import Simulation
 from services.cli import cli
@@ -34,6 +34,17 @@ async def test_actor_benchmark_reports_figures_and_ratios() -> None:
     assert ask["ratio_to_baseline"] == pytest.approx(
         ask["median_us"] / ask["baseline_queue_future_median_us"]
     )
+
+
+def test_percentiles_are_nearest_rank_for_every_measure() -> None:
+    hundred = [float(n) for n in range(100, 0, -1)]  # unsorted on purpose
+    assert percentile(hundred, 0.99) == 99
+    assert percentile(hundred, 0.50) == 50
+    assert percentile([float(n) for n in range(1, 11)], 0.90) == 9  # 0.9 * 10 is 9.000...2
+    # p99 of 50 samples is the largest (int(50 * 0.99) - 1 gave the second largest)
+    assert percentile([float(n) for n in range(1, 51)], 0.99) == 50
+    assert percentile([7.0], 0.99) == percentile([7.0], 0.01) == 7
+    assert percentile([], 0.5) is None
 
 
 def _step(rate: float, p99: float | None, sustained: bool) -> Step:
