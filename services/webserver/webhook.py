@@ -116,9 +116,15 @@ async def webhook(request: Request) -> Response:
     if trigger is None:
         # A disabled flow or trigger and a wrong key look alike: nothing to find.
         raise not_found(f"webhook of flow {namespace}.{flow_id} with this key")
+    headers = request.headers.items()
+    if app.config.users:
+        # With basic authentication on, this header carries the server's credentials,
+        # nothing meant for the flow: kept, they would be stored in the execution and
+        # shown to whoever reads it.
+        headers = [(k, v) for k, v in headers if k != "authorization"]
     variables = {
         "body": _body(await request.body()),
-        "headers": _multi(request.headers.items()),
+        "headers": _multi(headers),
         "parameters": _multi(request.query_params.multi_items()),
     }
     if not _conditions_hold(flow, trigger, variables):

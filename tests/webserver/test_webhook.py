@@ -135,3 +135,42 @@ async def test_a_condition_that_does_not_hold_creates_no_execution(tmp_path: Pat
         broken = await a.client.post(url, content=b"not json")
         assert broken.status_code == 422
         assert "trigger.body.ok" in broken.json()["message"]
+
+
+async def test_the_server_credentials_are_not_stored_with_the_execution(tmp_path: Path) -> None:
+    """With basic authentication on, a webhook's Authorization header holds the API's
+    password: stored in ``trigger.headers`` it would be shown to every reader of the
+    execution (and kept in the database)."""
+    import base64
+
+    from runtime.config import WebserverConfig, WebserverUser
+
+    web = WebserverConfig(
+        users=(WebserverUser(username="admin", password="hunter2"),), poll_seconds=0.02
+    )
+    token = base64.b64encode(b"admin:hunter2").decode()
+    auth = {"authorization": f"Basic {token}"}
+    async with api(tmp_path, web=web) as a:
+        deployed = await a.client.post("/api/v1/flows", content=HOOK, headers={**YAML, **auth})
+        assert deployed.status_code == 200
+        response = await a.client.post(
+            f"/api/v1/executions/webhook/{NS}/hook/s3cret?page=1",
+            json={"name": "Ada"},
+            headers={**auth, "x-team": "data"},
+        )
+        assert response.status_code == 200, response.text
+        headers = response.json()["trigger"]["headers"]
+        assert headers["x-team"] == ["data"]
+        assert "authorization" not in headers
+        stored = await a.backend.executions.get(response.json()["id"])
+        assert stored is not None
+        assert token not in str(stored)
+    # without authentication the header is the caller's, for the flow: kept
+    (tmp_path / "open").mkdir()
+    async with api(tmp_path / "open") as a:
+        await a.deploy(HOOK)
+        response = await a.client.post(
+            f"/api/v1/executions/webhook/{NS}/hook/s3cret?page=1",
+            headers={"authorization": "Bearer for-the-flow"},
+        )
+        assert response.json()["trigger"]["headers"]["authorization"] == ["Bearer for-the-flow"]
