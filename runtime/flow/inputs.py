@@ -192,22 +192,51 @@ def _duration(spec: Input, raw: Any) -> str:
     return format_duration(value)
 
 
+#: bounds of a JSON or YAML input's value, as of a flow's YAML: a few lines of YAML
+#: aliases expand to billions of values once the execution is stored ("billion
+#: laughs"), and a recursive alias to no end
+_MAX_DEPTH = 200
+_MAX_VALUES = 1_000_000
+_TOO_BIG = "nests too deeply or expands too many aliases: send a plain, smaller document"
+
+
+def _bounded(value: Any) -> Any:
+    """``value`` unless it holds more than _MAX_VALUES values (an alias counted each
+    time it is used) or nests deeper than _MAX_DEPTH (ValueError)."""
+    count = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > _MAX_VALUES or depth > _MAX_DEPTH:
+            raise ValueError(_TOO_BIG)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return value
+
+
 def _json(spec: Input, raw: Any) -> Any:
     if isinstance(raw, str):
         try:
-            return json.loads(raw)
+            raw = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ValueError(f"is not valid JSON: {exc.msg} at character {exc.pos}") from None
-    return raw
+        except RecursionError:
+            raise ValueError(_TOO_BIG) from None
+    return _bounded(raw)
 
 
 def _yaml(spec: Input, raw: Any) -> Any:
     if isinstance(raw, str):
         try:
-            return yaml.safe_load(raw)
+            raw = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ValueError(f"is not valid YAML: {exc}") from None
-    return raw
+        except RecursionError:
+            raise ValueError(_TOO_BIG) from None
+    return _bounded(raw)
 
 
 def _choices(spec: Input) -> list[Any]:
@@ -255,8 +284,11 @@ def _list(raw: Any) -> list[Any]:
             raw = json.loads(raw)
         except json.JSONDecodeError:
             raise ValueError(f"expected a list or a JSON array, got {raw!r}") from None
+        except RecursionError:
+            raise ValueError(_TOO_BIG) from None
     if not isinstance(raw, list):
         raise ValueError(f"expected a list, got {_kind(raw)}")
+    _bounded(raw)
     return raw
 
 

@@ -59,3 +59,46 @@ async def test_a_malformed_last_event_id_is_a_400(tmp_path: Path) -> None:
             assert "Last-Event-ID" in response.json()["message"]
         for header in (b"", b" 0 ", str(2**63 - 1).encode()):
             assert (await a.client.get(url, headers={"last-event-id": header})).status_code == 200
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n"
+    for prev, name in zip("abcdef", "bcdefg", strict=True)
+)  # 9**7 strings once expanded (add levels for gigabytes): past the bound of a million
+TYPED = flow(
+    "typed",
+    RETURN,
+    "inputs:\n  - id: doc\n    type: YAML\n    required: false\n"
+    "  - id: data\n    type: JSON\n    required: false\n"
+    "  - id: items\n    type: ARRAY\n    itemType: INT\n    required: false\n",
+)
+
+
+async def test_json_and_yaml_inputs_that_expand_without_bound_are_a_422(tmp_path: Path) -> None:
+    """A 250-byte YAML input of aliases is millions of values once stored, a recursive
+    alias has no end, and deep JSON exhausts the parser's recursion: each is refused
+    naming the input, before anything is stored."""
+    async with api(tmp_path) as a:
+        await a.deploy(TYPED)
+        url = f"/api/v1/executions/{NS}/typed"
+        deep = "[" * 100_000 + "]" * 100_000
+        for name, value in [
+            ("doc", BOMB),
+            ("doc", "&r [*r]"),
+            ("doc", "[" * 5000 + "]" * 5000),
+            ("data", deep),
+            ("data", "[" * 500 + "]" * 500),  # parsed, but past the depth bound
+            ("items", deep),
+        ]:
+            response = await a.client.post(url, data={name: value})
+            assert response.status_code == 422, (name, value[:20], response.text[:200])
+            error = response.json()["errors"][0]
+            assert error["input"] == name
+            assert "nests too deeply or expands too many aliases" in error["message"]
+        found = await a.client.get("/api/v1/executions/search", params={"flowId": "typed"})
+        assert found.json()["total"] == 0
+        fine = await a.execute(
+            "typed", data={"doc": "a: &a [1, 2]\nb: *a\n", "data": '{"k": [1]}', "items": "[1]"}
+        )
+        expected = {"doc": {"a": [1, 2], "b": [1, 2]}, "data": {"k": [1]}, "items": [1]}
+        assert fine["inputs"] == expected
