@@ -32,6 +32,8 @@ class RemoteClient:
 
     def __init__(self, url: str, *, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        #: the URL as error messages show it: without the password it may carry
+        self.shown_url = _shown(self.url)
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
 
     async def __aenter__(self) -> RemoteClient:
@@ -49,7 +51,7 @@ class RemoteClient:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach the server at {self.url}: {exc}") from None
+            raise RemoteError(f"cannot reach the server at {self.shown_url}: {exc}") from None
         _raise_for(response)
         return response
 
@@ -118,7 +120,7 @@ class RemoteClient:
                     if line.startswith("data:"):
                         yield line[5:].strip().encode()
         except httpx.HTTPError as exc:
-            raise RemoteError(f"lost the server at {self.url}: {exc}") from None
+            raise RemoteError(f"lost the server at {self.shown_url}: {exc}") from None
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -129,13 +131,21 @@ def _raise_for(response: httpx.Response) -> None:
     except ValueError:
         body = {}
     message = body.get("message") if isinstance(body, dict) else None
-    message = message or f"HTTP {response.status_code} from {response.request.url}"
+    message = message or f"HTTP {response.status_code} from {_shown(response.request.url)}"
     if response.status_code == 404:
         raise LookupError(message)
     errors = body.get("errors") if isinstance(body, dict) else None
     if response.status_code == 422 and errors and all("input" in e for e in errors):
         raise InputError({e["input"]: e["message"] for e in errors})
     raise RemoteError(f"{message} (HTTP {response.status_code})")
+
+
+def _shown(url: httpx.URL | str) -> str:
+    """``url`` with its password masked: error messages end up in terminals and logs."""
+    parsed = httpx.URL(url)
+    if not parsed.password:
+        return str(parsed)
+    return str(parsed.copy_with(username=parsed.username, password="***"))
 
 
 def _execution(data: bytes) -> Execution:

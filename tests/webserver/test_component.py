@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from backends.storage_local import LocalStorage
 from runtime.config import Config, WebserverConfig
 from runtime.flow.inputs import InputError
 from services.cli import cli
-from services.remote_client import RemoteClient
+from services.remote_client import RemoteClient, RemoteError
 from services.standalone import Server
 from tests.services.server_helpers import settings
 from tests.webserver.helpers import NS, YAML, flow
@@ -231,3 +232,22 @@ async def test_runtime_run_webserver_serves_until_sigterm(tmp_path: Path) -> Non
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_errors_of_the_remote_client_do_not_show_the_password(tmp_path: Path) -> None:
+    """The --server URL carries basic-auth credentials: an error naming the server
+    would print the password to the terminal (and to whatever logs it)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://admin:s3cr3t-pw@127.0.0.1:{port}"
+    async with RemoteClient(url) as client:
+        with pytest.raises(RemoteError) as refused:
+            await client.get("x")
+    assert "s3cr3t-pw" not in str(refused.value)
+    assert f"admin:***@127.0.0.1:{port}" in str(refused.value)
+    runner = CliRunner()
+    gone = await asyncio.to_thread(runner.invoke, cli, ["logs", "x", "--server", url])
+    assert gone.exit_code == 1
+    assert "cannot reach the server" in gone.output
+    assert "s3cr3t-pw" not in gone.output
