@@ -25,7 +25,7 @@ from services.webserver import (
     webhook,
 )
 from services.webserver.http import ApiError, AppState, json_response
-from services.webserver.middleware import BasicAuth, BodyLimit
+from services.webserver.middleware import BasicAuth, BodyLimit, RejectNul
 from services.webserver.openapi import openapi_document
 
 log = get_logger(__name__)
@@ -97,11 +97,12 @@ def create_app(
 
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
     middleware = [
+        Middleware(RejectNul),
         Middleware(
             BodyLimit,
             max_body=config.max_body_bytes,
             max_upload=config.max_upload_bytes,
-        )
+        ),
     ]
     if config.users:
         middleware.insert(0, Middleware(BasicAuth, users=config.users))

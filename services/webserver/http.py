@@ -95,7 +95,11 @@ def too_deep(what: str = "the request body") -> ApiError:
 
 
 def decode_json(raw: bytes, type_: Any = Any) -> Any:
-    """``raw`` decoded as JSON into ``type_`` (400 naming what is wrong)."""
+    """``raw`` decoded as JSON into ``type_`` (400 naming what is wrong). The names and
+    labels these bodies carry cannot hold a NUL character, which PostgreSQL refuses
+    (a raw one is not valid JSON already)."""
+    if b"\\u0000" in raw:
+        raise ApiError(400, "the request body holds a NUL character (\\u0000): remove it")
     try:
         return msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:

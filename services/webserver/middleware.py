@@ -1,4 +1,5 @@
-"""ASGI middleware of the API: request size limits and basic authentication.
+"""ASGI middleware of the API: request size limits, basic authentication, and the
+refusal of NUL characters in URLs.
 
 Both are plain ASGI (no per-request Request object) so they cost little on the
 webhook path, and so the size limit sees the body as it streams in: a request past
@@ -11,6 +12,7 @@ import base64
 import binascii
 import hmac
 from collections.abc import Iterable
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +39,23 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class RejectNul:
+    """400 for a NUL character in the URL's path or query: PostgreSQL cannot store or
+    even compare text holding one (SQLite can), so without this the same request is a
+    500 on one backend and not on the other."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(scope.get("query_string", b""))
+        ):
+            await send_error(send, ApiError(400, "the URL holds a NUL character (%00): remove it"))
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -52,7 +52,8 @@ def _op(
         + [{"name": name, "in": "query", "required": False, "schema": s} for name, s in query],
         "responses": {
             status: ok if ok is not None else {"description": "done"},
-            **dict.fromkeys((*errors, "401", "413"), _ERROR),
+            # any request: 400 for a NUL character in the URL, 401, 413
+            **dict.fromkeys((*errors, "400", "401", "413"), _ERROR),
             **(extra or {}),
         },
     }

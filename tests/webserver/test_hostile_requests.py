@@ -1,6 +1,6 @@
 """Requests a client can send that must be refused with a 4xx naming the problem,
 never answered by a 500: JSON nested deeper than the decoders recurse, malformed
-``Last-Event-ID`` headers."""
+``Last-Event-ID`` headers, inputs that expand without bound, NUL characters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.webserver.helpers import NS, RETURN, api, flow
+from tests.webserver.helpers import NS, RETURN, Api, api, flow
 
 pytestmark = pytest.mark.asyncio
 
@@ -102,3 +102,32 @@ async def test_json_and_yaml_inputs_that_expand_without_bound_are_a_422(tmp_path
         )
         expected = {"doc": {"a": [1, 2], "b": [1, 2]}, "data": {"k": [1]}, "items": [1]}
         assert fine["inputs"] == expected
+
+
+async def nul_refusals(a: Api) -> None:
+    """Every place a NUL can come in is a 400 (PostgreSQL cannot hold one in text)."""
+    ex = await a.execute("hook", params={"wait": "true"})
+    for method, path, body in [
+        ("GET", "/api/v1/executions/search?q=%00", None),
+        ("GET", "/api/v1/executions/search?labels=a%00:b", None),
+        ("GET", "/api/v1/executions/%00", None),
+        ("GET", "/api/v1/flows/%00/x", None),
+        ("GET", f"/api/v1/logs/{ex['id']}?taskRunId=%00", None),
+        ("PUT", f"/api/v1/namespaces/{NS}/kv/a%00b", b"1"),
+        ("POST", f"/api/v1/executions/webhook/{NS}/hook/k?x=%00", None),
+        ("POST", f"/api/v1/executions/{ex['id']}/labels", b'[{"key": "a\\u0000", "value": "b"}]'),
+        ("PUT", "/api/v1/triggers", b'{"namespace": "\\u0000", "flowId": "f", "triggerId": "t"}'),
+        ("POST", "/api/v1/stats/executions/daily", b'{"namespace": "\\u0000"}'),
+    ]:
+        response = await a.client.request(method, path, content=body)
+        assert response.status_code == 400, (path, response.text[:200])
+        assert "NUL character" in response.json()["message"], path
+    # %2500 is the text "%00", not a NUL
+    kept = await a.client.get("/api/v1/executions/search", params={"q": "%00"})
+    assert kept.status_code == 200
+
+
+async def test_a_nul_character_in_the_url_or_a_json_body_is_a_400(tmp_path: Path) -> None:
+    async with api(tmp_path) as a:
+        await a.deploy(HOOK)
+        await nul_refusals(a)

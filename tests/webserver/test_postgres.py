@@ -82,3 +82,12 @@ async def test_kill_and_webhook(tmp_path: Path) -> None:
         kv = f"/api/v1/namespaces/{NS}/kv/k"
         assert (await a.client.put(kv, content="[1, 2]")).status_code == 204
         assert (await a.client.get(kv)).json() == {"type": "JSON", "value": [1, 2]}
+
+
+async def test_a_nul_character_is_a_400_not_a_database_error(tmp_path: Path) -> None:
+    from tests.webserver.test_hostile_requests import HOOK as HOOK_K
+    from tests.webserver.test_hostile_requests import nul_refusals
+
+    async with api(tmp_path, kind="postgres") as a:
+        await a.deploy(HOOK_K)
+        await nul_refusals(a)
