@@ -436,9 +436,14 @@ async def file(request: Request) -> Response:
         raise ApiError(400, "query parameter `path` is required: the kestra:/// URI of the file")
     prefix = f"kestra:///{execution.namespace}/"
     rest = uri.removeprefix(prefix)
-    if rest == uri or f"executions/{execution.id}/" not in f"/{rest}":
+    # Where its FILE inputs and its tasks' output files are written; nothing else of
+    # the namespace's storage (KV state files, other executions' files) is served.
+    homes = (f"executions/{execution.id}/", f"{execution.flow_id}/executions/{execution.id}/")
+    if rest == uri or not rest.startswith(homes):
         raise ApiError(
-            422, f"{uri!r} is not a file of execution {execution.id} (its files start {prefix})"
+            422,
+            f"{uri!r} is not a file of execution {execution.id} "
+            f"(its files start {prefix}{homes[0]} or {prefix}{homes[1]})",
         )
     try:
         exists = await app.storage.exists(uri)

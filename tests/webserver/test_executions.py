@@ -158,6 +158,11 @@ async def test_download_errors(tmp_path: Path) -> None:
             url, params={"path": f"kestra:///{NS}/executions/{ex['id']}/../../../../etc/passwd"}
         )
         assert escape.status_code in (404, 422)
+        # a file of the namespace whose path merely contains the execution's folder
+        elsewhere = await a.server.storage.put(NS, f"kv/executions/{ex['id']}/state", b"s")
+        contained = await a.client.get(url, params={"path": elsewhere})
+        assert contained.status_code == 422
+        assert "is not a file of execution" in contained.json()["message"]
         unknown = await a.client.get("/api/v1/executions/nope/file", params={"path": "x"})
         assert unknown.status_code == 404
 
