@@ -41,6 +41,7 @@ from services.webserver.http import (
     q_str,
     state,
 )
+from services.webserver.middleware import allow_upload
 from services.webserver.sse import EventStream, follow_execution, pause
 
 S = StateType
@@ -70,10 +71,14 @@ class FormInputs:
         self._form: Any = None
 
     @classmethod
-    async def read(cls, request: Request) -> FormInputs:
+    async def read(cls, request: Request, *, uploads: bool = False) -> FormInputs:
+        """The form of ``request``; ``uploads``: its files may reach the upload limit
+        (they are streamed to storage), not only the body limit."""
         out = cls()
         content_type = request.headers.get("content-type", "").lower()
         if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            if uploads:
+                allow_upload(request.scope)
             try:
                 out._form = await request.form(max_files=100, max_fields=1000)
             except ApiError:
@@ -156,7 +161,7 @@ async def create(request: Request) -> Response:
     if flow.disabled:
         raise ApiError(409, f"flow {namespace}.{flow_id} is disabled: enable it to execute it")
     execution_id = new_id()
-    form = await FormInputs.read(request)
+    form = await FormInputs.read(request, uploads=True)
     stored: list[str] = []
     try:
         given: dict[str, Any] = dict(form.values)

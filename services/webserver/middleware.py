@@ -58,8 +58,33 @@ class RejectNul:
         await self.app(scope, receive, send)
 
 
+#: the scope key of a request's body limit (a ``_Limit``), raised by ``allow_upload``
+_LIMIT = "runtime.body_limit"
+
+
+class _Limit:
+    def __init__(self, limit: int, what: str, setting: str) -> None:
+        self.limit, self.what, self.setting = limit, what, setting
+
+    def error(self) -> ApiError:
+        return ApiError(
+            413, f"the {self.what} is larger than {self.limit} bytes (setting `{self.setting}`)"
+        )
+
+
+def allow_upload(scope: Scope) -> None:
+    """Let this request's body reach ``webserver.max_upload_bytes``: for the routes that
+    stream multipart uploads to storage. Every other route reads its body into memory,
+    so it keeps ``webserver.max_body_bytes`` whatever the content type says."""
+    limit: _Limit | None = scope.get(_LIMIT)
+    upload: int | None = scope.get(_LIMIT + ".upload")
+    if limit is not None and upload is not None:
+        limit.limit, limit.what, limit.setting = upload, "upload", "webserver.max_upload_bytes"
+
+
 class BodyLimit:
-    """413 for a body past ``max_body`` (``max_upload`` for multipart uploads)."""
+    """413 for a body past ``max_body`` (``max_upload`` for multipart uploads to the
+    routes that call ``allow_upload``), counted as it arrives."""
 
     def __init__(self, app: ASGIApp, *, max_body: int, max_upload: int) -> None:
         self.app = app
@@ -77,13 +102,19 @@ class BodyLimit:
                 content_type = value
             elif name == b"content-length":
                 length = value
-        multipart = content_type.lower().startswith(b"multipart/")
-        limit = self.max_upload if multipart else self.max_body
-        what = "upload" if multipart else "request body"
-        setting = "webserver.max_upload_bytes" if multipart else "webserver.max_body_bytes"
-        too_large = ApiError(413, f"the {what} is larger than {limit} bytes (setting `{setting}`)")
-        if length is not None and length.isdigit() and int(length) > limit:
-            await send_error(send, too_large)
+        limit = _Limit(self.max_body, "request body", "webserver.max_body_bytes")
+        scope[_LIMIT] = limit
+        if content_type.lower().startswith(b"multipart/"):
+            scope[_LIMIT + ".upload"] = self.max_upload
+            # The route is not known yet: refuse at once only what no route takes.
+            if self.max_upload > self.max_body:
+                early = _Limit(self.max_upload, "upload", "webserver.max_upload_bytes")
+            else:
+                early = limit
+        else:
+            early = limit
+        if length is not None and length.isdigit() and int(length) > early.limit:
+            await send_error(send, early.error())
             return
         received = 0
 
@@ -92,8 +123,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise too_large
+                if received > limit.limit:
+                    raise limit.error()
             return message
 
         await self.app(scope, limited, send)

@@ -93,3 +93,48 @@ async def test_an_upload_past_its_limit_is_413_and_stores_nothing(tmp_path: Path
         assert await a.server.storage.list(NS) == []
         fits = await a.client.post(url, files={"data": ("small.bin", b"x" * 1000)})
         assert fits.status_code == 200
+
+
+async def test_a_multipart_content_type_does_not_lift_the_body_limit(tmp_path: Path) -> None:
+    """Only the routes that stream uploads to storage take bodies up to the upload
+    limit; the others read theirs into memory, so a client that calls its body
+    multipart must not get a gigabyte past webserver.max_body_bytes."""
+    web = WebserverConfig(max_body_bytes=1000, max_upload_bytes=100_000)
+    async with api(tmp_path, web=web, components=()) as a:
+        await a.deploy(
+            flow(
+                "file",
+                RETURN,
+                "inputs:\n  - id: data\n    type: FILE\n"
+                "triggers:\n  - id: hook\n    type: io.kestra.plugin.core.trigger.Webhook\n"
+                "    key: k\n",
+            )
+        )
+        multipart = {"content-type": "multipart/form-data; boundary=x"}
+        body = b"--x\r\n" + b"y" * 5000 + b"\r\n--x--\r\n"
+
+        async def streamed() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 500):
+                yield body[start : start + 500]
+
+        for method, path in [
+            ("POST", "/api/v1/flows"),
+            ("POST", f"/api/v1/executions/webhook/{NS}/file/k"),
+            ("PUT", f"/api/v1/namespaces/{NS}/kv/key"),
+            ("POST", "/api/v1/flows/validate"),
+        ]:
+            for content in (body, streamed()):
+                response = await a.client.request(method, path, content=content, headers=multipart)
+                assert response.status_code == 413, (path, response.text[:200])
+                assert "webserver.max_body_bytes" in response.json()["message"], path
+        # the upload route still takes a file past the body limit
+        uploaded = await a.client.post(
+            f"/api/v1/executions/{NS}/file", files={"data": ("f.bin", b"z" * 50_000)}
+        )
+        assert uploaded.status_code == 200, uploaded.text[:200]
+        # and refuses at once, by its Content-Length, what no route would take
+        huge = await a.client.post(
+            f"/api/v1/executions/{NS}/file", files={"data": ("f.bin", b"z" * 200_000)}
+        )
+        assert huge.status_code == 413
+        assert "webserver.max_upload_bytes" in huge.json()["message"]
