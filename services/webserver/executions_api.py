@@ -3,8 +3,10 @@ search, delete, kill, restart, replay, resume, labels, output files, live follow
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +25,7 @@ from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError, convert, resolve_inputs
 from runtime.flow.model import Flow, Input, Pause
 from runtime.flow.states import StateType
+from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, encode_event
 from services.executor import send_event, submit
 from services.webserver.http import (
@@ -45,6 +48,7 @@ from services.webserver.middleware import allow_upload
 from services.webserver.sse import EventStream, follow_execution, pause
 
 S = StateType
+log = get_logger(__name__)
 
 
 async def load_execution(app: AppState, execution_id: str) -> Execution:
@@ -145,6 +149,30 @@ async def wait_end(app: AppState, execution_id: str, request: Request) -> Execut
             return execution
 
 
+async def _start(
+    app: AppState, execution: Execution, scheduled: datetime | None, now: datetime
+) -> None:
+    if scheduled is not None and scheduled > now:
+        # Stored now, started when the date comes: its start event stays hidden until
+        # then (one transaction, as submit).
+        started = encode_event(ExecutionCreated(at=scheduled))
+        async with app.backend.transaction() as tx:
+            await tx.executions.save(execution)
+            await tx.queues.publish(
+                EXECUTOR_QUEUE, [(execution.id, started)], available_at=scheduled
+            )
+    else:
+        await submit(app.backend, execution)
+
+
+async def _delete_all(app: AppState, uris: list[str]) -> None:
+    for uri in uris:
+        try:
+            await app.storage.delete(uri)
+        except Exception as exc:  # the request's own error is the one to report
+            log.warning("webserver.upload_not_deleted", uri=uri, error=repr(exc))
+
+
 async def create(request: Request) -> Response:
     app = state(request)
     namespace, flow_id = request.path_params["namespace"], request.path_params["id"]
@@ -172,32 +200,23 @@ async def create(request: Request) -> Response:
             inputs = resolve_inputs(flow, given, now=now)
         except InputError as exc:
             raise invalid_inputs(exc) from None
+        execution = new_execution(
+            id=execution_id,
+            namespace=namespace,
+            flow_id=flow_id,
+            flow_revision=record.revision,
+            at=now,
+            inputs=inputs,
+            labels={**flow.label_map(), **dict(labels)},
+        )
+        await _start(app, execution, scheduled, now)
     except BaseException:
-        for uri in stored:
-            await app.storage.delete(uri)
+        # Refused, or not stored (the database failed, the client left): nothing will
+        # ever read the uploads.
+        await asyncio.shield(_delete_all(app, stored))
         raise
     finally:
         await form.close()
-    execution = new_execution(
-        id=execution_id,
-        namespace=namespace,
-        flow_id=flow_id,
-        flow_revision=record.revision,
-        at=now,
-        inputs=inputs,
-        labels={**flow.label_map(), **dict(labels)},
-    )
-    if scheduled is not None and scheduled > now:
-        # Stored now, started when the date comes: its start event stays hidden until
-        # then (one transaction, as submit).
-        started = encode_event(ExecutionCreated(at=scheduled))
-        async with app.backend.transaction() as tx:
-            await tx.executions.save(execution)
-            await tx.queues.publish(
-                EXECUTOR_QUEUE, [(execution_id, started)], available_at=scheduled
-            )
-    else:
-        await submit(app.backend, execution)
     if wait:
         execution = await wait_end(app, execution_id, request)
     return json_response(to_kestra_dict(execution))

@@ -518,3 +518,25 @@ async def test_delete_removes_the_execution_files_unless_asked_not_to(tmp_path: 
         assert keep.status_code == 204
         assert [await storage.exists(u) for u in uris] == [False, False, True]
         assert await storage.list(NS) == [kept["inputs"]["data"]]
+
+
+async def test_uploads_are_deleted_when_the_execution_cannot_be_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failing after the files were stored: 503, and nothing left in
+    storage that no execution will ever read."""
+    from backends.errors import Transient
+    from services.webserver import executions_api
+
+    async def database_down(*args: object, **kwargs: object) -> None:
+        raise Transient("the database is restarting")
+
+    async with api(tmp_path) as a:
+        await a.deploy(FILE)
+        monkeypatch.setattr(executions_api, "submit", database_down)
+        response = await a.client.post(
+            f"/api/v1/executions/{NS}/file", files={"data": ("a.txt", b"content")}
+        )
+        assert response.status_code == 503
+        assert "restarting" in response.json()["message"]
+        assert await a.server.storage.list(NS) == []
