@@ -17,8 +17,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from backends.mysql import MysqlBackend
 from backends.mysql.connection import run
 from backends.mysql.testing import admin_connection, fresh_database
 from runtime.config import load_config
-from runtime.flow.execution import Execution
 from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE
 from services.client import LocalClient
 from services.flows import deploy_source
@@ -40,8 +38,10 @@ from tests.faults.test_postgres_faults import (
     TICK_FLOW,
     WORK_FLOW,
     check_task_runs,
+    flow_executions,
     mark_count,
     processes,
+    stuck,
     tick_flow,
     until,
     work_flow,
@@ -59,13 +59,6 @@ def component_environment(dsn: str, data: Path, **settings: str) -> dict[str, st
     env.update(RUNTIME_BACKEND_TYPE="mysql", RUNTIME_BACKEND_DSN=dsn, RUNTIME_DATA_DIR=str(data))
     env.update({f"RUNTIME_{name.upper()}": value for name, value in settings.items()})
     return env
-
-
-@asynccontextmanager
-async def database_for_test(prefix: str) -> AsyncIterator[str]:
-    """A fresh database (its DSN), dropped afterwards over a new connection."""
-    async with fresh_database(prefix) as dsn:
-        yield dsn
 
 
 def admin_tool() -> str:
@@ -128,33 +121,13 @@ async def restart_mariadb() -> None:
         await asyncio.sleep(0.2)
 
 
-async def flow_executions(backend: MysqlBackend, flow_id: str) -> list[Execution]:
-    return await backend.executions.search(namespace=NAMESPACE, flow_id=flow_id, limit=10_000)
-
-
-async def stuck(reader: MysqlBackend) -> str:
-    """What the executions that did not end are waiting for."""
-    executions = await flow_executions(reader, WORK_FLOW)
-    states = Counter(e.state.current.value for e in executions)
-    waiting = [
-        (e.id, [(r.task_id, r.state.current.value) for r in e.task_run_list])
-        for e in executions
-        if not e.state.terminated
-    ]
-    depths = (
-        await reader.queues.depth(EXECUTOR_QUEUE),
-        await reader.queues.depth(WORKER_QUEUE),
-    )
-    return f"states {dict(states)}; queue depths {depths}; not ended: {waiting[:10]}"
-
-
 # -- kills and a database restart ---------------------------------------------------------
 @pytest.mark.asyncio
 @pytest.mark.timeout(170)
 async def test_kills_and_a_database_restart_lose_nothing(tmp_path: Path) -> None:
     data, marks = tmp_path / "data", tmp_path / "marks.txt"
     data.mkdir()
-    async with asyncio.timeout(160), database_for_test("myfaults") as dsn:
+    async with asyncio.timeout(160), fresh_database("myfaults") as dsn:
         env = component_environment(
             dsn,
             data,
@@ -236,7 +209,7 @@ async def test_kills_and_a_database_restart_lose_nothing(tmp_path: Path) -> None
 async def test_a_standby_scheduler_takes_over_without_double_fires(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    async with asyncio.timeout(90), database_for_test("mysched") as dsn:
+    async with asyncio.timeout(90), fresh_database("mysched") as dsn:
         env = component_environment(
             dsn, data, scheduler_leader_ttl_seconds="3", scheduler_tick_seconds="0.5"
         )
@@ -297,7 +270,7 @@ async def test_a_transaction_whose_connection_the_server_ended_raises_transient(
     """The caller must see Transient (and retry), not a driver error."""
     async with (
         asyncio.timeout(20),
-        database_for_test("mylost") as dsn,
+        fresh_database("mylost") as dsn,
         MysqlBackend(dsn) as backend,
     ):
         admin = await admin_connection()

@@ -30,6 +30,7 @@ from backends.errors import Transient
 from backends.postgres import PostgresBackend
 from backends.postgres.connection import close_quietly
 from backends.postgres.testing import admin_connection, server_dsn
+from backends.protocols import Backend
 from runtime.config import load_config
 from runtime.flow.execution import Execution
 from runtime.flow.states import StateType
@@ -190,7 +191,7 @@ async def restart_postgres() -> None:
         await asyncio.sleep(0.2)
 
 
-async def flow_executions(backend: PostgresBackend, flow_id: str) -> list[Execution]:
+async def flow_executions(backend: Backend, flow_id: str) -> list[Execution]:
     return await backend.executions.search(namespace=NAMESPACE, flow_id=flow_id, limit=10_000)
 
 
@@ -239,7 +240,7 @@ def check_task_runs(execution: Execution) -> None:
         assert len(successes) == 1, (where, run.task_id, run.state.histories)
 
 
-async def stuck(reader: PostgresBackend) -> str:
+async def stuck(reader: Backend) -> str:
     """What the executions that did not end are waiting for."""
     executions = await flow_executions(reader, WORK_FLOW)
     states = Counter(e.state.current.value for e in executions)
