@@ -153,10 +153,10 @@ async def test_postgres_floor_is_measured_on_the_server() -> None:
 
 
 @pytest.mark.asyncio
-async def test_mysql_floor_when_the_server_answers() -> None:
-    why = await e2e.mysql_unavailable(need_backend=False)
-    if why is not None:
-        pytest.skip(why)
+async def test_mysql_floor_is_measured_on_the_server() -> None:
+    # CI runs a MariaDB (.ci/services): one that does not answer fails, as in the
+    # MySQL backend's own tests, instead of skipping the measure unseen
+    assert await e2e.mysql_unavailable(need_backend=False) is None
     result = await floor.measure("mysql", rounds=10)
     assert result.figures["hop_ms"] > 0
     assert "innodb_flush_log_at_trx_commit" in result.settings
