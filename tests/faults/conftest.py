@@ -56,30 +56,35 @@ def start_services() -> None:
 
 def wait_for_servers(
     *,
+    mariadb: bool = True,
+    postgres: bool = True,
     within: float = WITHIN_SECONDS,
     states: Callable[[], ServerStates] = server_states,
     start: Callable[[], None] = start_services,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Return once both servers answer. A server with no process left is started
-    (``.ci/services``); one still starting or still shutting down is waited for
-    (``.ci/services`` starts nothing while a mariadbd is still exiting)."""
+    """Return once the servers asked for (``mariadb``, ``postgres``) answer. A server
+    with no process left is started (``.ci/services``); one still starting or still
+    shutting down is waited for (``.ci/services`` starts nothing while a mariadbd is
+    still exiting)."""
     deadline = time.monotonic() + within
     while True:
         now = states()
-        if now.mariadb_answers and now.postgres == 0:
+        if (now.mariadb_answers or not mariadb) and (now.postgres == 0 or not postgres):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"the database servers did not come back within {within:g} s ({now});"
                 " the tests after this one need them: run bash .ci/services"
             )
-        if not now.mariadb_process_alive or now.postgres == 2:
+        if (mariadb and not now.mariadb_process_alive) or (postgres and now.postgres == 2):
             start()
         sleep(0.5)
 
 
 @pytest.fixture(autouse=True)
 def servers_back_after_the_test() -> Iterator[None]:
+    # the servers that answered before (a developer may run without a local MariaDB)
+    before = server_states()
     yield
-    wait_for_servers()
+    wait_for_servers(mariadb=before.mariadb_answers, postgres=before.postgres == 0)

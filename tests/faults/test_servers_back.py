@@ -8,7 +8,7 @@ import pytest
 from tests.faults.conftest import ServerStates, server_states, wait_for_servers
 
 
-def wait_through(*states: ServerStates, within: float = 60.0) -> list[str]:
+def wait_through(*states: ServerStates, within: float = 60.0, mariadb: bool = True) -> list[str]:
     """Run wait_for_servers on servers that go through ``states``; what it did."""
     calls: list[str] = []
     left = list(states)
@@ -21,7 +21,9 @@ def wait_through(*states: ServerStates, within: float = 60.0) -> list[str]:
     def start() -> None:
         calls.append("start")
 
-    wait_for_servers(within=within, states=probe, start=start, sleep=lambda _: None)
+    wait_for_servers(
+        mariadb=mariadb, within=within, states=probe, start=start, sleep=lambda _: None
+    )
     return calls
 
 
@@ -50,6 +52,11 @@ def test_a_stopped_postgres_is_started_and_one_starting_up_is_waited_for() -> No
 def test_servers_that_do_not_come_back_fail_the_test_naming_the_fix() -> None:
     with pytest.raises(RuntimeError, match=r"did not come back.*bash \.ci/services"):
         wait_through(ServerStates(False, False, 2), within=0.0)
+
+
+def test_a_server_that_was_not_running_before_is_not_waited_for() -> None:
+    calls = wait_through(ServerStates(False, False, 0), within=0.0, mariadb=False)
+    assert "start" not in calls
 
 
 def test_the_probes_see_the_servers_of_this_machine() -> None:
