@@ -110,6 +110,29 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
+#: bytes of an uploaded file's name kept: storage adds a temporary suffix while it
+#: writes, and file systems stop at 255
+MAX_NAME_BYTES = 100
+
+
+def upload_name(filename: str | None) -> str:
+    """The name an uploaded file is stored under: the client's, without its folders
+    and the characters a file name cannot hold (NUL, line breaks), at most
+    MAX_NAME_BYTES long (its extension kept); ``file`` when nothing is left."""
+    name = posixpath.basename((filename or "").replace("\\", "/"))
+    name = "".join(c for c in name if c.isprintable()).strip()
+    if name in ("", ".", ".."):
+        return "file"
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not (dot and stem and len(extension.encode()) <= 16):
+        stem, extension = name, ""
+    suffix = f".{extension}" if extension else ""
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    return stem.encode()[:room].decode("utf-8", "ignore") + suffix
+
+
 async def _upload_files(
     app: AppState, flow: Flow, form: FormInputs, execution_id: str, stored: list[str]
 ) -> dict[str, str]:
@@ -129,10 +152,7 @@ async def _upload_files(
         raise invalid_inputs(InputError(problems))
     uris: dict[str, str] = {}
     for name, upload in form.files.items():
-        filename = posixpath.basename((upload.filename or "").replace("\\", "/")) or "file"
-        if filename in (".", ".."):
-            filename = "file"
-        path = f"executions/{execution_id}/inputs/{name}/{filename}"
+        path = f"executions/{execution_id}/inputs/{name}/{upload_name(upload.filename)}"
         uris[name] = await app.storage.put(flow.namespace, path, _chunks(upload))
         stored.append(uris[name])
     return uris

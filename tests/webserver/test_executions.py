@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -540,3 +541,32 @@ async def test_uploads_are_deleted_when_the_execution_cannot_be_stored(
         assert response.status_code == 503
         assert "restarting" in response.json()["message"]
         assert await a.server.storage.list(NS) == []
+
+
+async def test_an_upload_s_file_name_is_made_storable(tmp_path: Path) -> None:
+    """The client names the file: a NUL in it, or a name past what a file system
+    holds (255 bytes, less storage's temporary suffix), was a 500."""
+    async with api(tmp_path) as a:
+        await a.deploy(FILE)
+        for sent, stored in [
+            (b"a\x00b.txt", "ab.txt"),
+            (b"x" * 300 + b".csv", "x" * 96 + ".csv"),
+            ("é".encode() * 200, "é" * 50),
+            (b"../../etc/passwd", "passwd"),
+            (b"..", "file"),
+        ]:
+            body = (
+                b'--x\r\nContent-Disposition: form-data; name="data"; filename="'
+                + sent
+                + b'"\r\n\r\ncontent\r\n--x--\r\n'
+            )
+            response = await a.client.post(
+                f"/api/v1/executions/{NS}/file?wait=true",
+                content=body,
+                headers={"content-type": "multipart/form-data; boundary=x"},
+            )
+            assert response.status_code == 200, (sent[:20], response.text[:200])
+            ex = response.json()
+            uri = ex["inputs"]["data"]
+            assert uri.endswith(f"/inputs/data/{quote(stored)}"), uri
+            assert ex["taskRunList"][0]["outputs"] == {"value": "content"}
