@@ -153,7 +153,12 @@ async def _upload_files(
     uris: dict[str, str] = {}
     for name, upload in form.files.items():
         path = f"executions/{execution_id}/inputs/{name}/{upload_name(upload.filename)}"
-        uris[name] = await app.storage.put(flow.namespace, path, _chunks(upload))
+        try:
+            uris[name] = await app.storage.put(flow.namespace, path, _chunks(upload))
+        except OSError as exc:  # a full or failing disk: not the client's fault, nor a bug
+            raise ApiError(
+                503, f"internal storage cannot store the upload of input `{name}`: {exc.strerror}"
+            ) from None
         stored.append(uris[name])
     return uris
 

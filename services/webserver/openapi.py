@@ -233,7 +233,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                     ("scheduleDate", _DATE),
                 ),
                 body=_FORM,
-                errors=("400", "404", "409", "415", "422"),
+                errors=("400", "404", "409", "415", "422", "503"),
             )
         },
         "/api/v1/executions/search": {

@@ -570,3 +570,24 @@ async def test_an_upload_s_file_name_is_made_storable(tmp_path: Path) -> None:
             uri = ex["inputs"]["data"]
             assert uri.endswith(f"/inputs/data/{quote(stored)}"), uri
             assert ex["taskRunList"][0]["outputs"] == {"value": "content"}
+
+
+async def test_a_storage_failure_on_upload_is_a_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    async with api(tmp_path) as a:
+        await a.deploy(FILE)
+
+        async def disk_full(*args: object, **kwargs: object) -> str:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(a.server.storage, "put", disk_full)
+        response = await a.client.post(
+            f"/api/v1/executions/{NS}/file", files={"data": ("a.txt", b"content")}
+        )
+        assert response.status_code == 503
+        message = response.json()["message"]
+        assert "input `data`" in message
+        assert "No space left" in message
