@@ -8,9 +8,12 @@ markdown and the plot are written, the capacity summary follows from the steps.
 
 from __future__ import annotations
 
+import itertools
 import json
+from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -19,6 +22,7 @@ from bench.__main__ import main
 from bench.model import Report, Result, Step, decode, encode, percentile
 from bench.report import markdown, plot
 from runtime.flow.simulate import Simulation
+from runtime.flow.states import State
 from services.cli import cli
 
 
@@ -121,12 +125,32 @@ def test_ratios_need_a_floor_above_zero() -> None:
 
 
 def test_phase_split_adds_up_to_the_execution() -> None:
-    final = Simulation(
-        harness.engine.sequential_flow(3), execution_id="e1"
-    ).run()  # dates are the simulation's
+    final = Simulation(harness.engine.sequential_flow(3), execution_id="e1").run()
+    # The simulation's dates are all one instant: each state change after the
+    # execution's creation is moved 7 ms after the previous one, runs in order.
+    created = final.state.histories[0].date
+    steps = itertools.count(1)
+
+    def spread(state: State, first: int = 0) -> State:
+        moved = [
+            msgspec.structs.replace(h, date=created + timedelta(milliseconds=7 * next(steps)))
+            for h in state.histories[first:]
+        ]
+        return msgspec.structs.replace(state, histories=(*state.histories[:first], *moved))
+
+    runs = [msgspec.structs.replace(r, state=spread(r.state)) for r in final.task_run_list]
+    final = msgspec.structs.replace(final, task_run_list=runs)
+    final = msgspec.structs.replace(final, state=spread(final.state, first=1))
     figures = e2e.phases(final)
-    assert set(figures) >= {"assignment_median_ms", "execution_total_ms", "transition_total_ms"}
-    assert all(value >= 0 for value in figures.values())
+    # per run: CREATED, RUNNING, SUCCESS, 7 ms apart; the execution ends 14 ms after
+    assert figures["start_ms"] == 7
+    assert (figures["assignment_total_ms"], figures["execution_total_ms"]) == (21, 21)
+    assert figures["transition_total_ms"] == 14
+    assert figures["end_ms"] == 14
+    assert final.state.end_date is not None
+    whole = (final.state.end_date - created).total_seconds() * 1e3
+    parts = ("start_ms", "assignment_total_ms", "execution_total_ms", "transition_total_ms")
+    assert sum(figures[p] for p in (*parts, "end_ms")) == pytest.approx(whole)
 
 
 @pytest.mark.asyncio
