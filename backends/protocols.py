@@ -150,8 +150,10 @@ class Queues(Protocol):
         """Lease up to ``limit`` available messages to ``consumer``, oldest first.
 
         ``prefetch_executions`` says the keys are execution ids the caller will
-        ``get_for_update`` next, in the same transaction: a backend may lock and read
-        them with the claim (one round trip instead of two), or ignore the hint."""
+        ``get_for_update`` next, in the same transaction, and that it acks or nacks
+        every message it claimed before that transaction commits (the executor): a
+        backend may lock and read the executions with the claim and rely on no lease
+        of the queue ever being committed (fewer round trips), or ignore the hint."""
         ...
 
     async def ack(self, queue: str, ids: Sequence[int]) -> None:

@@ -162,21 +162,44 @@ WHERE q.id = picked.id
 RETURNING q.id, q.key, q.payload, q.attempts
 
 -- name: queue_claim_executions
--- queue_claim, locking and reading the execution each key names (the executor's next
--- step, a round trip saved); NULL where the execution does not exist
-WITH claimed AS (
+-- The executor's claim, in its batch transaction: queue_claim's parameters, leasing
+-- and locking the same way, and reading (locked) the execution each key names, NULL
+-- where there is none. It needs no recheck (queue_claim_recheck): its caller settles
+-- (acks or nacks) every message it claimed before it commits, so no lease of this
+-- queue is ever committed, and each key's lock is tried once, in "taken", not once
+-- per message; a key is left alone when a message of it older than the ones picked is
+-- waiting in this snapshot (another claim holds it, or held it a moment ago), and a
+-- message is leased only with every older waiting message of its key (no gaps), so
+-- what is leased is, per key, a prefix of its backlog.
+WITH picked AS MATERIALIZED (
+    SELECT m.id, m.key FROM {table} AS m
+    WHERE m.lease_until IS NULL AND m.available_at <= $3
+      AND (m.key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM {table} AS o WHERE o.key = m.key AND o.lease_until IS NOT NULL))
+    ORDER BY m.id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), firsts AS MATERIALIZED (
+    SELECT key, min(id) AS first FROM picked WHERE key IS NOT NULL GROUP BY key
+), taken AS MATERIALIZED (
+    SELECT f.key FROM firsts AS f
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {table} AS o
+        WHERE o.key = f.key AND o.id < f.first AND o.lease_until IS NULL
+          AND o.available_at <= $3)
+      AND pg_try_advisory_xact_lock($5, hashtext(f.key))
+), claimed AS (
     UPDATE {table} AS q SET lease_owner = $1, lease_until = $2
-    FROM (
-        SELECT m.id, m.key FROM {table} AS m
-        WHERE m.lease_until IS NULL AND m.available_at <= $3
-          AND (m.key IS NULL OR NOT EXISTS (
-              SELECT 1 FROM {table} AS o WHERE o.key = m.key AND o.lease_until IS NOT NULL))
-        ORDER BY m.id
-        LIMIT $4
-        FOR UPDATE SKIP LOCKED
-    ) AS picked
-    WHERE q.id = picked.id
-      AND (picked.key IS NULL OR pg_try_advisory_xact_lock($5, hashtext(picked.key)))
+    FROM picked AS p
+    WHERE q.id = p.id
+      AND (p.key IS NULL OR (
+          p.key IN (SELECT key FROM taken)
+          -- no gap: a message of the key between the picked ones (another claim was
+          -- picking it) keeps this one and the later ones back
+          AND NOT EXISTS (
+              SELECT 1 FROM {table} AS o
+              WHERE o.key = p.key AND o.id < p.id AND o.lease_until IS NULL
+                AND o.available_at <= $3 AND o.id NOT IN (SELECT id FROM picked))))
     RETURNING q.id, q.key, q.payload, q.attempts
 )
 SELECT c.id, c.key, c.payload, c.attempts,

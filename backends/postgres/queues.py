@@ -20,6 +20,12 @@ until it commits (and the executor claims inside its batch transaction):
    (``queue_claim_recheck``). What the claim keeps is, per key, the only lease and a
    prefix of the key's backlog.
 
+The executor's claim (``prefetch_executions``, in its batch transaction) is one
+statement, ``queue_claim_executions``: it settles every message it claims before it
+commits, so no lease of its queue is ever committed, and it tries each key's lock once
+and leaves a key alone when an older message of it waits: the two ways above cannot
+happen (see the statement).
+
 Autocommit claims (workers, tests) send the same two statements, each committed on
 its own, with no transaction around them: the claim's leases are visible, and its
 locks gone, before the recheck runs. That stays safe: of two claims whose leases of one
@@ -99,7 +105,8 @@ class PostgresQueues:
         async def op(connection: Conn) -> list[tuple[int, str | None, bytes, int]]:
             rows = await connection.fetch(claim, *params)
             if prefetch:
-                rows = self._prefetched(rows)
+                # one statement, no recheck needed (see queue_claim_executions)
+                return self._prefetched(rows)
             keyed = [row[0] for row in rows if row[1] is not None]
             if not keyed:
                 return [tuple(row) for row in rows]

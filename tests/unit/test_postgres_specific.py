@@ -186,6 +186,71 @@ async def test_two_pools_never_share_a_message_nor_a_key(
         assert [p for p in seen if p in in_order] == in_order, f"key {key} out of order"
 
 
+class _RolledBack(Exception):
+    pass
+
+
+@pytest.mark.asyncio
+async def test_executor_claims_on_two_pools_keep_keys_exclusive_and_in_order(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    """The executor's one-statement claim (prefetch_executions, no recheck) on two
+    backends, over a few hot keys and with keys as execution ids, some batches rolled
+    back (a crash mid-batch): no key held twice, every message once, each key in order,
+    a rolled-back message before the later ones of its key."""
+    first, _ = pair
+    published = [(f"k{i % 4}" if i % 5 else None, f"{i:04}".encode()) for i in range(400)]
+    for key in {k for k, _ in published if k is not None}:
+        await first.executions.save(make_execution(key, AT))
+    await first.queues.publish(Q, published)
+    holding: dict[str, str] = {}
+    done: list[bytes] = []
+    problems: list[str] = []
+    batches = 0
+
+    async def executor(backend: PostgresBackend, consumer: str) -> None:
+        nonlocal batches
+        while await backend.queues.depth(Q):
+            batches += 1
+            roll_back = batches % 7 == 0
+            batch: list[Any] = []
+            try:
+                async with backend.transaction() as tx:
+                    batch = await tx.queues.claim(
+                        Q, consumer, limit=3, lease_seconds=60, prefetch_executions=True
+                    )
+                    keys = {m.key for m in batch if m.key is not None}
+                    for key in keys:
+                        if key in holding:
+                            problems.append(f"{consumer} got key {key} held by {holding[key]}")
+                        holding[key] = consumer
+                        if await tx.executions.get_for_update(key) is None:
+                            problems.append(f"execution {key} not read with its claim")
+                    await asyncio.sleep(0.002)
+                    for key in keys:  # before the commit frees them
+                        del holding[key]
+                    if roll_back and batch:
+                        raise _RolledBack
+                    done.extend(m.payload for m in batch)
+                    await tx.queues.ack(Q, [m.id for m in batch])
+            except _RolledBack:
+                pass
+            if not batch:
+                await backend.queues.wait(Q, at_most=0.01)
+
+    async with asyncio.timeout(60), asyncio.TaskGroup() as group:
+        for n, backend in enumerate(pair):
+            for c in range(2):
+                group.create_task(executor(backend, f"executor-{n}-{c}"))
+
+    assert problems == []
+    assert len(done) == len(set(done)), "a message was handled twice"
+    assert sorted(done) == sorted(p for _, p in published)
+    for key in {k for k, _ in published if k is not None}:
+        in_order = [p for k, p in published if k == key]
+        assert [p for p in done if p in in_order] == in_order, f"key {key} out of order"
+
+
 @pytest.mark.asyncio
 async def test_an_uncommitted_claim_holds_its_keys_for_other_pools(
     pair: tuple[PostgresBackend, PostgresBackend],
