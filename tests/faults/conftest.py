@@ -1,7 +1,8 @@
 """The fault tests stop and restart the database servers under the suite. Whatever
 happened in a test (a failure or a timeout half-way through a restart), the next test,
 in this folder or after it, must find both servers answering: each test here ends by
-waiting for them, starting a stopped one the way CI does (``.ci/services``)."""
+waiting for them, starting a stopped one the way CI does (``.ci/services``), and each
+begins by doing the same (a timeout that ended the previous one cut its teardown too)."""
 
 from __future__ import annotations
 
@@ -82,9 +83,17 @@ def wait_for_servers(
         sleep(0.5)
 
 
+@pytest.fixture(scope="session")
+def servers_at_start() -> ServerStates:
+    """The servers that answered when the first fault test began (a developer may run
+    without a local MariaDB)."""
+    return server_states()
+
+
 @pytest.fixture(autouse=True)
-def servers_back_after_the_test() -> Iterator[None]:
-    # the servers that answered before (a developer may run without a local MariaDB)
-    before = server_states()
+def servers_answer_around_the_test(servers_at_start: ServerStates) -> Iterator[None]:
+    mariadb, postgres = servers_at_start.mariadb_answers, servers_at_start.postgres == 0
+    # before as well: the timeout of a test ending mid-restart also cuts its teardown
+    wait_for_servers(mariadb=mariadb, postgres=postgres)
     yield
-    wait_for_servers(mariadb=before.mariadb_answers, postgres=before.postgres == 0)
+    wait_for_servers(mariadb=mariadb, postgres=postgres)
