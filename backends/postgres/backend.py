@@ -10,7 +10,9 @@ costs a round trip per call): the backend never changes session state on them, a
 ends every transaction it begins.
 
 Durability is PostgreSQL's: a committed transaction is on disk (``synchronous_commit``
-as the server is configured, on by default).
+as the server is configured, on by default), but for an autocommit claim (a worker's):
+a lease only, committed without waiting for the disk, since losing it in a crash of
+the server only makes its message claimable again (``queue_claim_autocommit``).
 """
 
 from __future__ import annotations

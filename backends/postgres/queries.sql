@@ -161,6 +161,28 @@ WHERE q.id = picked.id
   AND (picked.key IS NULL OR pg_try_advisory_xact_lock($5, hashtext(picked.key)))
 RETURNING q.id, q.key, q.payload, q.attempts
 
+-- name: queue_claim_autocommit
+-- queue_claim as a transaction of its own (a worker's claim): its commit does not wait
+-- for the WAL to reach the disk (synchronous_commit off, for this transaction only,
+-- set by the statement itself; it runs when a row is leased, and a claim that leases
+-- nothing writes nothing). What a crash of the server can lose is a lease, never a
+-- message: the message is claimable again, as after any consumer's crash, and the
+-- engine ignores a second result of the same attempt.
+UPDATE {table} AS q SET lease_owner = $1, lease_until = $2
+FROM (
+    SELECT m.id, m.key FROM {table} AS m
+    WHERE m.lease_until IS NULL AND m.available_at <= $3
+      AND (m.key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM {table} AS o WHERE o.key = m.key AND o.lease_until IS NOT NULL))
+    ORDER BY m.id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+) AS picked
+WHERE q.id = picked.id
+  AND (picked.key IS NULL OR pg_try_advisory_xact_lock($5, hashtext(picked.key)))
+RETURNING q.id, q.key, q.payload, q.attempts,
+          set_config('synchronous_commit', 'off', true)
+
 -- name: queue_claim_executions
 -- The executor's claim, in its batch transaction: queue_claim's parameters, leasing
 -- and locking the same way, and reading (locked) the execution each key names, NULL

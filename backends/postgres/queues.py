@@ -99,26 +99,33 @@ class PostgresQueues:
         deadline = to_micros(now + timedelta(seconds=lease_seconds))
         params = (consumer, deadline, to_micros(now), limit, table.lock_class)
 
-        prefetch = prefetch_executions and self._s.prefetched is not None
-        claim = table.queries["queue_claim_executions" if prefetch else "queue_claim"]
+        in_transaction = self._s.prefetched is not None
+        prefetch = prefetch_executions and in_transaction
+        if prefetch:
+            claim = table.queries["queue_claim_executions"]
+        elif in_transaction:
+            claim = table.queries["queue_claim"]
+        else:
+            claim = table.queries["queue_claim_autocommit"]
 
         async def op(connection: Conn) -> list[tuple[int, str | None, bytes, int]]:
             rows = await connection.fetch(claim, *params)
             if prefetch:
                 # one statement, no recheck needed (see queue_claim_executions)
                 return self._prefetched(rows)
+            rows = [(row[0], row[1], row[2], row[3]) for row in rows]
             keyed = [row[0] for row in rows if row[1] is not None]
             if not keyed:
-                return [tuple(row) for row in rows]
+                return rows
             recheck = table.queries["queue_claim_recheck"]
             given_back = await connection.fetchval(
                 recheck, keyed, consumer, params[2], table.channel, self._s.sender
             )
             if not given_back:
-                return [tuple(row) for row in rows]
+                return rows
             self._s.committed(queue)  # they are claimable again
             back = set(given_back)
-            return [tuple(row) for row in rows if row[0] not in back]
+            return [row for row in rows if row[0] not in back]
 
         # In autocommit, each statement commits on its own (see the module docstring).
         rows = await self._s.on_connection(op)

@@ -45,6 +45,7 @@ QUEUE_DDL = (
 QUEUE_QUERIES = (
     *QUEUE_DDL,
     "queue_claim",
+    "queue_claim_autocommit",
     "queue_claim_executions",
     "queue_claim_recheck",
     "queue_nack",

@@ -632,3 +632,28 @@ async def test_an_ack_wakes_consumers_only_when_a_message_waits_behind_the_key(
     assert waiting.is_set()
     (second,) = await backend.queues.claim("events", "c", 10, 30)
     assert (second.key, second.payload) == ("b", b"2")
+
+
+@pytest.mark.asyncio
+async def test_an_autocommit_claims_lighter_commit_does_not_leak_to_the_connection(
+    pair: tuple[PostgresBackend, PostgresBackend],
+) -> None:
+    """queue_claim_autocommit turns synchronous_commit off for its own transaction only:
+    every pooled connection is back to the server's setting for the next statement."""
+    backend, _ = pair
+    await backend.queues.publish("jobs", [(None, f"{n}".encode()) for n in range(20)])
+    claims = [backend.queues.claim("jobs", f"w{n}", 2, 30) for n in range(6)]
+    claimed = [m for batch in await asyncio.gather(*claims) for m in batch]
+    assert len(claimed) == 12
+    pool = backend._started().pool
+    connections = [await pool.acquire() for _ in range(pool.get_size())]
+    try:
+        for connection in connections:
+            assert await connection.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        for connection in connections:
+            await pool.release(connection)
+    # the leases it committed hold: a later claim gets the other 8 messages only
+    rest = await backend.queues.claim("jobs", "late", 20, 30)
+    assert sorted(m.id for m in rest + claimed) == sorted({m.id for m in rest + claimed})
+    assert len(rest) == 8
