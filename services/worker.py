@@ -52,6 +52,11 @@ from services.flows import FlowCache, FlowNotFoundError
 
 log = get_logger(__name__)
 
+#: a report the database refused is tried again after this many seconds, doubling up
+#: to RESULT_RETRY_MAX, for as long as it takes
+RESULT_RETRY_FIRST = 0.2
+RESULT_RETRY_MAX = 5.0
+
 
 class _LogBuffer:
     """Log lines of running tasks, written to the log store in batches."""
@@ -490,14 +495,24 @@ class Worker:
         report = _Report(
             message, job, self._result(job, state, outputs, started), state is StateType.KILLED
         )
-        for attempt in range(10):
+        # Until it is written, however long the database is away: given up, the job
+        # would stay leased to this live worker (a day) and then run a second time.
+        attempt = 0
+        while True:
             try:
                 await self._reports.send(report)
                 return
             except Transient as exc:
-                log.warning("worker.result_retry", error=str(exc), attempt=attempt)
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-        log.error("worker.result_lost", task_run=job.task_run_id)
+                log.warning(
+                    "worker.result_retry",
+                    error=str(exc),
+                    attempt=attempt,
+                    task_run=job.task_run_id,
+                )
+                await asyncio.sleep(
+                    min(RESULT_RETRY_MAX, RESULT_RETRY_FIRST * 2 ** min(attempt, 8))
+                )
+                attempt += 1
 
     async def _write_reports(self, reports: list[_Report]) -> None:
         """One transaction: the log lines so far, the results, the acks."""

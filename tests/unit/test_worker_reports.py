@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -95,3 +96,50 @@ async def test_a_sender_cancelled_while_waiting_leaves_the_write_going() -> None
     await reports.send(report(2))
     # the cancelled sender's report was written anyway: a result is never dropped
     assert written == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_a_report_is_retried_for_as_long_as_the_database_is_away(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Given up, a finished job would stay leased to the live worker and run again."""
+    from contextlib import asynccontextmanager
+
+    from backends.memory import MemoryBackend
+    from backends.storage_local import LocalStorage
+    from runtime.flow.states import StateType
+    from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, decode_event
+    from services import worker as worker_module
+    from services.flows import FlowCache
+
+    monkeypatch.setattr(worker_module, "RESULT_RETRY_FIRST", 0.001)
+    monkeypatch.setattr(worker_module, "RESULT_RETRY_MAX", 0.002)
+    backend = MemoryBackend()
+    await backend.start()
+    await backend.queues.publish(WORKER_QUEUE, [(None, b"job")])
+    (message,) = await backend.queues.claim(WORKER_QUEUE, "w", 1, 60)
+    refusals = 40  # far more than any fixed number of tries would have covered
+    real_transaction = backend.transaction
+
+    @asynccontextmanager
+    async def flaky_transaction() -> Any:
+        nonlocal refusals
+        if refusals > 0:
+            refusals -= 1
+            raise Transient("database restarting")
+        async with real_transaction() as tx:
+            yield tx
+
+    monkeypatch.setattr(backend, "transaction", flaky_transaction)
+    worker = worker_module.Worker(
+        backend, LocalStorage(tmp_path), FlowCache(backend), worker_id="w"
+    )
+    job = report(1).job
+    await worker._finish(message, job, StateType.SUCCESS, {"value": 1})
+    assert refusals == 0
+    (result,) = await backend.queues.claim(EXECUTOR_QUEUE, "executor", 5, 60)
+    event = decode_event(result.payload)
+    assert (result.key, event.state) == ("e1", StateType.SUCCESS)  # type: ignore[attr-defined]
+    assert await backend.queues.depth(WORKER_QUEUE) == 0  # the job is acked with it
+    await worker.pool.stop()
+    await backend.stop()
