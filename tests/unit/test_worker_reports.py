@@ -107,6 +107,7 @@ async def test_a_report_is_retried_for_as_long_as_the_database_is_away(
 
     from backends.memory import MemoryBackend
     from backends.storage_local import LocalStorage
+    from runtime.flow.events import WorkerResult
     from runtime.flow.states import StateType
     from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, decode_event
     from services import worker as worker_module
@@ -139,7 +140,8 @@ async def test_a_report_is_retried_for_as_long_as_the_database_is_away(
     assert refusals == 0
     (result,) = await backend.queues.claim(EXECUTOR_QUEUE, "executor", 5, 60)
     event = decode_event(result.payload)
-    assert (result.key, event.state) == ("e1", StateType.SUCCESS)  # type: ignore[attr-defined]
+    assert isinstance(event, WorkerResult)
+    assert (result.key, event.state) == ("e1", StateType.SUCCESS)
     assert await backend.queues.depth(WORKER_QUEUE) == 0  # the job is acked with it
     await worker.pool.stop()
     await backend.stop()
