@@ -11,7 +11,10 @@ load while the step runs). A rate is *sustained* when executions end at
 ``KEEP_UP`` of the offered rate or more, none failed, and p99 stays within the
 bound; the steps stop at the first rate that is not.
 
-The server runs in separate processes started from the CLI with a generated
+Requests go out through :mod:`bench.loadgen` (a request prepared once, keep-alive
+connections, only the answer's id parsed): the generator shares the machine's cores
+with the server, and an HTTP client library's own cost per request would be taken
+from the server's share. The server runs in separate processes started from the CLI with a generated
 config file: ``runtime run --all`` (SQLite: one process by definition), or on
 PostgreSQL/MySQL the executor, the worker and the webserver each in their own
 process when the CLI can start the webserver alone. The generator runs in this
@@ -40,6 +43,7 @@ import yaml
 
 from bench import profiling
 from bench.e2e import backend_environment
+from bench.loadgen import Poster
 from bench.model import Result, Step, Target, percentile
 from bench.procs import cpu_seconds, runtime_command, spawned
 from bench.targets import KEEP_UP, P99_BOUND_MS, THROUGHPUT, THROUGHPUT_PER_S
@@ -183,21 +187,8 @@ async def wait_ready(
 
 
 # -- one step --------------------------------------------------------------------------------
-def execution_id_of(response: httpx.Response) -> str | None:
-    if response.status_code >= 300:
-        return None
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    if isinstance(body, dict):
-        value = body.get("id") or body.get("executionId")
-        return str(value) if value else None
-    return None
-
-
 async def offer(
-    client: httpx.AsyncClient, url: str, rate: float, seconds: float
+    poster: Poster, rate: float, seconds: float
 ) -> tuple[list[tuple[datetime, str | None]], float]:
     """Send ``rate``/s requests for ``seconds`` on a fixed schedule (open loop).
 
@@ -209,11 +200,7 @@ async def offer(
 
     async def one() -> None:
         at = datetime.now(UTC)
-        try:
-            response = await client.post(url, json={})
-            sent.append((at, execution_id_of(response)))
-        except httpx.HTTPError:
-            sent.append((at, None))
+        sent.append((at, await poster.post()))
 
     tasks: list[asyncio.Task[None]] = []
     began = time.perf_counter()
@@ -337,13 +324,14 @@ async def throughput(
             with spawned(commands, folder, {}) as procs:
                 async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
                     await wait_ready(client, url, procs, folder)
+                async with Poster(url) as poster:
                     await reader.start()
                     try:
                         # warm-up: connections open, statements prepared, caches filled
-                        sent, _ = await offer(client, url, 20, 1.0)
+                        sent, _ = await offer(poster, 20, 1.0)
                         await collect(reader, [i for _, i in sent if i], 10.0)
                         steps = await _steps(
-                            client, url, reader, procs, folder, rates, step_seconds, p99_bound_ms
+                            poster, reader, procs, folder, rates, step_seconds, p99_bound_ms
                         )
                     finally:
                         await reader.stop()
@@ -358,8 +346,7 @@ async def throughput(
 
 
 async def _steps(
-    client: httpx.AsyncClient,
-    url: str,
+    poster: Poster,
     reader: Any,
     procs: Sequence[subprocess.Popen[bytes]],
     folder: Path,
@@ -373,7 +360,7 @@ async def _steps(
             if proc.poll() is not None:
                 raise RuntimeError(f"a server process exited:\n{_logs(folder)}")
         cpu = [cpu_seconds(p.pid) for p in procs], time.process_time(), time.perf_counter()
-        sent, took = await offer(client, url, rate, step_seconds)
+        sent, took = await offer(poster, rate, step_seconds)
         ids = [i for _, i in sent if i]
         ended = await collect(reader, ids, max(10.0, 2 * step_seconds))
         wall = time.perf_counter() - cpu[2]

@@ -8,6 +8,7 @@ markdown and the plot are written, the capacity summary follows from the steps.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from datetime import timedelta
@@ -280,3 +281,42 @@ def test_profiled_block_leaves_a_profile_and_its_top_entries(tmp_path: Path) -> 
     with profiling.profiled(None, "nothing"):
         pass
     assert not (tmp_path / "profile-nothing.txt").exists()
+
+
+@pytest.mark.asyncio
+async def test_the_load_generator_reads_each_kind_of_answer() -> None:
+    """bench.loadgen against a real socket: a sized body, a chunked one, an error, a
+    closed connection; the connection is reused while the server keeps it."""
+    from bench.loadgen import Poster
+
+    answers = [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{"id":"one"}',
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'6\r\n{"id":\r\n6\r\n"two"}\r\n0\r\n\r\n',
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+        b'HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\n{"id":"three"}',
+    ]
+    connections = 0
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while answers:
+            head = await reader.readuntil(b"\r\n\r\n")
+            requests.append(head + await reader.readexactly(2))
+            answer = answers.pop(0)
+            writer.write(answer)
+            await writer.drain()
+            if b"close" in answer:
+                break
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, Poster(f"http://127.0.0.1:{port}/hook/ns/flow/key") as poster:
+        got = [await poster.post() for _ in range(4)]
+    assert got == ["one", "two", None, "three"]
+    assert connections == 1  # kept alive until the server said close
+    assert requests[0].startswith(b"POST /hook/ns/flow/key HTTP/1.1\r\n")
+    assert requests[0].endswith(b"\r\n\r\n{}")
