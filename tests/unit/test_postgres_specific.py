@@ -125,6 +125,17 @@ async def test_a_newer_schema_is_refused(schema: str, admin: Any) -> None:
 
 
 # -- claims across processes --------------------------------------------------------------
+def _each_once_and_in_key_order(
+    published: list[tuple[str | None, bytes]], handled: list[bytes]
+) -> None:
+    """Every published message handled once, each key's in publication order."""
+    assert len(handled) == len(set(handled)), "a message was handled twice"
+    assert sorted(handled) == sorted(p for _, p in published)
+    for key in {k for k, _ in published if k is not None}:
+        in_order = [p for k, p in published if k == key]
+        assert [p for p in handled if p in in_order] == in_order, f"key {key} out of order"
+
+
 @pytest.mark.asyncio
 async def test_two_pools_never_share_a_message_nor_a_key(
     pair: tuple[PostgresBackend, PostgresBackend],
@@ -179,11 +190,7 @@ async def test_two_pools_never_share_a_message_nor_a_key(
                 group.create_task(autocommit(backend, f"auto-{n}-{c}"))
 
     assert problems == []
-    assert len(seen) == len(set(seen)), "a message was delivered twice"
-    assert sorted(seen) == sorted(p for _, p in published)
-    for key in {k for k, _ in published if k is not None}:
-        in_order = [p for k, p in published if k == key]
-        assert [p for p in seen if p in in_order] == in_order, f"key {key} out of order"
+    _each_once_and_in_key_order(published, seen)
 
 
 class _RolledBack(Exception):
@@ -244,11 +251,7 @@ async def test_executor_claims_on_two_pools_keep_keys_exclusive_and_in_order(
                 group.create_task(executor(backend, f"executor-{n}-{c}"))
 
     assert problems == []
-    assert len(done) == len(set(done)), "a message was handled twice"
-    assert sorted(done) == sorted(p for _, p in published)
-    for key in {k for k, _ in published if k is not None}:
-        in_order = [p for k, p in published if k == key]
-        assert [p for p in done if p in in_order] == in_order, f"key {key} out of order"
+    _each_once_and_in_key_order(published, done)
 
 
 @pytest.mark.asyncio
