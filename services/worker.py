@@ -266,6 +266,10 @@ class Worker:
         self.secrets = secrets or {}
         self.running: dict[str, tuple[asyncio.Task[None], WorkerRunContext | None]] = {}
         self._killed: set[str] = set()
+        #: jobs whose coroutine started (a job cancelled before it did is settled by
+        #: _finished); tasks settling such jobs
+        self._began: set[str] = set()
+        self._settling: set[asyncio.Task[None]] = set()
         self._buffer = _LogBuffer()
         self._reports = _Reports(self._write_reports)
         self._slot_freed = asyncio.Event()
@@ -306,6 +310,9 @@ class Worker:
             for task in [*side, *jobs]:
                 task.cancel()
             await asyncio.gather(*side, *jobs, return_exceptions=True)
+            if self._settling:
+                # bounded: with the database away, liveness hands the jobs on instead
+                await asyncio.wait(list(self._settling), timeout=5.0)
             await asyncio.shield(self._final_flush())
             await self.pool.stop()
             log.info("worker.stopped", worker=self.id, completed=self.completed)
@@ -343,12 +350,28 @@ class Worker:
     def _start(self, message: QueueMessage, job: WorkerJob) -> None:
         task = asyncio.create_task(self._run_job(message, job), name=f"job.{job.task_run_id}")
         self.running[job.task_run_id] = (task, None)
-        task.add_done_callback(lambda _t: self._finished(job.task_run_id))
+        task.add_done_callback(lambda done: self._finished(done, message, job))
 
-    def _finished(self, task_run_id: str) -> None:
-        self.running.pop(task_run_id, None)
-        self._killed.discard(task_run_id)
+    def _finished(self, task: asyncio.Task[None], message: QueueMessage, job: WorkerJob) -> None:
+        run_id = job.task_run_id
+        self.running.pop(run_id, None)
+        killed = run_id in self._killed
+        self._killed.discard(run_id)
+        began = run_id in self._began
+        self._began.discard(run_id)
         self._slot_freed.set()
+        if task.cancelled() and not began:
+            # Cancelled before it ran a line (a stop, or a kill, right after the claim):
+            # its own handlers never ran, so the job is settled from here.
+            settle = asyncio.create_task(self._settle_unstarted(message, job, killed))
+            self._settling.add(settle)
+            settle.add_done_callback(self._settling.discard)
+
+    async def _settle_unstarted(self, message: QueueMessage, job: WorkerJob, killed: bool) -> None:
+        if killed:
+            await self._finish(message, job, StateType.KILLED, None)
+        else:
+            await self._give_back(message)
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then give the rest back."""
@@ -364,6 +387,7 @@ class Worker:
 
     # -- one job ----------------------------------------------------------------
     async def _run_job(self, message: QueueMessage, job: WorkerJob) -> None:
+        self._began.add(job.task_run_id)
         try:
             task = await self._task(job)
         except FlowNotFoundError as exc:

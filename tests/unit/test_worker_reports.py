@@ -145,3 +145,43 @@ async def test_a_report_is_retried_for_as_long_as_the_database_is_away(
     assert await backend.queues.depth(WORKER_QUEUE) == 0  # the job is acked with it
     await worker.pool.stop()
     await backend.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_job_cancelled_before_it_started_is_given_back_or_killed(
+    tmp_path: Any,
+) -> None:
+    """A task cancelled before its first step never runs its own handlers: the job
+    would stay leased to this live worker. It is given back (a stop) or ends KILLED."""
+    from backends.memory import MemoryBackend
+    from backends.storage_local import LocalStorage
+    from runtime.flow.events import WorkerResult
+    from runtime.flow.states import StateType
+    from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, decode_event
+    from services.flows import FlowCache
+    from services.worker import Worker
+
+    backend = MemoryBackend()
+    await backend.start()
+    worker = Worker(backend, LocalStorage(tmp_path), FlowCache(backend), worker_id="w")
+    await backend.queues.publish(WORKER_QUEUE, [(None, b"stopped"), (None, b"killed")])
+    stopped, killed = await backend.queues.claim(WORKER_QUEUE, "w", 2, 60)
+    first, second = report(1).job, report(2).job
+    worker._start(stopped, first)
+    worker._start(killed, second)
+    worker._killed.add(second.task_run_id)
+    for task, _ in list(worker.running.values()):
+        task.cancel()  # before either ran a line
+    await settle()
+    await asyncio.wait(list(worker._settling), timeout=5.0)
+    # the stopped one is back in the queue, claimable by another worker
+    (again,) = await backend.queues.claim(WORKER_QUEUE, "other", 5, 60)
+    assert again.id == stopped.id
+    # the killed one is acked, and its KILLED result is on its way to the executor
+    (result,) = await backend.queues.claim(EXECUTOR_QUEUE, "executor", 5, 60)
+    event = decode_event(result.payload)
+    assert isinstance(event, WorkerResult)
+    assert (event.task_run_id, event.state) == ("r2", StateType.KILLED)
+    assert worker.running == {}
+    await worker.pool.stop()
+    await backend.stop()
