@@ -19,6 +19,7 @@ pytest.register_assert_rewrite(
     "backends.testing.transaction_tests",
     "backends.testing.store_tests",
     "backends.testing.state_tests",
+    "backends.testing.pools",
 )
 
 from backends.testing.base import ConformanceBase  # noqa: E402

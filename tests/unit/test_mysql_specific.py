@@ -34,6 +34,7 @@ from backends.mysql.testing import admin_connection, fresh_database
 from backends.sql.migrations import SchemaTooNew
 from backends.testing.base import cancel_quietly, make_execution, make_log
 from backends.testing.clock import ManualClock
+from backends.testing.pools import two_pools_share_no_message_nor_key
 from runtime.config import load_config
 from services.cli import cli
 from services.standalone import make_backend
@@ -211,58 +212,8 @@ async def test_two_pools_never_share_a_message_nor_a_key(
 ) -> None:
     """Consumers on two backends, half claiming inside a transaction (the executor: its
     leases stay invisible until commit), half in autocommit, over a few hot keys."""
-    first, _ = pair
-    published = [(f"k{i % 4}" if i % 5 else None, f"{i:04}".encode()) for i in range(300)]
-    await first.queues.publish(Q, published)
-    holding: dict[str, str] = {}
-    seen: list[bytes] = []
-    problems: list[str] = []
-
-    def take(consumer: str, batch: list[Any]) -> None:
-        seen.extend(m.payload for m in batch)
-        for key in {m.key for m in batch if m.key is not None}:
-            if key in holding:
-                problems.append(f"{consumer} got key {key} held by {holding[key]}")
-            holding[key] = consumer
-
-    def give_back(consumer: str, batch: list[Any]) -> None:
-        for key in {m.key for m in batch if m.key is not None}:
-            if holding.get(key) == consumer:
-                del holding[key]
-
-    async def in_transaction(backend: MysqlBackend, consumer: str) -> None:
-        while await backend.queues.depth(Q):
-            async with backend.transaction() as tx:
-                batch = await tx.queues.claim(Q, consumer, limit=3, lease_seconds=60)
-                take(consumer, batch)
-                await asyncio.sleep(0.002)
-                give_back(consumer, batch)
-                await tx.queues.ack(Q, [m.id for m in batch])
-            if not batch:
-                await backend.queues.wait(Q, at_most=0.01)
-
-    async def autocommit(backend: MysqlBackend, consumer: str) -> None:
-        while await backend.queues.depth(Q):
-            batch = await backend.queues.claim(Q, consumer, limit=3, lease_seconds=60)
-            take(consumer, batch)
-            await asyncio.sleep(0.002)
-            give_back(consumer, batch)
-            await backend.queues.ack(Q, [m.id for m in batch])
-            if not batch:
-                await backend.queues.wait(Q, at_most=0.01)
-
-    async with asyncio.timeout(60), asyncio.TaskGroup() as group:
-        for n, backend in enumerate(pair):
-            for c in range(2):
-                group.create_task(in_transaction(backend, f"tx-{n}-{c}"))
-                group.create_task(autocommit(backend, f"auto-{n}-{c}"))
-
-    assert problems == []
-    assert len(seen) == len(set(seen)), "a message was delivered twice"
-    assert sorted(seen) == sorted(p for _, p in published)
-    for key in {k for k, _ in published if k is not None}:
-        in_order = [p for k, p in published if k == key]
-        assert [p for p in seen if p in in_order] == in_order, f"key {key} out of order"
+    async with asyncio.timeout(60):
+        await two_pools_share_no_message_nor_key(pair, Q, messages=300)
 
 
 @pytest.mark.asyncio

@@ -27,6 +27,7 @@ from backends.sql.mapping import execution_row_binary
 from backends.sql.migrations import SchemaTooNew
 from backends.testing.base import cancel_quietly, make_execution, make_log
 from backends.testing.clock import ManualClock
+from backends.testing.pools import each_once_and_in_key_order, two_pools_share_no_message_nor_key
 from runtime.flow.execution import new_execution
 
 Q = "jobs"
@@ -125,72 +126,14 @@ async def test_a_newer_schema_is_refused(schema: str, admin: Any) -> None:
 
 
 # -- claims across processes --------------------------------------------------------------
-def _each_once_and_in_key_order(
-    published: list[tuple[str | None, bytes]], handled: list[bytes]
-) -> None:
-    """Every published message handled once, each key's in publication order."""
-    assert len(handled) == len(set(handled)), "a message was handled twice"
-    assert sorted(handled) == sorted(p for _, p in published)
-    for key in {k for k, _ in published if k is not None}:
-        in_order = [p for k, p in published if k == key]
-        assert [p for p in handled if p in in_order] == in_order, f"key {key} out of order"
-
-
 @pytest.mark.asyncio
 async def test_two_pools_never_share_a_message_nor_a_key(
     pair: tuple[PostgresBackend, PostgresBackend],
 ) -> None:
     """Consumers on two backends, half claiming inside a transaction (the executor: its
     leases stay invisible until commit), half in autocommit, over a few hot keys."""
-    first, _ = pair
-    published = [(f"k{i % 4}" if i % 5 else None, f"{i:04}".encode()) for i in range(400)]
-    await first.queues.publish(Q, published)
-    holding: dict[str, str] = {}
-    seen: list[bytes] = []
-    problems: list[str] = []
-
-    def take(consumer: str, batch: list[Any]) -> None:
-        seen.extend(m.payload for m in batch)
-        for key in {m.key for m in batch if m.key is not None}:
-            if key in holding:
-                problems.append(f"{consumer} got key {key} held by {holding[key]}")
-            holding[key] = consumer
-
-    def give_back(consumer: str, batch: list[Any]) -> None:
-        # before the ack commits: from then on another consumer may claim the key
-        for key in {m.key for m in batch if m.key is not None}:
-            if holding.get(key) == consumer:
-                del holding[key]
-
-    async def in_transaction(backend: PostgresBackend, consumer: str) -> None:
-        while await backend.queues.depth(Q):
-            async with backend.transaction() as tx:
-                batch = await tx.queues.claim(Q, consumer, limit=3, lease_seconds=60)
-                take(consumer, batch)
-                await asyncio.sleep(0.002)
-                give_back(consumer, batch)
-                await tx.queues.ack(Q, [m.id for m in batch])
-            if not batch:
-                await backend.queues.wait(Q, at_most=0.01)
-
-    async def autocommit(backend: PostgresBackend, consumer: str) -> None:
-        while await backend.queues.depth(Q):
-            batch = await backend.queues.claim(Q, consumer, limit=3, lease_seconds=60)
-            take(consumer, batch)
-            await asyncio.sleep(0.002)
-            give_back(consumer, batch)
-            await backend.queues.ack(Q, [m.id for m in batch])
-            if not batch:
-                await backend.queues.wait(Q, at_most=0.01)
-
-    async with asyncio.timeout(40), asyncio.TaskGroup() as group:
-        for n, backend in enumerate(pair):
-            for c in range(2):
-                group.create_task(in_transaction(backend, f"tx-{n}-{c}"))
-                group.create_task(autocommit(backend, f"auto-{n}-{c}"))
-
-    assert problems == []
-    _each_once_and_in_key_order(published, seen)
+    async with asyncio.timeout(40):
+        await two_pools_share_no_message_nor_key(pair, Q, messages=400)
 
 
 class _RolledBack(Exception):
@@ -251,7 +194,7 @@ async def test_executor_claims_on_two_pools_keep_keys_exclusive_and_in_order(
                 group.create_task(executor(backend, f"executor-{n}-{c}"))
 
     assert problems == []
-    _each_once_and_in_key_order(published, done)
+    each_once_and_in_key_order(published, done)
 
 
 @pytest.mark.asyncio
