@@ -4,7 +4,7 @@ components of different versions can talk during a rolling upgrade)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
@@ -57,7 +57,7 @@ def encode_event(event: Event) -> bytes:
 
 
 def decode_event(data: bytes) -> Event:
-    return cast(Event, _event_decoder.decode(data))
+    return _event_decoder.decode(data)
 
 
 def encode_job(job: WorkerJob) -> bytes:
