@@ -42,6 +42,11 @@ _BACKENDS = {
     "postgres": ("backends.postgres", "PostgresBackend"),
     "mysql": ("backends.mysql", "MysqlBackend"),
 }
+#: drivers the base install leaves out: backend -> (driver modules, the extra adding them)
+_EXTRAS = {
+    "postgres": (frozenset({"asyncpg"}), "postgres"),
+    "mysql": (frozenset({"aiomysql", "pymysql"}), "mysql"),
+}
 #: backends only one process uses at a time (liveness may re-queue every foreign lease)
 _EXCLUSIVE = frozenset({"memory", "sqlite"})
 
@@ -53,7 +58,7 @@ def make_backend(config: Config) -> Backend:
         known = ", ".join(sorted(_BACKENDS))
         raise ConfigError(f"setting `backend.type`: unknown backend {kind!r} (known: {known})")
     module_name, class_name = _BACKENDS[kind]
-    cls: Any = getattr(importlib.import_module(module_name), class_name)
+    cls: Any = getattr(_import_backend(kind, module_name), class_name)
     if kind == "sqlite":
         path = config.sqlite_path()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,20 @@ def make_backend(config: Config) -> Backend:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     return cls()  # type: ignore[no-any-return]
+
+
+def _import_backend(kind: str, module_name: str) -> Any:
+    """The backend's module; a driver left out of a lean install is one clear error."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        drivers, extra = _EXTRAS.get(kind, (frozenset(), ""))
+        if exc.name is None or exc.name.split(".")[0] not in drivers:
+            raise
+        raise ConfigError(
+            f"setting `backend.type`: the {kind} backend needs the driver {exc.name!r}, "
+            f"which this install lacks; install it with: pip install 'runtime[{extra}]'"
+        ) from None
 
 
 def make_storage(config: Config) -> Storage:
