@@ -94,3 +94,47 @@ def test_the_compose_file_runs_each_component_of_the_medium_size() -> None:
         assert spec["environment"]["RUNTIME_BACKEND_TYPE"] == "postgres"
         assert spec["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["webserver"]["ports"] == ["127.0.0.1:8080:8080"]
+
+
+KUBERNETES = ROOT / "config" / "kubernetes"
+
+
+def _kubernetes_validate(*files: Path) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).with_name("kubernetes-validate")
+    assert tool.exists(), "kubernetes-validate comes with the test extra"
+    return subprocess.run(
+        [str(tool), "--strict", *map(str, files)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_every_kubernetes_manifest_validates_offline() -> None:
+    import yaml
+
+    for kustomization in KUBERNETES.glob("*/kustomization.yaml"):
+        listed = yaml.safe_load(kustomization.read_text())["resources"]
+        folder = kustomization.parent
+        present = sorted(p.name for p in folder.glob("*.yaml") if p != kustomization)
+        assert sorted(listed) == present, f"{kustomization}: resources and files differ"
+        ran = _kubernetes_validate(*(folder / name for name in listed))
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "passed" in ran.stdout + ran.stderr
+
+
+def test_kubernetes_validate_refuses_a_wrong_manifest(tmp_path: Path) -> None:
+    source = (KUBERNETES / "medium" / "worker.yaml").read_text()
+    wrong = tmp_path / "worker.yaml"
+    wrong.write_text(source.replace("replicas:", "replica:"))
+    assert _kubernetes_validate(wrong).returncode != 0
+
+
+def test_the_pods_stop_no_sooner_than_the_components() -> None:
+    import yaml
+
+    worker = yaml.safe_load((KUBERNETES / "medium" / "worker.yaml").read_text())
+    settings = yaml.safe_load(
+        yaml.safe_load((KUBERNETES / "medium" / "configmap.yaml").read_text())["data"][
+            "runtime.yml"
+        ]
+    )
+    grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > settings["worker"]["grace_seconds"]
