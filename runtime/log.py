@@ -26,6 +26,7 @@ def configure_logging(
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    _quiet_http_clients(numeric)
     if _configured:
         logging.getLogger().setLevel(numeric)
         return
@@ -64,6 +65,19 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     _configured = True
+
+
+#: loggers that write each request's full URL at INFO: a token in a query string
+#: (an HTTP task's ``uri``) would land in the server's log
+_URL_LOGGERS = ("httpx", "httpcore")
+
+
+def _quiet_http_clients(level: int) -> None:
+    """Request lines of the HTTP clients only at DEBUG, where an operator asked for them."""
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+        )
 
 
 def _identity(_logger: Any, _name: str, event: Any) -> Any:

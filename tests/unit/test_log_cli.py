@@ -52,3 +52,26 @@ def test_cli_help_and_version() -> None:
     result = runner.invoke(cli, ["--version"])
     assert result.exit_code == 0
     assert "runtime, version 0.1.0" in result.output
+
+
+def _log_of_a_request(level: str) -> str:
+    snippet = (
+        "import httpx;"
+        "from runtime.log import configure_logging;"
+        f"configure_logging({level!r});"
+        "t = httpx.MockTransport(lambda request: httpx.Response(200));"
+        "httpx.Client(transport=t).get('http://127.0.0.1:9/api?token=s3cret')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, check=True, timeout=30
+    )
+    return done.stderr
+
+
+def test_an_http_request_url_is_not_logged_at_info() -> None:
+    # An HTTP task's uri may carry a token in its query string.
+    assert "s3cret" not in _log_of_a_request("INFO")
+
+
+def test_an_http_request_url_is_logged_when_debugging() -> None:
+    assert "s3cret" in _log_of_a_request("DEBUG")
