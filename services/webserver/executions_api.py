@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import msgspec
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -48,6 +49,8 @@ from services.webserver.middleware import allow_upload
 from services.webserver.sse import EventStream, follow_execution, pause
 
 S = StateType
+#: the largest text value of a form (a file part has the upload limit instead)
+FORM_FIELD_LIMIT = 1024 * 1024
 log = get_logger(__name__)
 
 
@@ -84,9 +87,19 @@ class FormInputs:
             if uploads:
                 allow_upload(request.scope)
             try:
-                out._form = await request.form(max_files=100, max_fields=1000)
+                out._form = await request.form(
+                    max_files=100, max_fields=1000, max_part_size=FORM_FIELD_LIMIT
+                )
             except ApiError:
                 raise
+            except HTTPException as exc:
+                if "exceeded maximum size" in str(exc.detail):
+                    raise ApiError(
+                        413,
+                        f"a form field is over the {FORM_FIELD_LIMIT // 1024 // 1024} MiB a "
+                        "text value may have: send a large value as a FILE input's file part",
+                    ) from None
+                raise ApiError(400, f"the form body cannot be read: {exc.detail}") from None
             except Exception as exc:  # the parser's errors: a malformed body
                 raise ApiError(400, f"the form body cannot be read: {exc}") from None
             for key, value in out._form.multi_items():

@@ -138,3 +138,20 @@ async def test_a_multipart_content_type_does_not_lift_the_body_limit(tmp_path: P
         )
         assert huge.status_code == 413
         assert "webserver.max_upload_bytes" in huge.json()["message"]
+
+
+async def test_a_form_text_value_past_one_mib_is_413(tmp_path: Path) -> None:
+    web = WebserverConfig(max_body_bytes=4 * 1024 * 1024, max_upload_bytes=8 * 1024 * 1024)
+    async with api(tmp_path, web=web) as a:
+        await a.deploy(flow("text", RETURN, "inputs:\n  - id: note\n    type: STRING\n"))
+        url = f"/api/v1/executions/{NS}/text"
+        big = "x" * (1024 * 1024 + 1)
+        for sent in (
+            {"files": {"note": (None, big)}},  # a multipart text part
+            {"data": {"note": big}},  # url-encoded
+        ):
+            response = await a.client.post(url, **sent)  # type: ignore[arg-type]
+            assert response.status_code == 413, response.text[:200]
+            assert "1 MiB" in response.json()["message"]
+        fits = await a.client.post(url, data={"note": "x" * 1000})
+        assert fits.status_code == 200
