@@ -100,6 +100,9 @@ class WebserverConfig(_Section, frozen=True, kw_only=True):
     #: basic-authentication accounts; when any is given every endpoint but the health
     #: checks requires one (RUNTIME_WEBSERVER_USERS='[{username: a, password: b}]')
     users: tuple[WebserverUser, ...] = ()
+    #: whether webhook URLs also require those credentials; off as in Kestra, where the
+    #: webhook's key (part of its URL) is the credential and callers send no other
+    webhook_auth: bool = False
     #: how often live follows (SSE) poll the backend for changes
     poll_seconds: float = 0.25
     #: how long a graceful stop waits for open requests (SSE streams are ended at once)

@@ -105,7 +105,9 @@ def create_app(
         ),
     ]
     if config.users:
-        middleware.insert(0, Middleware(BasicAuth, users=config.users))
+        middleware.insert(
+            0, Middleware(BasicAuth, users=config.users, webhooks=config.webhook_auth)
+        )
     app = Starlette(
         routes=routes,
         middleware=middleware,

@@ -21,6 +21,8 @@ from services.webserver.http import ApiError, encode
 
 #: reachable without credentials: load balancers and orchestrators probe these
 PUBLIC_PATHS = frozenset({"/health", "/health/ready"})
+#: where webhooks are called; their key is their credential unless webhook_auth is set
+WEBHOOK_PREFIX = "/api/v1/executions/webhook/"
 
 
 async def send_error(
@@ -131,14 +133,21 @@ class BodyLimit:
 
 
 class BasicAuth:
-    """Every path but the health checks requires one of ``users``' credentials."""
+    """Every path but the health checks (and webhooks, unless ``webhooks`` is true)
+    requires one of ``users``' credentials."""
 
-    def __init__(self, app: ASGIApp, *, users: Iterable[WebserverUser]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, users: Iterable[WebserverUser], webhooks: bool = False
+    ) -> None:
         self.app = app
         self.users = {u.username.encode(): u.password.encode() for u in users}
+        self.webhooks = webhooks
+
+    def _public(self, path: str) -> bool:
+        return path in PUBLIC_PATHS or (not self.webhooks and path.startswith(WEBHOOK_PREFIX))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or self._allowed(scope):
+        if scope["type"] != "http" or self._public(scope["path"]) or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         await send_error(

@@ -514,7 +514,8 @@ def openapi_document() -> dict[str, Any]:
             "version": "1",
             "description": "Kestra-compatible REST API of runtime. Errors are JSON "
             "`{message, status, errors?}`; with users configured, every path but "
-            "/health requires HTTP basic authentication.",
+            "/health and the webhooks (unless webserver.webhook_auth) requires HTTP "
+            "basic authentication.",
         },
         "components": {
             "schemas": SCHEMAS,

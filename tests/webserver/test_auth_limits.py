@@ -43,6 +43,10 @@ async def test_every_endpoint_but_health_requires_credentials(tmp_path: Path) ->
             if path in ("/health", "/health/ready"):
                 assert response.status_code == 200, path
                 continue
+            if path.startswith("/api/v1/executions/webhook/"):
+                # the webhook's key is its credential (webhook_auth is off)
+                assert response.status_code == 404, (method, path)
+                continue
             assert response.status_code == 401, (method, path)
             assert response.headers["www-authenticate"].startswith("Basic")
             assert response.json()["message"].startswith("authentication required")
@@ -155,3 +159,25 @@ async def test_a_form_text_value_past_one_mib_is_413(tmp_path: Path) -> None:
             assert "1 MiB" in response.json()["message"]
         fits = await a.client.post(url, data={"note": "x" * 1000})
         assert fits.status_code == 200
+
+
+async def test_a_webhook_needs_only_its_key_unless_webhook_auth_is_set(tmp_path: Path) -> None:
+    hook = (
+        "triggers:\n  - id: hook\n    type: io.kestra.plugin.core.trigger.Webhook\n    key: k3y\n"
+    )
+    url = f"/api/v1/executions/webhook/{NS}/hooked/k3y"
+    auth = _basic("admin", "pa:ss")
+    for webhook_auth, anonymous in ((False, 200), (True, 401)):
+        web = WebserverConfig(users=USERS, webhook_auth=webhook_auth)
+        folder = tmp_path / str(webhook_auth)
+        folder.mkdir()
+        async with api(folder, web=web) as a:
+            deployed = await a.client.post(
+                "/api/v1/flows", content=flow("hooked", RETURN, hook), headers={**YAML, **auth}
+            )
+            assert deployed.status_code == 200
+            response = await a.client.post(url, json={"a": 1})
+            assert response.status_code == anonymous, response.text[:200]
+            assert (await a.client.post(url, json={"a": 1}, headers=auth)).status_code == 200
+            # the rest of the API still asks for credentials
+            assert (await a.client.get("/api/v1/flows/search")).status_code == 401
