@@ -217,6 +217,8 @@ class _Reader:
             return _MALFORMED
         self.source.record("", None, root)
         try:
+            if _expands_past(root, _MAX_NODES):
+                raise _TooBig("")
             return self.node(root, "", 0)
         except _TooBig as exc:
             self.report.add(
@@ -313,6 +315,41 @@ class _Reader:
 
 class _TooBig(Exception):
     """The document nests too deeply or expands too many aliases."""
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [value for _, value in node.value]
+    return []
+
+
+def _expands_past(root: Any, limit: int) -> bool:
+    """Whether the document, its aliases expanded, has more than ``limit`` nodes.
+
+    Counted over the composed graph, each distinct node once with its expanded size
+    remembered, so an alias bomb is refused in the time its few lines take to read
+    rather than after a walk of the million values it stands for. A recursive alias
+    counts nothing here; the walk reports it.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            total = 1 + sum(sizes.get(id(child), 0) for child in _children(node))
+            if total > limit:
+                return True
+            sizes[key] = total
+        elif key not in sizes and key not in open_nodes:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return False
 
 
 def _yaml_error(exc: Any, text: str) -> tuple[str, str | None, tuple[int, int]]:

@@ -762,3 +762,33 @@ def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     assert at(problem) == (2, 15)
     assert "not UTF-8" in problem.message
     assert str(caught.value).startswith(f"{path}:2:15: ")
+
+
+def _bomb(levels: int) -> str:
+    lines = ["id: bomb", "namespace: hostile", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    lines += ["tasks:", "  - id: t", "    type: io.kestra.plugin.core.log.Log", "    message: hi"]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_is_walked() -> None:
+    problems = validate_text(_bomb(12))  # 9**12 values once expanded
+    assert [p.message for p in problems] == [
+        "the document nests too deeply or expands too many aliases"
+    ]
+    assert (problems[0].line, problems[0].column) == (1, 1)
+
+
+def test_the_expansion_count_follows_every_alias() -> None:
+    import yaml
+
+    from runtime.flow.parse import _expands_past
+
+    # the root mapping, id and namespace: 3 nodes; a0: itself and 9 scalars = 10;
+    # a1: itself and 9 times a0 = 91; tasks: the list, its mapping and 3 scalars = 5
+    root = yaml.compose(_bomb(2))
+    expanded = 3 + 10 + 91 + 5
+    assert not _expands_past(root, expanded)
+    assert _expands_past(root, expanded - 1)
+    recursive = yaml.compose("a: &r [*r, x]\n")
+    assert not _expands_past(recursive, 10)
