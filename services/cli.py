@@ -359,22 +359,35 @@ def execute(
       runtime execute company.team hello --server http://127.0.0.1:8080
     """
     from runtime.flow.inputs import InputError
+    from services.cli_output import Progress
+    from services.client import NoServerError
     from services.remote_client import RemoteError
 
     _logging(ctx, "WARNING")
     config = None if server_url else _config(config_path)
+    # Task runs as they start and end: a live table on a terminal, lines on a pipe.
+    progress = Progress(sys.stderr) if wait and not as_json else None
 
     async def go() -> Any:
         async with _client(config, server_url) as client:
+            if wait:
+                # Before creating it: an execution nobody would run is not waited on.
+                await client.check_server()
             execution = await client.execute(namespace, flow_id, _key_values(inputs))
             if wait:
-                execution = await client.wait(execution.id)
+                click.echo(f"{execution.id} {execution.state.current.value}", err=True)
+                execution = await client.wait(
+                    execution.id, on_change=progress.update if progress else None
+                )
             return execution
 
     try:
         execution = asyncio.run(go())
-    except (InputError, LookupError, RemoteError) as exc:
+    except (InputError, LookupError, RemoteError, NoServerError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
+    finally:
+        if progress is not None:
+            progress.close()
     if as_json:
         _print_json(execution)
     else:
@@ -420,6 +433,176 @@ def logs(
         asyncio.run(go())
     except (LookupError, RemoteError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
+
+
+# -- executions, triggers -----------------------------------------------------------
+@cli.group("executions")
+def executions() -> None:
+    """List and show executions (on the backend, or a server's API with --server)."""
+
+
+@executions.command("list")
+@click.option("--namespace", "-n", help="this namespace and the ones below it")
+@click.option("--flow", "flow_id", help="executions of this flow id")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    help="in this state (repeatable): RUNNING, SUCCESS, FAILED, ...",
+)
+@click.option("--label", "labels", multiple=True, metavar="KEY:VALUE", help="with this label")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="print Kestra's JSON: results and total")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+)
+@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
+@click.pass_context
+def executions_list(
+    ctx: click.Context,
+    namespace: str | None,
+    flow_id: str | None,
+    states: tuple[str, ...],
+    labels: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+    config_path: Path | None,
+    server_url: str | None,
+) -> None:
+    """The newest executions first, with their state and duration.
+
+    \b
+    Example:
+      runtime executions list --namespace company --state FAILED --limit 5
+    """
+    from backends.protocols import ExecutionFilter
+    from runtime.flow.execution import to_kestra_dict
+    from runtime.flow.states import StateType
+    from services.cli_output import print_executions
+    from services.remote_client import RemoteError
+
+    _logging(ctx, "WARNING")
+    try:
+        wanted = tuple(StateType(s.upper()) for s in states) or None
+    except ValueError as exc:
+        known = ", ".join(s.value for s in StateType)
+        raise click.BadParameter(f"{exc}; known states: {known}", param_hint="--state") from None
+    pairs = []
+    for label in labels:
+        key, sep, value = label.partition(":")
+        if not sep or not key:
+            raise click.BadParameter(f"{label!r}: write KEY:VALUE", param_hint="--label")
+        pairs.append((key, value))
+    where = ExecutionFilter(
+        namespace=namespace, flow_id=flow_id, states=wanted, labels=tuple(pairs)
+    )
+    config = None if server_url else _config(config_path)
+
+    async def go() -> tuple[list[Any], int]:
+        async with _client(config, server_url) as client:
+            found: tuple[list[Any], int] = await client.search(where, limit=limit)
+            return found
+
+    try:
+        found, total = asyncio.run(go())
+    except (LookupError, RemoteError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    if as_json:
+        results = [to_kestra_dict(e) for e in found]
+        click.echo(json.dumps({"results": results, "total": total}, indent=2, default=str))
+    else:
+        print_executions(found, total, sys.stdout)
+
+
+@executions.command("show")
+@click.argument("execution_id")
+@click.option("--json", "as_json", is_flag=True, help="print the execution as Kestra's JSON")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+)
+@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
+@click.pass_context
+def executions_show(
+    ctx: click.Context,
+    execution_id: str,
+    as_json: bool,
+    config_path: Path | None,
+    server_url: str | None,
+) -> None:
+    """One execution with its task runs, their states and durations.
+
+    \b
+    Example:
+      runtime executions show 4wjLBTw5oKlZMaZzmX5cVp
+    """
+    from services.cli_output import print_execution
+    from services.remote_client import RemoteError
+
+    _logging(ctx, "WARNING")
+    config = None if server_url else _config(config_path)
+
+    async def go() -> Any:
+        async with _client(config, server_url) as client:
+            return await client.get(execution_id)
+
+    try:
+        execution = asyncio.run(go())
+    except (LookupError, RemoteError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    if as_json:
+        _print_json(execution)
+    else:
+        print_execution(execution, sys.stdout)
+
+
+@cli.group("triggers")
+def triggers() -> None:
+    """The triggers of the deployed flows."""
+
+
+@triggers.command("list")
+@click.option("--namespace", "-n", help="this namespace and the ones below it")
+@click.option("--flow", "flow_id", help="triggers of this flow id")
+@click.option("--json", "as_json", is_flag=True, help="print the API's JSON")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+)
+@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
+@click.pass_context
+def triggers_list(
+    ctx: click.Context,
+    namespace: str | None,
+    flow_id: str | None,
+    as_json: bool,
+    config_path: Path | None,
+    server_url: str | None,
+) -> None:
+    """Every trigger with its type, status and next fire date.
+
+    \b
+    Example:
+      runtime triggers list --namespace company
+    """
+    from services.cli_output import print_triggers
+    from services.remote_client import RemoteError
+
+    _logging(ctx, "WARNING")
+    config = None if server_url else _config(config_path)
+
+    async def go() -> list[dict[str, Any]]:
+        async with _client(config, server_url) as client:
+            found: list[dict[str, Any]] = await client.triggers(namespace, flow_id)
+            return found
+
+    try:
+        found = asyncio.run(go())
+    except (LookupError, RemoteError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+    else:
+        print_triggers(found, sys.stdout)
 
 
 # -- bench ---------------------------------------------------------------------------------

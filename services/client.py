@@ -1,21 +1,26 @@
-"""Start and follow executions from the command line, against the configured backend.
-
-The server carries executions out; this client only stores them and reads them
-back. (A client for a remote server over HTTP comes with the webserver.)
+"""Start, follow and list executions from the command line, against the configured
+backend. The server carries executions out; this client only stores them and reads
+them back. :class:`services.remote_client.RemoteClient` does the same over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
+
+from backends.protocols import ExecutionFilter
 from runtime.config import Config
 from runtime.flow.execution import Execution
 from runtime.messages import LogEntry
 from services.flow_test import start_execution
 from services.flows import FlowCache
 from services.standalone import make_backend, make_storage
+from services.triggers import list_triggers
 
 #: how often a client polls the backend for changes made by another process
 POLL_SECONDS = 0.25
@@ -57,13 +62,66 @@ class LocalClient:
             raise LookupError(f"no execution {execution_id!r}")
         return execution
 
-    async def wait(self, execution_id: str) -> Execution:
-        """Until the execution ends or pauses (another process carries it out)."""
+    async def wait(
+        self, execution_id: str, on_change: Callable[[Execution], None] | None = None
+    ) -> Execution:
+        """Until the execution ends or pauses (another process carries it out).
+
+        Raises :class:`NoServerError` when the server that ran it stops answering
+        (a check before the wait is the caller's: see :meth:`check_server`)."""
+        last: Execution | None = None
+        checked = asyncio.get_running_loop().time()
         while True:
             execution = await self.get(execution_id)
+            if on_change is not None and execution != last:
+                on_change(execution)
+            last = execution
             if execution.state.terminated or execution.state.current.value == "PAUSED":
                 return execution
+            now = asyncio.get_running_loop().time()
+            if now - checked > self.config.liveness.worker_timeout_seconds:
+                try:
+                    await self.check_server()
+                except NoServerError as exc:
+                    raise NoServerError(
+                        f"{exc}. Execution {execution_id} is kept: it goes on when a server starts"
+                    ) from None
+                checked = now
             await asyncio.sleep(POLL_SECONDS)
+
+    async def check_server(self) -> None:
+        """A worker of this backend sent a heartbeat within the liveness timeout."""
+        timeout = self.config.liveness.worker_timeout_seconds
+        now = self.backend.clock()
+        for instance in await self.backend.services.list():
+            if (
+                instance.kind == "worker"
+                and instance.state == "RUNNING"
+                and (now - instance.heartbeat).total_seconds() <= timeout
+            ):
+                return
+        raise NoServerError(
+            f"no server is running on {describe_backend(self.config)}: no worker has sent a "
+            f"heartbeat in the last {timeout:g}s. Start one (runtime run --all) with the same "
+            "settings, or pass --server URL to use a running server's API"
+        )
+
+    async def search(
+        self, where: ExecutionFilter, *, limit: int, offset: int = 0
+    ) -> tuple[list[Execution], int]:
+        """Executions matching ``where``, newest first, and how many match in all."""
+        found, total = await self.backend.executions.find(
+            where, sort="start_date", descending=True, limit=limit, offset=offset
+        )
+        return list(found), total
+
+    async def triggers(
+        self, namespace: str | None = None, flow_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every trigger of the deployed flows, in the API's shape (dates as ISO text)."""
+        found = await list_triggers(self.backend, self.flows, namespace=namespace, flow_id=flow_id)
+        items: list[dict[str, Any]] = msgspec.to_builtins(found)
+        return items
 
     async def logs(self, execution_id: str, *, follow: bool = False) -> AsyncIterator[LogEntry]:
         await self.get(execution_id)
@@ -85,4 +143,23 @@ class LocalClient:
             await asyncio.sleep(POLL_SECONDS)
 
 
-__all__ = ["LocalClient"]
+class NoServerError(RuntimeError):
+    """No component of a server runs on the configured backend."""
+
+
+def describe_backend(config: Config) -> str:
+    """The configured backend as a person can find it, without a password."""
+    kind = config.backend.type.lower()
+    if kind == "sqlite":
+        return f"the sqlite backend at {config.sqlite_path()}"
+    if config.backend.dsn:
+        parts = urlsplit(config.backend.dsn)
+        if parts.password:
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            parts = parts._replace(netloc=f"{parts.username}:***@{host}{port}")
+        return f"the {kind} backend at {urlunsplit(parts)}"
+    return f"the {kind} backend"
+
+
+__all__ = ["LocalClient", "NoServerError", "describe_backend"]

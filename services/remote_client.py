@@ -1,6 +1,6 @@
-"""Start and follow executions through a running server's REST API: what
-``runtime execute --server URL`` and ``runtime logs --server URL`` use, with the
-interface of :class:`services.client.LocalClient`.
+"""Start, follow and list executions through a running server's REST API: what
+``runtime execute|logs|executions|triggers --server URL`` use, with the interface of
+:class:`services.client.LocalClient`.
 
 Credentials for basic authentication go in the URL (``http://user:pass@host:8080``).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from backends.protocols import ExecutionFilter
 from runtime.flow.execution import Execution
 from runtime.flow.inputs import InputError
 from runtime.messages import LogEntry
@@ -85,20 +86,63 @@ class RemoteClient:
             )
         return _execution(response.content)
 
+    async def check_server(self) -> None:
+        """The server answers (it carries executions out)."""
+        await self._request("GET", "/health")
+
     async def get(self, execution_id: str) -> Execution:
         response = await self._request("GET", f"/api/v1/executions/{execution_id}")
         return _execution(response.content)
 
-    async def wait(self, execution_id: str) -> Execution:
+    async def wait(
+        self, execution_id: str, on_change: Callable[[Execution], None] | None = None
+    ) -> Execution:
         """Until the execution ends or pauses, following it live (Server-Sent Events)."""
         last = await self.get(execution_id)
+        if on_change is not None:
+            on_change(last)
         while not (last.state.terminated or last.state.current.value == "PAUSED"):
             async for data in self._events(f"/api/v1/executions/{execution_id}/follow"):
                 last = _execution(data)
+                if on_change is not None:
+                    on_change(last)
                 if last.state.current.value == "PAUSED":
                     return last
             last = await self.get(execution_id)
         return last
+
+    async def search(
+        self, where: ExecutionFilter, *, limit: int, offset: int = 0
+    ) -> tuple[list[Execution], int]:
+        """Executions matching ``where``, newest first, and how many match in all."""
+        params: list[tuple[str, str | int]] = [("size", limit), ("page", offset // limit + 1)]
+        if where.namespace:
+            params.append(("namespace", where.namespace))
+        if where.flow_id:
+            params.append(("flowId", where.flow_id))
+        params.extend(("state", state.value) for state in where.states or ())
+        params.extend(("labels", f"{key}:{value}") for key, value in where.labels or ())
+        response = await self._request("GET", "/api/v1/executions/search", params=params)
+        page = msgspec.json.decode(response.content, type=_ExecutionPage)
+        return page.results, page.total
+
+    async def triggers(
+        self, namespace: str | None = None, flow_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every trigger of the deployed flows, in the API's shape."""
+        params: dict[str, str | int] = {"size": _MAX_PAGE}
+        if namespace:
+            params["namespace"] = namespace
+        if flow_id:
+            params["flowId"] = flow_id
+        results: list[dict[str, Any]] = []
+        while True:
+            params["page"] = len(results) // _MAX_PAGE + 1
+            response = await self._request("GET", "/api/v1/triggers/search", params=params)
+            body = response.json()
+            results.extend(body["results"])
+            if not body["results"] or len(results) >= body["total"]:
+                return results
 
     async def logs(self, execution_id: str, *, follow: bool = False) -> AsyncIterator[LogEntry]:
         if not follow:
@@ -121,6 +165,15 @@ class RemoteClient:
                         yield line[5:].strip().encode()
         except httpx.HTTPError as exc:
             raise RemoteError(f"lost the server at {self.shown_url}: {exc}") from None
+
+
+#: the largest page the API serves
+_MAX_PAGE = 1000
+
+
+class _ExecutionPage(msgspec.Struct, frozen=True):
+    results: list[Execution]
+    total: int
 
 
 def _raise_for(response: httpx.Response) -> None:

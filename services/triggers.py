@@ -14,15 +14,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 from croniter import croniter
 
-from backends.protocols import Stores
+from backends.protocols import Backend, Stores, TriggerState
 from runtime.flow import template
 from runtime.flow.context import iso
 from runtime.flow.events import ExecutionEnded
 from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import derived_id
 from runtime.flow.inputs import InputError, resolve_inputs
+from runtime.flow.loader import FlowError
 from runtime.flow.model import Flow, Trigger
 from runtime.log import get_logger
 from services.flows import FlowCache
@@ -114,6 +116,64 @@ def schedule_execution(flow: Flow, trigger: Trigger, date: datetime, at: datetim
 
 
 # -- flow triggers ---------------------------------------------------------------------
+async def list_triggers(
+    backend: Backend,
+    flows: FlowCache,
+    *,
+    namespace: str | None = None,
+    flow_id: str | None = None,
+    query: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every trigger of the deployed flows, in the API's shape (``abstractTrigger``,
+    ``triggerContext`` with the next fire date), filtered as the API's search is:
+    ``namespace`` matches it and the namespaces below, ``query`` any of the ids."""
+    needle = (query or "").lower()
+    saved = {(s.namespace, s.flow_id, s.trigger_id): s for s in await backend.triggers.list()}
+    now = backend.clock()
+    items = []
+    for record in await backend.flows.list():
+        if namespace and not (
+            record.namespace == namespace or record.namespace.startswith(namespace + ".")
+        ):
+            continue
+        if flow_id and record.id != flow_id:
+            continue
+        try:
+            flow = flows.parse(record)
+        except FlowError:
+            continue
+        for trigger in flow.triggers:
+            if needle and not any(
+                needle in x.lower() for x in (trigger.id, flow.id, flow.namespace)
+            ):
+                continue
+            key = (flow.namespace, flow.id, trigger.id)
+            items.append(trigger_json(flow, trigger, saved.get(key), now))
+    return items
+
+
+def trigger_json(
+    flow: Flow, trigger: Trigger, saved: TriggerState | None, now: datetime
+) -> dict[str, Any]:
+    disabled = trigger.disabled or flow.disabled or (saved is not None and saved.disabled)
+    next_date = None
+    if trigger.type in SCHEDULE_TYPES and not disabled:
+        next_date = saved.next_date if saved and saved.next_date else next_fire(trigger, now)
+    declared = {k: v for k, v in msgspec.to_builtins(trigger).items() if v not in (None, [], {})}
+    return {
+        "abstractTrigger": declared,
+        "triggerContext": {
+            "namespace": flow.namespace,
+            "flowId": flow.id,
+            "triggerId": trigger.id,
+            "flowRevision": flow.revision,
+            "date": saved.last_date if saved else None,
+            "nextExecutionDate": next_date,
+            "disabled": disabled,
+        },
+    }
+
+
 async def flows_with_flow_triggers(tx: Stores, cache: FlowCache) -> list[Flow]:
     """Deployed flows with an enabled Flow trigger (parsing is cached per revision)."""
     flows = []

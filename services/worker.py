@@ -315,6 +315,10 @@ class Worker:
                 await asyncio.wait(list(self._settling), timeout=5.0)
             await asyncio.shield(self._final_flush())
             await self.pool.stop()
+            # Said, not left for liveness to infer: `execute --wait` and the instance
+            # view see at once that this worker runs nothing any more.
+            with contextlib.suppress(Transient):
+                await asyncio.shield(self._heartbeat(ServiceState.TERMINATED_GRACEFULLY))
             log.info("worker.stopped", worker=self.id, completed=self.completed)
 
     async def _claim_loop(self) -> None:

@@ -3,7 +3,7 @@ enable and disable; backfill a Schedule over past dates."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -18,7 +18,13 @@ from runtime.flow.loader import FlowError
 from runtime.flow.model import Flow, Trigger
 from runtime.flow.template import TemplateError
 from runtime.messages import EXECUTOR_QUEUE, encode_event
-from services.triggers import SCHEDULE_TYPES, next_fire, schedule_execution, schedule_iter
+from services.triggers import (
+    SCHEDULE_TYPES,
+    list_triggers,
+    schedule_execution,
+    schedule_iter,
+    trigger_json,
+)
 from services.webserver.executions_api import invalid_inputs
 from services.webserver.http import (
     ApiError,
@@ -37,28 +43,6 @@ from services.webserver.http import (
 MAX_BACKFILL = 1000
 
 
-def _trigger_json(
-    flow: Flow, trigger: Trigger, saved: TriggerState | None, now: datetime
-) -> dict[str, Any]:
-    disabled = trigger.disabled or flow.disabled or (saved is not None and saved.disabled)
-    next_date = None
-    if trigger.type in SCHEDULE_TYPES and not disabled:
-        next_date = saved.next_date if saved and saved.next_date else next_fire(trigger, now)
-    declared = {k: v for k, v in msgspec.to_builtins(trigger).items() if v not in (None, [], {})}
-    return {
-        "abstractTrigger": declared,
-        "triggerContext": {
-            "namespace": flow.namespace,
-            "flowId": flow.id,
-            "triggerId": trigger.id,
-            "flowRevision": flow.revision,
-            "date": saved.last_date if saved else None,
-            "nextExecutionDate": next_date,
-            "disabled": disabled,
-        },
-    }
-
-
 def _parse(app: AppState, record: FlowRecord) -> Flow | None:
     try:
         return app.flows.parse(record)
@@ -68,28 +52,14 @@ def _parse(app: AppState, record: FlowRecord) -> Flow | None:
 
 async def search(request: Request) -> Response:
     app = state(request)
-    namespace = q_str(request, "namespace")
-    flow_id = q_str(request, "flowId")
-    query = (q_str(request, "q") or "").lower()
     limit, offset = paging(request)
-    saved = {(s.namespace, s.flow_id, s.trigger_id): s for s in await app.backend.triggers.list()}
-    now = app.backend.clock()
-    items = []
-    for record in await app.backend.flows.list():
-        if namespace and not (
-            record.namespace == namespace or record.namespace.startswith(namespace + ".")
-        ):
-            continue
-        if flow_id and record.id != flow_id:
-            continue
-        flow = _parse(app, record)
-        if flow is None:
-            continue
-        for trigger in flow.triggers:
-            if query and not any(query in x.lower() for x in (trigger.id, flow.id, flow.namespace)):
-                continue
-            key = (flow.namespace, flow.id, trigger.id)
-            items.append(_trigger_json(flow, trigger, saved.get(key), now))
+    items = await list_triggers(
+        app.backend,
+        app.flows,
+        namespace=q_str(request, "namespace"),
+        flow_id=q_str(request, "flowId"),
+        query=q_str(request, "q"),
+    )
     return json_response(paged(items[offset : offset + limit], len(items)))
 
 
@@ -196,7 +166,7 @@ async def update(request: Request) -> Response:
     if body.backfill is not None:
         created = await _backfill(app, flow, trigger, body.backfill)
     saved = await app.backend.triggers.get(flow.namespace, flow.id, trigger.id)
-    out = _trigger_json(flow, trigger, saved, app.backend.clock())
+    out = trigger_json(flow, trigger, saved, app.backend.clock())
     if created is not None:
         out["backfill"] = {"executions": created}
     return json_response(out)
