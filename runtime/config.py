@@ -109,6 +109,18 @@ class WebserverConfig(_Section, frozen=True, kw_only=True):
     shutdown_seconds: float = 5.0
 
 
+class TemplateConfig(_Section, frozen=True, kw_only=True):
+    """The budget of every template evaluation (one property, one condition)."""
+
+    #: CPU time one evaluation may use; past it the evaluation fails with its name
+    cpu_seconds: float = 1.0
+    #: bytes of values one evaluation may build (intermediate values count)
+    memory_bytes: int = 64 * 1024 * 1024
+    #: how long an evaluation may run on a component's event loop before it moves
+    #: to a thread (so /health and the other executions never wait on it)
+    loop_slice_seconds: float = 0.02
+
+
 class Config(_Section, frozen=True, kw_only=True):
     #: where the embedded database and the local storage live by default
     data_dir: str | None = None
@@ -120,6 +132,7 @@ class Config(_Section, frozen=True, kw_only=True):
     scheduler: SchedulerConfig = SchedulerConfig()
     liveness: LivenessConfig = LivenessConfig()
     webserver: WebserverConfig = WebserverConfig()
+    template: TemplateConfig = TemplateConfig()
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir:

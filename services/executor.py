@@ -20,6 +20,7 @@ from backends.errors import BackendError, Transient
 from backends.protocols import Backend, QueueMessage, Stores
 from runtime.actors import ChildContext
 from runtime.config import ExecutorConfig
+from runtime.flow import budget
 from runtime.flow.context import variables
 from runtime.flow.engine import EngineError, apply, task_index
 from runtime.flow.events import (
@@ -206,7 +207,11 @@ class Executor:
                 running = await tx.executions.count_running(execution.namespace, execution.flow_id)
                 running -= 1 if _holds_slot(execution) else 0
                 event = msgspec.structs.replace(event, running=running)
-            execution, produced = apply(execution, flow, event)
+            # a flow's expressions may need more than the loop can give: off it then
+            applied: tuple[Execution, list[Command]] = await budget.evaluate(
+                apply, execution, flow, event
+            )
+            execution, produced = applied
             commands.extend(produced)
         mark = outbox.mark()
         try:

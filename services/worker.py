@@ -32,7 +32,7 @@ from backends.errors import Transient
 from backends.protocols import Backend, QueueMessage, ServiceInstance, Storage
 from runtime.actors import ChildContext, ProcessPool, ServiceState
 from runtime.config import WorkerConfig
-from runtime.flow import template
+from runtime.flow import budget, template
 from runtime.flow.engine import task_index
 from runtime.flow.events import WorkerResult
 from runtime.flow.model import RunnableTask, Task
@@ -204,8 +204,10 @@ class WorkerRunContext:
 
     async def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
         variables = {**self.variables, **extra} if extra else self.variables
-        return await template.render_value_async(
-            value, variables, services=_TemplateServices(self, self._secrets)
+        # on the loop while cheap, else in a thread with the full budget
+        return await budget.evaluate_async(
+            lambda services: template.render_value_async(value, variables, services=services),
+            _TemplateServices(self, self._secrets),
         )
 
     def warn(self, reason: str) -> None:

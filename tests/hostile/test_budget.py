@@ -1,0 +1,149 @@
+"""Every template evaluation has a CPU-time and a memory budget (issue 13)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from runtime.flow import budget, template
+
+ENDLESS_JQ = "{{ '{}' | jq('def f: f; f') }}"
+GREEDY_JQ = """{{ '{}' | jq('"x" * 1000000000') }}"""
+CATASTROPHIC = "{{ inputs.s | replace({'^(a|aa)+$': 'x'}, regexp=true) }}"
+VARIABLES = {"inputs": {"s": "a" * 40 + "!"}}
+
+
+def timed_failure(source: str) -> tuple[str, float]:
+    started = time.perf_counter()
+    with pytest.raises(template.TemplateError) as caught:
+        template.render(source, VARIABLES)
+    return str(caught.value), time.perf_counter() - started
+
+
+@pytest.mark.slow
+def test_an_endless_jq_program_stops_at_the_cpu_budget(small_budget: budget.Limits) -> None:
+    message, took = timed_failure(ENDLESS_JQ)
+    assert "CPU-time budget of 0.3 s" in message
+    assert "template.cpu_seconds" in message
+    # the budget, plus a child's start (its first use) and a loaded machine
+    assert took < small_budget.cpu_seconds + 2.0
+
+
+@pytest.mark.slow
+def test_a_greedy_jq_program_stops_at_the_memory_budget(small_budget: budget.Limits) -> None:
+    message, took = timed_failure(GREEDY_JQ)
+    assert "memory budget of 32 MiB" in message
+    assert took < 5.0
+
+
+@pytest.mark.slow
+def test_a_huge_jq_range_stops_at_one_budget_or_the_other(small_budget: budget.Limits) -> None:
+    message, took = timed_failure("{{ '{}' | jq('[range(100000000)]') }}")
+    assert message.startswith("Over budget:")
+    assert took < small_budget.cpu_seconds + 2.0
+
+
+@pytest.mark.slow
+def test_jq_still_answers_after_its_child_was_killed(small_budget: budget.Limits) -> None:
+    timed_failure(ENDLESS_JQ)
+    assert template.render("{{ '{\"a\": [1, 2]}' | jq('.a[1]') }}", {}) == "[2]"
+
+
+def test_a_catastrophic_regex_stops_at_the_cpu_budget(small_budget: budget.Limits) -> None:
+    message, took = timed_failure(CATASTROPHIC)
+    assert "CPU-time budget" in message
+    # the regex library reads its clock now and then, and this machine is shared
+    assert took < small_budget.cpu_seconds + 2.5
+
+
+def test_intermediate_values_count_against_memory(small_budget: budget.Limits) -> None:
+    # each range is under its own cap; together they are not under the budget
+    source = "{% set a = range(1, 500000) %}{% set b = range(1, 500000) %}{{ a | length }}"
+    message, _ = timed_failure(source)
+    assert "memory budget of 32 MiB" in message
+
+
+def test_a_runaway_product_is_refused_before_it_is_computed(
+    small_budget: budget.Limits,
+) -> None:
+    source = "{% set x = 99999999999 %}" + "{% set x = x * x %}" * 40 + "{{ x }}"
+    message, took = timed_failure(source)
+    assert "integers here stop at 65536 bits" in message
+    assert took < 0.3
+
+
+def test_a_property_is_one_evaluation(small_budget: budget.Limits) -> None:
+    big = "{{ range(1, 300000) | join(',') }}"
+    template.render(big, {})  # alone, under the budget
+    with pytest.raises(template.TemplateError, match="memory budget"):
+        template.render_value([big] * 20, {})
+
+
+def test_validation_does_not_evaluate_constant_expressions() -> None:
+    started = time.perf_counter()
+    assert template.syntax_errors(ENDLESS_JQ) == []
+    assert (
+        template.syntax_errors(
+            "{{ 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!' | "
+            "replace({'^(a|aa)+$': 'x'}, regexp=true) }}"
+        )
+        == []
+    )
+    assert time.perf_counter() - started < 0.5
+
+
+async def _loop_stalls(work: asyncio.Future[object]) -> float:
+    """The longest the loop went without running a 5 ms ticker while ``work`` ran."""
+    worst = 0.0
+    while not work.done():
+        before = time.perf_counter()
+        await asyncio.sleep(0.005)
+        worst = max(worst, time.perf_counter() - before - 0.005)
+    return worst
+
+
+@pytest.mark.asyncio
+async def test_a_heavy_evaluation_leaves_the_loop(small_budget: budget.Limits) -> None:
+    threads: list[int] = []
+
+    def render() -> str:
+        threads.append(threading.get_ident())
+        return template.render(CATASTROPHIC, VARIABLES)
+
+    work = asyncio.ensure_future(budget.evaluate(render))
+    worst = await _loop_stalls(work)
+    with pytest.raises(template.TemplateError, match="CPU-time budget"):
+        await work
+    assert worst < 0.1
+    assert threads[0] == threading.get_ident()  # tried in place first,
+    assert threads[-1] != threading.get_ident()  # then run again in a thread
+
+
+@pytest.mark.asyncio
+async def test_a_cheap_evaluation_stays_on_the_loop() -> None:
+    threads: list[int] = []
+
+    def render() -> str:
+        threads.append(threading.get_ident())
+        return template.render("hello {{ inputs.s | upper | length }}", VARIABLES)
+
+    assert await budget.evaluate(render) == "hello 41"
+    assert threads == [threading.get_ident()]
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_jq_on_a_loop_runs_off_it(small_budget: budget.Limits) -> None:
+    work = asyncio.ensure_future(budget.evaluate(template.render, ENDLESS_JQ, {}))
+    worst = await _loop_stalls(work)
+    with pytest.raises(template.TemplateError, match="CPU-time budget"):
+        await work
+    assert worst < 0.1
+
+
+def test_budgets_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="template.cpu_seconds"):
+        budget.configure(budget.Limits(cpu_seconds=0))
