@@ -145,5 +145,5 @@ async def test_jq_on_a_loop_runs_off_it(small_budget: budget.Limits) -> None:
 
 
 def test_budgets_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="template.cpu_seconds"):
+    with pytest.raises(ValueError, match=r"template\.cpu_seconds"):
         budget.configure(budget.Limits(cpu_seconds=0))
