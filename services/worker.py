@@ -32,7 +32,7 @@ from backends.errors import Transient
 from backends.protocols import Backend, QueueMessage, ServiceInstance, Storage
 from runtime.actors import ChildContext, ProcessPool, ServiceState
 from runtime.config import WorkerConfig
-from runtime.flow import budget, template
+from runtime.flow import budgeted, template
 from runtime.flow.engine import task_index
 from runtime.flow.events import WorkerResult
 from runtime.flow.model import RunnableTask, Task
@@ -205,9 +205,8 @@ class WorkerRunContext:
     async def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
         variables = {**self.variables, **extra} if extra else self.variables
         # on the loop while cheap, else in a thread with the full budget
-        return await budget.evaluate_async(
-            lambda services: template.render_value_async(value, variables, services=services),
-            _TemplateServices(self, self._secrets),
+        return await budgeted.render_value_async(
+            value, variables, _TemplateServices(self, self._secrets)
         )
 
     def warn(self, reason: str) -> None:

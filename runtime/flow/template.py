@@ -194,18 +194,9 @@ async def render_async(
     template: str, variables: Mapping[str, Any], services: TemplateServices | None = None
 ) -> str:
     """Render a template; secret(), kv() and read() await `services`."""
-    return await _render_async_metered(template, variables, services, budget.new_meter())
-
-
-async def _render_async_metered(
-    template: str,
-    variables: Mapping[str, Any],
-    services: TemplateServices | None,
-    meter: budget.Meter,
-) -> str:
     if not has_expression(template):
         return template
-    return await _render_async(template, _RenderState(variables, services, meter))
+    return await _render_async(template, _RenderState(variables, services, budget.new_meter()))
 
 
 def render_value(
@@ -241,12 +232,14 @@ async def render_value_async(
     if meter is None:
         meter = budget.new_meter()
     if isinstance(value, str):
-        return await _render_async_metered(value, variables, services, meter)
+        if not has_expression(value):
+            return value
+        return await _render_async(value, _RenderState(variables, services, meter))
     if isinstance(value, Mapping):
         rendered: dict[Any, Any] = {}
         for key, item in value.items():
             new_key = (
-                await _render_async_metered(key, variables, services, meter)
+                await render_value_async(key, variables, services, meter)
                 if isinstance(key, str)
                 else key
             )
