@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import itertools
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -255,17 +256,43 @@ def regex_split(pattern: str, text: str, maxsplit: int) -> list[str]:
 
 
 def size_of(value: Any) -> int:
-    """A cheap estimate of the bytes a new value holds: one level deep, since a
-    filter that built a value had to touch that much of it anyway."""
+    """A cheap estimate of the bytes a new value holds: one level deep, and from a
+    sample of a long collection's items, so that sizing never costs more than a
+    few microseconds (summing a million items took most of a second)."""
     if isinstance(value, str):
         return len(value) + 49
     if isinstance(value, (list, tuple)):
-        return 56 + sum(map(_item_size, value))
+        return 56 + _items_size(value, len(value))
     if isinstance(value, dict):
-        return 64 + sum(_item_size(k) + _item_size(v) for k, v in value.items())
+        return 64 + _items_size(value.keys(), len(value)) + _items_size(value.values(), len(value))
     if isinstance(value, int):
         return 28 + value.bit_length() // 8
     return 32
+
+
+_SAMPLE = 64
+
+
+def _items_size(items: Iterable[Any], count: int) -> int:
+    if count <= _SAMPLE:
+        return sum(map(_item_size, items))
+    sampled = sum(map(_item_size, itertools.islice(items, _SAMPLE)))
+    return sampled * count // _SAMPLE
+
+
+def check_range(start: Any, end: Any, increment: Any = 1) -> None:
+    """Refuse a range whose items would not fit in what is left of the budget,
+    before a million of them are built on the loop."""
+    if not all(isinstance(n, int) for n in (start, end, increment)) or increment == 0:
+        return  # the range itself reports bad bounds
+    from runtime.flow.template_operators import MAX_RANGE  # it imports the filters, and they us
+
+    meter = active()
+    count = max((end - start) // increment + 1, 0)
+    if count > MAX_RANGE:
+        return  # over the cap: the range's own error says so
+    if meter.memory + count * 36 > meter.limits.memory_bytes:
+        raise memory_failure(meter.limits.memory_bytes, meter.memory + count * 36)
 
 
 def _item_size(item: Any) -> int:

@@ -9,6 +9,7 @@ Children are kept and reused, so a jq call costs a pipe round trip, not a start.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import select
@@ -113,6 +114,9 @@ def stop_children() -> None:
         _idle.clear()
     for child in children:
         child.kill()
+
+
+atexit.register(stop_children)
 
 
 def run_jq(program: str, text: str, meter: Meter) -> list[Any]:

@@ -518,11 +518,18 @@ def _charged(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @pass_context
     def call(context: Context, *args: Any) -> Any:
+        meter = _state(context).meter
+        budget.activate(meter)
         result = function(*args)
-        _state(context).meter.charge_value(result)
+        meter.charge_value(result)
         return result
 
     return call
+
+
+def _checked_range(start: Any, end: Any, increment: Any = 1) -> list[Any]:
+    budget.check_range(start, end, increment)
+    return operators.inclusive_range(start, end, increment)
 
 
 _HELPERS: dict[str, Callable[..., Any]] = {
@@ -534,7 +541,7 @@ _HELPERS: dict[str, Callable[..., Any]] = {
     f"{HELPER}truth": operators.truth,
     f"{HELPER}concat": _charged(operators.concat),
     f"{HELPER}contains": operators.contains,
-    f"{HELPER}range": _charged(operators.inclusive_range),
+    f"{HELPER}range": _charged(_checked_range),
     f"{HELPER}method": operators.method,
 }
 
@@ -563,7 +570,7 @@ _PLAIN_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "fromJson": filters.from_json,
     "json": filters.from_json,
     "yaml": filters.from_yaml,
-    "range": operators.inclusive_range,
+    "range": _checked_range,
     "max": filters.extreme(max, "max"),
     "min": filters.extreme(min, "min"),
     "uuid": filters.new_uuid,
