@@ -67,6 +67,9 @@ class WorkerConfig(_Section, frozen=True, kw_only=True):
     #: a task still running after this long is reported RUNNING (shorter ones only end)
     running_report_seconds: float = 0.5
     process_pool: int = 2
+    #: a job handed back this many times (its worker died, hung or was stopped while
+    #: running it) fails instead of running again: no poison job re-queued for ever
+    max_requeues: int = 2
     workdir: str | None = None
 
 

@@ -49,6 +49,7 @@ from runtime.messages import (
 from runtime.tasks.context import TaskFailure
 from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
+from services.poison import requeued_too_often
 
 log = get_logger(__name__)
 
@@ -389,6 +390,11 @@ class Worker:
     # -- one job ----------------------------------------------------------------
     async def _run_job(self, message: QueueMessage, job: WorkerJob) -> None:
         self._began.add(job.task_run_id)
+        poisoned = requeued_too_often(message.attempts, self.settings.max_requeues)
+        if poisoned is not None:
+            self._logger(job).error(poisoned)
+            await self._finish(message, job, StateType.FAILED, None)
+            return
         try:
             task = await self._task(job)
         except FlowNotFoundError as exc:
