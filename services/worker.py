@@ -470,7 +470,8 @@ class Worker:
             ctx.log.error(f"task {task.id!r} timed out after {task.timeout}: killed")
             return StateType.FAILED, None
         except template.TemplateError as exc:
-            ctx.log.error(f"task {task.id!r}: {exc}")
+            prop = budgeted.property_of(task, exc.template)
+            ctx.log.error(f"task {task.id!r}{f', property {prop!r}' if prop else ''}: {exc}")
             return StateType.FAILED, None
         except NotImplementedError:
             ctx.log.error(f"task type {task.type} cannot run here yet")

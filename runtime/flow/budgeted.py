@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from runtime.flow import budget, template
 
-__all__ = ["render_value_async"]
+__all__ = ["property_of", "render_value_async"]
 
 
 async def render_value_async(
@@ -27,3 +29,32 @@ async def render_value_async(
     return await budget.evaluate_async(
         lambda bridged: template.render_value_async(value, variables, services=bridged), services
     )
+
+
+def property_of(task: Any, source: str) -> str | None:
+    """The path of the property of ``task`` holding the template ``source``
+    (``message``, ``values.greeting``), for errors a person reads; None if none does."""
+    if isinstance(task, msgspec.Struct):
+        for name in task.__struct_fields__:
+            found = _find(getattr(task, name), source)
+            if found is not None:
+                return name + found
+    return None
+
+
+def _find(value: Any, source: str) -> str | None:
+    if isinstance(value, str):
+        return "" if value == source else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key == source:
+                return f".{key}"
+            found = _find(item, source)
+            if found is not None:
+                return f".{key}{found}"
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _find(item, source)
+            if found is not None:
+                return f"[{index}]{found}"
+    return None

@@ -197,7 +197,7 @@ async def test_an_endless_jq_in_a_posted_flow(tmp_path: Path, kind: str) -> None
         assert response.status_code == 200, response.text
         execution_id = await hostile.execute("endless")
         logs = await expect_failed(hostile, execution_id, "Over budget", "CPU-time budget")
-        assert "task 'say'" in logs
+        assert "task 'say', property 'message'" in logs
 
 
 @pytest.mark.parametrize("kind", KINDS)
