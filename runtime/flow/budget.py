@@ -123,10 +123,22 @@ def memory_failure(budget: int, needed: int | None = None) -> OverBudget:
 class Meter:
     """The budget account of one evaluation (shared by nested ``render()`` calls)."""
 
-    __slots__ = ("cpu_deadline", "limits", "memory", "started", "ticks", "wall_deadline")
+    __slots__ = (
+        "cpu_deadline",
+        "limits",
+        "memory",
+        "pass_deadline",
+        "started",
+        "ticks",
+        "wall_deadline",
+    )
 
-    def __init__(self, budget: Limits, wall_deadline: float | None) -> None:
+    def __init__(
+        self, budget: Limits, wall_deadline: float | None, pass_deadline: float | None = None
+    ) -> None:
         self.limits = budget
+        #: off the loop: when the whole pass (all its evaluations) must end
+        self.pass_deadline = pass_deadline
         self.memory = 0
         #: set on an event loop: past it the evaluation leaves the loop
         self.wall_deadline = wall_deadline
@@ -150,8 +162,10 @@ class Meter:
         if not self.started:
             self.started = True
             self.cpu_deadline = now + self.limits.cpu_seconds
-        elif now > self.cpu_deadline:
-            raise _cpu_failure(self.limits.cpu_seconds)
+            if self.pass_deadline is not None and self.pass_deadline < self.cpu_deadline:
+                self.cpu_deadline = self.pass_deadline
+        if now > self.cpu_deadline:
+            raise self.out_of_time()
 
     def charge(self, size: int) -> None:
         """Count ``size`` bytes of a value just built, and check the clock."""
@@ -186,6 +200,13 @@ class Meter:
         """What to raise when outside work ran out of :meth:`remaining` time."""
         if self.wall_deadline is not None:
             return LeaveTheLoop()
+        if self.pass_deadline is not None and self.cpu_deadline >= self.pass_deadline:
+            together = _seconds(PASS_FACTOR * self.limits.cpu_seconds)
+            return OverBudget(
+                f"the expressions of this pass went over {together} of CPU time together"
+                f"  ({PASS_FACTOR} times `template.cpu_seconds`); the "
+                "remaining ones fail at once so the component can go on with other work"
+            )
         return _cpu_failure(self.limits.cpu_seconds)
 
     @contextlib.contextmanager
@@ -205,9 +226,29 @@ _slice_end: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+#: the end of the current pass off the loop (thread CPU time), set by :func:`evaluate`
+_pass_end: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "template_pass_end", default=None
+)
+
+#: a pass off the loop (an engine pass over one execution's events, one worker render)
+#: may spend this many evaluation budgets in all: past it, its remaining evaluations
+#: fail at once, and a flow with a hundred heavy expressions cannot hold a thread
+#: (and the executor's batch waiting on it) for a hundred budgets
+PASS_FACTOR = 5
+
+
 def new_meter() -> Meter:
     """A meter for one evaluation, with the process's budgets."""
-    return Meter(_limits, _slice_end.get())
+    return Meter(_limits, _slice_end.get(), _pass_end.get())
+
+
+def _as_a_pass(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    token = _pass_end.set(time.thread_time() + PASS_FACTOR * _limits.cpu_seconds)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _pass_end.reset(token)
 
 
 #: the meter of the filter being called on this thread (filters get plain arguments)
@@ -322,7 +363,7 @@ async def evaluate(function: Callable[P, T], /, *args: P.args, **kwargs: P.kwarg
         _slice_end.reset(token)
     context = contextvars.copy_context()
     loop = asyncio.get_running_loop()
-    call = functools.partial(context.run, function, *args, **kwargs)
+    call = functools.partial(context.run, _as_a_pass, function, *args, **kwargs)
     return await loop.run_in_executor(_THREADS, call)
 
 
@@ -362,7 +403,7 @@ async def evaluate_async(function: Callable[[Any], Awaitable[T]], services: Any)
     def in_thread() -> T:
         return asyncio.run(_awaited(function(bridged)))
 
-    return await loop.run_in_executor(_THREADS, context.run, in_thread)
+    return await loop.run_in_executor(_THREADS, context.run, _as_a_pass, in_thread)
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:

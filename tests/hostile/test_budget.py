@@ -147,3 +147,29 @@ async def test_jq_on_a_loop_runs_off_it(small_budget: budget.Limits) -> None:
 def test_budgets_must_be_positive() -> None:
     with pytest.raises(ValueError, match=r"template\.cpu_seconds"):
         budget.configure(budget.Limits(cpu_seconds=0))
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_a_pass_of_many_heavy_evaluations_is_bounded_too(
+    small_budget: budget.Limits,
+) -> None:
+    """An engine pass renders many properties: together they get PASS_FACTOR budgets,
+    then the rest fail at once (a hundred heavy runIf would hold a thread 100 s)."""
+
+    def many() -> list[str]:
+        errors = []
+        for _ in range(20):
+            try:
+                template.render(CATASTROPHIC, VARIABLES)
+            except template.TemplateError as exc:
+                errors.append(str(exc))
+        return errors
+
+    started = time.perf_counter()
+    errors = await budget.evaluate(many)
+    took = time.perf_counter() - started
+    assert len(errors) == 20
+    assert "CPU-time budget" in errors[0]
+    assert "expressions of this pass went over 1.5 s of CPU time together" in errors[-1]
+    assert took < budget.PASS_FACTOR * small_budget.cpu_seconds + 4.0
