@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from backends.protocols import Stores
-from runtime.flow import template
+from runtime.flow import budget, template
 from runtime.flow.context import iso
 from runtime.flow.events import ExecutionEnded
 from runtime.flow.execution import Execution, new_execution
@@ -152,7 +152,9 @@ async def flow_trigger_executions(
                 "outputs": command.outputs or {},
             }
             try:
-                inputs = _trigger_inputs(flow, trigger, {"trigger": variables}, command.at)
+                inputs = await budget.evaluate(
+                    _trigger_inputs, flow, trigger, {"trigger": variables}, command.at
+                )
             except (InputError, template.TemplateError) as exc:
                 log.error(
                     "trigger.inputs_invalid", flow=flow.uid, trigger=trigger.id, error=str(exc)
