@@ -408,8 +408,3 @@ async def evaluate_async(function: Callable[[Any], Awaitable[T]], services: Any)
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
-
-
-def shutdown_threads() -> None:
-    """Stop the pool at exit without waiting for an evaluation still in it."""
-    _THREADS.shutdown(wait=False, cancel_futures=True)
