@@ -272,3 +272,19 @@ async def test_an_endless_jq_in_a_webhook_condition(tmp_path: Path, kind: str) -
         assert time.monotonic() - began < BUDGET_S + MARGIN_S
         assert response.status_code == 422
         assert "CPU-time budget" in response.json()["message"]
+
+
+async def test_a_task_timeout_covers_the_rendering_of_its_properties(tmp_path: Path) -> None:
+    source = log_flow(
+        "impatient",
+        "{{ inputs.data | jq(inputs.prog) }}",
+        "inputs:\n  - id: data\n    type: STRING\n  - id: prog\n    type: STRING\n",
+        "    timeout: PT0.2S\n",
+    )
+    async with hostile_server(tmp_path, "sqlite") as hostile:
+        assert (await hostile.deploy(source)).status_code == 200
+        execution_id = await hostile.execute(
+            "impatient", data={"data": "{}", "prog": "def f: f; f"}
+        )
+        # the timeout (0.2 s) comes before the budget (0.5 s)
+        await expect_failed(hostile, execution_id, "task 'say' timed out after")

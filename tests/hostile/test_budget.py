@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from runtime.flow import budget, template
+from runtime.flow import budget, budgeted, template
 
 ENDLESS_JQ = "{{ '{}' | jq('def f: f; f') }}"
 GREEDY_JQ = """{{ '{}' | jq('"x" * 1000000000') }}"""
@@ -173,3 +173,31 @@ async def test_a_pass_of_many_heavy_evaluations_is_bounded_too(
     assert "CPU-time budget" in errors[0]
     assert "expressions of this pass went over 1.5 s of CPU time together" in errors[-1]
     assert took < budget.PASS_FACTOR * small_budget.cpu_seconds + 4.0
+
+
+class _Services:
+    """secret() that records the thread it ran on (the component's loop, always)."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    async def secret(self, key: str) -> str:
+        self.threads.append(threading.get_ident())
+        return f"<{key}>"
+
+    async def kv(self, key: str, namespace: str | None, error_on_missing: bool) -> object:
+        raise LookupError(key)
+
+    async def read(self, path: str) -> str:
+        raise LookupError(path)
+
+
+@pytest.mark.asyncio
+async def test_a_worker_render_moved_off_the_loop_still_reaches_its_services() -> None:
+    services = _Services()
+    heavy = "{{ secret('k') ~ (inputs.s | replace({'^(a|aa)+$': 'x'}, regexp=true)) }}"
+    variables = {"inputs": {"s": "a" * 26 + "!"}}  # about 0.1 s: more than the slice
+    rendered = await budgeted.render_value_async({"v": heavy}, variables, services)
+    assert rendered == {"v": "<k>" + "a" * 26 + "!"}
+    # asked in place first, then again from the thread, each time on this loop
+    assert services.threads == [threading.get_ident()] * 2
