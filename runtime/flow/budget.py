@@ -401,7 +401,9 @@ async def evaluate_async(function: Callable[[Any], Awaitable[T]], services: Any)
     context = contextvars.copy_context()
 
     def in_thread() -> T:
-        return asyncio.run(_awaited(function(bridged)))
+        # a private loop that serves nothing else: blocking it is the point, so its
+        # debug mode's slow-step warnings would only be noise
+        return asyncio.run(_awaited(function(bridged)), debug=False)
 
     return await loop.run_in_executor(_THREADS, context.run, _as_a_pass, in_thread)
 
