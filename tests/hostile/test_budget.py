@@ -172,7 +172,10 @@ async def test_a_pass_of_many_heavy_evaluations_is_bounded_too(
     assert len(errors) == 20
     assert "CPU-time budget" in errors[0]
     assert "expressions of this pass went over 1.5 s of CPU time together" in errors[-1]
-    assert took < budget.PASS_FACTOR * small_budget.cpu_seconds + 4.0
+    # at most the pass's worth ran to its own budget; the rest failed at once
+    assert sum("CPU-time budget" in error for error in errors) <= budget.PASS_FACTOR + 1
+    # CPU time, not wall time, is budgeted: room for a shared machine
+    assert took < 3 * budget.PASS_FACTOR * small_budget.cpu_seconds + 4.0
 
 
 class _Services:
