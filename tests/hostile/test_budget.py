@@ -124,6 +124,16 @@ async def test_a_heavy_evaluation_leaves_the_loop(small_budget: budget.Limits) -
 
 @pytest.mark.asyncio
 async def test_a_cheap_evaluation_stays_on_the_loop() -> None:
+    # a long slice: a shared machine's pause must not make this about timing
+    before = budget.limits()
+    budget.configure(budget.Limits(loop_slice_seconds=0.5))
+    try:
+        await _cheap_stays()
+    finally:
+        budget.configure(before)
+
+
+async def _cheap_stays() -> None:
     threads: list[int] = []
 
     def render() -> str:
