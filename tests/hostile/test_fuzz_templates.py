@@ -55,6 +55,12 @@ NAMES = st.sampled_from(
         "inputs.items.__len__",
         "execution.__dict__",
         "inputs.name.upper",
+        "self",
+        "lipsum",
+        "cycler",
+        "range.__globals__",
+        "inputs.items.pop",
+        "printContext().__class__",
     ]
 )
 JQ = st.sampled_from(
