@@ -21,6 +21,7 @@ services), so running one again is safe.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -374,15 +375,30 @@ class _Bridged:
     def __init__(self, target: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._target = target
         self._loop = loop
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._closed = False
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         method = getattr(self._target, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
+            if self._closed:
+                raise RuntimeError("the render was abandoned (a timeout, a kill or a stop)")
             future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), self._loop)
-            return await asyncio.wrap_future(future)
+            self._pending.add(future)
+            try:
+                return await asyncio.wrap_future(future)
+            finally:
+                self._pending.discard(future)
 
         return call
+
+    def close(self) -> None:
+        """Cancel the calls still waiting: once the caller gave up (or its loop is
+        stopping), they might never be answered, and the thread would wait for ever."""
+        self._closed = True
+        for future in list(self._pending):
+            future.cancel()
 
 
 async def evaluate_async(function: Callable[[Any], Awaitable[T]], services: Any) -> T:
@@ -405,7 +421,11 @@ async def evaluate_async(function: Callable[[Any], Awaitable[T]], services: Any)
         # debug mode's slow-step warnings would only be noise
         return asyncio.run(_awaited(function(bridged)), debug=False)
 
-    return await loop.run_in_executor(_THREADS, context.run, _as_a_pass, in_thread)
+    try:
+        return await loop.run_in_executor(_THREADS, context.run, _as_a_pass, in_thread)
+    finally:
+        if bridged is not None:
+            bridged.close()
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:

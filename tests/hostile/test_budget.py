@@ -219,3 +219,31 @@ async def test_a_worker_render_moved_off_the_loop_still_reaches_its_services() -
     assert rendered == {"v": "<k>" + "a" * 26 + "!"}
     # asked in place first, then again from the thread, each time on this loop
     assert services.threads == [threading.get_ident()] * 2
+
+
+class _SlowServices(_Services):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = asyncio.Event()
+
+    async def secret(self, key: str) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return key
+
+
+@pytest.mark.asyncio
+async def test_an_abandoned_render_off_the_loop_lets_go_of_its_services() -> None:
+    """A task's timeout abandons a render moved to a thread: the service call it waits
+    for is cancelled, so the thread ends instead of waiting for ever."""
+    services = _SlowServices()
+    heavy = "{{ (inputs.s | replace({'^(a|aa)+$': 'x'}, regexp=true)) ~ secret('k') }}"
+    variables = {"inputs": {"s": "a" * 26 + "!"}}
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.5):
+            await budgeted.render_value_async(heavy, variables, services)
+    async with asyncio.timeout(5):
+        await services.cancelled.wait()
