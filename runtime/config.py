@@ -67,6 +67,9 @@ class WorkerConfig(_Section, frozen=True, kw_only=True):
     #: a task still running after this long is reported RUNNING (shorter ones only end)
     running_report_seconds: float = 0.5
     process_pool: int = 2
+    #: a job handed back this many times (its worker died, hung or was stopped while
+    #: running it) fails instead of running again: no poison job re-queued for ever
+    max_requeues: int = 2
     workdir: str | None = None
 
 
@@ -109,6 +112,18 @@ class WebserverConfig(_Section, frozen=True, kw_only=True):
     shutdown_seconds: float = 5.0
 
 
+class TemplateConfig(_Section, frozen=True, kw_only=True):
+    """The budget of every template evaluation (one property, one condition)."""
+
+    #: CPU time one evaluation may use; past it the evaluation fails with its name
+    cpu_seconds: float = 1.0
+    #: bytes of values one evaluation may build (intermediate values count)
+    memory_bytes: int = 64 * 1024 * 1024
+    #: how long an evaluation may run on a component's event loop before it moves
+    #: to a thread (so /health and the other executions never wait on it)
+    loop_slice_seconds: float = 0.02
+
+
 class Config(_Section, frozen=True, kw_only=True):
     #: where the embedded database and the local storage live by default
     data_dir: str | None = None
@@ -120,6 +135,7 @@ class Config(_Section, frozen=True, kw_only=True):
     scheduler: SchedulerConfig = SchedulerConfig()
     liveness: LivenessConfig = LivenessConfig()
     webserver: WebserverConfig = WebserverConfig()
+    template: TemplateConfig = TemplateConfig()
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir:

@@ -20,6 +20,7 @@ from backends.errors import BackendError, Transient
 from backends.protocols import Backend, QueueMessage, Stores
 from runtime.actors import ChildContext
 from runtime.config import ExecutorConfig
+from runtime.flow import budget
 from runtime.flow.context import variables
 from runtime.flow.engine import EngineError, apply, task_index
 from runtime.flow.events import (
@@ -52,14 +53,16 @@ from runtime.messages import (
     encode_event,
     encode_job,
 )
+from services import poison
 from services.common import sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
 from services.triggers import flow_trigger_executions, flows_with_flow_triggers
 
 log = get_logger(__name__)
 
-#: a poison event (one the engine keeps failing on) is dropped after this many tries
-MAX_EVENT_ATTEMPTS = 5
+#: a poison event (one the engine keeps failing on) quarantines its execution after
+#: this many tries (services/poison.py)
+MAX_EVENT_ATTEMPTS = poison.MAX_EVENT_ATTEMPTS
 
 
 class Executor:
@@ -143,6 +146,7 @@ class Executor:
                 groups.setdefault(message.key or "", []).append(message)
             done: list[int] = []
             failed: list[int] = []
+            poisoned: list[tuple[str, Exception]] = []
             outbox = Outbox()
             for execution_id, messages in groups.items():
                 try:
@@ -152,11 +156,16 @@ class Executor:
                     # does): roll the whole batch back; its events come back.
                     raise
                 except Exception as exc:
-                    self._give_up_or_retry(execution_id, messages, exc, done, failed)
+                    if self._give_up_or_retry(execution_id, messages, exc, done, failed):
+                        poisoned.append((execution_id, exc))
                     continue
                 done.extend(m.id for m in messages)
                 if updated is not None:
                     changed.append(updated)
+            for execution_id, error in poisoned:
+                ended = await self._quarantine(tx, execution_id, error, outbox)
+                if ended is not None:
+                    changed.append(ended)
             await outbox.send(tx)
             await tx.queues.ack(EXECUTOR_QUEUE, done)
             if failed:
@@ -177,8 +186,9 @@ class Executor:
         exc: Exception,
         done: list[int],
         failed: list[int],
-    ) -> None:
-        """An event the engine cannot apply is retried a few times, then dropped."""
+    ) -> bool:
+        """An event the engine cannot apply is retried a few times, then dropped (and
+        its execution quarantined: True)."""
         spent = max(m.attempts for m in messages) + 1 >= MAX_EVENT_ATTEMPTS
         log.error(
             "executor.event_failed",
@@ -188,6 +198,41 @@ class Executor:
             exc_info=exc if not isinstance(exc, (EngineError, FlowNotFoundError)) else None,
         )
         (done if spent else failed).extend(m.id for m in messages)
+        return spent
+
+    async def _quarantine(
+        self, tx: Stores, execution_id: str, exc: Exception, outbox: Outbox
+    ) -> Execution | None:
+        """End the execution of a poison event FAILED, with the reason in its logs."""
+        mark = outbox.mark()
+        try:
+            execution = await tx.executions.get_for_update(execution_id)
+            verdict = (
+                None
+                if execution is None
+                else poison.quarantined(
+                    execution, f"{type(exc).__name__}: {exc}", self.backend.clock()
+                )
+            )
+            if verdict is None:
+                return None
+            ended, commands = verdict
+            try:
+                flow = await self.flows.get(ended.namespace, ended.flow_id, ended.flow_revision)
+            except FlowNotFoundError:
+                # without its flow, only the log goes out (parents and triggers need it)
+                outbox.logs.extend(_log_entry(ended, c) for c in commands if isinstance(c, Log))
+            else:
+                await self.carry_out(tx, flow, ended, commands, outbox)
+            await tx.executions.save(ended)
+        except BackendError:
+            raise
+        except Exception:
+            outbox.rollback_to(mark)
+            log.exception("executor.quarantine_failed", execution=execution_id)
+            return None
+        log.error("executor.execution_quarantined", execution=execution_id, error=str(exc))
+        return ended
 
     async def _process_execution(
         self, tx: Stores, execution_id: str, messages: list[QueueMessage], outbox: Outbox
@@ -206,7 +251,11 @@ class Executor:
                 running = await tx.executions.count_running(execution.namespace, execution.flow_id)
                 running -= 1 if _holds_slot(execution) else 0
                 event = msgspec.structs.replace(event, running=running)
-            execution, produced = apply(execution, flow, event)
+            # a flow's expressions may need more than the loop can give: off it then
+            applied: tuple[Execution, list[Command]] = await budget.evaluate(
+                apply, execution, flow, event
+            )
+            execution, produced = applied
             commands.extend(produced)
         mark = outbox.mark()
         try:

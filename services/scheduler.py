@@ -25,9 +25,11 @@ from backends.errors import Transient
 from backends.protocols import Backend, ServiceInstance, TriggerState
 from runtime.actors import ChildContext, ServiceState
 from runtime.config import SchedulerConfig
+from runtime.flow import budget
 from runtime.flow.events import ExecutionCreated
 from runtime.flow.inputs import InputError
 from runtime.flow.model import Flow, Trigger
+from runtime.flow.template import TemplateError
 from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, encode_event
 from services.common import host, sleep_or_stop
@@ -158,8 +160,8 @@ class Scheduler:
         async with self.backend.transaction() as tx:
             for when in to_fire:
                 try:
-                    execution = schedule_execution(flow, trigger, when, now)
-                except InputError as exc:
+                    execution = await budget.evaluate(schedule_execution, flow, trigger, when, now)
+                except (InputError, TemplateError) as exc:
                     log.error(
                         "scheduler.inputs_invalid",
                         flow=flow.uid,

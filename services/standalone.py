@@ -20,6 +20,7 @@ from backends.errors import Transient
 from backends.protocols import Backend, Storage
 from runtime.actors import ActorSystem, ChildContext, ChildSpec
 from runtime.config import Config, ConfigError
+from runtime.flow import budget
 from runtime.log import get_logger
 from services.common import instance_id, sleep_or_stop
 from services.executor import Executor
@@ -134,6 +135,16 @@ class Server:
                 f"unknown component(s) {sorted(unknown)}: use {', '.join(ALL_COMPONENTS)}"
             )
         self.config = config
+        try:
+            budget.configure(
+                budget.Limits(
+                    cpu_seconds=config.template.cpu_seconds,
+                    memory_bytes=config.template.memory_bytes,
+                    loop_slice_seconds=config.template.loop_slice_seconds,
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.components = tuple(components)
         self.flows_dir = flows_dir
         self.watch = watch

@@ -18,7 +18,7 @@ import msgspec
 from croniter import croniter
 
 from backends.protocols import Backend, Stores, TriggerState
-from runtime.flow import template
+from runtime.flow import budget, template
 from runtime.flow.context import iso
 from runtime.flow.events import ExecutionEnded
 from runtime.flow.execution import Execution, new_execution
@@ -212,7 +212,9 @@ async def flow_trigger_executions(
                 "outputs": command.outputs or {},
             }
             try:
-                inputs = _trigger_inputs(flow, trigger, {"trigger": variables}, command.at)
+                inputs = await budget.evaluate(
+                    _trigger_inputs, flow, trigger, {"trigger": variables}, command.at
+                )
             except (InputError, template.TemplateError) as exc:
                 log.error(
                     "trigger.inputs_invalid", flow=flow.uid, trigger=trigger.id, error=str(exc)

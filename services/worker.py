@@ -32,7 +32,7 @@ from backends.errors import Transient
 from backends.protocols import Backend, QueueMessage, ServiceInstance, Storage
 from runtime.actors import ChildContext, ProcessPool, ServiceState
 from runtime.config import WorkerConfig
-from runtime.flow import template
+from runtime.flow import budgeted, template
 from runtime.flow.engine import task_index
 from runtime.flow.events import WorkerResult
 from runtime.flow.model import RunnableTask, Task
@@ -49,6 +49,7 @@ from runtime.messages import (
 from runtime.tasks.context import TaskFailure
 from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
+from services.poison import requeued_too_often
 
 log = get_logger(__name__)
 
@@ -204,8 +205,9 @@ class WorkerRunContext:
 
     async def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
         variables = {**self.variables, **extra} if extra else self.variables
-        return await template.render_value_async(
-            value, variables, services=_TemplateServices(self, self._secrets)
+        # on the loop while cheap, else in a thread with the full budget
+        return await budgeted.render_value_async(
+            value, variables, _TemplateServices(self, self._secrets)
         )
 
     def warn(self, reason: str) -> None:
@@ -392,6 +394,11 @@ class Worker:
     # -- one job ----------------------------------------------------------------
     async def _run_job(self, message: QueueMessage, job: WorkerJob) -> None:
         self._began.add(job.task_run_id)
+        poisoned = requeued_too_often(message.attempts, self.settings.max_requeues)
+        if poisoned is not None:
+            self._logger(job).error(poisoned)
+            await self._finish(message, job, StateType.FAILED, None)
+            return
         try:
             task = await self._task(job)
         except FlowNotFoundError as exc:
@@ -467,7 +474,8 @@ class Worker:
             ctx.log.error(f"task {task.id!r} timed out after {task.timeout}: killed")
             return StateType.FAILED, None
         except template.TemplateError as exc:
-            ctx.log.error(f"task {task.id!r}: {exc}")
+            prop = budgeted.property_of(task, exc.template)
+            ctx.log.error(f"task {task.id!r}{f', property {prop!r}' if prop else ''}: {exc}")
             return StateType.FAILED, None
         except NotImplementedError:
             ctx.log.error(f"task type {task.type} cannot run here yet")

@@ -64,7 +64,9 @@ Sandbox: templates see plain data only. Lookups never read Python attributes
 names fail at translation, arithmetic is numbers-only (no string repetition),
 ranges are capped at a million items, loops at a million iterations per render,
 built strings and output at 16 MiB, and nested ``render()`` at 8 levels.
-A ``jq`` program runs to completion in C and is not interruptible.
+Every evaluation (a top-level render, nested ``render()`` calls included) runs
+under a CPU-time and memory budget (:mod:`runtime.flow.budget`); ``jq`` programs
+run in a killable child process and regular expressions stop at the deadline.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from runtime.flow import budget
 from runtime.flow import template_filters as filters
 from runtime.flow import template_operators as operators
 from runtime.flow.template_pebble import HELPER, Names, TranslationError, translate
@@ -112,6 +115,7 @@ __all__ = [
 _MAX_ITERATIONS = 1_000_000
 _MAX_RENDER_DEPTH = 8
 _MAX_RENDER_PASSES = 10
+_MAX_PRODUCT_BITS = 65536
 _STATE = f"{HELPER}state"
 _MISSING_HINT = "check the name, or give a fallback with `?? 'value'` or `| default('value')`"
 
@@ -178,11 +182,12 @@ def has_expression(value: str) -> bool:
     return "{{" in value or "{%" in value
 
 
-def render(template: str, variables: Mapping[str, Any]) -> str:
+def render(template: str, variables: Mapping[str, Any], meter: budget.Meter | None = None) -> str:
     """Render a template with plain-data `variables` (no secret/kv/read)."""
     if not has_expression(template):
         return template
-    return _render_sync(template, _RenderState(variables, None))
+    state = _RenderState(variables, None, meter or budget.new_meter())
+    return _render_sync(template, state)
 
 
 async def render_async(
@@ -191,39 +196,57 @@ async def render_async(
     """Render a template; secret(), kv() and read() await `services`."""
     if not has_expression(template):
         return template
-    return await _render_async(template, _RenderState(variables, services))
+    return await _render_async(template, _RenderState(variables, services, budget.new_meter()))
 
 
-def render_value(value: Any, variables: Mapping[str, Any]) -> Any:
-    """Render every string inside dicts and lists (keys too); other values unchanged."""
+def render_value(
+    value: Any, variables: Mapping[str, Any], meter: budget.Meter | None = None
+) -> Any:
+    """Render every string inside dicts and lists (keys too); other values unchanged.
+    The whole value is one evaluation: its strings share one budget."""
     if isinstance(value, str):
-        return render(value, variables)
+        return render(value, variables, meter)
+    if meter is None:
+        meter = budget.new_meter()
     if isinstance(value, Mapping):
         return {
-            (render(key, variables) if isinstance(key, str) else key): render_value(item, variables)
+            (render(key, variables, meter) if isinstance(key, str) else key): render_value(
+                item, variables, meter
+            )
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [render_value(item, variables) for item in value]
+        return [render_value(item, variables, meter) for item in value]
     if isinstance(value, tuple):
-        return tuple(render_value(item, variables) for item in value)
+        return tuple(render_value(item, variables, meter) for item in value)
     return value
 
 
 async def render_value_async(
-    value: Any, variables: Mapping[str, Any], services: TemplateServices | None = None
+    value: Any,
+    variables: Mapping[str, Any],
+    services: TemplateServices | None = None,
+    meter: budget.Meter | None = None,
 ) -> Any:
     """:func:`render_value` with worker services for secret(), kv() and read()."""
+    if meter is None:
+        meter = budget.new_meter()
     if isinstance(value, str):
-        return await render_async(value, variables, services)
+        if not has_expression(value):
+            return value
+        return await _render_async(value, _RenderState(variables, services, meter))
     if isinstance(value, Mapping):
         rendered: dict[Any, Any] = {}
         for key, item in value.items():
-            new_key = await render_async(key, variables, services) if isinstance(key, str) else key
-            rendered[new_key] = await render_value_async(item, variables, services)
+            new_key = (
+                await render_value_async(key, variables, services, meter)
+                if isinstance(key, str)
+                else key
+            )
+            rendered[new_key] = await render_value_async(item, variables, services, meter)
         return rendered
     if isinstance(value, (list, tuple)):
-        items = [await render_value_async(item, variables, services) for item in value]
+        items = [await render_value_async(item, variables, services, meter) for item in value]
         return items if isinstance(value, list) else tuple(items)
     return value
 
@@ -248,6 +271,7 @@ class _RenderState:
 
     variables: Mapping[str, Any]
     services: TemplateServices | None
+    meter: budget.Meter
     stack: list[Any] = field(default_factory=list)
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     iterations: int = 0
@@ -257,7 +281,9 @@ class _RenderState:
 def _render_sync(source: str, state: _RenderState) -> str:
     template = _compile(source, False)
     try:
-        return _collect(template.generate(state.variables, **{_STATE: state}))
+        text = _collect(template.generate(state.variables, **{_STATE: state}))
+        state.meter.add(len(text))
+        return text
     except TemplateError:
         raise
     except Exception as exc:
@@ -276,6 +302,7 @@ async def _render_async(source: str, state: _RenderState) -> str:
             async for chunk in chunks:
                 size = _check_output(size, chunk)
                 parts.append(chunk)
+        state.meter.add(size)
         return "".join(parts)
     except TemplateError:
         raise
@@ -305,6 +332,8 @@ def _runtime_error(exc: Exception, source: str) -> TemplateError:
         reason = f"Unable to render: {exc.message}; {_MISSING_HINT}"
     elif isinstance(exc, (SandboxViolation, SecurityError)):
         reason = f"Refused by the template sandbox: {exc}"
+    elif isinstance(exc, budget.OverBudget):
+        reason = f"Over budget: {exc}"
     elif isinstance(exc, ExpressionFailure):
         reason = f"Unable to render: {exc}"
     elif isinstance(exc, jinja2.TemplateError):
@@ -396,7 +425,9 @@ class _Environment(ImmutableSandboxedEnvironment):
             cache_size=0,
             auto_reload=False,
         )
-        self.filters = dict(filters.FILTERS)
+        # Filters get the render's context (which also keeps Jinja from folding
+        # constant calls at compile time: validation never evaluates anything).
+        self.filters = {name: _metered(name, fn) for name, fn in filters.FILTERS.items()}
         self.tests = dict(filters.TESTS)
         self.globals = {**_HELPERS, **{f"{HELPER}f_{n}": fn for n, fn in functions.items()}}
 
@@ -407,7 +438,20 @@ class _Environment(ImmutableSandboxedEnvironment):
         return lookup(obj, argument)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        return operators.arithmetic(operator, left, right)
+        meter = _state(context).meter
+        if operator == "*" and isinstance(left, int) and isinstance(right, int):
+            # A product's size is known before it is computed, and computing a huge
+            # one is a single uninterruptible call (x*x doubling runs away).
+            bits = left.bit_length() + right.bit_length()
+            if bits > _MAX_PRODUCT_BITS:
+                raise ExpressionFailure(
+                    f"the product would be a {bits}-bit number; integers here stop at "
+                    f"{_MAX_PRODUCT_BITS} bits (Kestra's stop at 64)"
+                )
+            meter.charge(28 + bits // 8)
+        result = operators.arithmetic(operator, left, right)
+        meter.charge_value(result)
+        return result
 
 
 # ---- helpers the translated templates call ------------------------------------------
@@ -445,11 +489,47 @@ def _drop(context: Context, fallback: Any) -> Any:
 @pass_context
 def _iterate(context: Context, value: Any) -> Iterator[Any]:
     state = _state(context)
+    meter = state.meter
     for item in operators.iterate(value):
+        meter.tick()
         state.iterations += 1
         if state.iterations > _MAX_ITERATIONS:
             raise ExpressionFailure(f"loops ran more than {_MAX_ITERATIONS} iterations")
         yield item
+
+
+def _metered(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter whose result counts against the evaluation's budget."""
+
+    @pass_context
+    def call(context: Context, *args: Any, **kwargs: Any) -> Any:
+        meter = _state(context).meter
+        budget.activate(meter)
+        result = function(*args, **kwargs)
+        meter.charge_value(result)
+        return result
+
+    call.__name__ = name
+    return call
+
+
+def _charged(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A helper of the translated templates whose result counts against the budget."""
+
+    @pass_context
+    def call(context: Context, *args: Any) -> Any:
+        meter = _state(context).meter
+        budget.activate(meter)
+        result = function(*args)
+        meter.charge_value(result)
+        return result
+
+    return call
+
+
+def _checked_range(start: Any, end: Any, increment: Any = 1) -> list[Any]:
+    budget.check_range(start, end, increment)
+    return operators.inclusive_range(start, end, increment)
 
 
 _HELPERS: dict[str, Callable[..., Any]] = {
@@ -459,9 +539,9 @@ _HELPERS: dict[str, Callable[..., Any]] = {
     f"{HELPER}drop": _drop,
     f"{HELPER}iter": _iterate,
     f"{HELPER}truth": operators.truth,
-    f"{HELPER}concat": operators.concat,
+    f"{HELPER}concat": _charged(operators.concat),
     f"{HELPER}contains": operators.contains,
-    f"{HELPER}range": operators.inclusive_range,
+    f"{HELPER}range": _charged(_checked_range),
     f"{HELPER}method": operators.method,
 }
 
@@ -469,13 +549,18 @@ _HELPERS: dict[str, Callable[..., Any]] = {
 def _function(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     """Check a function's arguments are defined and report bad calls by name."""
 
-    def call(*args: Any, **kwargs: Any) -> Any:
+    @pass_context
+    def call(context: Context, *args: Any, **kwargs: Any) -> Any:
         for argument in (*args, *kwargs.values()):
             require(argument)
+        meter = _state(context).meter
+        budget.activate(meter)
         try:
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
         except TypeError as exc:
             raise ExpressionFailure(f"wrong arguments for {name}(): {exc}") from None
+        meter.charge_value(result)
+        return result
 
     return call
 
@@ -485,7 +570,7 @@ _PLAIN_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "fromJson": filters.from_json,
     "json": filters.from_json,
     "yaml": filters.from_yaml,
-    "range": operators.inclusive_range,
+    "range": _checked_range,
     "max": filters.extreme(max, "max"),
     "min": filters.extreme(min, "min"),
     "uuid": filters.new_uuid,
@@ -590,7 +675,8 @@ async def _memoized(
     """Await a service call once per render (loops and retries may ask again)."""
     if key not in state.memo:
         try:
-            state.memo[key] = await call()
+            with state.meter.waiting():
+                state.memo[key] = await call()
         except Exception as exc:
             arguments = ", ".join(map(repr, key[1:]))
             raise ExpressionFailure(f"{key[0]}({arguments}) failed: {exc}") from None

@@ -23,10 +23,10 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-import jq
 import msgspec
 from jinja2 import Undefined
 
+from runtime.flow import budget, jq_process
 from runtime.flow import template_dates as dates
 from runtime.flow.template_values import (
     ExpressionFailure,
@@ -118,7 +118,9 @@ def _replace(value: Any, replace_pairs: Any, regexp: bool = False) -> Any:
     text = java_str(value)
     for search, replacement in replace_pairs.items():
         if regexp:
-            text = re.sub(java_str(search), _java_replacement(java_str(replacement)), text)
+            text = budget.regex_sub(
+                java_str(search), _java_replacement(java_str(replacement)), text
+            )
         else:
             text = text.replace(java_str(search), java_str(replacement))
         check_size(text)
@@ -127,7 +129,7 @@ def _replace(value: Any, replace_pairs: Any, regexp: bool = False) -> Any:
 
 def split_regex(value: Any, delimiter: str, limit: int = 0) -> list[str]:
     text = _text(value, "split")
-    parts = re.split(delimiter, text, maxsplit=max(limit - 1, 0) if limit > 0 else 0)
+    parts = budget.regex_split(delimiter, text, max(limit - 1, 0) if limit > 0 else 0)
     if limit == 0:
         while parts and parts[-1] == "":
             parts.pop()
@@ -384,22 +386,11 @@ def from_yaml(value: Any) -> Any:
         raise ExpressionFailure(f"cannot write a {kind_of(value)} as YAML: {exc}") from None
 
 
-@functools.lru_cache(maxsize=256)
-def _jq_program(expression: str) -> Any:
-    try:
-        return jq.compile(expression)
-    except ValueError as exc:
-        raise ExpressionFailure(f"invalid jq expression `{expression}`: {exc}") from None
-
-
 def _jq(value: Any, expression: str) -> list[Any]:
     # Kestra parses string inputs as JSON and always returns the list of results.
+    # libjq cannot be interrupted: the program runs in a child process under budget.
     text = value if isinstance(value, str) else to_json(value)
-    try:
-        result: list[Any] = _jq_program(expression).input_text(text).all()
-    except ValueError as exc:
-        raise ExpressionFailure(f"jq expression `{expression}` failed: {exc}") from None
-    return result
+    return jq_process.run_jq(expression, text, budget.active())
 
 
 # ---- dates --------------------------------------------------------------------------

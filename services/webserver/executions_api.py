@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from backends.protocols import ExecutionFilter, ExecutionSortField
+from runtime.flow import budget
 from runtime.flow.durations import DurationError, parse_duration
 from runtime.flow.engine import task_index
 from runtime.flow.events import ExecutionCreated, Kill, Replay, Restart, Resume
@@ -235,7 +236,8 @@ async def create(request: Request) -> Response:
         given.update(uris)
         now = app.backend.clock()
         try:
-            inputs = resolve_inputs(flow, given, now=now)
+            # input defaults are expressions: budgeted, off the loop if heavy
+            inputs = await budget.evaluate(resolve_inputs, flow, given, now=now)
         except InputError as exc:
             raise invalid_inputs(exc) from None
         execution = new_execution(

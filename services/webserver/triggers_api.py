@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from backends.protocols import FlowRecord, TriggerState
+from runtime.flow import budget
 from runtime.flow.events import ExecutionCreated
 from runtime.flow.inputs import InputError
 from runtime.flow.loader import FlowError
@@ -136,7 +137,7 @@ async def _backfill(app: AppState, flow: Flow, trigger: Trigger, backfill: Backf
     async with app.backend.transaction() as tx:
         for date in dates:
             try:
-                execution = schedule_execution(flow, source, date, now)
+                execution = await budget.evaluate(schedule_execution, flow, source, date, now)
             except InputError as exc:
                 raise invalid_inputs(exc) from None
             except TemplateError as exc:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runtime.flow import template
+from runtime.flow import budget, template
 from runtime.flow.context import is_truthy
 from runtime.flow.execution import new_execution, to_kestra_dict
 from runtime.flow.ids import new_id
@@ -90,6 +90,17 @@ def _key(flow: Flow, trigger: Trigger) -> str | None:
         return None  # a key that cannot be rendered matches nothing
 
 
+def _matching_trigger(flow: Flow, key: str) -> Trigger | None:
+    return next(
+        (
+            t
+            for t in flow.triggers
+            if t.type in WEBHOOK_TYPES and not t.disabled and _key(flow, t) == key
+        ),
+        None,
+    )
+
+
 async def webhook(request: Request) -> Response:
     app = state(request)
     namespace = request.path_params["namespace"]
@@ -101,14 +112,8 @@ async def webhook(request: Request) -> Response:
         raise not_found(f"flow {namespace}.{flow_id}") from None
     trigger: Trigger | None = None
     if not flow.disabled:
-        trigger = next(
-            (
-                t
-                for t in flow.triggers
-                if t.type in WEBHOOK_TYPES and not t.disabled and _key(flow, t) == key
-            ),
-            None,
-        )
+        # keys, conditions and inputs are expressions: budgeted, off the loop if heavy
+        trigger = await budget.evaluate(_matching_trigger, flow, key)
     if trigger is not None:
         saved = await app.backend.triggers.get(namespace, flow_id, trigger.id)
         if saved is not None and saved.disabled:
@@ -127,11 +132,11 @@ async def webhook(request: Request) -> Response:
         "headers": _multi(headers),
         "parameters": _multi(request.query_params.multi_items()),
     }
-    if not _conditions_hold(flow, trigger, variables):
+    if not await budget.evaluate(_conditions_hold, flow, trigger, variables):
         return Response(status_code=204)  # as Kestra: understood, nothing to start
     now = app.backend.clock()
     try:
-        inputs = _trigger_inputs(flow, trigger, {"trigger": variables}, now)
+        inputs = await budget.evaluate(_trigger_inputs, flow, trigger, {"trigger": variables}, now)
     except InputError as exc:
         raise invalid_inputs(exc) from None
     except TemplateError as exc:

@@ -1,0 +1,22 @@
+"""Budgets small enough that an over-budget expression fails quickly in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from runtime.flow import budget
+
+#: what the tests give an evaluation; the defaults (1 s, 64 MiB) work the same, slower
+TEST_LIMITS = budget.Limits(cpu_seconds=0.3, memory_bytes=32 * 1024 * 1024)
+
+
+@pytest.fixture
+def small_budget() -> Iterator[budget.Limits]:
+    before = budget.limits()
+    budget.configure(TEST_LIMITS)
+    try:
+        yield TEST_LIMITS
+    finally:
+        budget.configure(before)
