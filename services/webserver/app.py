@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from backends.errors import Conflict, NotFound, Transient
 from backends.protocols import Backend, Storage
@@ -27,6 +27,7 @@ from services.webserver import (
 from services.webserver.http import ApiError, AppState, json_response
 from services.webserver.middleware import BasicAuth, BodyLimit, RejectNul
 from services.webserver.openapi import openapi_document
+from services.webserver.tenants import with_tenant_routes
 
 log = get_logger(__name__)
 
@@ -81,7 +82,7 @@ def create_app(
 ) -> Starlette:
     """The REST API over a started ``backend``; ``flows`` shares a parse cache."""
     config = config or WebserverConfig()
-    routes = [
+    routes: list[BaseRoute] = [
         *stats_api.routes,
         *webhook.routes,
         *flows_api.routes,
@@ -96,6 +97,7 @@ def create_app(
         return json_response(document)
 
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
+    routes = with_tenant_routes(routes)
     middleware = [
         Middleware(RejectNul),
         Middleware(

@@ -21,7 +21,7 @@ from backends.protocols import ExecutionFilter, ExecutionSortField
 from runtime.flow.durations import DurationError, parse_duration
 from runtime.flow.engine import task_index
 from runtime.flow.events import ExecutionCreated, Kill, Replay, Restart, Resume
-from runtime.flow.execution import Execution, new_execution, to_kestra_dict
+from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError, convert, resolve_inputs
 from runtime.flow.model import Flow, Input, Pause
@@ -46,6 +46,7 @@ from services.webserver.http import (
     state,
 )
 from services.webserver.middleware import allow_upload
+from services.webserver.shapes import execution_json
 from services.webserver.sse import EventStream, follow_execution, pause
 
 S = StateType
@@ -257,12 +258,12 @@ async def create(request: Request) -> Response:
         await form.close()
     if wait:
         execution = await wait_end(app, execution_id, request)
-    return json_response(to_kestra_dict(execution))
+    return json_response(execution_json(execution))
 
 
 async def get(request: Request) -> Response:
     execution = await load_execution(state(request), request.path_params["executionId"])
-    return json_response(to_kestra_dict(execution))
+    return json_response(execution_json(execution))
 
 
 _SORTS: dict[str, ExecutionSortField] = {
@@ -330,7 +331,7 @@ async def search(request: Request) -> Response:
     found, total = await app.backend.executions.find(
         where, sort=_SORTS[field], descending=direction != "asc", limit=limit, offset=offset
     )
-    return json_response(paged([to_kestra_dict(e) for e in found], total))
+    return json_response(paged([execution_json(e) for e in found], total))
 
 
 async def _delete_files(app: AppState, execution: Execution) -> None:
@@ -369,7 +370,7 @@ async def kill(request: Request) -> Response:
         )
     # The engine kills the execution's subflow executions too (always cascading).
     await send_event(app.backend, execution.id, Kill(at=app.backend.clock()))
-    return json_response(to_kestra_dict(execution), status=202)
+    return json_response(execution_json(execution), status=202)
 
 
 async def restart(request: Request) -> Response:
@@ -383,7 +384,7 @@ async def restart(request: Request) -> Response:
     if not any(r.state.current in (S.FAILED, S.PAUSED) for r in execution.task_run_list):
         raise ApiError(409, f"execution {execution.id} has no failed task run to restart")
     await send_event(app.backend, execution.id, Restart(at=app.backend.clock()))
-    return json_response(to_kestra_dict(execution), status=202)
+    return json_response(execution_json(execution), status=202)
 
 
 async def replay(request: Request) -> Response:
@@ -487,7 +488,7 @@ async def set_labels(request: Request) -> Response:
         labels = tuple({"key": i.key, "value": i.value} for i in items)
         execution = msgspec.structs.replace(execution, labels=labels)
         await tx.executions.save(execution)
-    return json_response(to_kestra_dict(execution))
+    return json_response(execution_json(execution))
 
 
 async def file(request: Request) -> Response:

@@ -34,6 +34,7 @@ from services.webserver.http import (
     state,
     text_body,
 )
+from services.webserver.tenants import DEFAULT_TENANT
 
 YAML = "application/x-yaml"
 
@@ -67,10 +68,23 @@ def flow_json(record: FlowRecord, *, source: bool = False) -> dict[str, Any]:
         deleted=record.deleted,
         disabled=bool(out.get("disabled", False)),
         updated=record.updated,
+        # Kestra 1.x: drafts (none here) and the tenant
+        draft=False,
+        tenantId=DEFAULT_TENANT,
     )
+    labels = out.get("labels")
+    if isinstance(labels, dict):
+        # as Kestra shows them whatever form the YAML gives: a list of key and value
+        out["labels"] = [{"key": str(k), "value": _text(v)} for k, v in labels.items()]
     if source:
         out["source"] = record.source
     return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
 
 
 async def flows_json(records: Iterable[FlowRecord], *, source: bool = False) -> list[Any]:
