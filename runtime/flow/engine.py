@@ -200,7 +200,7 @@ class _Pass:
         if current not in (S.CREATED, S.QUEUED):
             return  # already started: a duplicate
         limit = self.flow.concurrency
-        if limit is not None and event.running >= limit.limit:
+        if limit is not None and not event.force and event.running >= limit.limit:
             if limit.behavior is ConcurrencyBehavior.QUEUE:
                 self.move_execution(S.QUEUED)
                 return

@@ -25,10 +25,12 @@ class ExecutionCreated(_Message, frozen=True, kw_only=True, tag="created"):
     """Start (or, for a QUEUED execution, try again to start) the execution.
 
     ``running`` is how many other executions of the same flow are running now; the
-    flow's ``concurrency`` limit is checked against it.
+    flow's ``concurrency`` limit is checked against it, unless ``force`` (the API's
+    unqueue and force-run: start now, past the limit).
     """
 
     running: int = 0
+    force: bool = False
 
 
 class WorkerResult(_Message, frozen=True, kw_only=True, tag="worker_result"):

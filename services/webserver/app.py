@@ -16,6 +16,7 @@ from runtime.flow.loader import FlowError
 from runtime.log import get_logger
 from services.flows import FlowCache, FlowNotFoundError
 from services.webserver import (
+    actions_api,
     executions_api,
     flows_api,
     logs_api,
@@ -86,6 +87,8 @@ def create_app(
         *stats_api.routes,
         *webhook.routes,
         *flows_api.routes,
+        # before executions_api's: /executions/by-ids is no {executionId}
+        *actions_api.routes,
         *executions_api.routes,
         *logs_api.routes,
         *triggers_api.routes,

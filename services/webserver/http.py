@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -293,3 +293,34 @@ class Filters:
     def date(self, field: str, *operations: str) -> datetime | None:
         raw = self.value(field, *operations)
         return None if raw is None else parse_datetime(raw, f"filter on `{field}`")
+
+
+#: the operations a namespace filter takes, and what each keeps
+NAMESPACE_OPS = ("EQUALS", "NOT_EQUALS", "PREFIX", "STARTS_WITH", "CONTAINS", "IN")
+
+
+def _namespace_holds(operation: str, value: str, namespace: str) -> bool:
+    match operation:
+        case "EQUALS":
+            return namespace == value
+        case "NOT_EQUALS":
+            return namespace != value
+        case "PREFIX":  # the namespace or one below it, as the old `namespace` parameter
+            return namespace == value or namespace.startswith(value + ".")
+        case "STARTS_WITH":
+            return namespace.startswith(value)
+        case "CONTAINS":
+            return value.lower() in namespace.lower()
+        case "IN":
+            return namespace in value.split(",")
+    return False
+
+
+def namespace_matcher(request: Request, filters: Filters) -> Callable[[str], bool]:
+    """Which namespaces a search keeps: the old ``namespace`` parameter (that
+    namespace or one below it) and each ``filters[namespace][...]``."""
+    tests = [(f.operation, f.value) for f in filters.of("namespace")]
+    legacy = q_str(request, "namespace")
+    if legacy is not None:
+        tests.append(("PREFIX", legacy))
+    return lambda ns: all(_namespace_holds(op, value, ns) for op, value in tests)
