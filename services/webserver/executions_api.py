@@ -49,6 +49,7 @@ from services.webserver.http import (
 from services.webserver.middleware import allow_upload
 from services.webserver.shapes import execution_json
 from services.webserver.sse import EventStream, follow_execution, pause
+from services.webserver.tenants import tenant_path_used
 
 S = StateType
 #: the largest text value of a form (a file part has the upload limit instead)
@@ -568,6 +569,9 @@ async def resume(request: Request) -> Response:
     finally:
         await form.close()
     await send_event(app.backend, execution.id, Resume(at=app.backend.clock(), inputs=inputs))
+    if tenant_path_used(request) or request.url.path.endswith("/actions/resume"):
+        # Kestra 1.x's clients read the execution back (the old path answers 204)
+        return json_response(execution_json(execution))
     return no_content()
 
 

@@ -69,3 +69,9 @@ def with_tenant_routes(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
                 )
             )
     return [*routes, *tenanted]
+
+
+def tenant_path_used(request: Request) -> bool:
+    """Whether the request came by a path with a tenant: where an answer's shape
+    differs, those get Kestra 1.x's and the old paths keep the one their clients read."""
+    return "tenant" in request.path_params

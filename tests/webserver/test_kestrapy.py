@@ -40,9 +40,7 @@ with warnings.catch_warnings():
         ExecutionControllerExecutionResponse,
         ExecutionControllerSetLabelsByIdsRequest,
         ExecutionControllerStateRequest,
-        FlowGraph,
         FlowWithSource,
-        IdWithNamespace,
         KVControllerKvDetail,
         KVEntry,
         Label,
@@ -287,6 +285,11 @@ async def test_an_unknown_tenant_is_a_404_naming_it(tmp_path: Path, strict: Stri
         with pytest.raises(NotFoundException) as caught:
             await call(client.flows.search_flows, "acme")
         assert "tenant 'acme' not found" in str(caught.value.body)
+        with pytest.raises(NotFoundException, match="acme"):
+            await call(client.flows.create_flow, "acme", HELLO)
+        # nothing was created under another tenant: main has no flow
+        empty = await call(client.flows.search_flows, TENANT)
+        assert (empty.total, empty.results) == (0, [])
 
 
 async def test_executions_with_inputs_a_file_wait_search_follow_and_logs(
@@ -420,3 +423,285 @@ async def test_executions_with_inputs_a_file_wait_search_follow_and_logs(
         await call(client.executions.delete_execution, other.id, TENANT)
         with pytest.raises(NotFoundException):
             await call(client.executions.execution, other.id, TENANT)
+
+
+QUEUE = f"""id: one_at_a_time
+namespace: {NS}
+concurrency:
+  limit: 1
+  behavior: QUEUE
+tasks:
+  - id: sleep
+    type: io.kestra.plugin.core.flow.Sleep
+    duration: PT60S
+"""
+
+
+async def test_kill_restart_replay_resume_labels_and_status(tmp_path: Path, strict: Strict) -> None:
+    async with serving(tmp_path) as client:
+        for source in (NAP, BROKEN, APPROVAL):
+            await call(client.flows.create_flow, TENANT, source)
+        ex = client.executions
+
+        napping = await call(ex.create_execution, TENANT, NS, "nap")
+        await in_state(client, napping.id, "RUNNING")
+        killed = await call(ex.kill_execution, napping.id, TENANT)
+        assert isinstance(killed, Execution)
+        assert killed.id == napping.id
+        assert (await ended(client, napping.id)).state.current is StateType.KILLED
+        with pytest.raises(ConflictException, match="nothing to kill"):
+            await call(ex.kill_execution, napping.id, TENANT)
+
+        failed = await call(ex.create_execution, TENANT, NS, "broken", wait=True)
+        assert failed.state.current is StateType.FAILED
+        restarted = await call(ex.restart_execution, failed.id, TENANT)
+        assert restarted.id == failed.id
+        again = await ended(client, failed.id)
+        assert again.state.current is StateType.FAILED
+        assert again.metadata.attempt_number == 2
+        assert StateType.RESTARTED in [h.state for h in again.state.histories]
+
+        replayed = await call(ex.replay_execution, failed.id, TENANT)
+        assert isinstance(replayed, Execution)
+        assert replayed.id != failed.id
+        assert replayed.original_id == failed.id
+        assert (await ended(client, replayed.id)).state.current is StateType.FAILED
+
+        paused = await call(ex.create_execution, TENANT, NS, "approval", wait=True)
+        assert paused.state.current is StateType.PAUSED
+        with pytest.raises(UnprocessableEntityException, match="approved"):
+            await call(ex.resume_execution, paused.id, TENANT, inputs={"approved": "maybe"})
+        await call(ex.resume_execution, paused.id, TENANT, inputs={"approved": True})
+        resumed = await ended(client, paused.id)
+        assert resumed.state.current is StateType.SUCCESS
+        after = (resumed.task_run_list or [])[-1]
+        assert after.additional_properties.get("outputs") == {"value": "approved=true"}
+
+        labelled = await call(
+            ex.set_labels_on_terminated_execution,
+            resumed.id,
+            TENANT,
+            [Label(key="reviewed", value="yes")],
+        )
+        assert [(lb.key, lb.value) for lb in labelled.labels or []] == [("reviewed", "yes")]
+
+        status = await call(ex.update_execution_status, failed.id, StateType.SUCCESS, TENANT)
+        assert status.state.current is StateType.SUCCESS
+        with pytest.raises(BadRequestException, match="not an end state"):
+            await call(ex.update_execution_status, failed.id, StateType.RUNNING, TENANT)
+
+        broken = await call(ex.create_execution, TENANT, NS, "broken", wait=True)
+        run = (broken.task_run_list or [])[0]
+        marked = await call(
+            ex.update_task_run_state,
+            broken.id,
+            TENANT,
+            ExecutionControllerStateRequest(task_run_id=run.id, state=StateType.WARNING),
+        )
+        assert (marked.task_run_list or [])[0].state.current is StateType.WARNING
+        with pytest.raises(NotFoundException, match="no task run"):
+            await call(
+                ex.update_task_run_state,
+                broken.id,
+                TENANT,
+                ExecutionControllerStateRequest(task_run_id="nope", state=StateType.SUCCESS),
+            )
+
+
+async def test_bulk_actions_by_ids_and_by_query(tmp_path: Path, strict: Strict) -> None:
+    async with serving(tmp_path) as client:
+        for source in (NAP, BROKEN, QUEUE):
+            await call(client.flows.create_flow, TENANT, source)
+        ex = client.executions
+        naps = [(await call(ex.create_execution, TENANT, NS, "nap")).id for _ in range(2)]
+        for execution_id in naps:
+            await in_state(client, execution_id, "RUNNING")
+
+        # one missing id: nothing is done, and the answer names it
+        with pytest.raises(BadRequestException, match="not found") as caught:
+            await call(ex.kill_executions_by_ids, TENANT, [naps[0], "nope"])
+        assert "nope" in str(caught.value.body)
+        assert (await call(ex.execution, naps[0], TENANT)).state.current is StateType.RUNNING
+        assert await call(ex.kill_executions_by_ids, TENANT, naps) == {"count": 2}
+        for execution_id in naps:
+            assert (await ended(client, execution_id)).state.current is StateType.KILLED
+
+        fails = [
+            (await call(ex.create_execution, TENANT, NS, "broken", wait=True)).id for _ in range(2)
+        ]
+        assert await call(ex.restart_executions_by_ids, TENANT, fails) == {"count": 2}
+        for execution_id in fails:
+            done = await ended(client, execution_id)
+            assert done.metadata.attempt_number == 2
+        flow_is_broken = QueryFilter(
+            field=QueryFilterField.FLOW_ID, operation=QueryFilterOp.EQUALS, value="broken"
+        )
+        replays = await call(ex.replay_executions_by_query, TENANT, filters=[flow_is_broken])
+        assert replays == {"count": 2}
+        labels = ExecutionControllerSetLabelsByIdsRequest(
+            executions_id=fails, execution_labels=[Label(key="batch", value="b1")]
+        )
+        assert await call(ex.set_labels_on_terminated_executions_by_ids, TENANT, labels) == {
+            "count": 2
+        }
+        batch = QueryFilter(
+            field=QueryFilterField.LABELS, operation=QueryFilterOp.EQUALS, value={"batch": "b1"}
+        )
+        page = await call(ex.search_executions, TENANT, filters=[batch])
+        assert {e["id"] for e in page["results"]} == set(fails)
+        assert await call(ex.update_executions_status_by_ids, TENANT, StateType.SUCCESS, fails) == {
+            "count": 2
+        }
+        assert (await call(ex.execution, fails[0], TENANT)).state.current is StateType.SUCCESS
+
+        # a flow that runs one at a time: the second waits QUEUED, unqueue starts it
+        first = await call(ex.create_execution, TENANT, NS, "one_at_a_time")
+        await in_state(client, first.id, "RUNNING")
+        second = await call(ex.create_execution, TENANT, NS, "one_at_a_time")
+        await in_state(client, second.id, "QUEUED")
+        unqueued = await call(ex.unqueue_execution, second.id, TENANT)
+        assert unqueued.id == second.id
+        await in_state(client, second.id, "RUNNING")
+        third = await call(ex.create_execution, TENANT, NS, "one_at_a_time")
+        await in_state(client, third.id, "QUEUED")
+        with pytest.raises(ConflictException, match="only a QUEUED"):
+            await call(ex.unqueue_execution, first.id, TENANT)
+        forced = await call(ex.force_run_execution, third.id, TENANT)
+        assert forced.id == third.id
+        await in_state(client, third.id, "RUNNING")
+        running = QueryFilter(
+            field=QueryFilterField.FLOW_ID, operation=QueryFilterOp.EQUALS, value="one_at_a_time"
+        )
+        assert await call(ex.kill_executions_by_query, TENANT, filters=[running]) == {"count": 3}
+        for execution in (first, second, third):
+            assert (await ended(client, execution.id)).state.current is StateType.KILLED
+
+        deleted = await call(ex.delete_executions_by_ids, TENANT, naps)
+        assert isinstance(deleted, BulkResponse)
+        assert deleted.count == 2
+        with pytest.raises(NotFoundException):
+            await call(ex.execution, naps[0], TENANT)
+        removed = await call(ex.delete_executions_by_query, TENANT, filters=[running])
+        assert removed == {"count": 3}
+        left = await call(ex.search_executions, TENANT, filters=[ns_filter(NS)])
+        assert left["total"] == 4  # the two failed executions and their two replays
+
+
+async def test_kv_namespaces_triggers_and_webhooks(tmp_path: Path, strict: Strict) -> None:
+    async with serving(tmp_path) as client:
+        await call(client.flows.create_flow, TENANT, HELLO)
+        await call(client.flows.create_flow, TENANT, TRIGGERED)
+        kv = client.kv
+        await call(kv.set_key_value, NS, "answer", TENANT, "42")
+        await call(kv.set_key_value, NS, "who", TENANT, '"Ada"')
+        await call(kv.set_key_value, f"{NS}.sub", "who", TENANT, '"Bob"')
+        await call(kv.set_key_value, NS, "conf", TENANT, '{"retries": 3}')
+        detail = await call(kv.key_value, NS, "answer", TENANT)
+        assert isinstance(detail, KVControllerKvDetail)
+        assert detail.type is not None
+        assert (detail.type.value, detail.value) == ("NUMBER", 42)
+        assert isinstance(detail.updated, datetime)
+        conf = await call(kv.key_value, NS, "conf", TENANT)
+        assert conf.type is not None
+        assert (conf.type.value, conf.value) == ("JSON", {"retries": 3})
+        with pytest.raises(NotFoundException, match="nope"):
+            await call(kv.key_value, NS, "nope", TENANT)
+
+        listed = await call(kv.list_all_keys, TENANT, filters=[ns_filter(NS)])
+        assert isinstance(listed, PagedResultsKVEntry)
+        assert listed.total == 3
+        assert sorted(e.key or "" for e in listed.results) == ["answer", "conf", "who"]
+        assert all(isinstance(e, KVEntry) and e.namespace == NS for e in listed.results)
+        inherited = await call(kv.list_keys_with_inheritance, f"{NS}.sub", TENANT)
+        assert {(e.key, e.namespace) for e in inherited} == {
+            ("who", f"{NS}.sub"),
+            ("answer", NS),
+            ("conf", NS),
+        }
+        assert await call(kv.delete_key_value, NS, "answer", TENANT) is True
+        with pytest.raises(NotFoundException):
+            await call(kv.delete_key_value, NS, "answer", TENANT)
+        listed = await call(kv.list_all_keys, TENANT, filters=[ns_filter(NS)])
+        assert sorted(e.key or "" for e in listed.results) == ["conf", "who"]
+
+        namespaces = await call(client.namespaces.search_namespaces, TENANT)
+        assert isinstance(namespaces, PagedResultsNamespace)
+        assert [n.id for n in namespaces.results] == ["sdk", NS, f"{NS}.sub"]
+        assert namespaces.total == 3
+        one = await call(client.namespaces.namespace, NS, TENANT)
+        assert isinstance(one, Namespace)
+        assert one.id == NS
+        assert one.deleted is False
+        with pytest.raises(NotFoundException, match="elsewhere"):
+            await call(client.namespaces.namespace, "elsewhere", TENANT)
+
+        triggers = await call(
+            client.triggers.search_triggers, TENANT, filters=[ns_filter(f"{NS}.sub")]
+        )
+        assert triggers["total"] == 2
+        by_id = {t["triggerContext"]["triggerId"]: t for t in triggers["results"]}
+        assert set(by_id) == {"daily", "hook"}
+        daily = by_id["daily"]
+        assert daily["abstractTrigger"]["cron"] == "0 9 * * *"
+        assert daily["triggerContext"]["nextExecutionDate"] is not None
+        assert daily["triggerContext"]["disabled"] is False
+        request = TriggerControllerSetDisabledRequest(
+            triggers=[
+                TriggerControllerApiTriggerId(
+                    namespace=f"{NS}.sub", flow_id="triggered", trigger_id="daily"
+                )
+            ],
+            disabled=True,
+        )
+        assert await call(client.triggers.disabled_triggers_by_ids, TENANT, request) == {"count": 1}
+        for_flow = await call(
+            client.triggers.search_triggers_for_flow, TENANT, f"{NS}.sub", "triggered"
+        )
+        disabled = {
+            t["triggerContext"]["triggerId"]: t["triggerContext"]["disabled"]
+            for t in for_flow["results"]
+        }
+        assert disabled == {"daily": True, "hook": False}
+        hook = QueryFilter(
+            field=QueryFilterField.TRIGGER_ID, operation=QueryFilterOp.EQUALS, value="hook"
+        )
+        assert await call(
+            client.triggers.disabled_triggers_by_query, TENANT, disabled=True, filters=[hook]
+        ) == {"count": 1}
+        with pytest.raises(NotFoundException, match="webhook"):
+            await call(
+                client.executions.trigger_execution_by_get_webhook,
+                TENANT,
+                f"{NS}.sub",
+                "triggered",
+                "s3cr3t",
+            )
+        assert await call(
+            client.triggers.disabled_triggers_by_query, TENANT, disabled=False, filters=[hook]
+        ) == {"count": 1}
+
+        started = await call(
+            client.executions.trigger_execution_by_get_webhook,
+            TENANT,
+            f"{NS}.sub",
+            "triggered",
+            "s3cr3t",
+        )
+        assert isinstance(started, WebhookResponse)
+        assert (started.namespace, started.flow_id) == (f"{NS}.sub", "triggered")
+        assert started.trigger is not None
+        assert (started.trigger.id, started.trigger.type) == (
+            "hook",
+            "io.kestra.plugin.core.trigger.Webhook",
+        )
+        assert started.id is not None
+        done = await ended(client, started.id)
+        assert done.state.current is StateType.SUCCESS
+        with pytest.raises(NotFoundException):
+            await call(
+                client.executions.trigger_execution_by_get_webhook,
+                TENANT,
+                f"{NS}.sub",
+                "triggered",
+                "wrong",
+            )
