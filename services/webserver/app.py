@@ -19,6 +19,7 @@ from services.webserver import (
     actions_api,
     executions_api,
     flows_api,
+    flows_io_api,
     logs_api,
     namespaces_api,
     stats_api,
@@ -86,6 +87,8 @@ def create_app(
     routes: list[BaseRoute] = [
         *stats_api.routes,
         *webhook.routes,
+        # before flows_api's: /flows/export/by-query is no /flows/{namespace}/{id}
+        *flows_io_api.routes,
         *flows_api.routes,
         # before executions_api's: /executions/by-ids is no {executionId}
         *actions_api.routes,

@@ -286,6 +286,11 @@ def _documents(source: str) -> list[str]:
     return out or [source]
 
 
+def split_documents(source: str) -> list[str]:
+    """The documents of a multi-document YAML text (``---`` between them)."""
+    return [document.lstrip("\n") for document in _documents(source)]
+
+
 class FlowRef(msgspec.Struct, frozen=True):
     namespace: str
     id: str

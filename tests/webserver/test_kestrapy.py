@@ -7,7 +7,9 @@ when validation fails, which would hide a wrong shape)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import warnings
+import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -40,7 +42,9 @@ with warnings.catch_warnings():
         ExecutionControllerExecutionResponse,
         ExecutionControllerSetLabelsByIdsRequest,
         ExecutionControllerStateRequest,
+        FlowGraph,
         FlowWithSource,
+        IdWithNamespace,
         KVControllerKvDetail,
         KVEntry,
         Label,
@@ -705,3 +709,94 @@ async def test_kv_namespaces_triggers_and_webhooks(tmp_path: Path, strict: Stric
                 "triggered",
                 "wrong",
             )
+
+
+BRANCHY = f"""id: branchy
+namespace: {NS}
+tasks:
+  - id: first
+    type: io.kestra.plugin.core.debug.Return
+    format: one
+  - id: both
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - id: left
+        type: io.kestra.plugin.core.debug.Return
+        format: l
+      - id: right
+        type: io.kestra.plugin.core.debug.Return
+        format: r
+  - id: last
+    type: io.kestra.plugin.core.debug.Return
+    format: done
+errors:
+  - id: alert
+    type: io.kestra.plugin.core.log.Log
+    message: failed
+"""
+
+
+async def test_flows_exported_imported_in_bulk_and_drawn(tmp_path: Path, strict: Strict) -> None:
+    async with serving(tmp_path) as client:
+        flows = client.flows
+        for source in (HELLO, NAP, BRANCHY):
+            await call(flows.create_flow, TENANT, source)
+
+        exported = await call(
+            flows.export_flows_by_ids,
+            TENANT,
+            [IdWithNamespace(namespace=NS, id="hello"), IdWithNamespace(namespace=NS, id="nap")],
+        )
+        with zipfile.ZipFile(io.BytesIO(exported)) as archive:
+            assert sorted(archive.namelist()) == [f"{NS}.hello.yml", f"{NS}.nap.yml"]
+            assert archive.read(f"{NS}.hello.yml").decode() == HELLO
+        by_query = await call(flows.export_flows_by_query, TENANT, filters=[ns_filter(NS)])
+        with zipfile.ZipFile(io.BytesIO(by_query)) as archive:
+            assert len(archive.namelist()) == 3
+
+        # a zip with a new flow, a changed one and a broken one
+        upload = io.BytesIO()
+        with zipfile.ZipFile(upload, "w") as archive:
+            archive.writestr("new.yml", NAP.replace("id: nap", "id: nap2"))
+            archive.writestr("hello.yml", HELLO.replace("hello {{", "hi {{"))
+            archive.writestr("broken.yml", "id: broken\nnamespace: x\n")
+        with pytest.raises(UnprocessableEntityException, match="nothing was imported"):
+            await call(
+                flows.import_flows, TENANT, fail_on_error=True, file_content=upload.getvalue()
+            )
+        assert (await call(flows.flow, NS, "hello", TENANT)).revision == 1
+        wrong = await call(flows.import_flows, TENANT, file_content=upload.getvalue())
+        assert wrong == ["broken.yml"]
+        assert (await call(flows.flow, NS, "nap2", TENANT)).revision == 1
+        assert (await call(flows.flow, NS, "hello", TENANT)).revision == 2
+        documents = "\n---\n".join([NAP.replace("id: nap", "id: nap3"), "not: a flow"])
+        assert await call(flows.import_flows, TENANT, file_content=documents.encode()) == ["1"]
+        assert (await call(flows.flow, NS, "nap3", TENANT)).id == "nap3"
+
+        refs = [IdWithNamespace(namespace=NS, id="nap2"), IdWithNamespace(namespace=NS, id="nap3")]
+        disabled = await call(flows.disable_flows_by_ids, TENANT, refs)
+        assert isinstance(disabled, BulkResponse)
+        assert disabled.count == 2
+        assert (await call(flows.flow, NS, "nap2", TENANT)).disabled is True
+        removed = await call(flows.delete_flows_by_ids, TENANT, refs)
+        assert removed.count == 2
+        with pytest.raises(NotFoundException):
+            await call(flows.flow, NS, "nap3", TENANT)
+
+        graph = await call(flows.generate_flow_graph, NS, "branchy", TENANT)
+        assert isinstance(graph, FlowGraph)
+        edges = {(e.source, e.target, e.relation.relation_type.value) for e in graph.edges or []}
+        assert ("root.root", "root.first", "SEQUENTIAL") in edges
+        assert ("root.first", "root.both", "SEQUENTIAL") in edges
+        assert ("root.both", "root.both.left", "PARALLEL") in edges
+        assert ("root.both", "root.both.right", "PARALLEL") in edges
+        assert ("root.both.left", "root.both.end", "SEQUENTIAL") in edges
+        assert ("root.both.end", "root.last", "SEQUENTIAL") in edges
+        assert ("root.last", "root.end", "SEQUENTIAL") in edges
+        assert ("root.root", "root.alert", "ERROR") in edges
+        assert graph.flowables == ["root.both"]
+        assert [c.cluster.uid for c in graph.clusters or [] if c.cluster] == ["cluster_root.both"]
+        uids = {n.uid for n in graph.nodes or []}
+        assert {"root.root", "root.end", "root.both.left", "root.alert"} <= uids
+        with pytest.raises(NotFoundException):
+            await call(flows.generate_flow_graph, NS, "nope", TENANT)
