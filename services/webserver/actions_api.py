@@ -53,11 +53,11 @@ class Action:
     it can), ``apply`` does it."""
 
     name: str
-    refuse: Callable[[Execution, Request], str | None]
+    refuse: Callable[[Execution, Request], Awaitable[str | None]]
     apply: Callable[[AppState, Execution, Request], Awaitable[None]]
 
 
-def _kill_refused(execution: Execution, request: Request) -> str | None:
+async def _kill_refused(execution: Execution, request: Request) -> str | None:
     current = execution.state.current
     if current.terminated or current is S.KILLING:
         return f"is {current.value}: nothing to kill"
@@ -68,7 +68,7 @@ async def _kill(app: AppState, execution: Execution, request: Request) -> None:
     await send_event(app.backend, execution.id, Kill(at=app.backend.clock()))
 
 
-def _restart_refused(execution: Execution, request: Request) -> str | None:
+async def _restart_refused(execution: Execution, request: Request) -> str | None:
     current = execution.state.current
     if not (current.terminated or current is S.PAUSED):
         return f"is {current.value}: only an ended one can restart"
@@ -81,7 +81,7 @@ async def _restart(app: AppState, execution: Execution, request: Request) -> Non
     await send_event(app.backend, execution.id, Restart(at=app.backend.clock()))
 
 
-def _ended_refused(execution: Execution, request: Request) -> str | None:
+async def _ended_refused(execution: Execution, request: Request) -> str | None:
     if not execution.state.terminated:
         return f"is {execution.state.current.value}: only an ended execution can take this"
     return None
@@ -92,17 +92,28 @@ async def _replay(app: AppState, execution: Execution, request: Request) -> None
     await send_event(app.backend, execution.id, event)
 
 
-def _resume_refused(execution: Execution, request: Request) -> str | None:
+async def _resume_refused(execution: Execution, request: Request) -> str | None:
     if execution.state.current is not S.PAUSED:
         return f"is {execution.state.current.value}: only a paused execution can be resumed"
+    try:
+        await _resume_inputs(state(request), execution)
+    except ApiError as exc:
+        return f"needs resume inputs ({exc.message}): resume it alone, with them"
     return None
 
 
+async def _resume_inputs(app: AppState, execution: Execution) -> dict[str, Any]:
+    """The Pause task's onResume inputs at their defaults (a bulk resume sends none)."""
+    flow = await app.flows.get(execution.namespace, execution.flow_id, execution.flow_revision)
+    return executions_api.resume_inputs(executions_api.resume_specs(flow, execution), {})
+
+
 async def _resume(app: AppState, execution: Execution, request: Request) -> None:
-    await send_event(app.backend, execution.id, Resume(at=app.backend.clock()))
+    inputs = await _resume_inputs(app, execution)
+    await send_event(app.backend, execution.id, Resume(at=app.backend.clock(), inputs=inputs))
 
 
-def _delete_refused(execution: Execution, request: Request) -> str | None:
+async def _delete_refused(execution: Execution, request: Request) -> str | None:
     if execution.state.terminated:
         return None
     return f"is {execution.state.current.value}: kill it first, only an ended one can be deleted"
@@ -145,7 +156,7 @@ async def _change_status(app: AppState, execution: Execution, status: StateType)
     return changed
 
 
-def _queued_refused(execution: Execution, request: Request) -> str | None:
+async def _queued_refused(execution: Execution, request: Request) -> str | None:
     if execution.state.current is not S.QUEUED:
         return f"is {execution.state.current.value}: only a QUEUED execution can be unqueued"
     return None
@@ -180,7 +191,7 @@ async def _unqueue(app: AppState, execution: Execution, request: Request) -> Non
     await _unqueue_with(app, execution, _unqueue_state(request, "state"))
 
 
-def _force_run_refused(execution: Execution, request: Request) -> str | None:
+async def _force_run_refused(execution: Execution, request: Request) -> str | None:
     if execution.state.terminated:
         return f"is {execution.state.current.value}: only a running one can be forced to run"
     return None
@@ -223,10 +234,10 @@ async def _by_ids(request: Request) -> list[Execution]:
     return found
 
 
-def _refusals(action: Action, executions: list[Execution], request: Request) -> list[Any]:
+async def _refusals(action: Action, executions: list[Execution], request: Request) -> list[Any]:
     out = []
     for execution in executions:
-        why = action.refuse(execution, request)
+        why = await action.refuse(execution, request)
         if why is not None:
             out.append({"execution": execution.id, "message": f"execution {execution.id} {why}"})
     return out
@@ -244,7 +255,7 @@ def bulk_by_ids(action: Action) -> Callable[[Request], Awaitable[Response]]:
         if action.name == "unqueue":
             _unqueue_state(request, "state")  # a bad state refuses the whole request
         executions = await _by_ids(request)
-        refused = _refusals(action, executions, request)
+        refused = await _refusals(action, executions, request)
         if refused and not (action.name == "delete" and q_bool(request, "includeNonTerminated")):
             raise ApiError(
                 400,
@@ -252,7 +263,7 @@ def bulk_by_ids(action: Action) -> Callable[[Request], Awaitable[Response]]:
                 refused,
             )
         if action.name == "delete":
-            executions = [e for e in executions if action.refuse(e, request) is None]
+            executions = [e for e in executions if await action.refuse(e, request) is None]
         return await _apply(action, request, executions)
 
     endpoint.__name__ = f"{action.name.replace('-', '_')}_by_ids"
@@ -263,11 +274,13 @@ def bulk_by_query(action: Action) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         if action.name == "unqueue":
             target = _unqueue_state(request, "newState")
-            executions = [e for e in await selected(request) if _queued_refused(e, request) is None]
+            executions = [
+                e for e in await selected(request) if await _queued_refused(e, request) is None
+            ]
             for execution in executions:
                 await _unqueue_with(state(request), execution, target)
             return json_response({"count": len(executions)})
-        executions = [e for e in await selected(request) if action.refuse(e, request) is None]
+        executions = [e for e in await selected(request) if await action.refuse(e, request) is None]
         return await _apply(action, request, executions)
 
     endpoint.__name__ = f"{action.name.replace('-', '_')}_by_query"
@@ -332,7 +345,7 @@ async def change_status(request: Request) -> Response:
     app = state(request)
     status = _new_status(request, "status")
     execution = await load_execution(app, request.path_params["executionId"])
-    why = _ended_refused(execution, request)
+    why = await _ended_refused(execution, request)
     if why is not None:
         raise ApiError(409, f"execution {execution.id} {why}")
     return json_response(execution_json(await _change_status(app, execution, status)))
@@ -341,7 +354,7 @@ async def change_status(request: Request) -> Response:
 async def change_status_by_ids(request: Request) -> Response:
     status = _new_status(request, "newStatus")
     executions = await _by_ids(request)
-    refused = _refusals(ACTIONS["replay"], executions, request)  # the same rule: ended
+    refused = await _refusals(ACTIONS["replay"], executions, request)  # the same rule: ended
     if refused:
         raise ApiError(
             400, f"{len(refused)} execution(s) cannot change status: nothing was done", refused
@@ -441,7 +454,7 @@ async def force_run(request: Request) -> Response:
 async def _single(request: Request, action: Action) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
-    why = action.refuse(execution, request)
+    why = await action.refuse(execution, request)
     if why is not None:
         raise ApiError(409, f"execution {execution.id} {why}")
     await action.apply(app, execution, request)

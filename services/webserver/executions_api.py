@@ -516,7 +516,7 @@ async def _appeared(app: AppState, execution_id: str, request: Request) -> Execu
     return None
 
 
-def _resume_specs(flow: Flow, execution: Execution) -> list[Input]:
+def resume_specs(flow: Flow, execution: Execution) -> list[Input]:
     tasks = task_index(flow)
     specs: list[Input] = []
     for run in execution.task_run_list:
@@ -530,7 +530,7 @@ def _resume_specs(flow: Flow, execution: Execution) -> list[Input]:
     return specs
 
 
-def _resume_inputs(specs: list[Input], given: dict[str, Any]) -> dict[str, Any]:
+def resume_inputs(specs: list[Input], given: dict[str, Any]) -> dict[str, Any]:
     problems: dict[str, str] = {}
     out: dict[str, Any] = {}
     for spec in specs:
@@ -565,7 +565,7 @@ async def resume(request: Request) -> Response:
         if form.files:
             names = ", ".join(sorted(form.files))
             raise ApiError(422, f"resume inputs cannot be files ({names})")
-        inputs = _resume_inputs(_resume_specs(flow, execution), dict(form.values))
+        inputs = resume_inputs(resume_specs(flow, execution), dict(form.values))
     finally:
         await form.close()
     await send_event(app.backend, execution.id, Resume(at=app.backend.clock(), inputs=inputs))

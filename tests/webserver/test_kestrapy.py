@@ -11,7 +11,7 @@ import io
 import warnings
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 import pydantic
 import pytest
 
-from backends.sqlite import SqliteBackend
 from backends.storage_local import LocalStorage
 from runtime.config import Config, WebserverConfig
 from services.standalone import Server
 from tests.services.server_helpers import settings
+from tests.webserver.helpers import make_backend
 
 with warnings.catch_warnings():
     # the SDK's models shadow a pydantic attribute (`validate`) and say so on import
@@ -50,6 +50,7 @@ with warnings.catch_warnings():
         Label,
         LogEntry,
         Namespace,
+        PagedResultsApiTriggerAndState,
         PagedResultsFlow,
         PagedResultsKVEntry,
         PagedResultsNamespace,
@@ -65,6 +66,7 @@ with warnings.catch_warnings():
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
 NS = "sdk.demo"
 TENANT = "main"
 
@@ -111,6 +113,15 @@ tasks:
     type: io.kestra.plugin.core.debug.Return
     format: "approved={{{{ outputs.wait.onResume.approved }}}}"
 """
+GATE = f"""id: gate
+namespace: {NS}
+tasks:
+  - id: wait
+    type: io.kestra.plugin.core.flow.Pause
+  - id: after
+    type: io.kestra.plugin.core.debug.Return
+    format: through
+"""
 TRIGGERED = f"""id: triggered
 namespace: {NS}.sub
 tasks:
@@ -137,6 +148,12 @@ class Strict:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.parsed: list[str] = []
+
+    def parse(self, model: type[M], data: Any) -> M:
+        """An answer the SDK hands back as plain JSON (searches, bulk counts), parsed by
+        the SDK's model for it."""
+        parsed: M = BaseApi._deserialize(data, model)  # checked by the fixture's patch
+        return parsed
 
     def check(self, data: Any, model: Any) -> None:
         if not (isinstance(data, dict) and hasattr(model, "model_validate")):
@@ -167,7 +184,9 @@ def strict(monkeypatch: pytest.MonkeyPatch) -> Iterator[Strict]:
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path) -> AsyncIterator[KestraClient]:
+async def serving(tmp_path: Path, kind: str = "sqlite") -> AsyncIterator[KestraClient]:
+    """The server (every component, the webserver on a free port) on a ``kind``
+    backend: SQLite in ``tmp_path``, or a fresh PostgreSQL schema."""
     base = settings()
     config = Config(
         executor=base.executor,
@@ -176,14 +195,20 @@ async def serving(tmp_path: Path) -> AsyncIterator[KestraClient]:
         liveness=base.liveness,
         webserver=WebserverConfig(port=0, poll_seconds=0.05, shutdown_seconds=2.0),
     )
-    server = Server(
-        config,
-        components=("executor", "worker", "scheduler", "webserver"),
-        backend=SqliteBackend(tmp_path / "runtime.db", synchronous="NORMAL"),
-        storage=LocalStorage(tmp_path / "storage"),
-        watch=False,
-    )
-    async with server:
+    async with AsyncExitStack() as stack:
+        schema = None
+        if kind == "postgres":
+            from backends.postgres.testing import fresh_schema
+
+            schema = await stack.enter_async_context(fresh_schema("runtime_sdk"))
+        server = Server(
+            config,
+            components=("executor", "worker", "scheduler", "webserver"),
+            backend=make_backend(kind, tmp_path, schema),
+            storage=LocalStorage(tmp_path / "storage"),
+            watch=False,
+        )
+        await stack.enter_async_context(server)
         assert server.webserver is not None
         yield KestraClient(host=f"http://127.0.0.1:{server.webserver.port}", timeout=30)
 
@@ -362,6 +387,10 @@ async def test_executions_with_inputs_a_file_wait_search_follow_and_logs(
         page = await call(client.executions.search_executions, TENANT, filters=[ns_filter(NS)])
         assert page["total"] == 2
         assert {e["id"] for e in page["results"]} == {created.id, other.id}
+        for item in page["results"]:
+            parsed = strict.parse(Execution, item)
+            assert parsed.state.current is StateType.SUCCESS
+            assert parsed.namespace == NS
         labelled = QueryFilter(
             field=QueryFilterField.LABELS, operation=QueryFilterOp.EQUALS, value={"run": "first"}
         )
@@ -441,9 +470,12 @@ tasks:
 """
 
 
-async def test_kill_restart_replay_resume_labels_and_status(tmp_path: Path, strict: Strict) -> None:
-    async with serving(tmp_path) as client:
-        for source in (NAP, BROKEN, APPROVAL):
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_kill_restart_replay_resume_labels_and_status(
+    tmp_path: Path, strict: Strict, kind: str
+) -> None:
+    async with serving(tmp_path, kind) as client:
+        for source in (NAP, BROKEN, APPROVAL, GATE):
             await call(client.flows.create_flow, TENANT, source)
         ex = client.executions
 
@@ -471,8 +503,20 @@ async def test_kill_restart_replay_resume_labels_and_status(tmp_path: Path, stri
         assert replayed.original_id == failed.id
         assert (await ended(client, replayed.id)).state.current is StateType.FAILED
 
+        two = [await call(ex.create_execution, TENANT, NS, "gate", wait=True) for _ in "ab"]
+        assert await call(ex.resume_executions_by_ids, TENANT, [two[0].id]) == {"count": 1}
+        gate = QueryFilter(
+            field=QueryFilterField.FLOW_ID, operation=QueryFilterOp.EQUALS, value="gate"
+        )
+        # the one resumed already is skipped by the query
+        assert await call(ex.resume_executions_by_query, TENANT, filters=[gate]) == {"count": 1}
+        for one in two:
+            assert (await ended(client, one.id)).state.current is StateType.SUCCESS
         paused = await call(ex.create_execution, TENANT, NS, "approval", wait=True)
         assert paused.state.current is StateType.PAUSED
+        # its Pause needs an input: a bulk resume, which sends none, refuses it
+        with pytest.raises(BadRequestException, match="needs resume inputs"):
+            await call(ex.resume_executions_by_ids, TENANT, [paused.id])
         with pytest.raises(UnprocessableEntityException, match="approved"):
             await call(ex.resume_execution, paused.id, TENANT, inputs={"approved": "maybe"})
         await call(ex.resume_execution, paused.id, TENANT, inputs={"approved": True})
@@ -512,8 +556,9 @@ async def test_kill_restart_replay_resume_labels_and_status(tmp_path: Path, stri
             )
 
 
-async def test_bulk_actions_by_ids_and_by_query(tmp_path: Path, strict: Strict) -> None:
-    async with serving(tmp_path) as client:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_bulk_actions_by_ids_and_by_query(tmp_path: Path, strict: Strict, kind: str) -> None:
+    async with serving(tmp_path, kind) as client:
         for source in (NAP, BROKEN, QUEUE):
             await call(client.flows.create_flow, TENANT, source)
         ex = client.executions
@@ -526,7 +571,8 @@ async def test_bulk_actions_by_ids_and_by_query(tmp_path: Path, strict: Strict) 
             await call(ex.kill_executions_by_ids, TENANT, [naps[0], "nope"])
         assert "nope" in str(caught.value.body)
         assert (await call(ex.execution, naps[0], TENANT)).state.current is StateType.RUNNING
-        assert await call(ex.kill_executions_by_ids, TENANT, naps) == {"count": 2}
+        killed = strict.parse(BulkResponse, await call(ex.kill_executions_by_ids, TENANT, naps))
+        assert killed.count == 2
         for execution_id in naps:
             assert (await ended(client, execution_id)).state.current is StateType.KILLED
 
@@ -643,6 +689,12 @@ async def test_kv_namespaces_triggers_and_webhooks(tmp_path: Path, strict: Stric
             client.triggers.search_triggers, TENANT, filters=[ns_filter(f"{NS}.sub")]
         )
         assert triggers["total"] == 2
+        parsed = strict.parse(PagedResultsApiTriggerAndState, triggers)
+        assert {(t.trigger.id, t.state.flow_id) for t in parsed.results} == {
+            ("daily", "triggered"),
+            ("hook", "triggered"),
+        }
+        assert all(t.state.disabled is False for t in parsed.results)
         by_id = {t["triggerContext"]["triggerId"]: t for t in triggers["results"]}
         assert set(by_id) == {"daily", "hook"}
         daily = by_id["daily"]
