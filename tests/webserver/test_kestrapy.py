@@ -857,3 +857,108 @@ async def test_flows_exported_imported_in_bulk_and_drawn(tmp_path: Path, strict:
         assert {"root.root", "root.end", "root.both.left", "root.alert"} <= uids
         with pytest.raises(NotFoundException):
             await call(flows.generate_flow_graph, NS, "nope", TENANT)
+
+
+def flow_is(flow_id: str) -> QueryFilter:
+    return QueryFilter(
+        field=QueryFilterField.FLOW_ID, operation=QueryFilterOp.EQUALS, value=flow_id
+    )
+
+
+async def test_the_other_bulk_variants_and_graphs(tmp_path: Path, strict: Strict) -> None:
+    async with serving(tmp_path) as client:
+        for source in (BROKEN, QUEUE, BRANCHY):
+            await call(client.flows.create_flow, TENANT, source)
+        ex = client.executions
+
+        fails = [
+            (await call(ex.create_execution, TENANT, NS, "broken", wait=True)).id for _ in "ab"
+        ]
+        tagged = await call(
+            ex.set_labels_on_terminated_executions_by_query,
+            TENANT,
+            [Label(key="triage", value="done")],
+            filters=[flow_is("broken")],
+        )
+        assert tagged == {"count": 2}
+        one = await call(ex.execution, fails[0], TENANT)
+        assert ("triage", "done") in {(lb.key, lb.value) for lb in one.labels or []}
+        changed = await call(
+            ex.update_executions_status_by_query,
+            TENANT,
+            StateType.CANCELLED,
+            filters=[flow_is("broken")],
+        )
+        assert changed == {"count": 2}
+        for execution_id in fails:
+            done = await call(ex.execution, execution_id, TENANT)
+            assert done.state.current is StateType.CANCELLED
+            assert [h.state for h in done.state.histories][-2:] == [
+                StateType.FAILED,
+                StateType.CANCELLED,
+            ]
+
+        # a task run marked FAILED restarts the execution from it
+        broken = await call(ex.create_execution, TENANT, NS, "broken", wait=True)
+        run = (broken.task_run_list or [])[0]
+        await call(
+            ex.update_task_run_state,
+            broken.id,
+            TENANT,
+            ExecutionControllerStateRequest(task_run_id=run.id, state=StateType.FAILED),
+        )
+        again = await ended(client, broken.id, attempt=2)
+        assert again.state.current is StateType.FAILED
+
+        first = await call(ex.create_execution, TENANT, NS, "one_at_a_time")
+        await in_state(client, first.id, "RUNNING")
+        queued = [(await call(ex.create_execution, TENANT, NS, "one_at_a_time")).id for _ in "abcd"]
+        for execution_id in queued:
+            await in_state(client, execution_id, "QUEUED")
+        assert await call(ex.unqueue_executions_by_ids, TENANT, StateType.RUNNING, [queued[0]]) == {
+            "count": 1
+        }
+        await in_state(client, queued[0], "RUNNING")
+        assert await call(ex.force_run_by_ids, TENANT, [queued[1]]) == {"count": 1}
+        await in_state(client, queued[1], "RUNNING")
+        with pytest.raises(BadRequestException, match="RUNNING"):
+            await call(ex.unqueue_executions_by_ids, TENANT, StateType.SUCCESS, [queued[2]])
+        killed = await call(
+            ex.unqueue_executions_by_query,
+            TENANT,
+            new_state=StateType.KILLED,
+            filters=[flow_is("one_at_a_time")],
+        )
+        assert killed == {"count": 2}  # the two still QUEUED
+        for execution_id in queued[2:]:
+            assert (await ended(client, execution_id)).state.current is StateType.KILLED
+        forced = await call(
+            ex.force_run_executions_by_query, TENANT, filters=[flow_is("one_at_a_time")]
+        )
+        assert forced == {"count": 3}  # the running ones: nothing to change, counted
+        assert await call(
+            ex.kill_executions_by_query, TENANT, filters=[flow_is("one_at_a_time")]
+        ) == {"count": 3}
+
+        drawn = await call(client.flows.generate_flow_graph_from_source, TENANT, HELLO)
+        assert [(e.source, e.target) for e in drawn.edges or []] == [
+            ("root.root", "root.greet"),
+            ("root.greet", "root.answer"),
+            ("root.answer", "root.end"),
+        ]
+        branchy = await call(ex.create_execution, TENANT, NS, "branchy", wait=True)
+        of_execution = await call(ex.execution_flow_graph, branchy.id, TENANT)
+        assert of_execution.flowables == ["root.both"]
+
+        assert await call(client.flows.disable_flows_by_query, TENANT, filters=[ns_filter(NS)]) == (
+            BulkResponse(count=3)
+        )
+        with pytest.raises(ConflictException, match="disabled"):
+            await call(ex.create_execution, TENANT, NS, "branchy")
+        assert (
+            await call(client.flows.enable_flows_by_query, TENANT, filters=[ns_filter(NS)])
+        ).count == 3
+        assert (
+            await call(client.flows.delete_flows_by_query, TENANT, filters=[ns_filter(NS)])
+        ).count == 3
+        assert (await call(client.flows.search_flows, TENANT)).total == 0
