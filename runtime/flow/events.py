@@ -81,7 +81,12 @@ class SubflowEnded(_Message, frozen=True, kw_only=True, tag="subflow_ended"):
 
 
 class Restart(_Message, frozen=True, kw_only=True, tag="restart"):
-    """Run the failed task runs of a terminated execution again."""
+    """Run the failed task runs of a terminated execution again; or, with
+    ``task_run_id``, mark that task run ``state`` and take the execution up again from
+    there (the API's task-run state change, Kestra's "mark as")."""
+
+    task_run_id: str | None = None
+    state: StateType | None = None
 
 
 class Replay(_Message, frozen=True, kw_only=True, tag="replay"):

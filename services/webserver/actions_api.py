@@ -379,9 +379,10 @@ class StateRequest(msgspec.Struct, frozen=True, rename="camel"):
 
 
 async def task_run_state(request: Request) -> Response:
-    """A task run of an ended execution marked with another end state: SUCCESS or
-    WARNING keeps it as it is; FAILED restarts the execution from it (as a restart,
-    which runs the failed task runs again)."""
+    """A task run of an ended (or paused) execution marked with an end state; the
+    executor takes the execution up again from it (after SUCCESS or WARNING the next
+    tasks run, after FAILED the errors branch), as Kestra's "mark as". The answer is
+    the execution as it was when asked, like a restart's."""
     app = state(request)
     body = await json_body(request, StateRequest)
     try:
@@ -392,28 +393,18 @@ async def task_run_state(request: Request) -> Response:
         raise ApiError(
             422, f"state {body.state!r}: a task run can be marked SUCCESS, WARNING or FAILED"
         )
-    execution_id = request.path_params["executionId"]
-    async with app.backend.transaction() as tx:
-        execution = await tx.executions.get_for_update(execution_id)
-        if execution is None:
-            raise ApiError(404, f"execution {execution_id} not found")
-        if not execution.state.terminated:
-            raise ApiError(
-                409,
-                f"execution {execution.id} is {execution.state.current.value}: a task run's "
-                "state changes only once the execution has ended",
-            )
-        run = execution.find(body.task_run_id)
-        if run is None:
-            raise ApiError(404, f"execution {execution.id} has no task run {body.task_run_id!r}")
-        now = app.backend.clock()
-        runs = tuple(
-            r.with_state(wanted, now) if r.id == run.id else r for r in execution.task_run_list
+    execution = await load_execution(app, request.path_params["executionId"])
+    current = execution.state.current
+    if not (current.terminated or current is S.PAUSED):
+        raise ApiError(
+            409,
+            f"execution {execution.id} is {current.value}: a task run's state changes once "
+            "the execution has ended (or paused)",
         )
-        execution = msgspec.structs.replace(execution, task_run_list=runs)
-        await tx.executions.save(execution)
-    if wanted is S.FAILED:
-        await send_event(app.backend, execution.id, Restart(at=app.backend.clock()))
+    if execution.find(body.task_run_id) is None:
+        raise ApiError(404, f"execution {execution.id} has no task run {body.task_run_id!r}")
+    event = Restart(at=app.backend.clock(), task_run_id=body.task_run_id, state=wanted)
+    await send_event(app.backend, execution.id, event)
     return json_response(execution_json(execution))
 
 

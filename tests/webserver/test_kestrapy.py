@@ -551,7 +551,10 @@ async def test_kill_restart_replay_resume_labels_and_status(
             TENANT,
             ExecutionControllerStateRequest(task_run_id=run.id, state=StateType.WARNING),
         )
-        assert (marked.task_run_list or [])[0].state.current is StateType.WARNING
+        assert marked.id == broken.id
+        taken_up = await ended(client, broken.id, attempt=2)
+        assert (taken_up.task_run_list or [])[0].state.current is StateType.WARNING
+        assert taken_up.state.current is StateType.WARNING
         with pytest.raises(NotFoundException, match="no task run"):
             await call(
                 ex.update_task_run_state,
@@ -898,7 +901,7 @@ async def test_the_other_bulk_variants_and_graphs(tmp_path: Path, strict: Strict
                 StateType.CANCELLED,
             ]
 
-        # a task run marked FAILED restarts the execution from it
+        # a task run marked FAILED: the execution is taken up again and fails from it
         broken = await call(ex.create_execution, TENANT, NS, "broken", wait=True)
         run = (broken.task_run_list or [])[0]
         await call(
