@@ -378,6 +378,21 @@ async def search(request: Request) -> Response:
     return json_response(paged([execution_json(e) for e in found], total))
 
 
+async def of_flow(request: Request) -> Response:
+    """The executions of one flow (``?namespace=&flowId=``), latest first."""
+    app = state(request)
+    namespace, flow_id = q_str(request, "namespace"), q_str(request, "flowId")
+    if namespace is None or flow_id is None:
+        raise ApiError(400, "query parameters `namespace` and `flowId` are both required")
+    limit, offset = paging(request)
+    where = ExecutionFilter(namespace=namespace, flow_id=flow_id)
+    # the store's namespace filter takes the namespaces below too: kept exact here
+    every = [e for e in await find_all(app, where) if e.namespace == namespace]
+    return json_response(
+        paged([execution_json(e) for e in every[offset : offset + limit]], len(every))
+    )
+
+
 def _keeps(execution: Execution, ids: frozenset[str] | None, namespace: str | None) -> bool:
     return (ids is None or execution.id in ids) and (
         namespace is None or execution.namespace == namespace
@@ -636,6 +651,7 @@ async def follow(request: Request) -> Response:
 
 routes = [
     Route("/api/v1/executions/search", search, methods=["GET"]),
+    Route("/api/v1/executions", of_flow, methods=["GET"]),
     Route("/api/v1/executions/{executionId}", get, methods=["GET"]),
     Route("/api/v1/executions/{executionId}", delete, methods=["DELETE"]),
     Route("/api/v1/executions/{executionId}/kill", kill, methods=["DELETE"]),

@@ -278,7 +278,28 @@ def _single(op: Op) -> dict[str, dict[str, Any]]:
         errors=("400", "404"),
     )
     e = f"{API}executions/{{executionId}}"
+    of_flow = op(
+        "The executions of one flow, latest first",
+        "Executions",
+        _json(
+            {
+                "type": "object",
+                "required": ["results", "total"],
+                "properties": {
+                    "results": {"type": "array", "items": ref("Execution")},
+                    "total": {"type": "integer"},
+                },
+            }
+        ),
+        query=(
+            ("namespace", {"type": "string"}),
+            ("flowId", {"type": "string"}),
+            ("page", {"type": "integer", "minimum": 1}),
+            ("size", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        ),
+    )
     return {
+        f"{API}executions": {"get": of_flow},
         f"{e}/change-status": {"post": change_status},
         f"{e}/state": {"post": task_run_state},
         f"{e}/unqueue": {"post": unqueue},

@@ -396,6 +396,12 @@ async def test_executions_with_inputs_a_file_wait_search_follow_and_logs(
             parsed = strict.parse(Execution, item)
             assert parsed.state.current is StateType.SUCCESS
             assert parsed.namespace == NS
+        of_hello = await call(client.executions.search_executions_by_flow_id, TENANT, NS, "hello")
+        assert of_hello["total"] == 2
+        assert [strict.parse(Execution, e).id for e in of_hello["results"]] == [
+            other.id,
+            created.id,
+        ]
         labelled = QueryFilter(
             field=QueryFilterField.LABELS, operation=QueryFilterOp.EQUALS, value={"run": "first"}
         )
