@@ -354,6 +354,43 @@ async def execution_graph(request: Request) -> Response:
     return json_response(flow_graph(flow))
 
 
+async def flow_of_execution(request: Request) -> Response:
+    """The flow revision an execution runs (``/executions/{id}/flow``)."""
+    app = state(request)
+    execution_id = request.path_params["executionId"]
+    execution = await app.backend.executions.get(execution_id)
+    if execution is None:
+        raise not_found(f"execution {execution_id}")
+    record = await app.backend.flows.get(
+        execution.namespace, execution.flow_id, execution.flow_revision
+    )
+    if record is None:
+        raise not_found(
+            f"flow {execution.namespace}.{execution.flow_id} of execution {execution_id}"
+        )
+    return json_response(await _for_execution(record))
+
+
+async def _for_execution(record: FlowRecord) -> dict[str, Any]:
+    """A flow as Kestra's FlowForExecution shows it: its labels as a map."""
+    out: dict[str, Any] = (await flows_api.flows_json([record]))[0]
+    if isinstance(out.get("labels"), list):
+        out["labels"] = {item["key"]: item["value"] for item in out["labels"]}
+    return out
+
+
+async def flow_for_execution(request: Request) -> Response:
+    """A flow as the page that starts an execution reads it (``/executions/flows/...``)."""
+    app = state(request)
+    namespace, flow_id = request.path_params["namespace"], request.path_params["flowId"]
+    revision = q_int(request, "revision", 0, lo=0) or None
+    record = await app.backend.flows.get(namespace, flow_id, revision)
+    if record is None:
+        which = f" revision {revision}" if revision else ""
+        raise not_found(f"flow {namespace}.{flow_id}{which}")
+    return json_response(await _for_execution(record))
+
+
 _F = "/api/v1/flows"
 routes = [
     Route(f"{_F}/export/by-ids", export_by_ids, methods=["POST"]),
@@ -366,4 +403,6 @@ routes = [
     Route(f"{_F}/disable/by-query", disable_by_query, methods=["POST"]),
     Route(f"{_F}/{{namespace}}/{{id}}/graph", graph, methods=["GET"]),
     Route("/api/v1/executions/{executionId}/graph", execution_graph, methods=["GET"]),
+    Route("/api/v1/executions/{executionId}/flow", flow_of_execution, methods=["GET"]),
+    Route("/api/v1/executions/flows/{namespace}/{flowId}", flow_for_execution, methods=["GET"]),
 ]

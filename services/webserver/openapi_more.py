@@ -298,8 +298,28 @@ def _single(op: Op) -> dict[str, dict[str, Any]]:
             ("size", {"type": "integer", "minimum": 1, "maximum": 1000}),
         ),
     )
+    flow = _json(ref("Flow"))
     return {
         f"{API}executions": {"get": of_flow},
+        f"{e}/flow": {
+            "get": op(
+                "The flow revision the execution runs",
+                "Executions",
+                flow,
+                path=_EXEC,
+                errors=("404",),
+            )
+        },
+        f"{API}executions/flows/{{namespace}}/{{flowId}}": {
+            "get": op(
+                "A flow, to start an execution of it",
+                "Executions",
+                flow,
+                path=("namespace", "flowId"),
+                query=(("revision", {"type": "integer", "minimum": 1}),),
+                errors=("400", "404"),
+            )
+        },
         f"{e}/change-status": {"post": change_status},
         f"{e}/state": {"post": task_run_state},
         f"{e}/unqueue": {"post": unqueue},

@@ -42,6 +42,7 @@ with warnings.catch_warnings():
         ExecutionControllerExecutionResponse,
         ExecutionControllerSetLabelsByIdsRequest,
         ExecutionControllerStateRequest,
+        FlowForExecution,
         FlowGraph,
         FlowWithSource,
         IdWithNamespace,
@@ -366,6 +367,12 @@ async def test_executions_with_inputs_a_file_wait_search_follow_and_logs(
         assert got.id == created.id
         answer = (got.task_run_list or [])[1]
         assert answer.additional_properties.get("outputs") == {"value": "hello Ada"}
+        its_flow = await call(client.executions.flow_from_execution_by_id, created.id, TENANT)
+        assert isinstance(its_flow, FlowForExecution)
+        assert (its_flow.id, its_flow.revision) == ("hello", 1)
+        assert [t.id for t in its_flow.tasks] == ["greet", "answer"]
+        to_start = await call(client.executions.flow_from_execution, TENANT, NS, "hello")
+        assert [i.id for i in to_start.inputs or []] == ["who", "data"]
         data = await call(
             client.executions.download_file_from_execution,
             created.id,
