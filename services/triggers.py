@@ -152,26 +152,57 @@ async def list_triggers(
     return items
 
 
-def trigger_json(
-    flow: Flow, trigger: Trigger, saved: TriggerState | None, now: datetime
+def _context(
+    flow: Flow,
+    trigger: Trigger,
+    saved: TriggerState | None,
+    next_date: datetime | None,
+    disabled: bool,
 ) -> dict[str, Any]:
+    return {
+        "namespace": flow.namespace,
+        "flowId": flow.id,
+        "triggerId": trigger.id,
+        "flowRevision": flow.revision,
+        "date": saved.last_date if saved else None,
+        "nextExecutionDate": next_date,
+        "disabled": disabled,
+    }
+
+
+def trigger_json(
+    flow: Flow,
+    trigger: Trigger,
+    saved: TriggerState | None,
+    now: datetime,
+    kestra_2: bool = False,
+) -> dict[str, Any]:
+    """A trigger and its state: Kestra 1.x's ``abstractTrigger`` and
+    ``triggerContext``, and with ``kestra_2`` (the tenant paths) also the SDK's
+    ``trigger`` and ``state``."""
     disabled = trigger.disabled or flow.disabled or (saved is not None and saved.disabled)
     next_date = None
     if trigger.type in SCHEDULE_TYPES and not disabled:
         next_date = saved.next_date if saved and saved.next_date else next_fire(trigger, now)
     declared = {k: v for k, v in msgspec.to_builtins(trigger).items() if v not in (None, [], {})}
-    return {
+    out: dict[str, Any] = {
         "abstractTrigger": declared,
-        "triggerContext": {
+        "triggerContext": _context(flow, trigger, saved, next_date, disabled),
+    }
+    if kestra_2:
+        # the SDK's shape (ApiTriggerAndState); the state keeps no update date, so
+        # `updatedAt` is its last fire, else now
+        out["trigger"] = declared
+        out["state"] = {
             "namespace": flow.namespace,
             "flowId": flow.id,
             "triggerId": trigger.id,
-            "flowRevision": flow.revision,
-            "date": saved.last_date if saved else None,
-            "nextExecutionDate": next_date,
+            "updatedAt": (saved.last_date if saved else None) or now,
+            "nextEvaluationDate": next_date,
+            "lastTriggeredDate": saved.last_date if saved else None,
             "disabled": disabled,
-        },
-    }
+        }
+    return out
 
 
 async def flows_with_flow_triggers(tx: Stores, cache: FlowCache) -> list[Flow]:

@@ -84,7 +84,7 @@ def apply(execution: Execution, flow: Flow, event: Event) -> tuple[Execution, li
     elif isinstance(event, SubflowEnded):
         run.on_subflow_ended(event)
     elif isinstance(event, Restart):
-        run.on_restart()
+        run.on_restart(event)
     elif isinstance(event, Replay):
         run.on_replay(event)
     else:  # pragma: no cover - the union is closed
@@ -200,7 +200,7 @@ class _Pass:
         if current not in (S.CREATED, S.QUEUED):
             return  # already started: a duplicate
         limit = self.flow.concurrency
-        if limit is not None and event.running >= limit.limit:
+        if limit is not None and not event.force and event.running >= limit.limit:
             if limit.behavior is ConcurrencyBehavior.QUEUE:
                 self.move_execution(S.QUEUED)
                 return
@@ -507,13 +507,16 @@ class _Pass:
             state = S.SUCCESS
         self.finish_attempt(run, state)
 
-    def on_restart(self) -> None:
+    def on_restart(self, event: Restart) -> None:
         current = self.state.current
         if not (current.terminated or current is S.PAUSED):
             raise EngineError(
                 f"execution {self.original.id} is {current.value}: only a terminated or "
                 "paused execution can be restarted"
             )
+        if event.task_run_id is not None:
+            self.mark(event.task_run_id, event.state or S.SUCCESS)
+            return
         failed = [r for r in self.runs if r.state.current in (S.FAILED, S.PAUSED)]
         if not failed:
             raise EngineError(f"execution {self.original.id} has no failed task run to restart")
@@ -540,6 +543,36 @@ class _Pass:
         self.move_execution(S.RESTARTED)
         self.move_execution(S.RUNNING)
         self.dispatch_restarted()
+
+    def mark(self, run_id: str, state: StateType) -> None:
+        """The run ends ``state``; its ancestors run again (their errors and finally
+        branches forgotten) so that their scopes go on from it: after a SUCCESS the
+        next tasks run, after a FAILED the errors branch does."""
+        run = self.find(run_id)
+        if run is None:
+            raise EngineError(f"execution {self.original.id} has no task run {run_id!r}")
+        if not state.terminated:
+            raise EngineError(f"a task run is marked with an end state, not {state.value}")
+        ancestors = self.with_ancestors([run]) - {run.id}
+        drop = self.error_and_finally_runs(ancestors) | {d.id for d in self.descendants(run.id)}
+        drop.discard(run.id)
+        self.runs = [r for r in self.runs if r.id not in drop]
+        self._reindex()
+        self.set_run(run.with_state(state, self.at))
+        for ancestor_id in ancestors:
+            ancestor = self.runs[self.index[ancestor_id]]
+            if ancestor.state.terminated:
+                self.set_run(_forget_cursor(ancestor))
+                ancestor = self.move_run(ancestor, S.RESTARTED)
+                self.move_run(ancestor, S.RUNNING)
+        self.memo.pop("timed_out", None)
+        self.memo.pop("cancelled", None)
+        self.outputs = None
+        self.metadata = msgspec.structs.replace(
+            self.metadata, attempt_number=self.metadata.attempt_number + 1
+        )
+        self.move_execution(S.RESTARTED)
+        self.move_execution(S.RUNNING)
 
     def on_replay(self, event: Replay) -> None:
         self.commands.append(CreateExecution(at=self.at, execution=self.replayed(event)))

@@ -25,10 +25,12 @@ class ExecutionCreated(_Message, frozen=True, kw_only=True, tag="created"):
     """Start (or, for a QUEUED execution, try again to start) the execution.
 
     ``running`` is how many other executions of the same flow are running now; the
-    flow's ``concurrency`` limit is checked against it.
+    flow's ``concurrency`` limit is checked against it, unless ``force`` (the API's
+    unqueue and force-run: start now, past the limit).
     """
 
     running: int = 0
+    force: bool = False
 
 
 class WorkerResult(_Message, frozen=True, kw_only=True, tag="worker_result"):
@@ -79,7 +81,12 @@ class SubflowEnded(_Message, frozen=True, kw_only=True, tag="subflow_ended"):
 
 
 class Restart(_Message, frozen=True, kw_only=True, tag="restart"):
-    """Run the failed task runs of a terminated execution again."""
+    """Run the failed task runs of a terminated execution again; or, with
+    ``task_run_id``, mark that task run ``state`` and take the execution up again from
+    there (the API's task-run state change, Kestra's "mark as")."""
+
+    task_run_id: str | None = None
+    state: StateType | None = None
 
 
 class Replay(_Message, frozen=True, kw_only=True, tag="replay"):

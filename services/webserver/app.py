@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from backends.errors import Conflict, NotFound, Transient
 from backends.protocols import Backend, Storage
@@ -16,8 +16,10 @@ from runtime.flow.loader import FlowError
 from runtime.log import get_logger
 from services.flows import FlowCache, FlowNotFoundError
 from services.webserver import (
+    actions_api,
     executions_api,
     flows_api,
+    flows_io_api,
     logs_api,
     namespaces_api,
     stats_api,
@@ -27,6 +29,7 @@ from services.webserver import (
 from services.webserver.http import ApiError, AppState, json_response
 from services.webserver.middleware import BasicAuth, BodyLimit, RejectNul
 from services.webserver.openapi import openapi_document
+from services.webserver.tenants import with_tenant_routes
 
 log = get_logger(__name__)
 
@@ -81,10 +84,14 @@ def create_app(
 ) -> Starlette:
     """The REST API over a started ``backend``; ``flows`` shares a parse cache."""
     config = config or WebserverConfig()
-    routes = [
+    routes: list[BaseRoute] = [
         *stats_api.routes,
         *webhook.routes,
+        # before flows_api's: /flows/export/by-query is no /flows/{namespace}/{id}
+        *flows_io_api.routes,
         *flows_api.routes,
+        # before executions_api's: /executions/by-ids is no {executionId}
+        *actions_api.routes,
         *executions_api.routes,
         *logs_api.routes,
         *triggers_api.routes,
@@ -96,6 +103,7 @@ def create_app(
         return json_response(document)
 
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
+    routes = with_tenant_routes(routes)
     middleware = [
         Middleware(RejectNul),
         Middleware(

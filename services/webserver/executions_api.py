@@ -22,7 +22,7 @@ from runtime.flow import budget
 from runtime.flow.durations import DurationError, parse_duration
 from runtime.flow.engine import task_index
 from runtime.flow.events import ExecutionCreated, Kill, Replay, Restart, Resume
-from runtime.flow.execution import Execution, new_execution, to_kestra_dict
+from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError, convert, resolve_inputs
 from runtime.flow.model import Flow, Input, Pause
@@ -33,6 +33,7 @@ from services.executor import send_event, submit
 from services.webserver.http import (
     ApiError,
     AppState,
+    Filters,
     json_body,
     json_response,
     no_content,
@@ -47,7 +48,9 @@ from services.webserver.http import (
     state,
 )
 from services.webserver.middleware import allow_upload
+from services.webserver.shapes import execution_json
 from services.webserver.sse import EventStream, follow_execution, pause
+from services.webserver.tenants import tenant_path_used
 
 S = StateType
 #: the largest text value of a form (a file part has the upload limit instead)
@@ -259,12 +262,12 @@ async def create(request: Request) -> Response:
         await form.close()
     if wait:
         execution = await wait_end(app, execution_id, request)
-    return json_response(to_kestra_dict(execution))
+    return json_response(execution_json(execution))
 
 
 async def get(request: Request) -> Response:
     execution = await load_execution(state(request), request.path_params["executionId"])
-    return json_response(to_kestra_dict(execution))
+    return json_response(execution_json(execution))
 
 
 _SORTS: dict[str, ExecutionSortField] = {
@@ -280,8 +283,7 @@ _SORTS: dict[str, ExecutionSortField] = {
 }
 
 
-def _states(request: Request) -> tuple[StateType, ...] | None:
-    names = request.query_params.getlist("state")
+def _states(names: list[str]) -> tuple[StateType, ...] | None:
     out = []
     for name in names:
         try:
@@ -294,6 +296,67 @@ def _states(request: Request) -> tuple[StateType, ...] | None:
     return tuple(out) or None
 
 
+#: the filters an execution search takes (Kestra 1.x ``filters[field][OPERATION]``)
+EXECUTION_FILTERS = {
+    "namespace": ("EQUALS", "PREFIX"),
+    "flowId": ("EQUALS",),
+    "state": ("EQUALS", "IN"),
+    "startDate": ("GREATER_THAN_OR_EQUAL_TO", "GREATER_THAN", "LESS_THAN", "LESS_THAN_OR_EQUAL_TO"),
+    "endDate": ("LESS_THAN_OR_EQUAL_TO", "LESS_THAN"),
+    "timeRange": ("EQUALS",),
+    "labels": ("EQUALS",),
+    "q": ("EQUALS", "CONTAINS"),
+    "id": ("EQUALS", "IN"),
+}
+
+
+def _time_range(app: AppState, raw: str) -> datetime:
+    try:
+        span = abs(parse_duration(raw))
+    except DurationError:
+        raise ApiError(
+            400, f"query parameter `timeRange`: {raw!r} is not an ISO-8601 duration (P1D)"
+        ) from None
+    try:
+        return app.backend.clock() - span
+    except OverflowError:
+        raise ApiError(400, f"query parameter `timeRange`: {raw!r} is too long") from None
+
+
+def execution_filter(request: Request) -> tuple[ExecutionFilter, frozenset[str] | None]:
+    """What an execution search (or a bulk action by query) selects: the old
+    parameters and Kestra 1.x's ``filters[...]``; with the ids an ``id`` filter
+    keeps (None: any)."""
+    app = state(request)
+    filters = Filters(request, EXECUTION_FILTERS)
+    started_after = q_datetime(request, "startDate") or filters.date(
+        "startDate", "GREATER_THAN_OR_EQUAL_TO", "GREATER_THAN"
+    )
+    started_before = (
+        q_datetime(request, "endDate")
+        or filters.date("endDate")
+        or filters.date("startDate", "LESS_THAN", "LESS_THAN_OR_EQUAL_TO")
+    )
+    time_range = q_str(request, "timeRange") or filters.value("timeRange")
+    if time_range is not None:
+        if started_after is not None:
+            raise ApiError(400, "query parameters `startDate` and `timeRange`: give one, not both")
+        started_after = _time_range(app, time_range)
+    namespace = q_str(request, "namespace")
+    exact = filters.value("namespace", "EQUALS")
+    where = ExecutionFilter(
+        namespace=namespace or exact or filters.value("namespace", "PREFIX"),
+        flow_id=q_str(request, "flowId") or filters.value("flowId"),
+        states=_states(request.query_params.getlist("state") + filters.values("state")),
+        started_after=started_after,
+        started_before=started_before,
+        labels=(*q_labels(request), *filters.labels()),
+        query=q_str(request, "q") or filters.value("q"),
+    )
+    ids = filters.values("id")
+    return where, frozenset(ids) if ids else None
+
+
 async def search(request: Request) -> Response:
     app = state(request)
     limit, offset = paging(request)
@@ -302,40 +365,71 @@ async def search(request: Request) -> Response:
     if field not in _SORTS or direction not in ("", "asc", "desc"):
         known = ", ".join(_SORTS)
         raise ApiError(400, f"query parameter `sort`: {sort!r}: use one of {known}, :asc or :desc")
-    started_after = q_datetime(request, "startDate")
-    started_before = q_datetime(request, "endDate")
-    time_range = q_str(request, "timeRange")
-    if time_range is not None:
-        if started_after is not None:
-            raise ApiError(400, "query parameters `startDate` and `timeRange`: give one, not both")
-        try:
-            span = abs(parse_duration(time_range))
-        except DurationError:
-            raise ApiError(
-                400, f"query parameter `timeRange`: {time_range!r} is not an ISO-8601 duration"
-            ) from None
-        try:
-            started_after = app.backend.clock() - span
-        except OverflowError:
-            raise ApiError(
-                400, f"query parameter `timeRange`: {time_range!r} is too long"
-            ) from None
-    where = ExecutionFilter(
-        namespace=q_str(request, "namespace"),
-        flow_id=q_str(request, "flowId"),
-        states=_states(request),
-        started_after=started_after,
-        started_before=started_before,
-        labels=q_labels(request),
-        query=q_str(request, "q"),
-    )
-    found, total = await app.backend.executions.find(
-        where, sort=_SORTS[field], descending=direction != "asc", limit=limit, offset=offset
-    )
-    return json_response(paged([to_kestra_dict(e) for e in found], total))
+    where, ids = execution_filter(request)
+    exact = Filters(request, EXECUTION_FILTERS).value("namespace", "EQUALS")
+    if ids is None and exact is None:
+        found, total = await app.backend.executions.find(
+            where, sort=_SORTS[field], descending=direction != "asc", limit=limit, offset=offset
+        )
+    else:
+        # The store filters on a namespace and those below it, and on no id: the
+        # rest of the filter is applied here, over every match.
+        every = await find_all(app, where, sort=_SORTS[field], descending=direction != "asc")
+        kept = [e for e in every if _keeps(e, ids, exact)]
+        found, total = kept[offset : offset + limit], len(kept)
+    return json_response(paged([execution_json(e) for e in found], total))
 
 
-async def _delete_files(app: AppState, execution: Execution) -> None:
+async def of_flow(request: Request) -> Response:
+    """The executions of one flow (``?namespace=&flowId=``), latest first."""
+    app = state(request)
+    namespace, flow_id = q_str(request, "namespace"), q_str(request, "flowId")
+    if namespace is None or flow_id is None:
+        raise ApiError(400, "query parameters `namespace` and `flowId` are both required")
+    limit, offset = paging(request)
+    where = ExecutionFilter(namespace=namespace, flow_id=flow_id)
+    # the store's namespace filter takes the namespaces below too: kept exact here
+    every = [e for e in await find_all(app, where) if e.namespace == namespace]
+    return json_response(
+        paged([execution_json(e) for e in every[offset : offset + limit]], len(every))
+    )
+
+
+def _keeps(execution: Execution, ids: frozenset[str] | None, namespace: str | None) -> bool:
+    return (ids is None or execution.id in ids) and (
+        namespace is None or execution.namespace == namespace
+    )
+
+
+#: executions fetched per page when a filter or a bulk action goes over every match
+_BATCH = 500
+
+
+async def find_all(
+    app: AppState,
+    where: ExecutionFilter,
+    *,
+    sort: ExecutionSortField = "start_date",
+    descending: bool = True,
+) -> list[Execution]:
+    out: list[Execution] = []
+    while True:
+        page, total = await app.backend.executions.find(
+            where, sort=sort, descending=descending, limit=_BATCH, offset=len(out)
+        )
+        out.extend(page)
+        if not page or len(out) >= total:
+            return out
+
+
+async def selected(request: Request) -> list[Execution]:
+    """The executions a bulk action by query applies to."""
+    where, ids = execution_filter(request)
+    exact = Filters(request, EXECUTION_FILTERS).value("namespace", "EQUALS")
+    return [e for e in await find_all(state(request), where) if _keeps(e, ids, exact)]
+
+
+async def delete_files(app: AppState, execution: Execution) -> None:
     """The execution's files in internal storage: its FILE inputs and its tasks'
     output files (the two places they are written)."""
     for prefix in (
@@ -358,7 +452,7 @@ async def delete(request: Request) -> Response:
             "only an ended execution can be deleted",
         )
     if await app.backend.executions.delete(execution.id) and delete_storage:
-        await _delete_files(app, execution)
+        await delete_files(app, execution)
     return no_content()
 
 
@@ -371,7 +465,7 @@ async def kill(request: Request) -> Response:
         )
     # The engine kills the execution's subflow executions too (always cascading).
     await send_event(app.backend, execution.id, Kill(at=app.backend.clock()))
-    return json_response(to_kestra_dict(execution), status=202)
+    return json_response(execution_json(execution), status=202)
 
 
 async def restart(request: Request) -> Response:
@@ -385,7 +479,7 @@ async def restart(request: Request) -> Response:
     if not any(r.state.current in (S.FAILED, S.PAUSED) for r in execution.task_run_list):
         raise ApiError(409, f"execution {execution.id} has no failed task run to restart")
     await send_event(app.backend, execution.id, Restart(at=app.backend.clock()))
-    return json_response(to_kestra_dict(execution), status=202)
+    return json_response(execution_json(execution), status=202)
 
 
 async def replay(request: Request) -> Response:
@@ -403,6 +497,12 @@ async def replay(request: Request) -> Response:
     new = new_id()
     event = Replay(at=app.backend.clock(), new_execution_id=new, task_run_id=task_run_id)
     await send_event(app.backend, execution.id, event)
+    # The executor makes the new execution; as Kestra, the answer is that execution
+    # (its clients parse one), once it exists. Should the executor be slow or down,
+    # its id alone, which the client can poll.
+    made = await _appeared(app, new, request)
+    if made is not None:
+        return json_response(execution_json(made), status=202)
     return json_response(
         {
             "id": new,
@@ -414,7 +514,26 @@ async def replay(request: Request) -> Response:
     )
 
 
-def _resume_specs(flow: Flow, execution: Execution) -> list[Input]:
+#: how long a replay waits for the executor to make the new execution
+REPLAY_WAIT_SECONDS = 5.0
+
+
+async def _appeared(app: AppState, execution_id: str, request: Request) -> Execution | None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REPLAY_WAIT_SECONDS
+    while loop.time() < deadline:
+        found = await app.backend.executions.get(execution_id)
+        if found is not None:
+            return found
+        if (
+            not await pause(app, min(app.config.poll_seconds, 0.05))
+            or await request.is_disconnected()
+        ):
+            return None
+    return None
+
+
+def resume_specs(flow: Flow, execution: Execution) -> list[Input]:
     tasks = task_index(flow)
     specs: list[Input] = []
     for run in execution.task_run_list:
@@ -428,7 +547,7 @@ def _resume_specs(flow: Flow, execution: Execution) -> list[Input]:
     return specs
 
 
-def _resume_inputs(specs: list[Input], given: dict[str, Any]) -> dict[str, Any]:
+def resume_inputs(specs: list[Input], given: dict[str, Any]) -> dict[str, Any]:
     problems: dict[str, str] = {}
     out: dict[str, Any] = {}
     for spec in specs:
@@ -463,10 +582,13 @@ async def resume(request: Request) -> Response:
         if form.files:
             names = ", ".join(sorted(form.files))
             raise ApiError(422, f"resume inputs cannot be files ({names})")
-        inputs = _resume_inputs(_resume_specs(flow, execution), dict(form.values))
+        inputs = resume_inputs(resume_specs(flow, execution), dict(form.values))
     finally:
         await form.close()
     await send_event(app.backend, execution.id, Resume(at=app.backend.clock(), inputs=inputs))
+    if tenant_path_used(request) or request.url.path.endswith("/actions/resume"):
+        # Kestra 1.x's clients read the execution back (the old path answers 204)
+        return json_response(execution_json(execution))
     return no_content()
 
 
@@ -489,7 +611,7 @@ async def set_labels(request: Request) -> Response:
         labels = tuple({"key": i.key, "value": i.value} for i in items)
         execution = msgspec.structs.replace(execution, labels=labels)
         await tx.executions.save(execution)
-    return json_response(to_kestra_dict(execution))
+    return json_response(execution_json(execution))
 
 
 async def file(request: Request) -> Response:
@@ -531,6 +653,7 @@ async def follow(request: Request) -> Response:
 
 routes = [
     Route("/api/v1/executions/search", search, methods=["GET"]),
+    Route("/api/v1/executions", of_flow, methods=["GET"]),
     Route("/api/v1/executions/{executionId}", get, methods=["GET"]),
     Route("/api/v1/executions/{executionId}", delete, methods=["DELETE"]),
     Route("/api/v1/executions/{executionId}/kill", kill, methods=["DELETE"]),

@@ -19,10 +19,13 @@ from runtime.flow.loader import FlowError
 from runtime.flow.model import Flow
 from runtime.flow.parse import check_text, parse_flow
 from services.webserver.http import (
+    NAMESPACE_OPS,
     ApiError,
+    Filters,
     flow_problems,
     json_body,
     json_response,
+    namespace_matcher,
     no_content,
     not_found,
     paged,
@@ -34,6 +37,7 @@ from services.webserver.http import (
     state,
     text_body,
 )
+from services.webserver.tenants import DEFAULT_TENANT
 
 YAML = "application/x-yaml"
 
@@ -67,10 +71,23 @@ def flow_json(record: FlowRecord, *, source: bool = False) -> dict[str, Any]:
         deleted=record.deleted,
         disabled=bool(out.get("disabled", False)),
         updated=record.updated,
+        # Kestra 1.x: drafts (none here) and the tenant
+        draft=False,
+        tenantId=DEFAULT_TENANT,
     )
+    labels = out.get("labels")
+    if isinstance(labels, dict):
+        # as Kestra shows them whatever form the YAML gives: a list of key and value
+        out["labels"] = [{"key": str(k), "value": _text(v)} for k, v in labels.items()]
     if source:
         out["source"] = record.source
     return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
 
 
 async def flows_json(records: Iterable[FlowRecord], *, source: bool = False) -> list[Any]:
@@ -160,23 +177,31 @@ async def by_namespace(request: Request) -> Response:
     return json_response(await flows_json(r for r in records if r.namespace == namespace))
 
 
-async def search(request: Request) -> Response:
+#: the filters a flow search takes (Kestra 1.x ``filters[field][OPERATION]``)
+FLOW_FILTERS = {
+    "namespace": NAMESPACE_OPS,
+    "q": ("EQUALS", "CONTAINS"),
+    "labels": ("EQUALS",),
+    "flowId": ("EQUALS", "CONTAINS"),
+}
+
+
+async def matching_flows(request: Request) -> list[FlowRecord]:
+    """The latest revision of each flow the search parameters keep (the old ones:
+    ``q``, ``namespace``, ``labels``; and Kestra 1.x's ``filters[...]``)."""
     app = state(request)
-    query = (q_str(request, "q") or "").lower()
-    namespace = q_str(request, "namespace")
-    labels = q_labels(request)
-    limit, offset = paging(request)
-    sort = q_str(request, "sort") or "id:asc"
-    field, _, direction = sort.partition(":")
-    if field not in ("id", "namespace") or direction not in ("", "asc", "desc"):
-        raise ApiError(400, f"query parameter `sort`: {sort!r}: use id or namespace, :asc or :desc")
+    filters = Filters(request, FLOW_FILTERS)
+    queries = [q.lower() for q in (q_str(request, "q"), *filters.values("q")) if q]
+    flow_ids = filters.values("flowId")
+    in_namespace = namespace_matcher(request, filters)
+    labels = (*q_labels(request), *filters.labels())
     found = []
     for record in await app.backend.flows.list():
-        if namespace and not (
-            record.namespace == namespace or record.namespace.startswith(namespace + ".")
-        ):
+        if not in_namespace(record.namespace):
             continue
-        if query and query not in record.id.lower() and query not in record.namespace.lower():
+        if any(q not in record.id.lower() and q not in record.namespace.lower() for q in queries):
+            continue
+        if flow_ids and record.id not in flow_ids:
             continue
         if labels:
             try:
@@ -186,6 +211,16 @@ async def search(request: Request) -> Response:
             if any(have.get(k) != v for k, v in labels):
                 continue
         found.append(record)
+    return found
+
+
+async def search(request: Request) -> Response:
+    limit, offset = paging(request)
+    sort = q_str(request, "sort") or "id:asc"
+    field, _, direction = sort.partition(":")
+    if field not in ("id", "namespace") or direction not in ("", "asc", "desc"):
+        raise ApiError(400, f"query parameter `sort`: {sort!r}: use id or namespace, :asc or :desc")
+    found = await matching_flows(request)
     key = (lambda r: (r.id, r.namespace)) if field == "id" else (lambda r: (r.namespace, r.id))
     found.sort(key=key, reverse=direction == "desc")
     return json_response(paged(await flows_json(found[offset : offset + limit]), len(found)))
@@ -249,6 +284,11 @@ def _documents(source: str) -> list[str]:
         if separator is not None:
             start = separator.end()
     return out or [source]
+
+
+def split_documents(source: str) -> list[str]:
+    """The documents of a multi-document YAML text (``---`` between them)."""
+    return [document.lstrip("\n") for document in _documents(source)]
 
 
 class FlowRef(msgspec.Struct, frozen=True):

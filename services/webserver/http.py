@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -212,3 +213,114 @@ def paging(request: Request) -> tuple[int, int]:
 
 def paged(results: list[Any], total: int) -> dict[str, Any]:
     return {"results": results, "total": total}
+
+
+# -- Kestra 1.x search filters ------------------------------------------------------------
+_FILTER = re.compile(r"^filters\[([^\]\[]+)\]\[([A-Z_]+)\](?:\[([^\]]*)\])?$")
+
+
+@dataclass(frozen=True)
+class QueryFilter:
+    """One ``filters[field][OPERATION]`` (``[key]`` for a map value such as labels)."""
+
+    field: str
+    operation: str
+    value: str
+    key: str | None = None
+
+
+class Filters:
+    """The ``filters[...]`` query parameters of a Kestra 1.x search, checked against
+    what the endpoint supports (400 naming the filter and what it takes)."""
+
+    def __init__(self, request: Request, supported: Mapping[str, Sequence[str]]) -> None:
+        self.items: list[QueryFilter] = []
+        for name, value in request.query_params.multi_items():
+            if not name.startswith("filters["):
+                continue
+            found = _FILTER.match(name)
+            if found is None:
+                raise ApiError(
+                    400,
+                    f"query parameter `{name}`: not a filter this server reads; use "
+                    "filters[field][OPERATION]=value (groups of `or` are not supported)",
+                )
+            field, operation, key = found.groups()
+            ops = supported.get(field)
+            if ops is None:
+                known = ", ".join(supported) or "none"
+                raise ApiError(
+                    400, f"query parameter `{name}`: no filter on `{field}` here (filters: {known})"
+                )
+            if operation not in ops:
+                raise ApiError(
+                    400,
+                    f"query parameter `{name}`: `{field}` takes the operation(s) "
+                    f"{', '.join(ops)}, not {operation}",
+                )
+            self.items.append(QueryFilter(field, operation, value, key))
+
+    def of(self, field: str) -> list[QueryFilter]:
+        return [f for f in self.items if f.field == field]
+
+    def value(self, field: str, *operations: str) -> str | None:
+        """The value of the last filter on ``field`` with one of ``operations``."""
+        found = [f.value for f in self.of(field) if not operations or f.operation in operations]
+        return found[-1] if found else None
+
+    def values(self, field: str) -> list[str]:
+        """Every value of ``field``'s filters, comma-separated lists split (IN)."""
+        out: list[str] = []
+        for item in self.of(field):
+            out.extend(v for v in item.value.split(",") if v)
+        return out
+
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        """``filters[labels][EQUALS][key]=value`` (or ``key:value`` without a key)."""
+        out = []
+        for item in self.of("labels"):
+            if item.key is not None:
+                out.append((item.key, item.value))
+                continue
+            key, sep, value = item.value.partition(":")
+            if not sep or not key:
+                raise ApiError(
+                    400, f"filter on labels: {item.value!r} is not key:value (or use [key])"
+                )
+            out.append((key, value))
+        return tuple(out)
+
+    def date(self, field: str, *operations: str) -> datetime | None:
+        raw = self.value(field, *operations)
+        return None if raw is None else parse_datetime(raw, f"filter on `{field}`")
+
+
+#: the operations a namespace filter takes, and what each keeps
+NAMESPACE_OPS = ("EQUALS", "NOT_EQUALS", "PREFIX", "STARTS_WITH", "CONTAINS", "IN")
+
+
+def _namespace_holds(operation: str, value: str, namespace: str) -> bool:
+    match operation:
+        case "EQUALS":
+            return namespace == value
+        case "NOT_EQUALS":
+            return namespace != value
+        case "PREFIX":  # the namespace or one below it, as the old `namespace` parameter
+            return namespace == value or namespace.startswith(value + ".")
+        case "STARTS_WITH":
+            return namespace.startswith(value)
+        case "CONTAINS":
+            return value.lower() in namespace.lower()
+        case "IN":
+            return namespace in value.split(",")
+    return False
+
+
+def namespace_matcher(request: Request, filters: Filters) -> Callable[[str], bool]:
+    """Which namespaces a search keeps: the old ``namespace`` parameter (that
+    namespace or one below it) and each ``filters[namespace][...]``."""
+    tests = [(f.operation, f.value) for f in filters.of("namespace")]
+    legacy = q_str(request, "namespace")
+    if legacy is not None:
+        tests.append(("PREFIX", legacy))
+    return lambda ns: all(_namespace_holds(op, value, ns) for op, value in tests)

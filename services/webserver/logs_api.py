@@ -14,6 +14,7 @@ from runtime.messages import LogEntry
 from services.webserver.executions_api import load_execution
 from services.webserver.http import JSON, ApiError, AppState, encode, q_int, q_str, state
 from services.webserver.sse import EventStream, follow_logs
+from services.webserver.tenants import DEFAULT_TENANT
 
 LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR")
 _PAGE = 1000
@@ -22,6 +23,7 @@ _PAGE = 1000
 def log_json(entry: LogEntry) -> dict[str, Any]:
     """A log entry in Kestra's field names (``index``: its place in the execution's log)."""
     return {
+        "tenantId": DEFAULT_TENANT,
         "namespace": entry.namespace,
         "flowId": entry.flow_id,
         "executionId": entry.execution_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes
 
@@ -21,8 +22,10 @@ from services.webserver.http import ApiError, encode
 
 #: reachable without credentials: load balancers and orchestrators probe these
 PUBLIC_PATHS = frozenset({"/health", "/health/ready"})
-#: where webhooks are called; their key is their credential unless webhook_auth is set
+#: where webhooks are called (with a tenant, or without); their key is their credential
+#: unless webhook_auth is set
 WEBHOOK_PREFIX = "/api/v1/executions/webhook/"
+_TENANT_WEBHOOK = re.compile(r"^/api/v1/[^/]+/executions/webhook/")
 
 
 async def send_error(
@@ -144,7 +147,10 @@ class BasicAuth:
         self.webhooks = webhooks
 
     def _public(self, path: str) -> bool:
-        return path in PUBLIC_PATHS or (not self.webhooks and path.startswith(WEBHOOK_PREFIX))
+        if path in PUBLIC_PATHS:
+            return True
+        webhook = path.startswith(WEBHOOK_PREFIX) or _TENANT_WEBHOOK.match(path) is not None
+        return not self.webhooks and webhook
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._public(scope["path"]) or self._allowed(scope):

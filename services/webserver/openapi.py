@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.webserver.openapi_more import SCHEMAS as MORE_SCHEMAS
+from services.webserver.openapi_more import more_paths, sdk_actions, with_tenants
 from services.webserver.openapi_schemas import SCHEMAS, STATES, ref
 
 
@@ -506,21 +508,32 @@ def _paths() -> dict[str, dict[str, Any]]:
     }
 
 
+def _all_paths() -> dict[str, dict[str, Any]]:
+    """Every path, and each again under ``/api/v1/{tenant}`` (Kestra 1.x's form)."""
+    paths = _paths()
+    # merged, not replaced: /api/v1/namespaces/{namespace}/kv has a GET here already
+    for path, operations in more_paths(_op).items():
+        paths.setdefault(path, {}).update(operations)
+    paths.update(sdk_actions(paths))
+    return with_tenants(paths)
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "runtime",
             "version": "1",
-            "description": "Kestra-compatible REST API of runtime. Errors are JSON "
+            "description": "Kestra-compatible REST API of runtime, under /api/v1/... and, as "
+            "Kestra 1.x, under /api/v1/{tenant}/... (tenant `main`). Errors are JSON "
             "`{message, status, errors?}`; with users configured, every path but "
             "/health and the webhooks (unless webserver.webhook_auth) requires HTTP "
             "basic authentication.",
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **MORE_SCHEMAS},
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
         },
         "security": [{"basic": []}, {}],
-        "paths": _paths(),
+        "paths": _all_paths(),
     }

@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 from starlette.responses import StreamingResponse
 
-from runtime.flow.execution import Execution, to_kestra_dict
+from runtime.flow.execution import Execution
 from runtime.flow.states import State
 from runtime.messages import LogEntry
 from services.webserver.http import AppState, encode
+from services.webserver.shapes import execution_json
 
 #: a comment line sent when nothing happened for this long, so dead clients are noticed
 PING_SECONDS = 15.0
@@ -81,12 +82,12 @@ async def follow_execution(app: AppState, first: Execution) -> AsyncIterator[byt
         for i in range(sent_states, len(histories) - 1):
             cut = State(histories[i].state, histories[: i + 1])
             missed = msgspec.structs.replace(execution, state=cut)
-            yield event(encode(to_kestra_dict(missed)), "progress")
+            yield event(encode(execution_json(missed)), "progress")
         sent_states = len(histories)
         fingerprint = _fingerprint(execution)
         if fingerprint != last:
             ended = execution.state.terminated
-            yield event(encode(to_kestra_dict(execution)), "end" if ended else "progress")
+            yield event(encode(execution_json(execution)), "end" if ended else "progress")
             last, idle = fingerprint, 0.0
             if ended:
                 return

@@ -19,26 +19,25 @@ from runtime.flow.loader import FlowError
 from runtime.flow.model import Flow, Trigger
 from runtime.flow.template import TemplateError
 from runtime.messages import EXECUTOR_QUEUE, encode_event
-from services.triggers import (
-    SCHEDULE_TYPES,
-    list_triggers,
-    schedule_execution,
-    schedule_iter,
-    trigger_json,
-)
+from services.triggers import SCHEDULE_TYPES, schedule_execution, schedule_iter, trigger_json
 from services.webserver.executions_api import invalid_inputs
 from services.webserver.http import (
+    NAMESPACE_OPS,
     ApiError,
     AppState,
+    Filters,
     json_body,
     json_response,
+    namespace_matcher,
     not_found,
     paged,
     paging,
     parse_datetime,
+    q_bool,
     q_str,
     state,
 )
+from services.webserver.tenants import tenant_path_used
 
 #: a backfill creates at most this many executions (ask for shorter ranges)
 MAX_BACKFILL = 1000
@@ -51,17 +50,70 @@ def _parse(app: AppState, record: FlowRecord) -> Flow | None:
         return None
 
 
-async def search(request: Request) -> Response:
+#: the filters a trigger search takes (Kestra 1.x ``filters[field][OPERATION]``)
+TRIGGER_FILTERS = {
+    "namespace": NAMESPACE_OPS,
+    "flowId": ("EQUALS",),
+    "triggerId": ("EQUALS",),
+    "q": ("EQUALS", "CONTAINS"),
+}
+
+
+async def _matching(
+    request: Request, flow_id: str | None = None
+) -> list[tuple[Flow, Trigger, TriggerState | None]]:
+    app = state(request)
+    filters = Filters(request, TRIGGER_FILTERS)
+    in_namespace = namespace_matcher(request, filters)
+    flow_id = flow_id or q_str(request, "flowId") or filters.value("flowId")
+    trigger_id = filters.value("triggerId")
+    queries = [q.lower() for q in (q_str(request, "q"), *filters.values("q")) if q]
+    saved = {(s.namespace, s.flow_id, s.trigger_id): s for s in await app.backend.triggers.list()}
+    items = []
+    for record in await app.backend.flows.list():
+        if not in_namespace(record.namespace) or (flow_id and record.id != flow_id):
+            continue
+        flow = _parse(app, record)
+        if flow is None:
+            continue
+        for trigger in flow.triggers:
+            if trigger_id and trigger.id != trigger_id:
+                continue
+            names = (trigger.id, flow.id, flow.namespace)
+            if any(not any(q in x.lower() for x in names) for q in queries):
+                continue
+            items.append((flow, trigger, saved.get((flow.namespace, flow.id, trigger.id))))
+    return items
+
+
+async def _page(request: Request, flow_id: str | None = None) -> Response:
     app = state(request)
     limit, offset = paging(request)
-    items = await list_triggers(
-        app.backend,
-        app.flows,
-        namespace=q_str(request, "namespace"),
-        flow_id=q_str(request, "flowId"),
-        query=q_str(request, "q"),
-    )
+    now = app.backend.clock()
+    both = tenant_path_used(request)
+    items = [trigger_json(f, t, s, now, both) for f, t, s in await _matching(request, flow_id)]
     return json_response(paged(items[offset : offset + limit], len(items)))
+
+
+async def search(request: Request) -> Response:
+    return await _page(request)
+
+
+async def of_flow(request: Request) -> Response:
+    """The triggers of one flow (``/triggers/{namespace}/{flowId}``)."""
+    namespace, flow_id = request.path_params["namespace"], request.path_params["flowId"]
+    if await state(request).backend.flows.get(namespace, flow_id) is None:
+        raise not_found(f"flow {namespace}.{flow_id}")
+    return await _page(request, flow_id)
+
+
+async def set_disabled_by_query(request: Request) -> Response:
+    app = state(request)
+    disabled = q_bool(request, "disabled", True)
+    found = await _matching(request)
+    for flow, trigger, _ in found:
+        await _set_disabled(app, flow, trigger, disabled)
+    return json_response({"count": len(found)})
 
 
 class Backfill(msgspec.Struct, frozen=True, rename="camel"):
@@ -197,4 +249,6 @@ routes = [
     Route("/api/v1/triggers/search", search, methods=["GET"]),
     Route("/api/v1/triggers", update, methods=["PUT"]),
     Route("/api/v1/triggers/set-disabled/by-triggers", set_disabled, methods=["POST"]),
+    Route("/api/v1/triggers/set-disabled/by-query", set_disabled_by_query, methods=["POST"]),
+    Route("/api/v1/triggers/{namespace}/{flowId}", of_flow, methods=["GET"]),
 ]

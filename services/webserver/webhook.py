@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from runtime.flow import budget, template
 from runtime.flow.context import is_truthy
-from runtime.flow.execution import new_execution, to_kestra_dict
+from runtime.flow.execution import new_execution
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError
 from runtime.flow.model import Flow, Trigger
@@ -28,6 +28,7 @@ from services.flows import FlowNotFoundError
 from services.triggers import _trigger_inputs
 from services.webserver.executions_api import invalid_inputs
 from services.webserver.http import ApiError, json_or_text, json_response, not_found, state
+from services.webserver.shapes import execution_json
 
 
 def _body(raw: bytes) -> Any:
@@ -152,7 +153,7 @@ async def webhook(request: Request) -> Response:
         trigger={"id": trigger.id, "type": trigger.type, "variables": variables, **variables},
     )
     await submit(app.backend, execution)
-    return json_response(to_kestra_dict(execution))
+    return json_response(execution_json(execution))
 
 
 routes = [

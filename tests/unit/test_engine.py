@@ -699,3 +699,45 @@ def test_a_pause_not_resumed_within_its_timeout_fails() -> None:
     assert states(ex) == {"approve": "FAILED"}
     pause = ex.runs_of("approve")[0]
     assert pause.state.histories[-1].date - pause.state.histories[0].date == timedelta(minutes=10)
+
+
+def test_a_failed_task_run_marked_success_lets_the_execution_go_on_from_it() -> None:
+    extra = "errors:\n  - {id: alert, type: io.kestra.plugin.core.log.Log, message: x}\n"
+    simulation = sim(seq("a", "b", "c", extra=extra), {"b": lambda r, attempt: (S.FAILED, None)})
+    ex = simulation.run()
+    assert order(ex) == ["a", "b", "alert"]
+    b = ex.runs_of("b")[0]
+    simulation.send("exec", Restart(at=EPOCH, task_run_id=b.id, state=S.SUCCESS))
+    ex = simulation.run()
+    assert ex.state.current is S.SUCCESS
+    assert order(ex) == ["a", "b", "c"]  # b is not run again; the errors branch is gone
+    assert [a.state.current for a in ex.runs_of("b")[0].attempts] == [S.FAILED]
+    assert ex.runs_of("b")[0].state.current is S.SUCCESS
+    assert ex.metadata.attempt_number == 2
+
+
+def test_a_task_run_marked_failed_in_a_flowable_runs_the_errors_branch() -> None:
+    source = (
+        "id: t\nnamespace: company.team\n"
+        "tasks:\n  - id: group\n    type: io.kestra.plugin.core.flow.Sequential\n"
+        "    tasks:\n      - {id: a, type: io.kestra.plugin.core.debug.Return, format: x}\n"
+        "      - {id: b, type: io.kestra.plugin.core.debug.Return, format: y}\n"
+        "errors:\n  - {id: alert, type: io.kestra.plugin.core.log.Log, message: x}\n"
+    )
+    simulation = sim(source, {})
+    ex = simulation.run()
+    assert ex.state.current is S.SUCCESS
+    a = ex.runs_of("a")[0]
+    simulation.send("exec", Restart(at=EPOCH, task_run_id=a.id, state=S.FAILED))
+    ex = simulation.run()
+    assert ex.state.current is S.FAILED
+    assert ex.runs_of("group")[0].state.current is S.FAILED
+    assert [r.task_id for r in ex.task_run_list if r.task_id == "alert"] == ["alert"]
+
+
+def test_marking_an_unknown_task_run_is_refused() -> None:
+    flow = flow_of(seq("a"))
+    ex = sim(seq("a")).run()
+    assert ex.state.current is S.SUCCESS
+    with pytest.raises(EngineError, match="no task run 'nope'"):
+        apply(ex, flow, Restart(at=EPOCH, task_run_id="nope", state=S.SUCCESS))

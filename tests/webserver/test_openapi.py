@@ -135,6 +135,9 @@ def test_api_conforms_to_its_openapi_document(api_schema: Any) -> None:
     this pytest, so the operations are driven through hypothesis directly)."""
     failures = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
+    # The /api/v1/{tenant}/... copies run the same handlers as the paths without a
+    # tenant (test_tenants.py checks the two forms agree): fuzzed once, not twice.
+    operations = [o for o in operations if not o.path.startswith("/api/v1/{tenant}/")]
     assert len(operations) >= 35
     for operation in operations:
 
