@@ -1,0 +1,229 @@
+// One execution, live: Gantt of its task runs, topology coloured by state, logs
+// following with level and task filters, inputs, outputs (files downloadable, small
+// text files previewed), labels; kill, restart, replay (from a task run), resume.
+import { h, clear, fmtDate, fmtDuration, stateBadge, span, toast, pretty, TERMINAL, STATE_COLORS } from "../util.js";
+import { api, get, enc, qs, follow } from "../api.js";
+import { navigate, showError } from "../app.js";
+import { renderTopology } from "../topology.js";
+
+const TABS = [["gantt", "Gantt"], ["topology", "Topology"], ["logs", "Logs"], ["overview", "Inputs & outputs"]];
+const LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
+
+function findTask(tasks, id) {
+  for (const task of tasks || []) {
+    if (task.id === id) return task;
+    const nested = [task.tasks, task.then, task.else, task.defaults, task.errors, task.finally,
+      ...Object.values(task.cases || {}), (task.tasks || []).map((t) => t.task).filter(Boolean)];
+    for (const list of nested) {
+      const found = findTask(list, id);
+      if (found) return found;
+    }
+  }
+  return null;
+}
+
+export async function render(main, params) {
+  let execution = await get(`/api/v1/executions/${enc(params.id)}`);
+  const flow = await get(`/api/v1/flows/${enc(execution.namespace)}/${enc(execution.flowId)}?revision=${execution.flowRevision}`).catch(() => null);
+  let tab = params.tab;
+  const closers = [];
+  const head = h("header.page-head");
+  const actions = h("div.actions");
+  const errors = h("div");
+  const bodies = Object.fromEntries(TABS.map(([key]) => [key, h("section.tab-body", { "data-tab": key, hidden: key !== tab })]));
+  const tabs = h("nav.tabs", TABS.map(([key, label]) => h("a", { href: `/ui/executions/${enc(execution.id)}/${key}`, class: key === tab ? "active" : "",
+    onclick: (e) => { e.preventDefault(); select(key); } }, label)));
+  clear(main, head, errors, tabs, Object.values(bodies));
+
+  function select(key) {
+    tab = key;
+    history.replaceState(null, "", `/ui/executions/${enc(execution.id)}/${key}`);
+    for (const link of tabs.children) link.classList.toggle("active", link.getAttribute("href").endsWith(`/${key}`));
+    for (const [name, body] of Object.entries(bodies)) body.hidden = name !== key;
+    draw();
+  }
+
+  async function act(label, fn) {
+    clear(errors);
+    try {
+      await fn();
+      toast(label);
+    } catch (error) {
+      showError(errors, error);
+    }
+  }
+
+  function drawHead() {
+    const { start, end } = span(execution.state);
+    const terminal = TERMINAL.has(execution.state.current);
+    clear(head,
+      h("div", h("div.crumbs", h("a", { href: "/ui/executions" }, "Executions"), " / ",
+        h("a", { href: `/ui/flows/${enc(execution.namespace)}/${enc(execution.flowId)}` }, `${execution.namespace}.${execution.flowId}`)),
+      h("h1.mono", execution.id, " ", stateBadge(execution.state.current)),
+      h("p.muted", `revision ${execution.flowRevision} · started ${fmtDate(execution.state.histories?.[0]?.date)} · `,
+        fmtDuration((Number.isNaN(end) ? Date.now() : end) - start),
+        (execution.labels || []).map((l) => h("span.label", `${l.key}:${l.value}`)))),
+      actions);
+    clear(actions,
+      !terminal && execution.state.current !== "KILLING" ? h("button.danger", { onclick: () => act("Kill requested", () => api("DELETE", `/api/v1/executions/${enc(execution.id)}/kill`)) }, "Kill") : null,
+      (terminal || execution.state.current === "PAUSED") && execution.taskRunList?.some((r) => ["FAILED", "PAUSED"].includes(r.state.current))
+        ? h("button", { onclick: () => act("Restart requested", async () => { await api("POST", `/api/v1/executions/${enc(execution.id)}/restart`); reopen(); }) }, "Restart") : null,
+      terminal ? h("button", { onclick: () => replay(null) }, "Replay") : null,
+      execution.state.current === "PAUSED" ? resumeForm() : null,
+      h("button", { onclick: editLabels }, "Labels"));
+  }
+
+  async function replay(taskRunId) {
+    clear(errors);
+    try {
+      const created = await api("POST", `/api/v1/executions/${enc(execution.id)}/replay${qs({ taskRunId })}`);
+      toast(`Replayed as ${created.id}`);
+      navigate(`/executions/${enc(created.id)}`);
+    } catch (error) { showError(errors, error); }
+  }
+
+  function resumeForm() {
+    const paused = (execution.taskRunList || []).filter((r) => r.state.current === "PAUSED").map((r) => findTask(flow?.tasks, r.taskId)).filter(Boolean);
+    const specs = paused.flatMap((t) => t.onResume || []);
+    const fields = specs.map((s) => ({ s, input: h("input", { name: s.id, value: s.defaults ?? "", "aria-label": s.id }) }));
+    return h("form.resume", { onsubmit: (e) => {
+      e.preventDefault();
+      const data = new FormData();
+      for (const { s, input } of fields) if (input.value !== "") data.append(s.id, input.value);
+      act("Resumed", async () => { await api("POST", `/api/v1/executions/${enc(execution.id)}/resume`, { form: data }); reopen(); });
+    } }, fields.map(({ s, input }) => h("label", `${s.displayName || s.id} (${s.type || "STRING"})`, input)), h("button.primary", { type: "submit" }, "Resume"));
+  }
+
+  function editLabels() {
+    const text = prompt("Labels, as key:value separated by commas", (execution.labels || []).map((l) => `${l.key}:${l.value}`).join(", "));
+    if (text === null) return;
+    const items = text.split(",").map((s) => s.trim()).filter(Boolean).map((s) => { const i = s.indexOf(":"); return { key: s.slice(0, i < 0 ? s.length : i), value: i < 0 ? "" : s.slice(i + 1) }; });
+    act("Labels saved", async () => { execution = await api("POST", `/api/v1/executions/${enc(execution.id)}/labels`, { json: items }); draw(); });
+  }
+
+  // -- Gantt ---------------------------------------------------------------------------
+  function drawGantt() {
+    const runs = [...(execution.taskRunList || [])];
+    const times = runs.map((r) => span(r.state));
+    const { start: t0, end: tEnd } = span(execution.state);
+    const last = Number.isNaN(tEnd) ? Date.now() : tEnd;
+    const total = Math.max(last - t0, 1);
+    const terminal = TERMINAL.has(execution.state.current);
+    const rows = runs.map((run, i) => {
+      const { start, end } = times[i];
+      const from = Number.isNaN(start) ? 0 : Math.max(0, (start - t0) / total);
+      const until = Number.isNaN(end) ? last : end;
+      const width = Math.max(0.004, ((until - (Number.isNaN(start) ? t0 : start)) / total));
+      const attempts = run.attempts?.length || 0;
+      const state = run.state.current;
+      return h("div.gantt-row", { "data-task": run.taskId, "data-state": state },
+        h("div.gantt-name", h("span", { title: run.id }, run.taskId), run.value != null ? h("span.value", ` ${run.value}`) : null,
+          attempts > 1 ? h("span.attempts", ` · ${attempts} attempts`) : null),
+        h("div.gantt-track", h("div.gantt-bar", { style: { left: `${from * 100}%`, width: `${Math.min(width, 1 - from) * 100}%`, background: STATE_COLORS[state] }, title: `${state} · ${fmtDuration(until - start)}` })),
+        h("div.gantt-state", stateBadge(state), " ", fmtDuration(until - start)),
+        h("div.gantt-actions", terminal ? h("button.small", { onclick: () => replay(run.id), title: "Replay the execution from this task run" }, "Replay from here") : null,
+          h("button.small", { onclick: () => { logTask.value = run.taskId; select("logs"); drawLogs(); } }, "Logs")));
+    });
+    clear(bodies.gantt, runs.length ? h("div.gantt", { role: "table", "aria-label": "gantt" }, rows) : h("p.empty", "No task has started yet."));
+  }
+
+  // -- topology ------------------------------------------------------------------------
+  function drawTopology() {
+    if (!flow) { clear(bodies.topology, h("p.empty", "The flow of this execution is not available.")); return; }
+    const states = {};
+    for (const run of execution.taskRunList || []) states[run.taskId] = run.state.current;
+    clear(bodies.topology, h("div.graph-box", renderTopology(flow, states)));
+  }
+
+  // -- logs ----------------------------------------------------------------------------
+  const logs = [];
+  const logLevel = h("select", { "aria-label": "minimum level", onchange: () => openLogs() }, LEVELS.map((l) => h("option", { value: l, selected: l === "INFO" }, l)));
+  const logTask = h("select", { "aria-label": "task", onchange: () => drawLogs() }, h("option", { value: "" }, "All tasks"));
+  const logList = h("div.log-list", { "aria-label": "logs" });
+  bodies.logs.append(h("div.filters", h("label", "Level", logLevel), h("label", "Task", logTask),
+    h("a.button.small", { href: `/api/v1/logs/${enc(execution.id)}/download`, download: "" }, "Download")), logList);
+  let closeLogs = null;
+  function openLogs() {
+    closeLogs?.();
+    logs.length = 0;
+    const path = `/api/v1/logs/${enc(execution.id)}/follow${qs({ minLevel: logLevel.value })}`;
+    const source = new EventSource(path);
+    source.onmessage = (m) => { logs.push(JSON.parse(m.data)); scheduleLogs(); };
+    // the stream ends with the execution; EventSource would reconnect for ever
+    source.onerror = () => { if (TERMINAL.has(execution.state.current)) source.close(); };
+    closeLogs = () => source.close();
+  }
+  let logFrame = 0;
+  function scheduleLogs() { if (!logFrame) logFrame = requestAnimationFrame(() => { logFrame = 0; drawLogs(); }); }
+  function drawLogs() {
+    const tasks = [...new Set((execution.taskRunList || []).map((r) => r.taskId))];
+    if (logTask.options.length !== tasks.length + 1) {
+      const keep = logTask.value;
+      clear(logTask, h("option", { value: "" }, "All tasks"), tasks.map((t) => h("option", { value: t, selected: t === keep }, t)));
+    }
+    const shown = logs.filter((l) => !logTask.value || l.taskId === logTask.value);
+    clear(logList, shown.length ? shown.map((l) => h("div.log-line", { "data-level": l.level },
+      h("span.log-time", fmtDate(l.timestamp)), h("span.log-level", l.level), h("span.log-task", l.taskId || ""), h("span.log-msg", l.message)))
+      : h("p.empty", "No log line yet."));
+  }
+
+  // -- inputs and outputs --------------------------------------------------------------
+  function valueView(value) {
+    if (typeof value === "string" && value.startsWith("kestra:///")) {
+      const url = `/api/v1/executions/${enc(execution.id)}/file${qs({ path: value })}`;
+      const preview = h("pre.preview", { hidden: true });
+      return h("span.file", h("a", { href: url, download: "" }, value.split("/").pop()), " ",
+        h("button.small", { onclick: async () => {
+          try {
+            const response = await fetch(url);
+            const blob = await response.blob();
+            if (!response.ok) throw new Error(await blob.text());
+            preview.textContent = blob.size > 100_000 ? `(${blob.size} bytes: too large to preview, download it)` : await blob.text();
+          } catch (error) { preview.textContent = `cannot preview: ${error.message}`; }
+          preview.hidden = false;
+        } }, "Preview"), preview);
+    }
+    if (value !== null && typeof value === "object") {
+      return h("div", Object.entries(value).map(([k, v]) => h("div.kv", h("span.key", k), valueView(v))));
+    }
+    return h("code", pretty(value));
+  }
+  function table(title, values) {
+    const entries = Object.entries(values || {});
+    return h("div.card", h("h3", title), entries.length ? h("table.grid.kv-table", h("tbody", entries.map(([k, v]) => h("tr", { "data-key": k }, h("th", k), h("td", valueView(v)))))) : h("p.muted", "None"));
+  }
+  function drawOverview() {
+    const taskOutputs = {};
+    for (const run of execution.taskRunList || []) {
+      if (run.outputs && Object.keys(run.outputs).length) taskOutputs[run.value != null ? `${run.taskId} [${run.value}]` : run.taskId] = run.outputs;
+    }
+    clear(bodies.overview, table("Inputs", execution.inputs), table("Flow outputs", execution.outputs), table("Task outputs", taskOutputs),
+      h("div.card", h("h3", "Labels"), (execution.labels || []).map((l) => h("span.label", `${l.key}:${l.value}`))),
+      h("div.card", h("h3", "State history"), h("ol", (execution.state.histories || []).map((x) => h("li", stateBadge(x.state), " ", fmtDate(x.date))))));
+  }
+
+  let frame = 0;
+  function draw() {
+    drawHead();
+    if (tab === "gantt") drawGantt();
+    else if (tab === "topology") drawTopology();
+    else if (tab === "logs") drawLogs();
+    else drawOverview();
+  }
+  function scheduleDraw() { if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); }); }
+
+  let closeFollow = null;
+  function reopen() {
+    closeFollow?.();
+    closeFollow = follow(`/api/v1/executions/${enc(execution.id)}/follow`, (data) => {
+      if (data && data.id === execution.id) { execution = data; scheduleDraw(); }
+    });
+    openLogs();
+  }
+  // a Gantt bar of a running task grows with time, between two events too
+  const tick = setInterval(() => { if (!TERMINAL.has(execution.state.current) && tab === "gantt") scheduleDraw(); }, 1000);
+  closers.push(() => clearInterval(tick), () => closeFollow?.(), () => closeLogs?.());
+  draw();
+  reopen();
+  return () => closers.forEach((c) => c());
+}
