@@ -86,14 +86,14 @@ def start_server(tmp_path: Path, env: dict[str, str] | None = None) -> Server:
         "RUNTIME_WEBSERVER_POLL_SECONDS": "0.1",
         **(env or {}),
     }
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "run", "--all"],
-        cwd=ROOT,
-        env=environ,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run", "--all"],
+            cwd=ROOT,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

@@ -86,7 +86,8 @@ export function executeForm(target, flow) {
   const general = h("div");
   const labels = h("input", { name: "__labels", placeholder: "key:value, other:value", "aria-label": "labels" });
   const submit = h("button.primary", { type: "submit" }, "Execute");
-  const form = h("form.execute-form", { onsubmit: onSubmit },
+  // novalidate: the server checks every input and words every problem the same way
+  const form = h("form.execute-form", { onsubmit: onSubmit, noValidate: true },
     general,
     fields.length ? fields.map((f) => f.label) : h("p.muted", "This flow takes no input."),
     h("label.field", h("span.field-name", "Labels"), labels),

@@ -1,0 +1,138 @@
+"""The flow pages in Chromium: write a flow with a mistake in the editor, see the
+problem at its line, fix it, save it; execute it from the generated form (a FILE input
+included); watch the execution go live to SUCCESS; download its output file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.ui.conftest import Server, shot
+
+pytestmark = pytest.mark.slow
+
+FLOW = """id: greet
+namespace: ui.test
+description: Greets, waits, and writes a file.
+inputs:
+  - id: name
+    type: STRING
+    defaults: world
+  - id: times
+    type: INT
+    min: 1
+  - id: doc
+    type: FILE
+  - id: when
+    type: DATE
+    required: false
+  - id: color
+    type: SELECT
+    values: [red, green]
+    defaults: green
+tasks:
+  - id: hello
+    type: io.kestra.plugin.core.log.Log
+    {message_line}
+  - id: pause_a_bit
+    type: io.kestra.plugin.core.flow.Sleep
+    duration: PT1.5S
+  - id: write
+    type: io.kestra.plugin.scripts.shell.Commands
+    outputFiles:
+      - report.txt
+    commands:
+      - echo "report for {{{{ inputs.name }}}} x{{{{ inputs.times }}}}" > report.txt
+"""
+BROKEN = FLOW.format(message_line="mesage: hi")
+FIXED = FLOW.format(message_line='message: "Hello {{ inputs.name }}, {{ inputs.times }} times"')
+
+
+def replace_editor_text(page: Any, text: str) -> None:
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    # insert_text types no keys, so the editor's auto-indent leaves the YAML as it is
+    page.keyboard.insert_text(text)
+
+
+def test_write_execute_and_follow_a_flow(page: Any, server: Server, tmp_path: Path) -> None:
+    page.goto("/ui/flows/new")
+    expect(page.locator(".cm-content")).to_be_visible()
+    replace_editor_text(page, BROKEN)
+    wrong_line = BROKEN.splitlines().index("    mesage: hi") + 1
+    problem = page.locator(f"li.problem[data-line='{wrong_line}']")
+    expect(problem).to_contain_text("unknown field `mesage`")
+    expect(problem).to_contain_text(f"line {wrong_line}, column 5")
+    # the editor marks the same line
+    expect(page.locator(".cm-lintRange-error").first).to_be_visible()
+    shot(page, "flow-editor-problem")
+    # saving an invalid flow is refused with the API's words, line and column
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator(".error-box")).to_contain_text(f"line {wrong_line}, column 5")
+
+    replace_editor_text(page, FIXED)
+    expect(page.locator(".problems .ok")).to_have_text("No problems")
+    page.get_by_role("button", name="Create").click()
+    expect(page).to_have_url(re.compile(r"/ui/flows/ui\.test/greet$"))
+    assert server.request("GET", "/api/v1/flows/ui.test/greet")["revision"] == 1
+
+    page.get_by_role("link", name="Topology").click()
+    for task in ("hello", "pause_a_bit", "write"):
+        expect(page.locator(f"svg.topology g[data-task='{task}']")).to_be_visible()
+    shot(page, "flow-topology")
+
+    page.locator("nav.tabs").get_by_role("link", name="Execute").click()
+    form = page.locator("form.execute-form")
+    expect(form.locator("input[name=name]")).to_have_value("world")
+    expect(form.locator("select[name=color]")).to_have_value("green")
+    # a value the server refuses is shown by its field
+    form.locator("input[name=times]").fill("0")
+    upload = tmp_path / "notes.txt"
+    upload.write_text("uploaded from the browser\n")
+    form.locator("input[name=doc]").set_input_files(str(upload))
+    form.get_by_role("button", name="Execute").click()
+    expect(form.locator(".field-error[data-for=times]")).not_to_be_empty()
+    shot(page, "flow-execute-form")
+    form.locator("input[name=name]").fill("Ada")
+    form.locator("input[name=times]").fill("3")
+    form.get_by_role("button", name="Execute").click()
+
+    expect(page).to_have_url(re.compile(r"/ui/executions/[^/]+$"))
+    execution_id = page.url.rsplit("/", 1)[1]
+    page.evaluate("window.__same_page = true")
+    # live: the page sees the execution run, then end, without being reloaded
+    expect(
+        page.locator(".gantt-row[data-task='pause_a_bit'][data-state='RUNNING']")
+    ).to_be_visible()
+    shot(page, "execution-gantt-running")
+    expect(page.locator("h1 .badge")).to_have_text("SUCCESS", timeout=30_000)
+    expect(page.locator(".gantt-row[data-task='write'][data-state='SUCCESS']")).to_be_visible()
+    assert page.evaluate("window.__same_page") is True
+    shot(page, "execution-gantt")
+
+    page.locator("nav.tabs").get_by_role("link", name="Logs").click()
+    expect(page.locator(".log-list")).to_contain_text("Hello Ada, 3 times")
+    shot(page, "execution-logs")
+
+    page.locator("nav.tabs").get_by_role("link", name="Topology").click()
+    expect(page.locator("svg.topology g[data-task='write'][data-state='SUCCESS']")).to_be_visible()
+
+    page.locator("nav.tabs").get_by_role("link", name="Inputs & outputs").click()
+    inputs = page.locator(".card", has_text="Inputs")
+    expect(inputs.locator("tr[data-key=doc] a")).to_have_text("notes.txt")
+    outputs = page.locator(".card", has_text="Task outputs")
+    link = outputs.get_by_role("link", name="report.txt")
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / "report.txt"
+    download.value.save_as(saved)
+    assert saved.read_text() == "report for Ada x3\n"
+    outputs.get_by_role("button", name="Preview").click()
+    expect(outputs.locator("pre.preview")).to_have_text("report for Ada x3\n")
+    shot(page, "execution-outputs")
+    assert server.request("GET", f"/api/v1/executions/{execution_id}")["inputs"]["times"] == 3
