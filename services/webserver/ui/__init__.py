@@ -20,6 +20,8 @@ _INDEX = STATIC / "index.html"
 # are revalidated on every load so an upgrade shows at once.
 _VENDOR_CACHE = "public, max-age=86400"
 _APP_CACHE = "no-cache"
+_ASSET_FOLDERS = ("js/", "vendor/")
+_ASSET_SUFFIXES = {".js", ".css", ".map", ".png", ".svg", ".ico", ".html", ".json"}
 
 
 async def _home(request: Request) -> Response:
@@ -29,9 +31,13 @@ async def _home(request: Request) -> Response:
 async def _asset(request: Request) -> Response:
     relative = request.path_params.get("path", "")
     target = (STATIC / relative).resolve()
-    # A page of the app (or anything outside the static folder) is the app itself.
-    if not relative or not target.is_relative_to(STATIC) or not target.is_file():
-        if Path(relative).suffix:
+    if not target.is_relative_to(STATIC):
+        return Response(f"no such file in the UI: /ui/{relative}\n", 404)
+    # A page of the app is the app itself: its router draws the page.
+    if not relative or not target.is_file():
+        # A missing module or stylesheet is a 404 (the browser reports it); a path like
+        # /ui/namespaces/company.team is a page, dot or not.
+        if relative.startswith(_ASSET_FOLDERS) or Path(relative).suffix in _ASSET_SUFFIXES:
             return Response(f"no such file in the UI: /ui/{relative}\n", 404)
         return FileResponse(_INDEX, headers={"cache-control": _APP_CACHE})
     cache = _VENDOR_CACHE if relative.startswith("vendor/") else _APP_CACHE

@@ -22,8 +22,20 @@ function findTask(tasks, id) {
   return null;
 }
 
-export async function render(main, params) {
-  let execution = await get(`/api/v1/executions/${enc(params.id)}`);
+// A replay answers with the new execution's id before the executor has created it.
+async function load(id, created) {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await get(`/api/v1/executions/${enc(id)}`);
+    } catch (error) {
+      if (!created || error.status !== 404 || tries >= 100) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}
+
+export async function render(main, params, query) {
+  let execution = await load(params.id, query.created === "1");
   const flow = await get(`/api/v1/flows/${enc(execution.namespace)}/${enc(execution.flowId)}?revision=${execution.flowRevision}`).catch(() => null);
   let tab = params.tab;
   const closers = [];
@@ -53,6 +65,7 @@ export async function render(main, params) {
     }
   }
 
+  let actionsKey = null;
   function drawHead() {
     const { start, end } = span(execution.state);
     const terminal = TERMINAL.has(execution.state.current);
@@ -64,10 +77,14 @@ export async function render(main, params) {
         fmtDuration((Number.isNaN(end) ? Date.now() : end) - start),
         (execution.labels || []).map((l) => h("span.label", `${l.key}:${l.value}`)))),
       actions);
+    // redrawn only when they change: a redraw would wipe what the user typed (resume)
+    const key = JSON.stringify([execution.state.current, terminal, execution.taskRunList?.map((r) => r.state.current)]);
+    if (key === actionsKey) return;
+    actionsKey = key;
     clear(actions,
       !terminal && execution.state.current !== "KILLING" ? h("button.danger", { onclick: () => act("Kill requested", () => api("DELETE", `/api/v1/executions/${enc(execution.id)}/kill`)) }, "Kill") : null,
       (terminal || execution.state.current === "PAUSED") && execution.taskRunList?.some((r) => ["FAILED", "PAUSED"].includes(r.state.current))
-        ? h("button", { onclick: () => act("Restart requested", async () => { await api("POST", `/api/v1/executions/${enc(execution.id)}/restart`); reopen(); }) }, "Restart") : null,
+        ? h("button", { onclick: () => act("Restart requested", async () => { await api("POST", `/api/v1/executions/${enc(execution.id)}/restart`); afterAction(); }) }, "Restart") : null,
       terminal ? h("button", { onclick: () => replay(null) }, "Replay") : null,
       execution.state.current === "PAUSED" ? resumeForm() : null,
       h("button", { onclick: editLabels }, "Labels"));
@@ -78,7 +95,7 @@ export async function render(main, params) {
     try {
       const created = await api("POST", `/api/v1/executions/${enc(execution.id)}/replay${qs({ taskRunId })}`);
       toast(`Replayed as ${created.id}`);
-      navigate(`/executions/${enc(created.id)}`);
+      navigate(`/executions/${enc(created.id)}?created=1`);
     } catch (error) { showError(errors, error); }
   }
 
@@ -90,7 +107,7 @@ export async function render(main, params) {
       e.preventDefault();
       const data = new FormData();
       for (const { s, input } of fields) if (input.value !== "") data.append(s.id, input.value);
-      act("Resumed", async () => { await api("POST", `/api/v1/executions/${enc(execution.id)}/resume`, { form: data }); reopen(); });
+      act("Resumed", async () => { await api("POST", `/api/v1/executions/${enc(execution.id)}/resume`, { form: data }); afterAction(); });
     } }, fields.map(({ s, input }) => h("label", `${s.displayName || s.id} (${s.type || "STRING"})`, input)), h("button.primary", { type: "submit" }, "Resume"));
   }
 
@@ -213,16 +230,33 @@ export async function render(main, params) {
   function scheduleDraw() { if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); }); }
 
   let closeFollow = null;
+  let retry = null;
   function reopen() {
-    closeFollow?.();
     closeFollow = follow(`/api/v1/executions/${enc(execution.id)}/follow`, (data) => {
       if (data && data.id === execution.id) { execution = data; scheduleDraw(); }
     });
     openLogs();
   }
+  // After a restart or resume the executor changes the execution a moment later: a
+  // follow opened at once may still end on the old state, so it is opened again until
+  // the state history has grown (for up to a minute).
+  function afterAction() {
+    const length = (execution.state.histories || []).length;
+    closeFollow?.();
+    clearTimeout(retry);
+    const wait = (tries) => {
+      closeFollow = follow(`/api/v1/executions/${enc(execution.id)}/follow`, (data) => {
+        if (data && data.id === execution.id) { execution = data; scheduleDraw(); }
+      }, () => {
+        if ((execution.state.histories || []).length <= length && tries < 240) retry = setTimeout(() => wait(tries + 1), 250);
+        else openLogs();
+      });
+    };
+    wait(0);
+  }
   // a Gantt bar of a running task grows with time, between two events too
   const tick = setInterval(() => { if (!TERMINAL.has(execution.state.current) && tab === "gantt") scheduleDraw(); }, 1000);
-  closers.push(() => clearInterval(tick), () => closeFollow?.(), () => closeLogs?.());
+  closers.push(() => clearInterval(tick), () => clearTimeout(retry), () => closeFollow?.(), () => closeLogs?.());
   draw();
   reopen();
   return () => closers.forEach((c) => c());
