@@ -21,17 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 CHROMIUM = os.environ.get("RUNTIME_UI_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("RUNTIME_UI_SCREENSHOTS", ROOT / "build" / "ui-screenshots"))
-
-playwright_api = pytest.importorskip("playwright.sync_api")
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"no Chromium at {CHROMIUM}: run .ci/services.d/chromium.sh (apt-get install chromium)",
-        allow_module_level=True,
-    )
 
 
 def free_port() -> int:
@@ -128,9 +122,13 @@ def server(tmp_path: Path) -> Iterator[Server]:
         stop_server(running)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps its event loop set as the
+# running one while it is open, which would break the asyncio tests run after these.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: run .ci/services.d/chromium.sh")
+    with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             yield launched

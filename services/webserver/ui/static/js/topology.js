@@ -1,6 +1,9 @@
 // A flow's topology drawn from its definition: tasks, nested flowables, Parallel
 // branches, Dag edges, errors and finally. Laid out by dagre, drawn as SVG.
-import { STATE_COLORS } from "./util.js";
+import { STATE_COLORS, loadScript } from "./util.js";
+
+/** dagre, loaded the first time a page draws a graph. */
+export const loadLayout = () => loadScript("/ui/vendor/dagre/dagre.min.js");
 
 const short = (type) => (type || "").split(".").pop();
 const SEQUENTIAL = new Set(["Sequential", "ForEach", "EachSequential", "AllowFailure", "WorkingDirectory", "LoopUntil"]);

@@ -104,3 +104,27 @@ export function debounce(fn, ms) {
 export function pretty(value) {
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
+
+const scripts = new Map();
+/** Loads a vendored classic script (dagre, Chart.js) once, when a page first needs it. */
+export function loadScript(src) {
+  if (!scripts.has(src)) {
+    scripts.set(src, new Promise((resolve, reject) => {
+      const tag = document.createElement("script");
+      tag.src = src;
+      tag.onload = resolve;
+      tag.onerror = () => reject(new Error(`cannot load ${src}`));
+      document.head.append(tag);
+    }));
+  }
+  return scripts.get(src);
+}
+
+/** Previous / next buttons and where the page is; `go(page)` loads another. */
+export function pager(total, page, size, go) {
+  const pages = Math.max(1, Math.ceil(total / size));
+  return h("div.pager",
+    h("button", { disabled: page <= 1, onclick: () => go(page - 1), "aria-label": "previous page" }, "‹ Previous"),
+    h("span", `Page ${page} of ${pages} · ${total} in all`),
+    h("button", { disabled: page >= pages, onclick: () => go(page + 1), "aria-label": "next page" }, "Next ›"));
+}

@@ -1,5 +1,5 @@
 // Home: executions per day by state (a chart), the latest failures, the running ones.
-import { h, clear, fmtDate, stateBadge, STATE_COLORS } from "../util.js";
+import { h, clear, fmtDate, stateBadge, STATE_COLORS, loadScript } from "../util.js";
 import { api, get, qs, enc } from "../api.js";
 
 function list(title, found) {
@@ -15,6 +15,7 @@ export async function render(main) {
     api("POST", "/api/v1/stats/executions/daily", { json: {} }),
     get(`/api/v1/executions/search${qs({ state: ["FAILED", "KILLED"], size: 10 })}`),
     get(`/api/v1/executions/search${qs({ state: ["CREATED", "QUEUED", "RUNNING", "PAUSED", "RETRYING", "KILLING"], size: 10 })}`),
+    loadScript("/ui/vendor/chart.js/chart.umd.min.js"),
   ]);
   const canvas = h("canvas", { "aria-label": "executions per day" });
   const totals = {};
@@ -27,7 +28,7 @@ export async function render(main) {
       h("div.card", h("div.muted", "Failed"), h("div.stat", { style: { color: STATE_COLORS.FAILED } }, totals.FAILED || 0)),
       h("div.card", h("div.muted", "Running now"), h("div.stat", running.total))),
     h("div.card", h("h3", "Executions per day"), h("div.chart-box", canvas)),
-    h("div.cards", list("Latest failures", failed), list("Running", running)));
+    h("div.cards.wide", list("Latest failures", failed), list("Running", running)));
   const shown = Object.keys(STATE_COLORS).filter((s) => totals[s]);
   const chart = new window.Chart(canvas, {
     type: "bar",

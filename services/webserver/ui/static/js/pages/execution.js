@@ -4,7 +4,7 @@
 import { h, clear, fmtDate, fmtDuration, stateBadge, span, toast, pretty, TERMINAL, STATE_COLORS } from "../util.js";
 import { api, get, enc, qs, follow } from "../api.js";
 import { navigate, showError } from "../app.js";
-import { renderTopology } from "../topology.js";
+import { renderTopology, loadLayout } from "../topology.js";
 
 const TABS = [["gantt", "Gantt"], ["topology", "Topology"], ["logs", "Logs"], ["overview", "Inputs & outputs"]];
 const LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
@@ -147,6 +147,7 @@ export async function render(main, params, query) {
   // -- topology ------------------------------------------------------------------------
   function drawTopology() {
     if (!flow) { clear(bodies.topology, h("p.empty", "The flow of this execution is not available.")); return; }
+    if (!window.dagre) { loadLayout().then(scheduleDraw, (error) => showError(bodies.topology, error)); return; }
     const states = {};
     for (const run of execution.taskRunList || []) states[run.taskId] = run.state.current;
     clear(bodies.topology, h("div.graph-box", renderTopology(flow, states)));

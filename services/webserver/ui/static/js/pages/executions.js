@@ -1,9 +1,8 @@
 // Executions list: filters (namespace, flow, state, date range, labels, text), paged on
 // the server; the page re-reads itself while any execution shown is still going.
-import { h, clear, fmtDate, fmtDuration, stateBadge, span, STATES, TERMINAL } from "../util.js";
+import { h, clear, fmtDate, fmtDuration, stateBadge, span, STATES, TERMINAL, pager } from "../util.js";
 import { get, qs, enc } from "../api.js";
 import { setQuery, showError } from "../app.js";
-import { pager } from "./flows.js";
 
 const SIZE = 25;
 const LIVE_MS = 2000;
@@ -15,7 +14,6 @@ export async function render(main, _params, query) {
     state: all.getAll("state"), labels: all.getAll("labels"),
     startDate: query.startDate || "", endDate: query.endDate || "", page: Number(query.page || 1),
   };
-  const namespaces = await get("/api/v1/flows/distinct-namespaces").catch(() => []);
   const input = (name, attrs) => h("input", { name, value: state[name], "aria-label": name, ...attrs,
     onchange: (e) => { state[name] = e.target.value; state.page = 1; load(); } });
   const states = h("select", { name: "state", multiple: true, size: 4, "aria-label": "state",
@@ -27,11 +25,15 @@ export async function render(main, _params, query) {
   const labels = h("input", { name: "labels", placeholder: "key:value, …", "aria-label": "labels", value: state.labels.join(", "),
     onchange: (e) => { state.labels = e.target.value.split(",").map((s) => s.trim()).filter(Boolean); state.page = 1; load(); } });
   const body = h("div");
+  const namespaceSelect = h("select", { name: "namespace", "aria-label": "namespace", onchange: (e) => { state.namespace = e.target.value; state.page = 1; load(); } },
+    h("option", { value: "" }, "All"), state.namespace ? h("option", { value: state.namespace, selected: true }, state.namespace) : null);
+  // filled while the first page loads, not before
+  get("/api/v1/flows/distinct-namespaces").then((names) => namespaceSelect.append(
+    ...names.filter((n) => n !== state.namespace).map((n) => h("option", { value: n }, n))), () => {});
   clear(main,
     h("header.page-head", h("h1", "Executions")),
     h("div.filters",
-      h("label", "Namespace", h("select", { name: "namespace", "aria-label": "namespace", onchange: (e) => { state.namespace = e.target.value; state.page = 1; load(); } },
-        h("option", { value: "" }, "All"), namespaces.map((n) => h("option", { value: n, selected: n === state.namespace }, n)))),
+      h("label", "Namespace", namespaceSelect),
       h("label", "Flow", input("flowId", { placeholder: "flow id" })),
       h("label", "Search", input("q", { type: "search", placeholder: "id, flow, namespace" })),
       h("label", "State", states),

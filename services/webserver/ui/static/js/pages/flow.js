@@ -4,7 +4,7 @@ import { h, clear, fmtDate, toast, stateBadge, pretty } from "../util.js";
 import { api, get, enc, qs } from "../api.js";
 import { navigate, showError } from "../app.js";
 import { flowEditor, diffView } from "../editor.js";
-import { renderTopology } from "../topology.js";
+import { renderTopology, loadLayout } from "../topology.js";
 import { executeForm } from "./execute_form.js";
 
 const TEMPLATE = `id: hello
@@ -47,6 +47,7 @@ export async function render(main, params) {
     content);
   switch (params.tab) {
     case "topology":
+      await loadLayout();
       content.append(h("div.graph-box", renderTopology(flow)));
       return;
     case "executions":

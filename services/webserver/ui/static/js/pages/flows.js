@@ -1,5 +1,5 @@
 // Flows list: search, namespace filter, paging on the server.
-import { h, clear, fmtDate, debounce } from "../util.js";
+import { h, clear, fmtDate, debounce, pager } from "../util.js";
 import { get, qs, enc } from "../api.js";
 import { setQuery, showError } from "../app.js";
 
@@ -7,13 +7,13 @@ const SIZE = 25;
 
 export async function render(main, _params, query) {
   const state = { q: query.q || "", namespace: query.namespace || "", page: Number(query.page || 1) };
-  const namespaces = await get("/api/v1/flows/distinct-namespaces").catch(() => []);
   const body = h("div");
+  const ns = h("select", { "aria-label": "namespace", onchange: (e) => { state.namespace = e.target.value; state.page = 1; load(); } },
+    h("option", { value: "" }, "All namespaces"));
+  // filled while the first page loads, not before
+  get("/api/v1/flows/distinct-namespaces").then((names) => ns.append(...names.map((n) => h("option", { value: n, selected: n === state.namespace }, n))), () => {});
   const search = h("input", { type: "search", placeholder: "Search flows", value: state.q, "aria-label": "search flows",
     oninput: debounce((e) => { state.q = e.target.value; state.page = 1; load(); }, 250) });
-  const ns = h("select", { "aria-label": "namespace", onchange: (e) => { state.namespace = e.target.value; state.page = 1; load(); } },
-    h("option", { value: "" }, "All namespaces"),
-    namespaces.map((n) => h("option", { value: n, selected: n === state.namespace }, n)));
   clear(main,
     h("header.page-head", h("h1", "Flows"), h("a.button.primary", { href: "/ui/flows/new" }, "Create a flow")),
     h("div.filters", search, ns), body);
@@ -41,12 +41,4 @@ export async function render(main, _params, query) {
       pager(found.total, state.page, SIZE, (page) => { state.page = page; load(); }));
   }
   await load();
-}
-
-export function pager(total, page, size, go) {
-  const pages = Math.max(1, Math.ceil(total / size));
-  return h("div.pager",
-    h("button", { disabled: page <= 1, onclick: () => go(page - 1), "aria-label": "previous page" }, "‹ Previous"),
-    h("span", `Page ${page} of ${pages} · ${total} in all`),
-    h("button", { disabled: page >= pages, onclick: () => go(page + 1), "aria-label": "next page" }, "Next ›"));
 }

@@ -1,8 +1,7 @@
 // Every trigger with its next date; enable/disable; backfill a date range.
-import { h, clear, fmtDate, toast } from "../util.js";
+import { h, clear, fmtDate, toast, pager } from "../util.js";
 import { api, get, qs, enc } from "../api.js";
 import { showError } from "../app.js";
-import { pager } from "./flows.js";
 
 const SIZE = 50;
 
