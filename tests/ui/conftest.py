@@ -138,7 +138,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, server: Server) -> Iterator[Any]:
-    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    context = browser.new_context(
+        base_url=server.url, viewport={"width": 1400, "height": 900}, timezone_id="UTC"
+    )
     errors: list[str] = []
     opened = context.new_page()
     opened.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -189,6 +189,12 @@ def test_kv_triggers_and_every_page(page: Any, server: Server) -> None:
     page.goto("/ui/triggers")
     trigger = page.locator(f"tr[data-trigger='{NS}.nightly.every_night']")
     expect(trigger).to_contain_text("enabled")
+    trigger.get_by_label("backfill start").fill("2026-01-01T00:00")
+    trigger.get_by_label("backfill end").fill("2026-01-03T23:00")
+    trigger.get_by_role("button", name="Backfill").click()
+    expect(page.locator(".toast").last).to_have_text("Backfill created 3 execution(s)")
+    backfilled = server.request("GET", f"/api/v1/executions/search?namespace={NS}&flowId=nightly")
+    assert backfilled["total"] == 3
     trigger.get_by_role("button", name="Disable").click()
     expect(trigger).to_contain_text("disabled")
     shot(page, "triggers")

@@ -126,6 +126,8 @@ export async function render(main, params, query) {
     const last = Number.isNaN(tEnd) ? Date.now() : tEnd;
     const total = Math.max(last - t0, 1);
     const terminal = TERMINAL.has(execution.state.current);
+    const byId = new Map(runs.map((r) => [r.id, r]));
+    const depth = (run) => { let d = 0; for (let p = byId.get(run.parentTaskRunId); p && d < 20; p = byId.get(p.parentTaskRunId)) d++; return d; };
     const rows = runs.map((run, i) => {
       const { start, end } = times[i];
       const from = Number.isNaN(start) ? 0 : Math.max(0, (start - t0) / total);
@@ -134,7 +136,7 @@ export async function render(main, params, query) {
       const attempts = run.attempts?.length || 0;
       const state = run.state.current;
       return h("div.gantt-row", { "data-task": run.taskId, "data-state": state },
-        h("div.gantt-name", h("span", { title: run.id }, run.taskId), run.value != null ? h("span.value", ` ${run.value}`) : null,
+        h("div.gantt-name", { style: { paddingLeft: `${depth(run) * 14}px` } }, h("span", { title: run.id }, run.taskId), run.value != null ? h("span.value", ` ${run.value}`) : null,
           attempts > 1 ? h("span.attempts", ` · ${attempts} attempts`) : null),
         h("div.gantt-track", h("div.gantt-bar", { style: { left: `${from * 100}%`, width: `${Math.min(width, 1 - from) * 100}%`, background: STATE_COLORS[state] }, title: `${state} · ${fmtDuration(until - start)}` })),
         h("div.gantt-state", stateBadge(state), " ", fmtDuration(until - start)),
@@ -164,6 +166,8 @@ export async function render(main, params, query) {
   function openLogs() {
     closeLogs?.();
     logs.length = 0;
+    drawn.count = 0;
+    drawn.filter = null;
     const path = `/api/v1/logs/${enc(execution.id)}/follow${qs({ minLevel: logLevel.value })}`;
     const source = new EventSource(path);
     source.onmessage = (m) => { logs.push(JSON.parse(m.data)); scheduleLogs(); };
@@ -172,6 +176,7 @@ export async function render(main, params, query) {
     closeLogs = () => source.close();
   }
   let logFrame = 0;
+  const drawn = { filter: null, count: 0 };
   function scheduleLogs() { if (!logFrame) logFrame = requestAnimationFrame(() => { logFrame = 0; drawLogs(); }); }
   function drawLogs() {
     const tasks = [...new Set((execution.taskRunList || []).map((r) => r.taskId))];
@@ -179,10 +184,25 @@ export async function render(main, params, query) {
       const keep = logTask.value;
       clear(logTask, h("option", { value: "" }, "All tasks"), tasks.map((t) => h("option", { value: t, selected: t === keep }, t)));
     }
-    const shown = logs.filter((l) => !logTask.value || l.taskId === logTask.value);
-    clear(logList, shown.length ? shown.map((l) => h("div.log-line", { "data-level": l.level },
-      h("span.log-time", fmtDate(l.timestamp)), h("span.log-level", l.level), h("span.log-task", l.taskId || ""), h("span.log-msg", l.message)))
-      : h("p.empty", "No log line yet."));
+    // appended to while only new lines came: a long log is not rebuilt per event
+    const filter = logTask.value;
+    if (filter !== drawn.filter || logs.length < drawn.count) {
+      clear(logList);
+      drawn.filter = filter;
+      drawn.count = 0;
+    }
+    const line = (l) => h("div.log-line", { "data-level": l.level },
+      h("span.log-time", fmtDate(l.timestamp)), h("span.log-level", l.level), h("span.log-task", l.taskId || ""), h("span.log-msg", l.message));
+    const fresh = logs.slice(drawn.count).filter((l) => !filter || l.taskId === filter);
+    drawn.count = logs.length;
+    if (fresh.length) {
+      logList.querySelector(".empty")?.remove();
+      const follow = logList.scrollTop + logList.clientHeight >= logList.scrollHeight - 4;
+      logList.append(...fresh.map(line));
+      if (follow) logList.scrollTop = logList.scrollHeight;
+    } else if (!logList.children.length) {
+      logList.append(h("p.empty", "No log line yet."));
+    }
   }
 
   // -- inputs and outputs --------------------------------------------------------------
