@@ -136,3 +136,32 @@ def test_write_execute_and_follow_a_flow(page: Any, server: Server, tmp_path: Pa
     expect(outputs.locator("pre.preview")).to_have_text("report for Ada x3\n")
     shot(page, "execution-outputs")
     assert server.request("GET", f"/api/v1/executions/{execution_id}")["inputs"]["times"] == 3
+
+
+def test_a_gantt_of_hundreds_of_task_runs_draws_the_rows_in_view(page: Any, server: Server) -> None:
+    values = ", ".join(str(i) for i in range(1, 201))
+    server.deploy(
+        f"""id: many
+namespace: ui.test
+tasks:
+  - id: each
+    type: io.kestra.plugin.core.flow.ForEach
+    values: [{values}]
+    tasks:
+      - id: echo
+        type: io.kestra.plugin.core.debug.Return
+        format: "{{{{ taskrun.value }}}}"
+"""
+    )
+    created = server.request("POST", "/api/v1/executions/ui.test/many", b"")
+    server.wait_execution(created["id"], {"SUCCESS"}, timeout=120)
+    page.goto(f"/ui/executions/{created['id']}")
+    gantt = page.locator(".gantt[data-rows='201']")
+    expect(gantt).to_be_visible()
+    drawn = gantt.locator(".gantt-row").count()
+    assert 0 < drawn < 120, f"{drawn} rows drawn for 201 task runs"
+    # the loop values show, and scrolling reaches the last one
+    expect(gantt.locator(".gantt-row .value", has_text="200")).to_have_count(0)
+    gantt.evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    expect(gantt.locator(".gantt-row", has_text="200")).to_be_visible()
+    shot(page, "execution-gantt-many")

@@ -4,7 +4,6 @@
 import { h, clear, fmtDate, fmtDuration, stateBadge, span, toast, pretty, TERMINAL, STATE_COLORS } from "../util.js";
 import { api, get, enc, qs, follow } from "../api.js";
 import { navigate, showError } from "../app.js";
-import { renderTopology, loadLayout } from "../topology.js";
 
 const TABS = [["gantt", "Gantt"], ["topology", "Topology"], ["logs", "Logs"], ["overview", "Inputs & outputs"]];
 const LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
@@ -36,7 +35,11 @@ async function load(id, created) {
 
 export async function render(main, params, query) {
   let execution = await load(params.id, query.created === "1");
-  const flow = await get(`/api/v1/flows/${enc(execution.namespace)}/${enc(execution.flowId)}?revision=${execution.flowRevision}`).catch(() => null);
+  // The flow (topology, resume inputs) is read beside the first drawing, not before it.
+  let flow = null;
+  let flowMissing = false;
+  get(`/api/v1/flows/${enc(execution.namespace)}/${enc(execution.flowId)}?revision=${execution.flowRevision}`)
+    .then((found) => { flow = found; scheduleDraw(); }, () => { flowMissing = true; scheduleDraw(); });
   let tab = params.tab;
   const closers = [];
   const head = h("header.page-head");
@@ -78,7 +81,7 @@ export async function render(main, params, query) {
         (execution.labels || []).map((l) => h("span.label", `${l.key}:${l.value}`)))),
       actions);
     // redrawn only when they change: a redraw would wipe what the user typed (resume)
-    const key = JSON.stringify([execution.state.current, terminal, execution.taskRunList?.map((r) => r.state.current)]);
+    const key = JSON.stringify([execution.state.current, terminal, Boolean(flow), execution.taskRunList?.map((r) => r.state.current)]);
     if (key === actionsKey) return;
     actionsKey = key;
     clear(actions,
@@ -119,40 +122,76 @@ export async function render(main, params, query) {
   }
 
   // -- Gantt ---------------------------------------------------------------------------
+  // Past VIRTUAL_FROM task runs only the rows in view (and a margin) are in the page,
+  // so an execution of thousands of task runs draws as fast as a small one.
+  const VIRTUAL_FROM = 150;
+  const ROW_PX = 30;
+  const MARGIN_ROWS = 20;
+  const gantt = h("div.gantt", { role: "table", "aria-label": "gantt" });
+  const ganttSpacer = h("div.gantt-spacer");
+  let ganttRows = [];
+  gantt.addEventListener("scroll", () => { if (ganttRows.length > VIRTUAL_FROM) requestAnimationFrame(drawGanttWindow); });
+
   function drawGantt() {
-    const runs = [...(execution.taskRunList || [])];
-    const times = runs.map((r) => span(r.state));
+    const runs = execution.taskRunList || [];
     const { start: t0, end: tEnd } = span(execution.state);
     const last = Number.isNaN(tEnd) ? Date.now() : tEnd;
     const total = Math.max(last - t0, 1);
-    const terminal = TERMINAL.has(execution.state.current);
     const byId = new Map(runs.map((r) => [r.id, r]));
     const depth = (run) => { let d = 0; for (let p = byId.get(run.parentTaskRunId); p && d < 20; p = byId.get(p.parentTaskRunId)) d++; return d; };
-    const rows = runs.map((run, i) => {
-      const { start, end } = times[i];
+    ganttRows = runs.map((run) => {
+      const { start, end } = span(run.state);
       const from = Number.isNaN(start) ? 0 : Math.max(0, (start - t0) / total);
       const until = Number.isNaN(end) ? last : end;
-      const width = Math.max(0.004, ((until - (Number.isNaN(start) ? t0 : start)) / total));
-      const attempts = run.attempts?.length || 0;
-      const state = run.state.current;
-      return h("div.gantt-row", { "data-task": run.taskId, "data-state": state },
-        h("div.gantt-name", { style: { paddingLeft: `${depth(run) * 14}px` } }, h("span", { title: run.id }, run.taskId), run.value != null ? h("span.value", ` ${run.value}`) : null,
-          attempts > 1 ? h("span.attempts", ` · ${attempts} attempts`) : null),
-        h("div.gantt-track", h("div.gantt-bar", { style: { left: `${from * 100}%`, width: `${Math.min(width, 1 - from) * 100}%`, background: STATE_COLORS[state] }, title: `${state} · ${fmtDuration(until - start)}` })),
-        h("div.gantt-state", stateBadge(state), " ", fmtDuration(until - start)),
-        h("div.gantt-actions", terminal ? h("button.small", { onclick: () => replay(run.id), title: "Replay the execution from this task run" }, "Replay from here") : null,
-          h("button.small", { onclick: () => { logTask.value = run.taskId; select("logs"); drawLogs(); } }, "Logs")));
+      const width = Math.max(0.004, (until - (Number.isNaN(start) ? t0 : start)) / total);
+      return { run, from, width: Math.min(width, 1 - from), took: until - start, depth: depth(run) };
     });
-    clear(bodies.gantt, runs.length ? h("div.gantt", { role: "table", "aria-label": "gantt" }, rows) : h("p.empty", "No task has started yet."));
+    if (!runs.length) { clear(bodies.gantt, h("p.empty", "No task has started yet.")); return; }
+    if (gantt.parentNode !== bodies.gantt) clear(bodies.gantt, gantt);
+    const virtual = ganttRows.length > VIRTUAL_FROM;
+    gantt.classList.toggle("virtual", virtual);
+    gantt.dataset.rows = String(ganttRows.length);
+    if (virtual) drawGanttWindow();
+    else clear(gantt, ganttRows.map(ganttRow));
+  }
+
+  function drawGanttWindow() {
+    const first = Math.max(0, Math.floor(gantt.scrollTop / ROW_PX) - MARGIN_ROWS);
+    const count = Math.ceil((gantt.clientHeight || 600) / ROW_PX) + 2 * MARGIN_ROWS;
+    ganttSpacer.style.height = `${ganttRows.length * ROW_PX}px`;
+    clear(gantt, ganttSpacer, ganttRows.slice(first, first + count).map((row, i) => {
+      const el = ganttRow(row);
+      el.style.top = `${(first + i) * ROW_PX}px`;
+      return el;
+    }));
+  }
+
+  function ganttRow({ run, from, width, took, depth }) {
+    const terminal = TERMINAL.has(execution.state.current);
+    const attempts = run.attempts?.length || 0;
+    const state = run.state.current;
+    return h("div.gantt-row", { "data-task": run.taskId, "data-state": state },
+      h("div.gantt-name", { style: { paddingLeft: `${depth * 14}px` } }, h("span", { title: run.id }, run.taskId), run.value != null ? h("span.value", ` ${run.value}`) : null,
+        attempts > 1 ? h("span.attempts", ` · ${attempts} attempts`) : null),
+      h("div.gantt-track", h("div.gantt-bar", { style: { left: `${from * 100}%`, width: `${width * 100}%`, background: STATE_COLORS[state] }, title: `${state} · ${fmtDuration(took)}` })),
+      h("div.gantt-state", stateBadge(state), " ", fmtDuration(took)),
+      h("div.gantt-actions", terminal ? h("button.small", { onclick: () => replay(run.id), title: "Replay the execution from this task run" }, "Replay from here") : null,
+        h("button.small", { onclick: () => { logTask.value = run.taskId; select("logs"); drawLogs(); } }, "Logs")));
   }
 
   // -- topology ------------------------------------------------------------------------
+  let topology = null;
   function drawTopology() {
-    if (!flow) { clear(bodies.topology, h("p.empty", "The flow of this execution is not available.")); return; }
-    if (!window.dagre) { loadLayout().then(scheduleDraw, (error) => showError(bodies.topology, error)); return; }
+    if (flowMissing) { clear(bodies.topology, h("p.empty", "The flow of this execution is not available.")); return; }
+    if (!flow || !topology) {
+      if (!bodies.topology.children.length) bodies.topology.append(h("p.muted", "Loading…"));
+      import("../topology.js").then(async (module) => { await module.loadLayout(); topology = module; scheduleDraw(); },
+        (error) => showError(bodies.topology, error));
+      return;
+    }
     const states = {};
     for (const run of execution.taskRunList || []) states[run.taskId] = run.state.current;
-    clear(bodies.topology, h("div.graph-box", renderTopology(flow, states)));
+    clear(bodies.topology, h("div.graph-box", topology.renderTopology(flow, states)));
   }
 
   // -- logs ----------------------------------------------------------------------------
