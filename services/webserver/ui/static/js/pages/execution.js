@@ -129,6 +129,7 @@ export async function render(main, params, query) {
   const MARGIN_ROWS = 20;
   const gantt = h("div.gantt", { role: "table", "aria-label": "gantt" });
   const ganttSpacer = h("div.gantt-spacer");
+  const ganttCaption = h("p.muted.caption");
   let ganttRows = [];
   gantt.addEventListener("scroll", () => { if (ganttRows.length > VIRTUAL_FROM) requestAnimationFrame(drawGanttWindow); });
 
@@ -147,7 +148,9 @@ export async function render(main, params, query) {
       return { run, from, width: Math.min(width, 1 - from), took: until - start, depth: depth(run) };
     });
     if (!runs.length) { clear(bodies.gantt, h("p.empty", "No task has started yet.")); return; }
-    if (gantt.parentNode !== bodies.gantt) clear(bodies.gantt, gantt);
+    if (gantt.parentNode !== bodies.gantt) clear(bodies.gantt, ganttCaption, gantt);
+    const loops = ganttRows.filter((r) => r.run.value != null).length;
+    ganttCaption.textContent = `${runs.length} task run${runs.length === 1 ? "" : "s"}${loops ? `, ${loops} of them loop iterations` : ""}`;
     const virtual = ganttRows.length > VIRTUAL_FROM;
     gantt.classList.toggle("virtual", virtual);
     gantt.dataset.rows = String(ganttRows.length);

@@ -21,11 +21,12 @@ export async function render(main) {
           Object.entries(kinds).map(([k, n]) => h("div.card", { "data-kind": k }, h("div.muted", `${k}s`), h("div.stat", n))),
           found.queues.map((q) => h("div.card", { "data-queue": q.name }, h("div.muted", `queue ${q.name}`), h("div.stat", q.depth)))),
         h("h3", "Components"),
-        h("table.grid", h("thead", h("tr", ["Kind", "Id", "State", "Host", "PID", "Started", "Last heartbeat"].map((x) => h("th", x)))),
+        h("table.grid", h("thead", h("tr", ["Kind", "Id", "State", "Host", "PID", "Started", "Last heartbeat", "Details"].map((x) => h("th", x)))),
           h("tbody", found.services.map((s) => h("tr", { "data-service": s.id },
             h("td", s.kind), h("td.mono", s.id), h("td", h("span.badge", { style: { background: s.state === "RUNNING" ? "#16a34a" : "#f59e0b" } }, s.state)),
             h("td", s.host), h("td", s.pid), h("td", fmtDate(s.started)),
-            h("td", s.info?.answering ? "serving this page" : `${fmtDate(s.heartbeat)} (${s.secondsSinceHeartbeat.toFixed(1)} s ago)`))))));
+            h("td", s.info?.answering ? "serving this page" : `${fmtDate(s.heartbeat)} (${s.secondsSinceHeartbeat.toFixed(1)} s ago)`),
+            h("td", Object.entries(s.info || {}).filter(([k]) => k !== "answering").map(([k, v]) => h("span.label", `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`))))))));
     } catch (error) { clear(body); showError(body, error); }
     if (!stopped) timer = setTimeout(load, REFRESH_MS);
   }
