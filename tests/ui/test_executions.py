@@ -158,6 +158,21 @@ def test_executions_list_filters(page: Any, server: Server) -> None:
     page.reload()
     expect(rows).to_have_count(3)
 
+    # a running execution's state changes in the list without a reload
+    server.deploy(
+        flow(
+            "brief", "  - id: nap\n    type: io.kestra.plugin.core.flow.Sleep\n    duration: PT2S\n"
+        )
+    )
+    page.goto("/ui/executions?flowId=brief")
+    brief = start(server, "brief")
+    page.reload()
+    row = page.locator(f"tr[data-execution='{brief}'] .badge")
+    expect(row).to_have_text(re.compile("CREATED|RUNNING"))
+    page.evaluate("window.__same_page = true")
+    expect(row).to_have_text("SUCCESS", timeout=20_000)
+    assert page.evaluate("window.__same_page") is True
+
 
 def test_kv_triggers_and_every_page(page: Any, server: Server) -> None:
     server.deploy(SCHEDULED)
@@ -212,6 +227,15 @@ def test_kv_triggers_and_every_page(page: Any, server: Server) -> None:
         page.goto(path)
         expect(page.locator(ready).first).to_be_visible()
         shot(page, name)
+    # a flow deleted from its page is gone
+    page.goto(f"/ui/flows/{NS}/two_steps")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    expect(page).to_have_url(re.compile(r"/ui/flows$"))
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        server.request("GET", f"/api/v1/flows/{NS}/two_steps")
+    assert gone.value.code == 404
+    gone.value.close()
     # the instance page lists the live components and the queues
     page.goto("/ui/instance")
     # (executors do not heartbeat yet: see test_instance_lists_executors)

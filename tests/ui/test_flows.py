@@ -81,6 +81,25 @@ def test_write_execute_and_follow_a_flow(page: Any, server: Server, tmp_path: Pa
     expect(page).to_have_url(re.compile(r"/ui/flows/ui\.test/greet$"))
     assert server.request("GET", "/api/v1/flows/ui.test/greet")["revision"] == 1
 
+    # an edit saved with Ctrl+S is a new revision, and the revisions tab shows the diff
+    expect(page.locator(".cm-content")).to_contain_text("Greets, waits")
+    page.locator(".cm-line", has_text="description:").click()
+    page.keyboard.press("End")
+    page.keyboard.insert_text(" Twice.")
+    page.keyboard.press("Control+s")
+    expect(page.locator(".editor-bar")).to_contain_text("saved revision 2")
+    page.get_by_role("link", name="Revisions").click()
+    changed = page.locator(".cm-mergeView .cm-changedLine")
+    expect(changed.filter(has_text="Twice.")).to_have_count(1)
+    expect(changed.filter(has_text="writes a file.")).to_have_count(2)
+    # disabled, a flow cannot run; enabled again, it can
+    page.get_by_role("button", name="Disable").click()
+    expect(page.locator("h1 .tag")).to_have_text("disabled")
+    assert server.request("GET", "/api/v1/flows/ui.test/greet")["disabled"] is True
+    page.get_by_role("button", name="Enable").click()
+    expect(page.locator("h1 .tag")).to_have_count(0)
+    assert server.request("GET", "/api/v1/flows/ui.test/greet")["disabled"] is False
+
     page.get_by_role("link", name="Topology").click()
     for task in ("hello", "pause_a_bit", "write"):
         expect(page.locator(f"svg.topology g[data-task='{task}']")).to_be_visible()
@@ -118,6 +137,10 @@ def test_write_execute_and_follow_a_flow(page: Any, server: Server, tmp_path: Pa
     page.locator("nav.tabs").get_by_role("link", name="Logs").click()
     expect(page.locator(".log-list")).to_contain_text("Hello Ada, 3 times")
     shot(page, "execution-logs")
+    page.get_by_label("minimum level").select_option("WARN")
+    expect(page.locator(".log-list")).to_have_text("No log line yet.")
+    page.get_by_label("minimum level").select_option("DEBUG")
+    expect(page.locator(".log-list")).to_contain_text("Hello Ada, 3 times")
 
     page.locator("nav.tabs").get_by_role("link", name="Topology").click()
     expect(page.locator("svg.topology g[data-task='write'][data-state='SUCCESS']")).to_be_visible()

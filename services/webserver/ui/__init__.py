@@ -8,18 +8,20 @@ under ``/ui/`` that is not a file is a page of the single-page app, so it gets
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).resolve().parent / "static"
 _INDEX = STATIC / "index.html"
-# The vendored libraries change only with a release of runtime; the app's own files
-# are revalidated on every load so an upgrade shows at once.
-_VENDOR_CACHE = "public, max-age=86400"
-_APP_CACHE = "no-cache"
+# Listed once: a request is looked up here, so it touches the disk only to be served
+# and can never name a file outside the folder.
+_FILES = frozenset(p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file())
+# Revalidated on every load (a 304 when unchanged): the vendored files' paths carry no
+# version, so a cached copy could otherwise outlive an upgrade and mix versions.
+_CACHE = "no-cache"
 _ASSET_FOLDERS = ("js/", "vendor/")
 _ASSET_SUFFIXES = {".js", ".css", ".map", ".png", ".svg", ".ico", ".html", ".json"}
 
@@ -30,19 +32,16 @@ async def _home(request: Request) -> Response:
 
 async def _asset(request: Request) -> Response:
     relative = request.path_params.get("path", "")
-    target = (STATIC / relative).resolve()
-    if not target.is_relative_to(STATIC):
+    if relative in _FILES:
+        media = "text/javascript" if relative.endswith(".js") else None
+        return FileResponse(STATIC / relative, media_type=media, headers={"cache-control": _CACHE})
+    # A missing module or stylesheet is a 404 (the browser reports it); any other path
+    # is a page of the app, dots or not (/ui/namespaces/company.team), drawn by its router.
+    if relative.startswith(_ASSET_FOLDERS) or PurePosixPath(relative).suffix in _ASSET_SUFFIXES:
         return Response(f"no such file in the UI: /ui/{relative}\n", 404)
-    # A page of the app is the app itself: its router draws the page.
-    if not relative or not target.is_file():
-        # A missing module or stylesheet is a 404 (the browser reports it); a path like
-        # /ui/namespaces/company.team is a page, dot or not.
-        if relative.startswith(_ASSET_FOLDERS) or Path(relative).suffix in _ASSET_SUFFIXES:
-            return Response(f"no such file in the UI: /ui/{relative}\n", 404)
-        return FileResponse(_INDEX, headers={"cache-control": _APP_CACHE})
-    cache = _VENDOR_CACHE if relative.startswith("vendor/") else _APP_CACHE
-    media = "text/javascript" if target.suffix == ".js" else None
-    return FileResponse(target, media_type=media, headers={"cache-control": cache})
+    if ".." in PurePosixPath(relative).parts:
+        return Response(f"no such file in the UI: /ui/{relative}\n", 404)
+    return FileResponse(_INDEX, headers={"cache-control": _CACHE})
 
 
 routes = [

@@ -32,9 +32,10 @@ function diagnostics(view, problems) {
 
 /**
  * An editor in `parent` holding `source`. `onProblems(list)` gets every validation
- * result (an empty list once the flow is valid); `onChange(text)` every edit.
+ * result (an empty list once the flow is valid); `onChange(text)` every edit;
+ * `onSave()` Ctrl+S (Cmd+S).
  */
-export function flowEditor(parent, source, { onProblems, onChange, readOnly = false } = {}) {
+export function flowEditor(parent, source, { onProblems, onChange, onSave, readOnly = false } = {}) {
   const check = linter(async (view) => {
     let problems;
     try {
@@ -53,7 +54,10 @@ export function flowEditor(parent, source, { onProblems, onChange, readOnly = fa
         lineNumbers(), highlightActiveLineGutter(), highlightSpecialChars(), history(),
         foldGutter(), drawSelection(), indentOnInput(), bracketMatching(), highlightActiveLine(),
         syntaxHighlighting(defaultHighlightStyle, { fallback: true }),
-        keymap.of([...defaultKeymap, ...historyKeymap, ...foldKeymap, indentWithTab]),
+        keymap.of([
+          { key: "Mod-s", preventDefault: true, run: () => { onSave?.(); return true; } },
+          ...defaultKeymap, ...historyKeymap, ...foldKeymap, indentWithTab,
+        ]),
         yaml(), lintGutter(), check,
         EditorState.readOnly.of(readOnly),
         EditorView.updateListener.of((update) => {

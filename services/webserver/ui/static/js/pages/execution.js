@@ -210,6 +210,8 @@ export async function render(main, params, query) {
     logs.length = 0;
     drawn.count = 0;
     drawn.filter = null;
+    clear(logList);
+    if (tab === "logs") drawLogs();
     const path = `/api/v1/logs/${enc(execution.id)}/follow${qs({ minLevel: logLevel.value })}`;
     const source = new EventSource(path);
     source.onmessage = (m) => { logs.push(JSON.parse(m.data)); scheduleLogs(); };

@@ -36,13 +36,21 @@ export async function render(main, params) {
       navigate(location.pathname, { replace: true });
     } catch (error) { showError(null, error); }
   } }, flow.disabled ? "Enable" : "Disable");
+  const remove = h("button", { onclick: async () => {
+    if (!confirm(`Delete the flow ${flow.namespace}.${flow.id}? Its executions stay.`)) return;
+    try {
+      await api("DELETE", base);
+      toast(`Flow ${flow.namespace}.${flow.id} deleted`);
+      navigate("/flows");
+    } catch (error) { showError(null, error); }
+  } }, "Delete");
   const content = h("section.tab-body");
   clear(main,
     h("header.page-head",
       h("div", h("div.crumbs", h("a", { href: "/ui/flows" }, "Flows"), " / ", flow.namespace),
         h("h1", flow.id, flow.disabled ? h("span.tag", "disabled") : null),
         flow.description ? h("p.muted", flow.description) : null),
-      h("div.actions", toggle, h("a.button.primary", { href: href("execute") }, "Execute"))),
+      h("div.actions", toggle, remove, h("a.button.primary", { href: href("execute") }, "Execute"))),
     h("nav.tabs", TABS.map(([tab, label]) => h("a", { href: href(tab), class: tab === params.tab ? "active" : "" }, label))),
     content);
   switch (params.tab) {
@@ -71,12 +79,13 @@ function editorPage(target, flow, source) {
   const host = h("div.editor-host");
   const error = h("div");
   const layout = h("div.editor-layout",
-    h("div.editor-bar", save, status, h("span.spacer"), h("span.muted", "Problems are checked by the server as you type")),
+    h("div.editor-bar", save, status, h("span.spacer"), h("span.muted", "Problems are checked by the server as you type · Ctrl+S saves")),
     error, host, h("h3", "Problems"), problems);
   if (!flow) clear(target, h("header.page-head", h("h1", "New flow")), layout);
   else target.append(layout);
   const view = flowEditor(host, source, {
     onChange: (t) => { text = t; status.textContent = "unsaved changes"; },
+    onSave: () => onSave(),
     onProblems: (list) => {
       clear(problems, list.length ? list.map((p) => h("li.problem", { "data-line": p.line },
         h("a", { href: "#", onclick: (e) => { e.preventDefault(); goto(p.line); } }, `line ${p.line}, column ${p.column}`), ": ",
