@@ -188,3 +188,84 @@ tasks:
     gantt.evaluate("el => { el.scrollTop = el.scrollHeight; }")
     expect(gantt.locator(".gantt-row", has_text="200")).to_be_visible()
     shot(page, "execution-gantt-many")
+
+
+EVERY_TYPE = """id: typed
+namespace: ui.test
+inputs:
+  - {id: s, type: STRING}
+  - {id: i, type: INT}
+  - {id: f, type: FLOAT}
+  - {id: b, type: BOOLEAN}
+  - {id: dt, type: DATETIME}
+  - {id: d, type: DATE}
+  - {id: t, type: TIME}
+  - {id: dur, type: DURATION}
+  - {id: j, type: JSON}
+  - {id: y, type: YAML}
+  - {id: u, type: URI}
+  - {id: e, type: EMAIL}
+  - {id: secret, type: SECRET}
+  - {id: sel, type: SELECT, values: [a, b]}
+  - {id: en, type: ENUM, values: [x, y]}
+  - {id: multi, type: MULTISELECT, values: [one, two, three]}
+  - {id: arr, type: ARRAY, itemType: INT}
+  - {id: file, type: FILE}
+tasks:
+  - id: ok
+    type: io.kestra.plugin.core.debug.Return
+    format: "{{ inputs.s }}"
+"""
+
+
+def test_the_execute_form_sends_every_input_type(page: Any, server: Server, tmp_path: Path) -> None:
+    server.deploy(EVERY_TYPE)
+    page.goto("/ui/flows/ui.test/typed/execute")
+    form = page.locator("form.execute-form")
+    form.locator("[name=s]").fill("text")
+    form.locator("[name=i]").fill("42")
+    form.locator("[name=f]").fill("2.5")
+    form.locator("[name=b]").select_option("true")
+    form.locator("[name=dt]").fill("2026-03-04T05:06:07")
+    form.locator("[name=d]").fill("2026-03-04")
+    form.locator("[name=t]").fill("13:45:30")
+    form.locator("[name=dur]").fill("PT1H30M")
+    form.locator("[name=j]").fill('{"k": [1, 2]}')
+    form.locator("[name=y]").fill("k: v\nn: 3")
+    form.locator("[name=u]").fill("https://example.com/x")
+    form.locator("[name=e]").fill("ada@example.com")
+    form.locator("[name=secret]").fill("hush")
+    form.locator("[name=sel]").select_option("b")
+    form.locator("[name=en]").select_option("y")
+    form.locator("[name=multi]").select_option(["one", "three"])
+    form.locator("[name=arr]").fill("1\n2\n3")
+    upload = tmp_path / "data.csv"
+    upload.write_text("a,b\n")
+    form.locator("[name=file]").set_input_files(str(upload))
+    form.get_by_role("button", name="Execute").click()
+    expect(page).to_have_url(re.compile(r"/ui/executions/[^/?]+$"))
+    execution_id = page.url.rsplit("/", 1)[1]
+    inputs = server.request("GET", f"/api/v1/executions/{execution_id}")["inputs"]
+    file_uri = inputs.pop("file")
+    assert file_uri.startswith("kestra:///ui.test/")
+    assert file_uri.endswith("/data.csv")
+    assert inputs.pop("secret") not in (None, "")
+    assert inputs == {
+        "s": "text",
+        "i": 42,
+        "f": 2.5,
+        "b": True,
+        # the browser runs in UTC (the fixture's context), so local time is UTC
+        "dt": "2026-03-04T05:06:07Z",
+        "d": "2026-03-04",
+        "t": "13:45:30",
+        "dur": "PT1H30M",
+        "j": {"k": [1, 2]},
+        "y": {"k": "v", "n": 3},
+        "u": "https://example.com/x",
+        "e": "ada@example.com",
+        "sel": "b",
+        "en": "y",
+        "multi": ["one", "three"],
+        "arr": [1, 2, 3],
+    }
