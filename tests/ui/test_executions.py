@@ -276,7 +276,18 @@ def test_basic_authentication(browser: Any, tmp_path: Path) -> None:
         # the page's own API calls carry the credentials the browser was given
         expect(page.locator("h1")).to_have_text("Executions")
         expect(page.locator("p.empty")).to_contain_text("No execution matches")
+        # the live follows (EventSource) and downloads carry them too
+        server.auth = ("ada", "s3cret")
+        server.deploy(TWO_STEPS)
+        execution_id = start(server, "two_steps")
+        page.goto(f"/ui/executions/{execution_id}/logs")
+        expect(page.locator("h1 .badge")).to_have_text("SUCCESS", timeout=20_000)
+        expect(page.locator(".log-list")).to_contain_text("second after one")
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download").click()
+        assert "second after one" in Path(download.value.path()).read_text()
         allowed.close()
+        server.auth = None
         with pytest.raises(urllib.error.HTTPError) as refused_api:
             server.request("GET", "/api/v1/flows/search")
         assert refused_api.value.code == 401
