@@ -157,6 +157,13 @@ def test_executions_list_filters(page: Any, server: Server) -> None:
     # the filters are in the address: a reload shows the same list
     page.reload()
     expect(rows).to_have_count(3)
+    # a date range: none started after 2099, all of them before
+    page.locator("input[name=startDate]").fill("2099-01-01T00:00")
+    expect(page.locator("p.empty")).to_contain_text("No execution matches")
+    page.locator("input[name=startDate]").fill("")
+    page.locator("input[name=endDate]").fill("2099-01-01T00:00")
+    expect(rows).to_have_count(3)
+    expect(page).to_have_url(re.compile(r"endDate=2099-01-01T00%3A00%3A00"))
 
     # a running execution's state changes in the list without a reload
     server.deploy(

@@ -44,7 +44,9 @@ export async function render(main, _params, query) {
 
   let timer = null;
   let stopped = false;
+  let generation = 0;
   async function load() {
+    const mine = ++generation;
     clearTimeout(timer);
     const params = { namespace: state.namespace, flowId: state.flowId, q: state.q, state: state.state, labels: state.labels,
       startDate: state.startDate, endDate: state.endDate };
@@ -55,6 +57,7 @@ export async function render(main, _params, query) {
     } catch (error) {
       clear(body); showError(body, error); return;
     }
+    if (mine !== generation) return; // a newer load is under way
     if (stopped) return;
     const rows = found.results.map((e) => {
       const { start, end } = span(e.state);

@@ -18,7 +18,9 @@ export async function render(main, _params, query) {
     h("header.page-head", h("h1", "Flows"), h("a.button.primary", { href: "/ui/flows/new" }, "Create a flow")),
     h("div.filters", search, ns), body);
 
+  let generation = 0;
   async function load() {
+    const mine = ++generation;
     setQuery({ q: state.q, namespace: state.namespace, page: state.page > 1 ? state.page : "" });
     let found;
     try {
@@ -26,6 +28,7 @@ export async function render(main, _params, query) {
     } catch (error) {
       clear(body); showError(body, error); return;
     }
+    if (mine !== generation) return; // a newer load is under way
     const rows = found.results.map((f) => h("tr", { "data-flow": `${f.namespace}.${f.id}` },
       h("td", h("a", { href: `/ui/flows/${enc(f.namespace)}/${enc(f.id)}` }, f.id)),
       h("td", f.namespace),
