@@ -118,6 +118,8 @@ def test_kill_restart_resume_replay(page: Any, server: Server, tmp_path: Path) -
     expect(page).not_to_have_url(re.compile(done))
     replayed = page.url.rsplit("/", 1)[1].split("?")[0]
     expect(page.locator("h1 .badge")).to_have_text("SUCCESS", timeout=20_000)
+    # the copy links back to the execution it was replayed from
+    expect(page.get_by_role("link", name=done)).to_be_visible()
     copy = server.request("GET", f"/api/v1/executions/{replayed}")
     assert copy["id"] != done
     first = next(r for r in copy["taskRunList"] if r["taskId"] == "first")

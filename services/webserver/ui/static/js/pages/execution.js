@@ -78,7 +78,10 @@ export async function render(main, params, query) {
       h("h1.mono", execution.id, " ", stateBadge(execution.state.current)),
       h("p.muted", `revision ${execution.flowRevision} · started ${fmtDate(execution.state.histories?.[0]?.date)} · `,
         fmtDuration((Number.isNaN(end) ? Date.now() : end) - start),
-        (execution.labels || []).map((l) => h("span.label", `${l.key}:${l.value}`)))),
+        (execution.labels || []).map((l) => h("span.label", `${l.key}:${l.value}`)),
+        execution.parentId ? h("span", " · subflow of ", h("a.mono", { href: `/ui/executions/${enc(execution.parentId)}` }, execution.parentId)) : null,
+        execution.originalId && execution.originalId !== execution.id
+          ? h("span", " · original execution ", h("a.mono", { href: `/ui/executions/${enc(execution.originalId)}` }, execution.originalId)) : null)),
       actions);
     // redrawn only when they change: a redraw would wipe what the user typed (resume)
     const key = JSON.stringify([execution.state.current, terminal, Boolean(flow), execution.taskRunList?.map((r) => r.state.current)]);
