@@ -236,6 +236,12 @@ def test_kv_triggers_and_every_page(page: Any, server: Server) -> None:
         page.goto(path)
         expect(page.locator(ready).first).to_be_visible()
         shot(page, name)
+    # logs across executions: searched, and linked to their execution
+    page.goto("/ui/logs")
+    page.get_by_label("search logs").fill("second after")
+    expect(page.locator(".log-line").first).to_contain_text("second after one")
+    page.get_by_label("search logs").fill("no such words")
+    expect(page.locator(".log-list")).to_have_text("No log line matches.")
     # a flow deleted from its page is gone
     page.goto(f"/ui/flows/{NS}/two_steps")
     page.once("dialog", lambda dialog: dialog.accept())
