@@ -1,10 +1,8 @@
 // One flow: YAML editor with located problems, topology, revisions with a diff,
 // triggers, its executions, enable/disable, and the Execute form.
-import { h, clear, fmtDate, toast, stateBadge, pretty } from "../util.js";
+import { h, clear, fmtDate, toast, stateBadge } from "../util.js";
 import { api, get, enc, qs } from "../api.js";
 import { navigate, showError } from "../app.js";
-import { flowEditor, diffView } from "../editor.js";
-import { renderTopology, loadLayout } from "../topology.js";
 import { executeForm } from "./execute_form.js";
 
 const TEMPLATE = `id: hello
@@ -55,8 +53,11 @@ export async function render(main, params) {
     content);
   switch (params.tab) {
     case "topology":
-      await loadLayout();
-      content.append(h("div.graph-box", renderTopology(flow)));
+      {
+        const { renderTopology, loadLayout } = await import("../topology.js");
+        await loadLayout();
+        content.append(h("div.graph-box", renderTopology(flow)));
+      }
       return;
     case "executions":
       return flowExecutions(content, flow);
@@ -71,7 +72,9 @@ export async function render(main, params) {
   }
 }
 
-function editorPage(target, flow, source) {
+// CodeMirror is loaded by the pages that show an editor only.
+async function editorPage(target, flow, source) {
+  const { flowEditor } = await import("../editor.js");
   const problems = h("ul.problems", { "aria-label": "problems" });
   const status = h("span.muted", "");
   let text = source;
@@ -137,6 +140,7 @@ async function revisions(target, base, flow) {
     clear(box);
     const a = list.find((r) => r.revision === Number(left.value));
     const b = list.find((r) => r.revision === Number(right.value));
+    const { diffView } = await import("../editor.js");
     view = await diffView(box, a.source, b.source);
   }
   left.onchange = show;
@@ -151,5 +155,4 @@ async function triggers(target, flow) {
   const { triggersTable } = await import("./triggers.js");
   target.append((flow.triggers || []).length ? triggersTable(found.results, () => triggers(clear(target), flow))
     : h("p.empty", "This flow has no trigger."));
-  void pretty;
 }

@@ -1,7 +1,7 @@
 // Namespaces and their KV pairs: view, add, edit, delete.
 import { h, clear, fmtDate, toast, pretty } from "../util.js";
 import { api, get, enc } from "../api.js";
-import { navigate, showError } from "../app.js";
+import { showError } from "../app.js";
 
 export async function render(main, params) {
   if (!params.namespace) {
@@ -37,7 +37,7 @@ export async function render(main, params) {
       return h("tr", { "data-key": e.key }, h("td.mono", e.key), h("td", got ? got.type : ""), h("td", h("code.kv-value", got ? pretty(got.value) : "(expired)")),
         h("td.muted", fmtDate(e.updateDate)), h("td.muted", fmtDate(e.expirationDate)),
         h("td", h("div.actions",
-          h("button.small", { onclick: () => { key.value = e.key; value.value = got ? (typeof got.value === "string" ? JSON.stringify(got.value) : JSON.stringify(got.value)) : ""; value.focus(); } }, "Edit"),
+          h("button.small", { onclick: () => { key.value = e.key; value.value = got ? JSON.stringify(got.value) : ""; value.focus(); } }, "Edit"),
           h("button.small", { onclick: async () => {
             if (!confirm(`Delete ${e.key}?`)) return;
             try { await api("DELETE", `/api/v1/namespaces/${enc(ns)}/kv/${enc(e.key)}`); toast(`Deleted ${e.key}`); load(); } catch (error) { showError(errors, error); }
@@ -46,5 +46,4 @@ export async function render(main, params) {
     clear(body, rows.length ? h("table.grid", h("thead", h("tr", ["Key", "Type", "Value", "Updated", "Expires", ""].map((x) => h("th", x)))), h("tbody", rows)) : h("p.empty", "No pair in this namespace."));
   }
   await load();
-  void navigate;
 }
