@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -24,8 +25,13 @@ tasks:
 @pytest.mark.asyncio
 async def test_instance_lists_live_components_and_queue_depths(tmp_path: Path) -> None:
     async with api(tmp_path, components=("worker", "scheduler")) as a:
-        body = (await a.client.get("/api/v1/instance")).json()
-        kinds = {s["kind"] for s in body["services"]}
+        # each component heartbeats once started: the first beat may take a moment
+        for _ in range(100):
+            body = (await a.client.get("/api/v1/instance")).json()
+            kinds = {s["kind"] for s in body["services"]}
+            if {"worker", "scheduler"} <= kinds:
+                break
+            await asyncio.sleep(0.05)
         assert {"worker", "scheduler", "webserver"} <= kinds
         worker = next(s for s in body["services"] if s["kind"] == "worker")
         assert worker["state"] == "RUNNING"
@@ -48,7 +54,11 @@ async def test_instance_lists_live_components_and_queue_depths(tmp_path: Path) -
 @pytest.mark.asyncio
 async def test_instance_lists_executors(tmp_path: Path) -> None:
     async with api(tmp_path) as a:
-        body = (await a.client.get("/api/v1/instance")).json()
+        for _ in range(60):
+            body = (await a.client.get("/api/v1/instance")).json()
+            if "executor" in {s["kind"] for s in body["services"]}:
+                break
+            await asyncio.sleep(0.05)
         assert "executor" in {s["kind"] for s in body["services"]}
 
 
