@@ -170,7 +170,7 @@ def test_executions_list_filters(page: Any, server: Server) -> None:
     # a running execution's state changes in the list without a reload
     server.deploy(
         flow(
-            "brief", "  - id: nap\n    type: io.kestra.plugin.core.flow.Sleep\n    duration: PT2S\n"
+            "brief", "  - id: nap\n    type: io.kestra.plugin.core.flow.Sleep\n    duration: PT4S\n"
         )
     )
     page.goto("/ui/executions?flowId=brief")

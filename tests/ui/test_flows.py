@@ -40,7 +40,7 @@ tasks:
     {message_line}
   - id: pause_a_bit
     type: io.kestra.plugin.core.flow.Sleep
-    duration: PT1.5S
+    duration: PT3S
   - id: write
     type: io.kestra.plugin.scripts.shell.Commands
     outputFiles:
