@@ -96,6 +96,12 @@ def test_kill_restart_resume_replay(page: Any, server: Server, tmp_path: Path) -
     expect(page.locator("h1 .badge")).to_have_text("SUCCESS", timeout=20_000)
     attempts = server.request("GET", f"/api/v1/executions/{flaky}")["taskRunList"][0]["attempts"]
     assert len(attempts) == 2
+    # a task run's attempts are shown when its name is clicked
+    page.locator(".gantt-row[data-task='try_it'] .gantt-name a").click()
+    detail = page.locator(".run-detail")
+    expect(detail.locator("ol").first.locator("li")).to_have_count(2)
+    expect(detail.locator("ol").first.locator(".badge")).to_have_text(["FAILED", "SUCCESS"])
+    shot(page, "execution-task-run")
 
     paused = start(server, "approval")
     server.wait_execution(paused, {"PAUSED"})

@@ -133,6 +133,25 @@ export async function render(main, params, query) {
   const gantt = h("div.gantt", { role: "table", "aria-label": "gantt" });
   const ganttSpacer = h("div.gantt-spacer");
   const ganttCaption = h("p.muted.caption");
+  // the task run whose name was clicked: its attempts, state history and outputs
+  const runDetail = h("div.card.run-detail", { hidden: true });
+  let selectedRun = null;
+  function drawRunDetail() {
+    const run = (execution.taskRunList || []).find((r) => r.id === selectedRun);
+    runDetail.hidden = !run;
+    if (!run) return;
+    clear(runDetail,
+      h("div.page-head", h("h3", run.taskId, run.value != null ? h("span.value", ` [${run.value}]`) : null, " ", stateBadge(run.state.current)),
+        h("button.small", { onclick: () => { selectedRun = null; drawRunDetail(); } }, "Close")),
+      h("p.muted.mono", run.id),
+      h("div.cards",
+        h("div", h("h3", "Attempts"), (run.attempts || []).length
+          ? h("ol", run.attempts.map((a) => h("li", stateBadge(a.state.current), " ", fmtDate(a.state.histories?.[0]?.date), " · ",
+            fmtDuration(span(a.state).end - span(a.state).start), a.workerId ? h("span.muted", ` on ${a.workerId}`) : null)))
+          : h("p.muted", "None (a flowable runs in the executor)")),
+        h("div", h("h3", "State history"), h("ol", (run.state.histories || []).map((x) => h("li", stateBadge(x.state), " ", fmtDate(x.date))))),
+        h("div", h("h3", "Outputs"), run.outputs && Object.keys(run.outputs).length ? valueView(run.outputs) : h("p.muted", "None"))));
+  }
   let ganttRows = [];
   gantt.addEventListener("scroll", () => { if (ganttRows.length > VIRTUAL_FROM) requestAnimationFrame(drawGanttWindow); });
 
@@ -151,7 +170,8 @@ export async function render(main, params, query) {
       return { run, from, width: Math.min(width, 1 - from), took: until - start, depth: depth(run) };
     });
     if (!runs.length) { clear(bodies.gantt, h("p.empty", "No task has started yet.")); return; }
-    if (gantt.parentNode !== bodies.gantt) clear(bodies.gantt, ganttCaption, gantt);
+    if (gantt.parentNode !== bodies.gantt) clear(bodies.gantt, ganttCaption, runDetail, gantt);
+    drawRunDetail();
     const loops = ganttRows.filter((r) => r.run.value != null).length;
     ganttCaption.textContent = `${runs.length} task run${runs.length === 1 ? "" : "s"}${loops ? `, ${loops} of them loop iterations` : ""}`;
     const virtual = ganttRows.length > VIRTUAL_FROM;
@@ -177,7 +197,8 @@ export async function render(main, params, query) {
     const attempts = run.attempts?.length || 0;
     const state = run.state.current;
     return h("div.gantt-row", { "data-task": run.taskId, "data-state": state },
-      h("div.gantt-name", { style: { paddingLeft: `${depth * 14}px` } }, h("span", { title: run.id }, run.taskId), run.value != null ? h("span.value", ` ${run.value}`) : null,
+      h("div.gantt-name", { style: { paddingLeft: `${depth * 14}px` } },
+        h("a", { href: "#", title: `${run.id}: attempts, history and outputs`, onclick: (e) => { e.preventDefault(); selectedRun = run.id; drawRunDetail(); } }, run.taskId), run.value != null ? h("span.value", ` ${run.value}`) : null,
         attempts > 1 ? h("span.attempts", ` · ${attempts} attempts`) : null),
       h("div.gantt-track", h("div.gantt-bar", { style: { left: `${from * 100}%`, width: `${width * 100}%`, background: STATE_COLORS[state] }, title: `${state} · ${fmtDuration(took)}` })),
       h("div.gantt-state", stateBadge(state), " ", fmtDuration(took)),

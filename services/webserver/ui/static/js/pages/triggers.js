@@ -31,7 +31,7 @@ export function triggersTable(results, reload) {
         toast(`Backfill created ${answer.backfill?.executions ?? 0} execution(s)`);
         reload();
       } catch (error) { showError(errors, error); }
-    } }, start, end, h("button.small", { type: "submit" }, "Backfill")) : null;
+    } }, h("span.hint", "backfill from"), start, h("span.hint", "to"), end, h("button.small", { type: "submit" }, "Backfill")) : null;
     return h("tr", { "data-trigger": `${c.namespace}.${c.flowId}.${c.triggerId}` },
       h("td", c.triggerId), h("td", h("a", { href: `/ui/flows/${enc(c.namespace)}/${enc(c.flowId)}` }, c.flowId)), h("td", c.namespace),
       h("td", type, t.abstractTrigger.cron ? h("code", ` ${t.abstractTrigger.cron}`) : null),
