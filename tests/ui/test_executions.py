@@ -133,6 +133,13 @@ def test_kill_restart_resume_replay(page: Any, server: Server, tmp_path: Path) -
     # replayed from `second`: `first` is carried over as it was, not run again
     assert first["outputs"] == original["outputs"] == {"value": "one"}
 
+    page.get_by_role("button", name="Labels", exact=True).click()
+    page.locator("form.labels-form input[name=labels]").fill("env:prod, team:ops")
+    page.get_by_role("button", name="Save labels").click()
+    expect(page.locator("header .label")).to_have_text(["env:prod", "team:ops"])
+    labels = server.request("GET", f"/api/v1/executions/{replayed}")["labels"]
+    assert labels == [{"key": "env", "value": "prod"}, {"key": "team", "value": "ops"}]
+
 
 def test_executions_list_filters(page: Any, server: Server) -> None:
     server.deploy(TWO_STEPS)

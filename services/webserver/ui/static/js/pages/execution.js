@@ -117,11 +117,27 @@ export async function render(main, params, query) {
     } }, fields.map(({ s, input }) => h("label", `${s.displayName || s.id} (${s.type || "STRING"})`, input)), h("button.primary", { type: "submit" }, "Resume"));
   }
 
+  // Labels are edited in a small form under the header (key:value, comma separated).
+  const labelsForm = h("form.resume.labels-form", { hidden: true, onsubmit: (e) => {
+    e.preventDefault();
+    const items = labelsInput.value.split(",").map((x) => x.trim()).filter(Boolean).map((x) => {
+      const i = x.indexOf(":");
+      return { key: x.slice(0, i < 0 ? x.length : i).trim(), value: i < 0 ? "" : x.slice(i + 1).trim() };
+    });
+    act("Labels saved", async () => {
+      execution = await api("POST", `/api/v1/executions/${enc(execution.id)}/labels`, { json: items });
+      labelsForm.hidden = true;
+      draw();
+    });
+  } });
+  const labelsInput = h("input", { name: "labels", size: 50, "aria-label": "labels", placeholder: "key:value, other:value" });
+  labelsForm.append(labelsInput, h("button.primary", { type: "submit" }, "Save labels"),
+    h("button", { type: "button", onclick: () => { labelsForm.hidden = true; } }, "Cancel"));
+  errors.after(labelsForm);
   function editLabels() {
-    const text = prompt("Labels, as key:value separated by commas", (execution.labels || []).map((l) => `${l.key}:${l.value}`).join(", "));
-    if (text === null) return;
-    const items = text.split(",").map((s) => s.trim()).filter(Boolean).map((s) => { const i = s.indexOf(":"); return { key: s.slice(0, i < 0 ? s.length : i), value: i < 0 ? "" : s.slice(i + 1) }; });
-    act("Labels saved", async () => { execution = await api("POST", `/api/v1/executions/${enc(execution.id)}/labels`, { json: items }); draw(); });
+    labelsInput.value = (execution.labels || []).map((l) => `${l.key}:${l.value}`).join(", ");
+    labelsForm.hidden = false;
+    labelsInput.focus();
   }
 
   // -- Gantt ---------------------------------------------------------------------------
