@@ -133,6 +133,7 @@ def test_kill_restart_resume_replay(page: Any, server: Server, tmp_path: Path) -
     # replayed from `second`: `first` is carried over as it was, not run again
     assert first["outputs"] == original["outputs"] == {"value": "one"}
 
+    expect(page.locator("form.labels-form")).to_be_hidden()
     page.get_by_role("button", name="Labels", exact=True).click()
     page.locator("form.labels-form input[name=labels]").fill("env:prod, team:ops")
     page.get_by_role("button", name="Save labels").click()
