@@ -9,9 +9,11 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 echo '{"name":"runtime-ui-vendor","version":"0.0.0","private":true}' > package.json
+# Pinned: a refresh is a deliberate change of these numbers (then run the UI tests).
 npm install --no-audit --no-fund --silent \
-  @codemirror/state @codemirror/view @codemirror/language @codemirror/commands \
-  @codemirror/lint @codemirror/lang-yaml @codemirror/merge @dagrejs/dagre chart.js
+  @codemirror/state@6.7.6 @codemirror/view@6.44.2 @codemirror/language@6.13.1 \
+  @codemirror/commands@6.11.2 @codemirror/lint@6.9.8 @codemirror/lang-yaml@6.1.3 \
+  @codemirror/merge@6.12.3 @dagrejs/dagre@3.1.4 chart.js@4.6.2
 rm -rf "$out" && mkdir -p "$out"
 nm="$work/node_modules"
 # ES modules, resolved by the import map in index.html
