@@ -88,7 +88,7 @@ def run(
     Examples:
       runtime run --all --flows examples/flows
       runtime run executor --config config/medium.yml
-      runtime run webserver   # the REST API alone (medium deployment)
+      runtime run webserver   # the REST API and the UI alone (medium deployment)
     """
     from services.standalone import ALL_COMPONENTS, Server
 

@@ -20,12 +20,14 @@ from services.webserver import (
     executions_api,
     flows_api,
     flows_io_api,
+    instance_api,
     logs_api,
     namespaces_api,
     stats_api,
     triggers_api,
     webhook,
 )
+from services.webserver import ui as web_ui
 from services.webserver.http import ApiError, AppState, json_response
 from services.webserver.middleware import BasicAuth, BodyLimit, RejectNul
 from services.webserver.openapi import openapi_document
@@ -96,6 +98,8 @@ def create_app(
         *logs_api.routes,
         *triggers_api.routes,
         *namespaces_api.routes,
+        *instance_api.routes,
+        *web_ui.routes,
     ]
     document = openapi_document()
 

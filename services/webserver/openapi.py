@@ -502,6 +502,23 @@ def _paths() -> dict[str, dict[str, Any]]:
                 errors=("400", "422"),
             )
         },
+        "/api/v1/instance": {
+            "get": _op(
+                "The live components (as their heartbeats describe them) and queue depths",
+                "Misc",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["date", "services", "queues"],
+                        "properties": {
+                            "date": {"type": "string", "format": "date-time"},
+                            "services": {"type": "array", "items": {"type": "object"}},
+                            "queues": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                ),
+            )
+        },
         "/api/v1/openapi.json": {
             "get": _op("This document", "Misc", _json({"type": "object"})),
         },
