@@ -10,9 +10,10 @@ Layout. The file ``path`` of namespace ``company.team`` is the object
 folder can be copied into a bucket (or back) as is, and a namespace is exactly one
 key prefix (see docs/architecture.md, "Internal storage").
 
-Memory. A stream is cut into parts of ``part_size`` bytes; about three parts' worth
-is in memory at once (the one being sent, the next, read ahead to know whether the
-current one is the last, and the one being gathered). Reads stream the response
+Memory. A stream is cut into parts of ``part_size`` bytes; a few parts' worth is in
+memory at once (the one being sent and the driver's copies of it, the next, read
+ahead to know whether the current one is the last, and the one being gathered):
+about 50 MiB with 8 MiB parts, whatever the file's size. Reads stream the response
 body in chunks.
 
 Retries. A call that fails with Transient (the store unreachable, a 5xx, a timeout)
@@ -299,8 +300,10 @@ async def _cut(data: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
     async for chunk in data:
         buffer += chunk
         while len(buffer) >= size:
-            yield bytes(buffer[:size])
+            with memoryview(buffer) as view:  # one copy, not a slice and then a copy
+                part = bytes(view[:size])
             del buffer[:size]
+            yield part
     if buffer:
         yield bytes(buffer)
 

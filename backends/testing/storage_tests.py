@@ -320,6 +320,7 @@ class StorageConformance:
             tracemalloc.stop()
         assert size == total
         assert digest.hexdigest() == expected
-        # A few parts in flight, never the file: a whole copy would be 200 MiB.
-        assert put_peak < 48 * MiB, f"put held {put_peak / MiB:.0f} MiB"
+        # A few parts in flight (8 MiB each, and the driver's copies of the one being
+        # sent), never the file: a whole copy would be 200 MiB.
+        assert put_peak < 64 * MiB, f"put held {put_peak / MiB:.0f} MiB"
         assert get_peak < 16 * MiB, f"read held {get_peak / MiB:.0f} MiB"
