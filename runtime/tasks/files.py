@@ -130,7 +130,10 @@ async def upload_files(ctx: RunContext, files: dict[str, Path], *, where: str) -
     for name, path in files.items():
         try:
             uris[name] = await ctx.storage.put(ctx.namespace, f"{prefix}/{name}", _read(path))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
+            # The storage already retried what a retry could fix (an object store's
+            # parts, a store briefly unreachable): what is left fails this task run,
+            # named, and never the worker.
             raise TaskFailure(f"{where}: cannot store output file {name!r}: {exc}") from None
     return uris
 

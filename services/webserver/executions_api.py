@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from backends.errors import BackendError
 from backends.protocols import ExecutionFilter, ExecutionSortField
 from runtime.flow.durations import DurationError, parse_duration
 from runtime.flow.engine import task_index
@@ -171,6 +172,10 @@ async def _upload_files(
         except OSError as exc:  # a full or failing disk: not the client's fault, nor a bug
             raise ApiError(
                 503, f"internal storage cannot store the upload of input `{name}`: {exc.strerror}"
+            ) from None
+        except BackendError as exc:  # an object store unreachable after its retries
+            raise ApiError(
+                503, f"internal storage cannot store the upload of input `{name}`: {exc}"
             ) from None
         stored.append(uris[name])
     return uris
