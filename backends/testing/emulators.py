@@ -60,11 +60,20 @@ def free_ports(count: int) -> list[int]:
 class S3Server:
     """A running S3 emulator: where it is, and the credentials it accepts."""
 
-    def __init__(self, endpoint: str, access_key: str, secret_key: str, data_dir: Path | None):
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        data_dir: Path | None,
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.access_key = access_key
         self.secret_key = secret_key
         self.data_dir = data_dir
+        #: the server's process (tests stop it to see what clients do then)
+        self.process = process
 
 
 def _binary(name: str, *, script: str, candidates: list[Path]) -> str:
@@ -182,8 +191,8 @@ def seaweedfs(data_dir: Path, *, s3_port: int | None = None) -> Iterator[S3Serve
         ready_url=f"http://127.0.0.1:{port}/",
         log=data_dir.parent / f"{data_dir.name}.log",
         env=env,
-    ):
-        yield S3Server(f"http://127.0.0.1:{port}", access, secret, data_dir)
+    ) as process:
+        yield S3Server(f"http://127.0.0.1:{port}", access, secret, data_dir, process)
 
 
 # moto's server sends two Server headers (werkzeug's and its own), which aiohttp 3.14
@@ -218,8 +227,8 @@ def moto(log_dir: Path) -> Iterator[S3Server]:
         [python, "-c", _MOTO_MAIN, str(port)],
         ready_url=f"http://127.0.0.1:{port}/moto-api/",
         log=log_dir / "moto.log",
-    ):
-        yield S3Server(f"http://127.0.0.1:{port}", "moto", "moto-secret", None)
+    ) as process:
+        yield S3Server(f"http://127.0.0.1:{port}", "moto", "moto-secret", None, process)
 
 
 @contextlib.contextmanager
