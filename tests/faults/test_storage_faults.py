@@ -113,9 +113,11 @@ async def test_azure_wrong_key_and_missing_container(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_gcs_missing_bucket(tmp_path: Path) -> None:
-    with emulators.fake_gcs(tmp_path / "gcs") as endpoint:
-        with pytest.raises(ConfigError, match=r"setting `storage.bucket`.*'absent'"):
-            await GcsStorage("absent", endpoint_url=endpoint).start()
+    with (
+        emulators.fake_gcs(tmp_path / "gcs") as endpoint,
+        pytest.raises(ConfigError, match=r"setting `storage.bucket`.*'absent'"),
+    ):
+        await GcsStorage("absent", endpoint_url=endpoint).start()
 
 
 def test_missing_bucket_setting_and_unknown_type() -> None:
