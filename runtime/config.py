@@ -75,6 +75,8 @@ class StorageConfig(_Section, frozen=True, kw_only=True):
     sas_token: str | None = None
     #: object stores: the part size of uploads, in MiB (at least 5)
     part_size_mb: int = 8
+    #: object stores: parts of one upload sent at once (each holds a part in memory)
+    parallel_parts: int = 1
 
 
 class ExecutorConfig(_Section, frozen=True, kw_only=True):

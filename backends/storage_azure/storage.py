@@ -50,9 +50,16 @@ class AzureStorage(ObjectStorage):
         sas_token: str | None = None,
         endpoint_url: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        parallel_parts: int = 1,
         retries: int = 3,
     ) -> None:
-        super().__init__(bucket=bucket, prefix=prefix, part_size=part_size, retries=retries)
+        super().__init__(
+            bucket=bucket,
+            prefix=prefix,
+            part_size=part_size,
+            retries=retries,
+            parallel_parts=parallel_parts,
+        )
         if not connection_string and not account_name:
             raise ValueError(
                 "the azure storage needs credentials: set AZURE_STORAGE_CONNECTION_STRING "

@@ -54,6 +54,7 @@ def make_storage(settings: StorageConfig, local_path: Path) -> Storage:
     common: dict[str, Any] = {
         "prefix": settings.prefix,
         "part_size": settings.part_size_mb * 1024 * 1024,
+        "parallel_parts": settings.parallel_parts,
     }
     try:
         if kind == "s3":

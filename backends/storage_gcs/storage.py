@@ -32,6 +32,7 @@ class GcsStorage(ObjectStorage):
     """The Storage protocol over one GCS bucket."""
 
     kind = "GCS"
+    parts_in_any_order = False  # a resumable upload takes its bytes in order
 
     def __init__(
         self,
@@ -41,9 +42,16 @@ class GcsStorage(ObjectStorage):
         endpoint_url: str | None = None,
         credentials_file: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        parallel_parts: int = 1,
         retries: int = 3,
     ) -> None:
-        super().__init__(bucket=bucket, prefix=prefix, part_size=part_size, retries=retries)
+        super().__init__(
+            bucket=bucket,
+            prefix=prefix,
+            part_size=part_size,
+            retries=retries,
+            parallel_parts=parallel_parts,
+        )
         self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
         self._credentials_file = credentials_file
         self._anonymous = endpoint_url is not None and credentials_file is None

@@ -59,11 +59,18 @@ class S3Storage(ObjectStorage):
         secret_access_key: str | None = None,
         path_style: bool | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        parallel_parts: int = 1,
         retries: int = 3,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
     ) -> None:
-        super().__init__(bucket=bucket, prefix=prefix, part_size=part_size, retries=retries)
+        super().__init__(
+            bucket=bucket,
+            prefix=prefix,
+            part_size=part_size,
+            retries=retries,
+            parallel_parts=parallel_parts,
+        )
         self.endpoint_url = endpoint_url
         self.region = region
         self._access_key_id = access_key_id

@@ -322,5 +322,7 @@ class StorageConformance:
         assert digest.hexdigest() == expected
         # A few parts in flight (8 MiB each, and the driver's copies of the one being
         # sent), never the file: a whole copy would be 200 MiB.
-        assert put_peak < 64 * MiB, f"put held {put_peak / MiB:.0f} MiB"
+        # (and each part sent in parallel holds its own).
+        limit = 64 * MiB + (getattr(storage, "parallel_parts", 1) - 1) * 16 * MiB
+        assert put_peak < limit, f"put held {put_peak / MiB:.0f} MiB"
         assert get_peak < 32 * MiB, f"read held {get_peak / MiB:.0f} MiB"

@@ -54,3 +54,14 @@ class TestMoto(StorageConformance):
 
     async def make_storage(self, tmp_path: Path) -> S3Storage:
         return storage_on(self.server, await new_bucket(self.server))
+
+
+class TestMotoParallelParts(StorageConformance):
+    """Parts of one upload sent three at a time: the order of the file is kept."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, moto_server: S3Server) -> None:
+        self.server = moto_server
+
+    async def make_storage(self, tmp_path: Path) -> S3Storage:
+        return storage_on(self.server, await new_bucket(self.server), parallel_parts=3)
