@@ -16,9 +16,14 @@ __all__ = ["KNOWN", "make_storage"]
 #: type -> (module, class, the driver's top-level modules, the extra adding them)
 KNOWN: dict[str, tuple[str, str, frozenset[str], str]] = {
     "local": ("backends.storage_local", "LocalStorage", frozenset(), ""),
-    "s3": ("backends.storage_s3", "S3Storage", frozenset({"aiobotocore", "botocore"}), "s3"),
-    "gcs": ("backends.storage_gcs", "GcsStorage", frozenset({"gcloud"}), "gcs"),
-    "azure": ("backends.storage_azure", "AzureStorage", frozenset({"azure"}), "azure"),
+    "s3": (
+        "backends.storage_s3",
+        "S3Storage",
+        frozenset({"aiobotocore", "botocore", "aiohttp"}),
+        "s3",
+    ),
+    "gcs": ("backends.storage_gcs", "GcsStorage", frozenset({"gcloud", "aiohttp"}), "gcs"),
+    "azure": ("backends.storage_azure", "AzureStorage", frozenset({"azure", "aiohttp"}), "azure"),
 }
 
 
