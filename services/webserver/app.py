@@ -17,6 +17,7 @@ from runtime.log import get_logger
 from services.flows import FlowCache, FlowNotFoundError
 from services.webserver import (
     executions_api,
+    files_api,
     flows_api,
     logs_api,
     namespaces_api,
@@ -85,6 +86,7 @@ def create_app(
         *stats_api.routes,
         *webhook.routes,
         *flows_api.routes,
+        *files_api.routes,
         *executions_api.routes,
         *logs_api.routes,
         *triggers_api.routes,

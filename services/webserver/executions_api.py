@@ -8,13 +8,12 @@ import posixpath
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import msgspec
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from backends.errors import BackendError
@@ -495,37 +494,6 @@ async def set_labels(request: Request) -> Response:
     return json_response(to_kestra_dict(execution))
 
 
-async def file(request: Request) -> Response:
-    app = state(request)
-    execution = await load_execution(app, request.path_params["executionId"])
-    uri = q_str(request, "path")
-    if uri is None:
-        raise ApiError(400, "query parameter `path` is required: the kestra:/// URI of the file")
-    prefix = f"kestra:///{execution.namespace}/"
-    rest = uri.removeprefix(prefix)
-    # Where its FILE inputs and its tasks' output files are written; nothing else of
-    # the namespace's storage (KV state files, other executions' files) is served.
-    homes = (f"executions/{execution.id}/", f"{execution.flow_id}/executions/{execution.id}/")
-    if rest == uri or not rest.startswith(homes):
-        raise ApiError(
-            422,
-            f"{uri!r} is not a file of execution {execution.id} "
-            f"(its files start {prefix}{homes[0]} or {prefix}{homes[1]})",
-        )
-    try:
-        exists = await app.storage.exists(uri)
-    except ValueError as exc:
-        raise ApiError(422, f"{uri!r}: {exc}") from None
-    if not exists:
-        raise not_found(f"file {uri}")
-    name = quote(posixpath.basename(rest))
-    return StreamingResponse(
-        app.storage.open(uri),
-        media_type="application/octet-stream",
-        headers={"content-disposition": f"attachment; filename*=UTF-8''{name}"},
-    )
-
-
 async def follow(request: Request) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
@@ -541,7 +509,6 @@ routes = [
     Route("/api/v1/executions/{executionId}/replay", replay, methods=["POST"]),
     Route("/api/v1/executions/{executionId}/resume", resume, methods=["POST"]),
     Route("/api/v1/executions/{executionId}/labels", set_labels, methods=["POST"]),
-    Route("/api/v1/executions/{executionId}/file", file, methods=["GET"]),
     Route("/api/v1/executions/{executionId}/follow", follow, methods=["GET"]),
     # Last: /executions/{executionId}/restart and friends have the same shape.
     Route("/api/v1/executions/{namespace}/{id}", create, methods=["POST"]),
