@@ -28,6 +28,7 @@ from runtime.flow.model import Flow, Input, Pause
 from runtime.flow.states import StateType
 from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, encode_event
+from runtime.tasks.files import execution_prefixes
 from services.executor import send_event, submit
 from services.webserver.http import (
     ApiError,
@@ -340,10 +341,7 @@ async def search(request: Request) -> Response:
 async def _delete_files(app: AppState, execution: Execution) -> None:
     """The execution's files in internal storage: its FILE inputs and its tasks'
     output files (the two places they are written)."""
-    for prefix in (
-        f"executions/{execution.id}/",
-        f"{execution.flow_id}/executions/{execution.id}/",
-    ):
+    for prefix in execution_prefixes(execution.flow_id, execution.id):
         for uri in await app.storage.list(execution.namespace, prefix):
             await app.storage.delete(uri)
 

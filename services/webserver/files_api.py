@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from backends.errors import NotFound
 from backends.protocols import StoredFile
+from runtime.tasks.files import execution_prefixes
 from services.webserver.executions_api import load_execution
 from services.webserver.http import (
     ApiError,
@@ -48,7 +49,7 @@ async def _file(request: Request) -> tuple[AppState, StoredFile]:
         raise ApiError(400, "query parameter `path` is required: the kestra:/// URI of the file")
     prefix = f"kestra:///{execution.namespace}/"
     rest = uri.removeprefix(prefix)
-    homes = (f"executions/{execution.id}/", f"{execution.flow_id}/executions/{execution.id}/")
+    homes = execution_prefixes(execution.flow_id, execution.id)
     if rest == uri or not rest.startswith(homes):
         raise ApiError(
             422,

@@ -69,3 +69,37 @@ async def test_ranges_metas_and_preview(tmp_path: Path) -> None:
         assert missing.status_code == 404
         foreign = await a.client.get(f"{url}/preview", params={"path": "kestra:///x/y.txt"})
         assert foreign.status_code == 422
+
+
+PURGE = flow(
+    "purge",
+    """  - id: write
+    type: io.kestra.plugin.scripts.python.Script
+    outputFiles: [out.txt]
+    script: open("out.txt", "w").write("made")
+  - id: purge
+    type: io.kestra.plugin.core.storage.PurgeCurrentExecutionFiles
+""",
+    "inputs:\n  - id: data\n    type: FILE\n",
+)
+
+
+async def test_purge_current_execution_files_deletes_only_this_executions(
+    tmp_path: Path,
+) -> None:
+    async with api(tmp_path) as a:
+        await a.deploy(PURGE)
+        other = await a.server.storage.put(NS, "purge/executions/someone-else/x.txt", b"keep")
+        started = await a.client.post(
+            f"/api/v1/executions/{NS}/purge?wait=true",
+            files={"data": ("in.txt", b"input", "text/plain")},
+        )
+        assert started.status_code == 200, started.text
+        body = started.json()
+        assert body["state"]["current"] == "SUCCESS"
+        runs = {run["taskId"]: run for run in body["taskRunList"]}
+        made = runs["write"]["outputs"]["outputFiles"]["out.txt"]
+        assert sorted(runs["purge"]["outputs"]["uris"]) == sorted([body["inputs"]["data"], made])
+        assert not await a.server.storage.exists(made)
+        assert not await a.server.storage.exists(body["inputs"]["data"])
+        assert await a.server.storage.list(NS) == [other]
