@@ -31,9 +31,9 @@ import asyncio
 import builtins
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import PurePosixPath
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import quote, unquote
 
 from backends.errors import NotFound, Transient
@@ -195,11 +195,15 @@ class ObjectStorage(abc.ABC):
         delay = self._retry_delay
         for attempt in range(self._retries + 1):
             sent = False
+            # Closed at once when the reader stops early: the response goes back to
+            # the connection pool now, not when the garbage collector gets to it.
+            reader = cast(AsyncGenerator[bytes, None], self._read(key, start, end, chunk_size))
             try:
-                async for chunk in self._read(key, start, end, chunk_size):
-                    for at in range(0, len(chunk), chunk_size):
-                        sent = True
-                        yield chunk[at : at + chunk_size]
+                async with contextlib.aclosing(reader):
+                    async for chunk in reader:
+                        for at in range(0, len(chunk), chunk_size):
+                            sent = True
+                            yield chunk[at : at + chunk_size]
                 return
             except NotFound:
                 raise NotFound(f"no file at {uri}") from None

@@ -326,3 +326,12 @@ class StorageConformance:
         limit = 64 * MiB + (getattr(storage, "parallel_parts", 1) - 1) * 16 * MiB
         assert put_peak < limit, f"put held {put_peak / MiB:.0f} MiB"
         assert get_peak < 32 * MiB, f"read held {get_peak / MiB:.0f} MiB"
+
+    @pytest.mark.asyncio
+    async def test_a_reader_may_stop_early(self, storage: Storage) -> None:
+        uri = await storage.put(NS, "partly.bin", pattern(3 * MiB, seed=5))
+        for _ in range(20):  # a leaked response per early stop would exhaust a pool
+            async for chunk in storage.open(uri, chunk_size=1000):
+                assert len(chunk) == 1000
+                break
+        assert await storage.get(uri) == pattern(3 * MiB, seed=5)
