@@ -198,3 +198,25 @@ async def test_endpoint_gone_mid_upload_loses_nothing_stored(tmp_path: Path) -> 
 def process_of(server: emulators.S3Server) -> subprocess.Popen[bytes]:
     assert server.process is not None
     return server.process
+
+
+def test_runtime_run_stops_with_the_setting_named(
+    seaweed: emulators.S3Server, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from services.cli import cli
+
+    env = {
+        "RUNTIME_DATA_DIR": str(tmp_path),
+        "RUNTIME_STORAGE_TYPE": "s3",
+        "RUNTIME_STORAGE_BUCKET": "not-there",
+        "RUNTIME_STORAGE_ENDPOINT_URL": seaweed.endpoint,
+        "AWS_ACCESS_KEY_ID": seaweed.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+    }
+    result = CliRunner().invoke(cli, ["run", "worker"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "setting `storage.bucket`" in result.output
+    assert "'not-there'" in result.output
+    assert "Traceback" not in result.output
