@@ -56,7 +56,14 @@ async def _peak(call: Callable[[], Awaitable[Any]]) -> int:
 
 
 async def measure(
-    endpoint: str, access: str, secret: str, size: int, rounds: int
+    endpoint: str,
+    access: str,
+    secret: str,
+    size: int,
+    rounds: int,
+    *,
+    part_mb: int = 8,
+    parallel_parts: int = 1,
 ) -> dict[str, Any]:
     """Time the raw client and the protocol on one S3 server; a JSON-able report."""
     from aiobotocore.session import get_session
@@ -73,7 +80,12 @@ async def measure(
         "aws_secret_access_key": secret,
     }
     storage = S3Storage(
-        bucket, endpoint_url=endpoint, access_key_id=access, secret_access_key=secret
+        bucket,
+        endpoint_url=endpoint,
+        access_key_id=access,
+        secret_access_key=secret,
+        part_size=part_mb * MiB,
+        parallel_parts=parallel_parts,
     )
     async with get_session().create_client("s3", **options) as raw:
         await raw.create_bucket(Bucket=bucket)
@@ -117,6 +129,8 @@ async def measure(
     return {
         "size_bytes": size,
         "rounds": rounds,
+        "part_mb": part_mb,
+        "parallel_parts": parallel_parts,
         "seconds": median,
         "mib_per_second": {name: size / MiB / value for name, value in median.items()},
         "ratio": {
@@ -134,7 +148,8 @@ def markdown(store: str, report: dict[str, Any]) -> str:
     s, peak, ratio = report["seconds"], report["peak_mib"], report["ratio"]
     size = report["size_bytes"] / MiB
     lines = [
-        f"## Storage: {size:.0f} MiB on {store} (median of {report['rounds']})",
+        f"## Storage: {size:.0f} MiB on {store} (median of {report['rounds']}; "
+        f"{report['part_mb']} MiB parts, {report['parallel_parts']} at a time)",
         "",
         "| step | raw client | protocol | ratio (target <= 1.2) | peak MiB raw / protocol |",
         "|---|---|---|---|---|",
@@ -147,7 +162,9 @@ def markdown(store: str, report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run(store: str, size_mb: int, rounds: int) -> dict[str, Any]:
+async def run(
+    store: str, size_mb: int, rounds: int, *, part_mb: int = 8, parallel_parts: int = 1
+) -> dict[str, Any]:
     from backends.testing import emulators
 
     with tempfile.TemporaryDirectory(prefix="runtime-bench-storage-") as scratch:
@@ -158,7 +175,13 @@ async def run(store: str, size_mb: int, rounds: int) -> dict[str, Any]:
         )
         with starter as server:
             return await measure(
-                server.endpoint, server.access_key, server.secret_key, size_mb * MiB, rounds
+                server.endpoint,
+                server.access_key,
+                server.secret_key,
+                size_mb * MiB,
+                rounds,
+                part_mb=part_mb,
+                parallel_parts=parallel_parts,
             )
 
 
@@ -167,9 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", choices=("seaweedfs", "moto"), default="seaweedfs")
     p.add_argument("--mb", type=int, default=100, help="the file's size in MiB (default 100)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--part-mb", type=int, default=8, help="storage.part_size_mb (default 8)")
+    p.add_argument(
+        "--parallel-parts", type=int, default=1, help="storage.parallel_parts (default 1)"
+    )
     p.add_argument("--json", type=Path, help="also write the report there")
     args = p.parse_args(argv)
-    report = asyncio.run(run(args.store, args.mb, args.rounds))
+    report = asyncio.run(
+        run(
+            args.store,
+            args.mb,
+            args.rounds,
+            part_mb=args.part_mb,
+            parallel_parts=args.parallel_parts,
+        )
+    )
     print(markdown(args.store, report))
     if args.json:
         args.json.write_text(json.dumps({"store": args.store, **report}, indent=2))

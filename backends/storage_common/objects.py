@@ -336,17 +336,28 @@ async def _wait_below(tasks: list[asyncio.Task[Any]], limit: int) -> None:
 
 
 async def _cut(data: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """``data`` regrouped in pieces of exactly ``size`` bytes (the last one shorter)."""
-    buffer = bytearray()
+    """``data`` regrouped in pieces of exactly ``size`` bytes (the last one shorter).
+
+    Chunks are joined once per part (one copy; none more when they add up to the
+    part size exactly, the usual case with power-of-two chunks)."""
+    pending: list[bytes] = []
+    held = 0
     async for chunk in data:
-        buffer += chunk
-        while len(buffer) >= size:
-            with memoryview(buffer) as view:  # one copy, not a slice and then a copy
-                part = bytes(view[:size])
-            del buffer[:size]
-            yield part
-    if buffer:
-        yield bytes(buffer)
+        if not chunk:
+            continue
+        pending.append(bytes(chunk))
+        held += len(chunk)
+        if held < size:
+            continue
+        joined = b"".join(pending)
+        pending, held = [], 0
+        for at in range(0, len(joined) - size + 1, size):
+            yield joined if len(joined) == size else joined[at : at + size]
+        rest = len(joined) % size
+        if rest:
+            pending, held = [joined[-rest:]], rest
+    if pending:
+        yield b"".join(pending)
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
