@@ -68,7 +68,10 @@ class AzureStorage(ObjectStorage):
             )
         self._connection_string = connection_string
         self._account_name = account_name
-        self._credential: Any = account_key or sas_token
+        # A string credential is a SAS token to the SDK; a key goes with its account.
+        self._credential: Any = (
+            {"account_name": account_name, "account_key": account_key} if account_key else sas_token
+        )
         self.endpoint_url = endpoint_url or (
             f"https://{account_name}.blob.core.windows.net" if account_name else None
         )
@@ -99,7 +102,10 @@ class AzureStorage(ObjectStorage):
         self._service = service
         self._container = service.get_container_client(self.bucket)
         try:
-            await self._container.get_container_properties()
+            # A listing, not the container's properties: a container SAS may list
+            # but not read properties, and a missing container fails it all the same.
+            async for _ in self._container.list_blobs(results_per_page=1):
+                break
         except BaseException as exc:
             await self.stop()
             if isinstance(exc, Exception):

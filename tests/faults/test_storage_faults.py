@@ -11,10 +11,12 @@ import secrets
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiobotocore.session import get_session
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from azure.storage.blob.aio import BlobServiceClient
 
 from backends.errors import Transient
@@ -100,7 +102,7 @@ async def test_unreachable_endpoints_name_the_setting_quickly() -> None:
 
 
 @pytest.mark.asyncio
-async def test_azure_wrong_key_and_missing_container(tmp_path: Path) -> None:
+async def test_azure_credentials_each_way_and_a_missing_container(tmp_path: Path) -> None:
     with emulators.azurite(tmp_path / "azurite") as connection:
         async with BlobServiceClient.from_connection_string(connection) as service:
             await service.create_container("present")
@@ -109,6 +111,32 @@ async def test_azure_wrong_key_and_missing_container(tmp_path: Path) -> None:
             await AzureStorage("present", connection_string=wrong).start()
         with pytest.raises(ConfigError, match=r"setting `storage.bucket`.*'absent'"):
             await AzureStorage("absent", connection_string=connection).start()
+        # The other two ways in: the account's key, and a SAS token for the container.
+        endpoint = connection.split("BlobEndpoint=", 1)[1].rstrip(";")
+        sas = generate_container_sas(
+            emulators.AZURITE_ACCOUNT,
+            "present",
+            account_key=emulators.AZURITE_KEY,
+            permission=ContainerSasPermissions(
+                read=True, write=True, delete=True, list=True, add=True, create=True
+            ),
+            expiry=datetime.now(UTC) + timedelta(hours=1),
+        )
+        for credential in ({"account_key": emulators.AZURITE_KEY}, {"sas_token": sas}):
+            storage = AzureStorage(
+                "present",
+                account_name=emulators.AZURITE_ACCOUNT,
+                endpoint_url=endpoint,
+                **credential,  # type: ignore[arg-type]
+            )
+            await storage.start()
+            try:
+                uri = await storage.put("ns", "hello.txt", b"hi")
+                assert await storage.get(uri) == b"hi"
+                assert await storage.list("ns") == [uri]
+                assert await storage.delete(uri)
+            finally:
+                await storage.stop()
 
 
 @pytest.mark.asyncio
