@@ -75,7 +75,9 @@ class GcsStorage(ObjectStorage):
             api_is_dev=self._anonymous if self.endpoint_url else None,
         )
         try:
-            await self._client.get_bucket_metadata(self.bucket)
+            # A listing, not the bucket's metadata: object roles (Storage Object
+            # Admin) may list but not read the bucket.
+            await self._client.list_objects(self.bucket, params={"maxResults": "1"})
         except BaseException as exc:
             await self.stop()
             if isinstance(exc, Exception):
