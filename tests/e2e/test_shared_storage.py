@@ -132,8 +132,9 @@ async def test_file_input_to_script_output_across_processes(
         AWS_SECRET_ACCESS_KEY=s3.secret_key,
     )
     homes = [tmp_path / "host-web", tmp_path / "host-executor", tmp_path / "host-worker"]
-    # Bytes of every value, in an order no transformation but the script's gives.
-    payload = secrets.token_bytes(3 * 1024 * 1024 + 123) + bytes(range(256))
+    # Bytes of every value, in an order no transformation but the script's gives;
+    # past one 8 MiB part, so the upload and the output file go up as multipart.
+    payload = secrets.token_bytes(12 * 1024 * 1024 + 123) + bytes(range(256))
     base = f"http://127.0.0.1:{port}"
     with ExitStack() as stack:
         # The executor first: it applies the migrations the others then find done.
