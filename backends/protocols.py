@@ -334,30 +334,68 @@ class LeaderLock(Protocol):
     async def release(self, name: str, holder: str) -> None: ...
 
 
+class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
+    """What storage knows of one file besides its bytes."""
+
+    uri: str
+    size: int
+    #: the metadata given to ``put`` (text keys and values)
+    metadata: dict[str, str] = {}
+
+
 class Storage(Protocol):
     """Internal storage for files (task outputs, FILE inputs, namespace files).
 
-    URIs look like ``kestra:///namespace/path``. A path can never leave its
-    namespace (``..``, absolute paths and symlinks out are refused with ValueError).
+    URIs look like ``kestra:///namespace/path`` whatever the store behind. A path can
+    never leave its namespace (``..``, absolute paths, NUL, encoded separators,
+    overlong names and symlinks out are refused with ValueError). A missing file is
+    NotFound; an unreachable store is Transient. Content is streamed in bounded
+    chunks both ways: no call but ``get`` holds a whole file in memory.
     """
 
-    async def put(self, namespace: str, path: str, data: bytes | AsyncIterator[bytes]) -> str:
-        """Store and return the URI."""
+    async def start(self) -> None:
+        """Connect and check the settings (the bucket exists, the credentials work);
+        a wrong setting is a ConfigError naming it. Calling it twice is harmless."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    async def put(
+        self,
+        namespace: str,
+        path: str,
+        data: bytes | AsyncIterator[bytes],
+        *,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Store (replacing any file at ``path``: readers see the old content or the
+        new, never a mix) and return the URI."""
         ...
 
     async def get(self, uri: str) -> bytes: ...
 
-    def open(self, uri: str, chunk_size: int = 65536) -> AsyncIterator[bytes]: ...
+    def open(
+        self, uri: str, chunk_size: int = 65536, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes ``[start, end)`` of the file (to its end when ``end`` is None) in
+        chunks of at most ``chunk_size`` bytes."""
+        ...
 
     async def exists(self, uri: str) -> bool: ...
 
-    async def delete(self, uri: str) -> bool: ...
+    async def delete(self, uri: str) -> bool:
+        """False if there was no file."""
+        ...
 
-    async def list(self, namespace: str, prefix: str = "") -> list[str]:
-        """URIs under ``prefix`` in the namespace."""
+    async def list(self, namespace: str, prefix: str = "") -> builtins.list[str]:
+        """URIs of the namespace's files whose path starts with ``prefix``, sorted."""
         ...
 
     async def size(self, uri: str) -> int: ...
+
+    async def stat(self, uri: str) -> StoredFile:
+        """Size and metadata; NotFound if missing."""
+        ...
 
 
 # -- the bundle -------------------------------------------------------------------

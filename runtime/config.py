@@ -45,10 +45,38 @@ class BackendConfig(_Section, frozen=True, kw_only=True):
 
 
 class StorageConfig(_Section, frozen=True, kw_only=True):
-    #: local (a folder)
+    #: local (a folder on this host), or shared across hosts: s3 (AWS, MinIO,
+    #: SeaweedFS, ...), gcs (Google Cloud Storage) or azure (Azure Blob)
     type: str = "local"
-    #: default: <data_dir>/storage
+    #: local: the folder; default: <data_dir>/storage
     path: str | None = None
+    #: s3, gcs: the bucket; azure: the container
+    bucket: str | None = None
+    #: s3, gcs, azure: another address than the cloud's (MinIO, SeaweedFS, an emulator)
+    endpoint_url: str | None = None
+    #: s3: the bucket's region (default us-east-1)
+    region: str | None = None
+    #: s3, gcs, azure: a key prefix in the bucket, for sharing one with others
+    prefix: str = ""
+    #: s3: path-style addresses (http://host/bucket/key); default: on with an
+    #: endpoint_url, AWS's choice without
+    path_style: bool | None = None
+    #: s3: credentials; default: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, roles
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    #: gcs: a service-account JSON file; default: GOOGLE_APPLICATION_CREDENTIALS or
+    #: the machine's default credentials
+    credentials_file: str | None = None
+    #: azure: a connection string; default: AZURE_STORAGE_CONNECTION_STRING
+    connection_string: str | None = None
+    #: azure, without a connection string: the account, with its key or a SAS token
+    account_name: str | None = None
+    account_key: str | None = None
+    sas_token: str | None = None
+    #: object stores: the part size of uploads, in MiB (at least 5)
+    part_size_mb: int = 8
+    #: object stores: parts of one upload sent at once (each holds a part in memory)
+    parallel_parts: int = 1
 
 
 class ExecutorConfig(_Section, frozen=True, kw_only=True):

@@ -111,7 +111,7 @@ def run(
     )
     click.echo(
         f"runtime {__version__}: {', '.join(server.components)} on {where}, "
-        f"storage in {config.storage_path()}"
+        + _storage_where(config)
         + (f", flows from {flows_dir}" if flows_dir else "")
         + (
             f", API on http://{config.webserver.host}:{config.webserver.port}"
@@ -125,8 +125,17 @@ def run(
 
     try:
         asyncio.run(server.run_until_signalled())
-    except BackendError as exc:  # not one to wait out: bad credentials, unsupported server
+    except (BackendError, ConfigError) as exc:  # not one to wait out: bad credentials, ...
         raise click.ClickException(str(exc)) from None
+
+
+def _storage_where(config: Config) -> str:
+    kind = config.storage.type.lower()
+    if kind == "local":
+        return f"storage in {config.storage_path()}"
+    prefix = f"/{config.storage.prefix.strip('/')}" if config.storage.prefix.strip("/") else ""
+    at = f" at {config.storage.endpoint_url}" if config.storage.endpoint_url else ""
+    return f"{kind} storage in {config.storage.bucket}{prefix}{at}"
 
 
 # -- flow ----------------------------------------------------------------------------------

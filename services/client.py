@@ -37,6 +37,11 @@ class LocalClient:
 
     async def __aenter__(self) -> LocalClient:
         await self.backend.start()
+        try:
+            await self.storage.start()
+        except BaseException:
+            await self.backend.stop()
+            raise
         return self
 
     async def __aexit__(
@@ -45,7 +50,10 @@ class LocalClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.backend.stop()
+        try:
+            await self.storage.stop()
+        finally:
+            await self.backend.stop()
 
     async def execute(self, namespace: str, flow_id: str, inputs: Mapping[str, str]) -> Execution:
         record = await self.backend.flows.get(namespace, flow_id)

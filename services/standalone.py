@@ -105,15 +105,10 @@ def _import_backend(kind: str, module_name: str) -> Any:
 
 
 def make_storage(config: Config) -> Storage:
-    if config.storage.type.lower() != "local":
-        raise ConfigError(
-            f"setting `storage.type`: unknown storage {config.storage.type!r} (known: local)"
-        )
-    from backends.storage_local import LocalStorage
+    """The storage named by ``storage.type`` (backends/storage_common/factory.py)."""
+    from backends.storage_common.factory import make_storage as build
 
-    path = config.storage_path()
-    path.mkdir(parents=True, exist_ok=True)
-    return LocalStorage(path)
+    return build(config.storage, config.storage_path())
 
 
 class Server:
@@ -257,10 +252,18 @@ class Server:
 
     async def start(self) -> None:
         await self.backend.start()  # a no-op when connect() started it
+        try:
+            # Checked before any component runs: a wrong bucket or credentials stop the
+            # start with one error naming the setting.
+            await self.storage.start()
+        except BaseException:
+            await self.backend.stop()
+            raise
         self.system = ActorSystem(self._children(), name="runtime")
         try:
             await self.system.start()
         except BaseException:
+            await self.storage.stop()
             await self.backend.stop()
             raise
 
@@ -269,6 +272,7 @@ class Server:
             try:
                 await self.system.stop(graceful=graceful)
             finally:
+                await self.storage.stop()
                 await self.backend.stop()
 
     async def connect(self, *, max_delay: float = 30.0) -> None:
@@ -304,6 +308,7 @@ class Server:
         try:
             await self.system.run_until_signalled()
         finally:
+            await self.storage.stop()
             await self.backend.stop()
 
     async def __aenter__(self) -> Server:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -32,64 +33,28 @@ import stat
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Final
-from urllib.parse import quote, unquote
 
 from backends.errors import NotFound
+from backends.protocols import StoredFile
+from backends.storage_common import (
+    SCHEME,
+    check_metadata,
+    check_namespace,
+    check_path,
+    check_prefix,
+    check_range,
+    make_uri,
+    parse_uri,
+)
 
 __all__ = ["SCHEME", "LocalStorage", "parse_uri"]
 
-SCHEME: Final = "kestra://"
-_NAMESPACE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _TMP_SUFFIX: Final = ".~tmp"
-_TMP_NAME: Final = re.compile(r"^\..*\.[0-9a-f]{16}\.~tmp$")
+_META_SUFFIX: Final = ".~meta"
+# Hidden files of the storage itself: temporary files and metadata sidecars.
+_HIDDEN: Final = re.compile(r"^\..*(\.[0-9a-f]{16}\.~tmp|\.~meta)$")
 # Small chunks of a stream are gathered up to this size before one write call.
 _WRITE_BUFFER: Final = 1 << 20
-
-
-def check_namespace(namespace: str) -> str:
-    """``namespace`` if it is a valid namespace name, else ValueError."""
-    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
-        raise ValueError(
-            f"invalid namespace {namespace!r}: use letters, digits, '_', '-' and '.', "
-            "starting with a letter, a digit or '_' (e.g. company.team)"
-        )
-    return namespace
-
-
-def check_path(path: str, *, allow_empty: bool = False) -> PurePosixPath:
-    """``path`` as a relative path that stays inside its namespace, else ValueError.
-
-    Empty and ``.`` segments are dropped (``a//./b`` is ``a/b``)."""
-    if not isinstance(path, str):
-        raise ValueError(f"storage path must be a string, got {type(path).__name__}")
-    if "\x00" in path:
-        raise ValueError(f"storage path {path!r} contains a NUL byte")
-    if path.startswith("/"):
-        raise ValueError(
-            f"storage path {path!r} is absolute: give a path relative to the namespace"
-        )
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise ValueError(f"storage path {path!r} contains '..': a path cannot leave its namespace")
-    if not parts and not allow_empty:
-        raise ValueError(f"storage path {path!r} is empty: name a file in the namespace")
-    return PurePosixPath(*parts)
-
-
-def make_uri(namespace: str, path: PurePosixPath) -> str:
-    """The URI of ``path`` in ``namespace``."""
-    return f"{SCHEME}/{namespace}/{quote(str(path), safe='/')}"
-
-
-def parse_uri(uri: str) -> tuple[str, PurePosixPath]:
-    """``(namespace, path)`` of a ``kestra:///namespace/path`` URI, else ValueError."""
-    if not isinstance(uri, str) or not uri.startswith(SCHEME + "/"):
-        raise ValueError(
-            f"not an internal storage URI: {uri!r}; expected kestra:///<namespace>/<path>"
-        )
-    rest = unquote(uri[len(SCHEME) + 1 :])
-    namespace, _, path = rest.partition("/")
-    return check_namespace(namespace), check_path(path)
 
 
 class LocalStorage:
@@ -107,15 +72,33 @@ class LocalStorage:
         return self._root
 
     # -- the Storage protocol -------------------------------------------------------
-    async def put(self, namespace: str, path: str, data: bytes | AsyncIterator[bytes]) -> str:
-        """Store ``data`` at ``path`` in ``namespace`` (replacing it) and return its URI."""
+    async def start(self) -> None:
+        """Create the folder; nothing to connect to."""
+        await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
+
+    async def stop(self) -> None:
+        pass
+
+    async def put(
+        self,
+        namespace: str,
+        path: str,
+        data: bytes | AsyncIterator[bytes],
+        *,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Store ``data`` at ``path`` in ``namespace`` (replacing it) and return its URI.
+
+        Metadata goes to a hidden sidecar file (``.<name>.~meta``), written before the
+        data is renamed into place."""
         rel = check_path(path)
         check_namespace(namespace)
+        meta = check_metadata(metadata)
         target = self._local(namespace, rel)
         if isinstance(data, (bytes, bytearray, memoryview)):
-            await asyncio.to_thread(self._write_all, target, bytes(data))
+            await asyncio.to_thread(self._write_all, target, bytes(data), meta)
         else:
-            await self._write_stream(target, data)
+            await self._write_stream(target, data, meta)
         return make_uri(namespace, rel)
 
     async def get(self, uri: str) -> bytes:
@@ -123,14 +106,25 @@ class LocalStorage:
         target = self._local(*parse_uri(uri))
         return await asyncio.to_thread(self._read_all, target, uri)
 
-    async def open(self, uri: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
-        """The content of the file at ``uri`` in chunks of at most ``chunk_size`` bytes."""
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    async def open(
+        self, uri: str, chunk_size: int = 65536, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes ``[start, end)`` of the file at ``uri`` in chunks of at most
+        ``chunk_size`` bytes."""
+        check_range(chunk_size, start, end)
         target = self._local(*parse_uri(uri))
         handle = await asyncio.to_thread(self._open_read, target, uri)
         try:
-            while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            if start:
+                handle.seek(start)  # a seek on a regular file does not block
+            left = None if end is None else max(0, end - start)
+            while left is None or left > 0:
+                want = chunk_size if left is None else min(chunk_size, left)
+                chunk = await asyncio.to_thread(handle.read, want)
+                if not chunk:
+                    break
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
         finally:
             handle.close()  # a read-only descriptor: closing never blocks
@@ -151,15 +145,11 @@ class LocalStorage:
         ``prefix`` is a string prefix of the path (``logs/2024`` matches
         ``logs/2024-01.txt`` and ``logs/2024/a.txt``)."""
         check_namespace(namespace)
-        if "\x00" in prefix:
-            raise ValueError(f"storage prefix {prefix!r} contains a NUL byte")
-        rel_prefix = check_path(prefix, allow_empty=True)
+        text_prefix = check_prefix(prefix)
+        rel_prefix = PurePosixPath(text_prefix or ".")
         # Walk only the deepest folder the prefix fully names.
-        folder = rel_prefix if prefix.endswith("/") else rel_prefix.parent
+        folder = rel_prefix if text_prefix.endswith("/") else rel_prefix.parent
         base = self._local(namespace, folder)
-        text_prefix = "" if str(rel_prefix) == "." else str(rel_prefix)
-        if prefix.endswith("/") and text_prefix:
-            text_prefix += "/"
         paths = await asyncio.to_thread(self._walk, base, self._root / namespace)
         return [
             make_uri(namespace, p) for p in sorted(paths, key=str) if str(p).startswith(text_prefix)
@@ -169,6 +159,12 @@ class LocalStorage:
         """The file's size in bytes; NotFound if missing."""
         target = self._local(*parse_uri(uri))
         return await asyncio.to_thread(self._size, target, uri)
+
+    async def stat(self, uri: str) -> StoredFile:
+        """The file's size and metadata; NotFound if missing."""
+        target = self._local(*parse_uri(uri))
+        size, metadata = await asyncio.to_thread(self._stat, target, uri)
+        return StoredFile(uri=uri, size=size, metadata=metadata)
 
     # -- paths ----------------------------------------------------------------------
     def _local(self, namespace: str, rel: PurePosixPath) -> Path:
@@ -211,16 +207,35 @@ class LocalStorage:
         if self._fsync:
             _fsync_dir(target.parent)
 
-    def _write_all(self, target: Path, data: bytes) -> None:
+    def _write_meta(self, target: Path, metadata: dict[str, str]) -> None:
+        """Write (or remove) the sidecar before the data lands: a reader never sees
+        new data with no metadata; a crash in between leaves old data, new metadata."""
+        sidecar = _sidecar(target)
+        if not metadata:
+            with contextlib.suppress(FileNotFoundError):
+                sidecar.unlink()
+            return
+        handle, temp = self._create_temp(sidecar)
+        try:
+            handle.write(json.dumps(metadata, ensure_ascii=False).encode())
+            self._commit(handle, temp, sidecar)
+        except BaseException:
+            _discard(handle, temp)
+            raise
+
+    def _write_all(self, target: Path, data: bytes, metadata: dict[str, str]) -> None:
         handle, temp = self._create_temp(target)
         try:
             handle.write(data)
+            self._write_meta(target, metadata)
             self._commit(handle, temp, target)
         except BaseException:
             _discard(handle, temp)
             raise
 
-    async def _write_stream(self, target: Path, data: AsyncIterator[bytes]) -> None:
+    async def _write_stream(
+        self, target: Path, data: AsyncIterator[bytes], metadata: dict[str, str]
+    ) -> None:
         handle, temp = await asyncio.to_thread(self._create_temp, target)
         try:
             pending: list[bytes] = []
@@ -233,6 +248,7 @@ class LocalStorage:
                     pending, size = [], 0
             if pending:
                 await asyncio.to_thread(handle.write, b"".join(pending))
+            await asyncio.to_thread(self._write_meta, target, metadata)
             await asyncio.to_thread(self._commit, handle, temp, target)
         except BaseException:
             # Cleanup must not await (we may be cancelled); unlink is one quick syscall.
@@ -263,6 +279,17 @@ class LocalStorage:
         return target.stat().st_size
 
     @staticmethod
+    def _stat(target: Path, uri: str) -> tuple[int, dict[str, str]]:
+        if not _is_regular_file(target):
+            raise NotFound(f"no file at {uri}")
+        size = target.stat().st_size
+        try:
+            metadata = json.loads(_sidecar(target).read_bytes())
+        except FileNotFoundError:
+            metadata = {}
+        return size, metadata
+
+    @staticmethod
     def _delete(target: Path, home: Path) -> bool:
         if not _is_regular_file(target):
             return False
@@ -270,6 +297,8 @@ class LocalStorage:
             target.unlink()
         except FileNotFoundError:
             return False
+        with contextlib.suppress(FileNotFoundError):
+            _sidecar(target).unlink()
         parent = target.parent
         while parent != home and home in parent.parents:
             try:
@@ -289,10 +318,14 @@ class LocalStorage:
             dirs[:] = [d for d in dirs if not (here / d).is_symlink()]
             for name in files:
                 path = here / name
-                if _TMP_NAME.match(name) or path.is_symlink():
+                if _HIDDEN.match(name) or path.is_symlink():
                     continue
                 found.append(PurePosixPath(path.relative_to(home).as_posix()))
         return found
+
+
+def _sidecar(target: Path) -> Path:
+    return target.with_name(f".{target.name}{_META_SUFFIX}")
 
 
 def _is_regular_file(path: Path) -> bool:

@@ -20,10 +20,12 @@ pytest.register_assert_rewrite(
     "backends.testing.store_tests",
     "backends.testing.state_tests",
     "backends.testing.pools",
+    "backends.testing.storage_tests",
 )
 
 from backends.testing.base import ConformanceBase  # noqa: E402
 from backends.testing.clock import ManualClock  # noqa: E402
 from backends.testing.conformance import BackendConformance  # noqa: E402
+from backends.testing.storage_tests import StorageConformance  # noqa: E402
 
-__all__ = ["BackendConformance", "ConformanceBase", "ManualClock"]
+__all__ = ["BackendConformance", "ConformanceBase", "ManualClock", "StorageConformance"]

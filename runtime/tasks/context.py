@@ -9,6 +9,7 @@ in WARNING. Cancellation (a kill or a timeout) arrives as CancelledError.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ class TaskStorage(Protocol):
     async def get(self, uri: str) -> bytes: ...
     async def exists(self, uri: str) -> bool: ...
     async def delete(self, uri: str) -> bool: ...
+    async def list(self, namespace: str, prefix: str = "") -> builtins.list[str]: ...
 
 
 class KVEntryLike(Protocol):

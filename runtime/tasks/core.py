@@ -21,7 +21,7 @@ import msgspec
 
 from runtime.flow.context import is_truthy
 from runtime.flow.model import RunnableTask, Task
-from runtime.tasks import kv, scripts, working_directory
+from runtime.tasks import files, kv, scripts, working_directory
 from runtime.tasks.context import RunContext, TaskFailure
 from runtime.tasks.python_call import PythonFunction
 from runtime.tasks.support import log_at, normalize_level
@@ -285,6 +285,19 @@ class WorkingDirectory(RunnableTask, kw_only=True, frozen=True):
         return await working_directory.run(self, ctx)
 
 
+class PurgeCurrentExecutionFiles(RunnableTask, kw_only=True, frozen=True):
+    """Delete the running execution's files from internal storage (its FILE inputs
+    and its tasks' output files); outputs ``uris``, those deleted."""
+
+    canonical_type: ClassVar[str] = "io.kestra.plugin.core.storage.PurgeCurrentExecutionFiles"
+    aliases: ClassVar[tuple[str, ...]] = (
+        "io.kestra.core.tasks.storages.PurgeCurrentExecutionFiles",
+    )
+
+    async def run(self, ctx: RunContext) -> Outputs:
+        return {"uris": await files.purge_execution_files(ctx)}
+
+
 CORE_TASKS: tuple[type[Task], ...] = (
     Log,
     Return,
@@ -305,6 +318,7 @@ CORE_TASKS: tuple[type[Task], ...] = (
     PythonScript,
     WorkingDirectory,
     PythonFunction,
+    PurgeCurrentExecutionFiles,
 )
 
 __all__ = [cls.__name__ for cls in CORE_TASKS] + ["CORE_TASKS"]

@@ -130,9 +130,28 @@ async def upload_files(ctx: RunContext, files: dict[str, Path], *, where: str) -
     for name, path in files.items():
         try:
             uris[name] = await ctx.storage.put(ctx.namespace, f"{prefix}/{name}", _read(path))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
+            # The storage already retried what a retry could fix (an object store's
+            # parts, a store briefly unreachable): what is left fails this task run,
+            # named, and never the worker.
             raise TaskFailure(f"{where}: cannot store output file {name!r}: {exc}") from None
     return uris
+
+
+def execution_prefixes(flow_id: str, execution_id: str) -> tuple[str, str]:
+    """Where an execution's files are, in its namespace: its FILE inputs (stored by
+    the webserver) and its tasks' output files (``upload_files``)."""
+    return f"executions/{execution_id}/", f"{flow_id}/executions/{execution_id}/"
+
+
+async def purge_execution_files(ctx: RunContext) -> list[str]:
+    """Delete every file of the running execution from internal storage; the URIs."""
+    deleted: list[str] = []
+    for prefix in execution_prefixes(ctx.flow_id, ctx.execution_id):
+        for uri in await ctx.storage.list(ctx.namespace, prefix):
+            if await ctx.storage.delete(uri):
+                deleted.append(uri)
+    return deleted
 
 
 async def _read(path: Path) -> AsyncIterator[bytes]:

@@ -18,6 +18,7 @@ from services.flows import FlowCache, FlowNotFoundError
 from services.webserver import (
     actions_api,
     executions_api,
+    files_api,
     flows_api,
     flows_io_api,
     instance_api,
@@ -94,6 +95,7 @@ def create_app(
         *flows_api.routes,
         # before executions_api's: /executions/by-ids is no {executionId}
         *actions_api.routes,
+        *files_api.routes,
         *executions_api.routes,
         *logs_api.routes,
         *triggers_api.routes,

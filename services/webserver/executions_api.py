@@ -8,15 +8,15 @@ import posixpath
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import msgspec
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
+from backends.errors import BackendError
 from backends.protocols import ExecutionFilter, ExecutionSortField
 from runtime.flow import budget
 from runtime.flow.durations import DurationError, parse_duration
@@ -29,6 +29,7 @@ from runtime.flow.model import Flow, Input, Pause
 from runtime.flow.states import StateType
 from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, encode_event
+from runtime.tasks.files import execution_prefixes
 from services.executor import send_event, submit
 from services.webserver.http import (
     ApiError,
@@ -175,6 +176,10 @@ async def _upload_files(
         except OSError as exc:  # a full or failing disk: not the client's fault, nor a bug
             raise ApiError(
                 503, f"internal storage cannot store the upload of input `{name}`: {exc.strerror}"
+            ) from None
+        except BackendError as exc:  # an object store unreachable after its retries
+            raise ApiError(
+                503, f"internal storage cannot store the upload of input `{name}`: {exc}"
             ) from None
         stored.append(uris[name])
     return uris
@@ -432,10 +437,7 @@ async def selected(request: Request) -> list[Execution]:
 async def delete_files(app: AppState, execution: Execution) -> None:
     """The execution's files in internal storage: its FILE inputs and its tasks'
     output files (the two places they are written)."""
-    for prefix in (
-        f"executions/{execution.id}/",
-        f"{execution.flow_id}/executions/{execution.id}/",
-    ):
+    for prefix in execution_prefixes(execution.flow_id, execution.id):
         for uri in await app.storage.list(execution.namespace, prefix):
             await app.storage.delete(uri)
 
@@ -614,37 +616,6 @@ async def set_labels(request: Request) -> Response:
     return json_response(execution_json(execution))
 
 
-async def file(request: Request) -> Response:
-    app = state(request)
-    execution = await load_execution(app, request.path_params["executionId"])
-    uri = q_str(request, "path")
-    if uri is None:
-        raise ApiError(400, "query parameter `path` is required: the kestra:/// URI of the file")
-    prefix = f"kestra:///{execution.namespace}/"
-    rest = uri.removeprefix(prefix)
-    # Where its FILE inputs and its tasks' output files are written; nothing else of
-    # the namespace's storage (KV state files, other executions' files) is served.
-    homes = (f"executions/{execution.id}/", f"{execution.flow_id}/executions/{execution.id}/")
-    if rest == uri or not rest.startswith(homes):
-        raise ApiError(
-            422,
-            f"{uri!r} is not a file of execution {execution.id} "
-            f"(its files start {prefix}{homes[0]} or {prefix}{homes[1]})",
-        )
-    try:
-        exists = await app.storage.exists(uri)
-    except ValueError as exc:
-        raise ApiError(422, f"{uri!r}: {exc}") from None
-    if not exists:
-        raise not_found(f"file {uri}")
-    name = quote(posixpath.basename(rest))
-    return StreamingResponse(
-        app.storage.open(uri),
-        media_type="application/octet-stream",
-        headers={"content-disposition": f"attachment; filename*=UTF-8''{name}"},
-    )
-
-
 async def follow(request: Request) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
@@ -661,7 +632,6 @@ routes = [
     Route("/api/v1/executions/{executionId}/replay", replay, methods=["POST"]),
     Route("/api/v1/executions/{executionId}/resume", resume, methods=["POST"]),
     Route("/api/v1/executions/{executionId}/labels", set_labels, methods=["POST"]),
-    Route("/api/v1/executions/{executionId}/file", file, methods=["GET"]),
     Route("/api/v1/executions/{executionId}/follow", follow, methods=["GET"]),
     # Last: /executions/{executionId}/restart and friends have the same shape.
     Route("/api/v1/executions/{namespace}/{id}", create, methods=["POST"]),

@@ -344,6 +344,65 @@ def _paths() -> dict[str, dict[str, Any]]:
                 path=_EXEC,
                 query=(("path", {"type": "string"}),),
                 errors=("400", "404", "422"),
+                extra={
+                    "206": {
+                        "description": "the bytes of a `Range: bytes=a-b` header",
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "416": {"description": "the range is outside the file"},
+                },
+            )
+        },
+        "/api/v1/executions/{executionId}/file/metas": {
+            "get": _op(
+                "The size and metadata of a file of the execution",
+                "Executions",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["size", "metadata"],
+                        "properties": {
+                            "size": {"type": "integer"},
+                            "metadata": {
+                                "type": "object",
+                                "additionalProperties": {"type": "string"},
+                            },
+                        },
+                    },
+                    "the file's size in bytes",
+                ),
+                path=_EXEC,
+                query=(("path", {"type": "string"}),),
+                errors=("400", "404", "422"),
+            )
+        },
+        "/api/v1/executions/{executionId}/file/preview": {
+            "get": _op(
+                "The first lines of a text file of the execution (at most 1 MiB read)",
+                "Executions",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["extension", "content", "truncated"],
+                        "properties": {
+                            "extension": {"type": "string"},
+                            "content": {"type": "string"},
+                            "truncated": {"type": "boolean"},
+                        },
+                    },
+                    "the first `maxRows` lines, decoded with `encoding`",
+                ),
+                path=_EXEC,
+                query=(
+                    ("path", {"type": "string"}),
+                    ("maxRows", {"type": "integer", "minimum": 1, "maximum": 10000}),
+                    ("encoding", {"type": "string"}),
+                ),
+                errors=("400", "404", "422"),
             )
         },
         "/api/v1/executions/{executionId}/follow": {

@@ -33,3 +33,22 @@ def test_errors_name_the_key_the_variable_and_the_file(tmp_path: Path) -> None:
         load_config(path, environ={})
     with pytest.raises(ConfigError, match=r"RUNTIME_WORKER_CONCURRENCY.*Expected `int`"):
         load_config(None, environ={"RUNTIME_WORKER_CONCURRENCY": "lots"})
+
+
+def test_the_medium_configs_use_shared_storage_with_env_overrides() -> None:
+    for name in ("medium-postgres.yml", "medium-mysql.yml"):
+        config = load_config(ROOT / "config" / name, environ={})
+        assert (config.storage.type, config.storage.bucket) == ("s3", "runtime-storage")
+        override = load_config(
+            ROOT / "config" / name,
+            environ={
+                "RUNTIME_STORAGE_BUCKET": "other",
+                "RUNTIME_STORAGE_ENDPOINT_URL": "http://127.0.0.1:8333",
+                "RUNTIME_STORAGE_PATH_STYLE": "true",
+                "RUNTIME_STORAGE_PARALLEL_PARTS": "4",
+            },
+        )
+        assert override.storage.bucket == "other"
+        assert override.storage.endpoint_url == "http://127.0.0.1:8333"
+        assert override.storage.path_style is True
+        assert override.storage.parallel_parts == 4
