@@ -122,11 +122,16 @@ def run(
         err=True,
     )
     from backends.errors import BackendError
+    from runtime.actors import SupervisorEscalationError
 
     try:
         asyncio.run(server.run_until_signalled())
     except BackendError as exc:  # not one to wait out: bad credentials, unsupported server
         raise click.ClickException(str(exc)) from None
+    except SupervisorEscalationError:
+        # Logged once as `supervisor.escalating`; a non-zero status lets the service
+        # manager (systemd's Restart=on-failure) start the process again.
+        sys.exit(1)
 
 
 # -- flow ----------------------------------------------------------------------------------

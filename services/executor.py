@@ -72,6 +72,7 @@ class Executor:
         *,
         consumer_id: str,
         settings: ExecutorConfig | None = None,
+        listeners: list[Callable[[Execution], None]] | None = None,
     ) -> None:
         self.backend = backend
         self.flows = flows
@@ -82,7 +83,7 @@ class Executor:
         self._next_due: datetime | None = None
         #: called with each execution a committed batch changed (in-process observers:
         #: `flow test` progress, live API streams); must not block
-        self.listeners: list[Callable[[Execution], None]] = []
+        self.listeners = listeners if listeners is not None else []
 
     async def run(self, ctx: ChildContext) -> None:
         queues = self.backend.queues

@@ -127,8 +127,7 @@ async def run_flow_test(
             return False
 
         async with server:
-            assert server.executor is not None
-            server.executor.listeners.append(observe)
+            server.listeners.append(observe)
             record = await deploy_file(backend.flows, flow_file)
             flow = server.flows.parse(record)
             await start_execution(

@@ -274,6 +274,9 @@ class Worker:
         self._reports = _Reports(self._write_reports)
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        #: set with the error when a job's own bookkeeping (its report, its give-back)
+        #: fails in a way no retry covers: the worker then fails and is restarted
+        self._broken: asyncio.Future[None] | None = None
         self._started = datetime.now(UTC)
         self.pool = ProcessPool(self.settings.process_pool, name=f"{worker_id}-pool")
         self.completed = 0
@@ -281,6 +284,8 @@ class Worker:
     # -- the child's life -------------------------------------------------------
     async def run(self, ctx: ChildContext) -> None:
         ctx.on_stop_requested(self._stopping.set)
+        broken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._broken = broken
         await self.pool.start()
         await self._heartbeat(ServiceState.RUNNING)
         side = [
@@ -291,19 +296,25 @@ class Worker:
         ctx.ready()
         log.info("worker.started", worker=self.id, concurrency=self.settings.concurrency)
         claim = asyncio.create_task(self._claim_loop(), name=f"{self.id}.claim")
+        watched: list[asyncio.Future[None]] = [claim, *side, broken]
         try:
-            done, _ = await asyncio.wait([claim, *side], return_when=asyncio.FIRST_COMPLETED)
+            # A side task (heartbeat, kill poll, log flush, report write) that dies fails
+            # the worker, loudly: its supervisor restarts a fresh one.
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not claim and task.exception() is not None:
-                    raise RuntimeError(f"worker side task {task.get_name()} died") from (
-                        task.exception()
-                    )
+                    raise RuntimeError(
+                        f"worker {self.id}: side task {_name(task)} died: {task.exception()!r}"
+                    ) from task.exception()
             await claim
             await self._drain()
+            if broken.done():
+                broken.result()
         finally:
             # An immediate stop (cancellation) ends the claim loop and running jobs
             # too; each job gives itself back to the queue as it is cancelled.
             self._stopping.set()
+            broken.cancel()  # a failure from here on is the stop's own business
             claim.cancel()
             await asyncio.gather(claim, return_exceptions=True)
             jobs = [task for task, _ in self.running.values()]
@@ -360,7 +371,17 @@ class Worker:
         began = run_id in self._began
         self._began.discard(run_id)
         self._slot_freed.set()
-        if task.cancelled() and not began:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            # Tasks' own errors are caught in _execute: this is the worker's bookkeeping
+            # (a report the database refused for good). The job goes back to the queue
+            # and the worker fails.
+            if self._broken is not None and not self._broken.done():
+                self._broken.set_exception(
+                    RuntimeError(f"worker {self.id}: job {run_id} could not be settled: {error!r}")
+                )
+            began, killed = False, False
+        if (task.cancelled() or error is not None) and not began:
             # Cancelled before it ran a line (a stop, or a kill, right after the claim):
             # its own handlers never ran, so the job is settled from here.
             settle = asyncio.create_task(self._settle_unstarted(message, job, killed))
@@ -625,6 +646,10 @@ class Worker:
         except Transient as exc:
             log.warning("worker.logs_retry", error=str(exc), count=len(entries))
             self._buffer.entries[:0] = entries
+
+
+def _name(task: asyncio.Future[None]) -> str:
+    return task.get_name() if isinstance(task, asyncio.Task) else "job settlement"
 
 
 def _call_kill_callbacks(ctx: WorkerRunContext) -> None:
