@@ -27,7 +27,6 @@ from runtime.flow.events import (
     CreateExecution,
     CreateSubflow,
     DelayElapsed,
-    Event,
     ExecutionCreated,
     ExecutionEnded,
     Kill,
@@ -54,6 +53,7 @@ from runtime.messages import (
 )
 from services.common import sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
+from services.submit import send_event, submit
 from services.triggers import flow_trigger_executions, flows_with_flow_triggers
 
 log = get_logger(__name__)
@@ -398,18 +398,5 @@ def _log_entry(execution: Execution, command: Log) -> LogEntry:
     )
 
 
-async def submit(backend: Backend, execution: Execution) -> None:
-    """Store a new execution and ask an executor to start it (one transaction)."""
-    async with backend.transaction() as tx:
-        await tx.executions.save(execution)
-        await tx.queues.publish(
-            EXECUTOR_QUEUE, [(execution.id, encode_event(ExecutionCreated(at=backend.clock())))]
-        )
-
-
-async def send_event(backend: Backend, execution_id: str, event: Event) -> None:
-    """Queue an outside event (kill, resume, restart...) for an execution."""
-    await backend.queues.publish(EXECUTOR_QUEUE, [(execution_id, encode_event(event))])
-
-
+# the entry points other code imported from here; they live in services.submit
 __all__ = ["Executor", "Outbox", "send_event", "submit"]
