@@ -61,16 +61,9 @@ class RecordingExecutor(Executor):
         #: which the executor logs and retries: a dry run raises them instead
         self.failures: list[Exception] = []
 
-    def _give_up_or_retry(
-        self,
-        execution_id: str,
-        messages: list[QueueMessage],
-        exc: Exception,
-        done: list[int],
-        failed: list[int],
-    ) -> None:
+    def _give_up(self, execution_id: str, messages: list[QueueMessage], exc: Exception) -> bool:
         self.failures.append(exc)
-        super()._give_up_or_retry(execution_id, messages, exc, done, failed)
+        return super()._give_up(execution_id, messages, exc)
 
     async def carry_out(
         self,

@@ -84,9 +84,15 @@ class Executor:
         #: called with each execution a committed batch changed (in-process observers:
         #: `flow test` progress, live API streams); must not block
         self.listeners = listeners if listeners is not None else []
+        #: where its events come from: the batch and its unit of work together
+        self.inbox = backend.inbox(
+            EXECUTOR_QUEUE,
+            consumer_id,
+            lease_seconds=self.settings.lease_seconds,
+            prefetch_executions=True,
+        )
 
     async def run(self, ctx: ChildContext) -> None:
-        queues = self.backend.queues
         stopping = asyncio.Event()
         ctx.on_stop_requested(stopping.set)
         ctx.ready()
@@ -108,8 +114,8 @@ class Executor:
                 # latched the wake-up, so the wait then returns at once.
                 if handled == 0:
                     # only an empty claim asks when the next delayed event is due
-                    self._next_due = await queues.next_available(EXECUTOR_QUEUE)
-                await wait_or_stop(stopping, queues.wait(EXECUTOR_QUEUE, self._idle_wait()))
+                    self._next_due = await self.inbox.next_available()
+                await wait_or_stop(stopping, self.inbox.wait(self._idle_wait()))
         log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
 
     def _idle_wait(self) -> float:
@@ -122,28 +128,21 @@ class Executor:
         return max(0.0, min(wait, self.settings.idle_wait_seconds))
 
     async def step(self) -> int:
-        """Claim a batch and handle it, all in one transaction; returns its size.
+        """Handle one batch of the inbox in its unit of work; returns its size.
 
-        Claiming inside the transaction means a crash or a database error rolls the
-        claim back with everything else: the events are at once claimable again,
+        The inbox claims inside the unit of work, so a crash or a database error rolls
+        the claim back with everything else: the events are at once claimable again,
         with no lease to wait out.
         """
         changed: list[Execution] = []
-        async with self.backend.transaction() as tx:
-            batch = await tx.queues.claim(
-                EXECUTOR_QUEUE,
-                self.consumer_id,
-                self.settings.batch,
-                self.settings.lease_seconds,
-                prefetch_executions=True,
-            )
-            if not batch:
+        done = 0
+        async with self.inbox.batch(self.settings.batch) as batch:
+            if not batch.messages:
                 return 0
+            tx = batch.stores
             groups: dict[str, list[QueueMessage]] = {}
-            for message in batch:
+            for message in batch.messages:
                 groups.setdefault(message.key or "", []).append(message)
-            done: list[int] = []
-            failed: list[int] = []
             outbox = Outbox()
             for execution_id, messages in groups.items():
                 try:
@@ -153,33 +152,26 @@ class Executor:
                     # does): roll the whole batch back; its events come back.
                     raise
                 except Exception as exc:
-                    self._give_up_or_retry(execution_id, messages, exc, done, failed)
+                    if self._give_up(execution_id, messages, exc):
+                        done += len(messages)  # acked: dropped for good
+                    else:
+                        batch.retry(messages, delay_seconds=1.0)
                     continue
-                done.extend(m.id for m in messages)
+                done += len(messages)
                 if updated is not None:
                     changed.append(updated)
             await outbox.send(tx)
-            await tx.queues.ack(EXECUTOR_QUEUE, done)
-            if failed:
-                await tx.queues.nack(EXECUTOR_QUEUE, failed, delay_seconds=1.0)
-        self.processed += len(done)
+        self.processed += done
         for execution in changed:
             for listener in self.listeners:
                 try:
                     listener(execution)
                 except Exception:
                     log.exception("executor.listener_failed")
-        return len(batch)
+        return len(batch.messages)
 
-    def _give_up_or_retry(
-        self,
-        execution_id: str,
-        messages: list[QueueMessage],
-        exc: Exception,
-        done: list[int],
-        failed: list[int],
-    ) -> None:
-        """An event the engine cannot apply is retried a few times, then dropped."""
+    def _give_up(self, execution_id: str, messages: list[QueueMessage], exc: Exception) -> bool:
+        """An event the engine cannot apply is retried a few times, then dropped (True)."""
         spent = max(m.attempts for m in messages) + 1 >= MAX_EVENT_ATTEMPTS
         log.error(
             "executor.event_failed",
@@ -188,7 +180,7 @@ class Executor:
             dropped=spent,
             exc_info=exc if not isinstance(exc, (EngineError, FlowNotFoundError)) else None,
         )
-        (done if spent else failed).extend(m.id for m in messages)
+        return spent
 
     async def _process_execution(
         self, tx: Stores, execution_id: str, messages: list[QueueMessage], outbox: Outbox

@@ -57,8 +57,10 @@ async def test_the_api_s_refusal_and_the_engine_s_are_the_same_rule() -> None:
 
 def test_only_the_entry_module_and_the_components_publish_to_the_executor() -> None:
     """Starting executions and sending events goes through services.submit; the
-    executor (its outbox) and the worker (results) are the executor's own traffic."""
+    executor (its outbox) and the worker (results) are the executor's own traffic, and
+    the dry run plays the workers."""
     allowed = {
+        "services/dry_run.py",
         "services/submit.py",
         "services/executor.py",
         "services/worker.py",
