@@ -33,6 +33,7 @@ from services.scheduler import Scheduler
 from services.standalone import ALL_COMPONENTS, Server
 from services.webserver import server as webserver_module
 from services.worker import Worker
+from services.worker import worker as worker_module
 from tests.services.server_helpers import NS, S, ended, returns, settings, shell, start, until
 
 pytestmark = pytest.mark.slow
@@ -51,9 +52,10 @@ tasks:
 
 
 class Fault:
-    """Makes the next call of ``cls.name`` raise, once, after :meth:`arm`."""
+    """Makes the next call of ``cls.name`` (a class's method or a module's function)
+    raise, once, after :meth:`arm`."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cls: Any, name: str) -> None:
         self.armed = False
         self.fired = 0
         original: Callable[..., Awaitable[Any]] = getattr(cls, name)
@@ -120,7 +122,7 @@ CASES = [
     ("worker", "worker", Worker, "_heartbeat"),
     ("worker", "worker", Worker, "_kill_requested"),
     ("worker", "worker", Worker, "_final_flush"),
-    ("worker", "worker", Worker, "_write_reports"),
+    ("worker", "worker", worker_module, "write_reports"),
     ("executor", "executor", Executor, "step"),
     ("scheduler", "scheduler", Scheduler, "_heartbeat"),
     ("liveness", "liveness", Liveness, "check"),
@@ -138,7 +140,7 @@ async def test_a_dying_side_task_restarts_a_fresh_component_while_the_rest_serve
     monkeypatch: pytest.MonkeyPatch,
     component: str,
     attribute: str,
-    cls: type,
+    cls: Any,
     method: str,
 ) -> None:
     fault = Fault(monkeypatch, cls, method)
@@ -152,7 +154,7 @@ async def test_a_dying_side_task_restarts_a_fresh_component_while_the_rest_serve
             lambda: _task_started(server, in_flight), 5, f"{in_flight}'s shell task started"
         )
         fault.arm()
-        if method == "_write_reports":
+        if method == "write_reports":
             await start(backend, "quick")  # something to report
         await until(lambda: _async(fault.fired == 1), 5, f"{cls.__name__}.{method} failed")
         await until(lambda: _async(restarts(server) >= 1), 5, f"{component} restarted")
