@@ -82,7 +82,9 @@ def run(
     With no config, the embedded SQLite backend and a local storage folder live
     in the data directory ($XDG_DATA_HOME/runtime, else ~/.local/share/runtime;
     set RUNTIME_DATA_DIR to move it). SIGTERM or Ctrl-C stops gracefully; a
-    second one stops at once.
+    second one stops at once. A component that fails is restarted alone; more
+    than 3 restarts within 5 seconds stop the process with status 1, for its
+    service manager to start it again.
 
     \b
     Examples:
