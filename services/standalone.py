@@ -153,6 +153,7 @@ class Server:
         self.listeners: list[Callable[[Execution], None]] = []
         #: ids of this process's live worker and scheduler instances (liveness skips them)
         self._own_ids: set[str] = set()
+        self._scheduler_id = ""
         #: the instances running now; a restart replaces them
         self.liveness: Liveness | None = None
         self.executor: Executor | None = None
@@ -197,8 +198,8 @@ class Server:
         return ChildSpec(id=id, start=start, shutdown_timeout=shutdown)
 
     # Each factory also publishes the instance it built (tests, `flow test` look at
-    # the running one); a new id per instance lets liveness hand back whatever a
-    # failed instance could not give back itself.
+    # the running one); a new worker id per instance lets liveness hand back the jobs
+    # a failed instance could not give back itself.
     def _new_liveness(self) -> Liveness:
         exclusive = self.config.backend.type.lower() in _EXCLUSIVE
         self.liveness = Liveness(
@@ -229,10 +230,13 @@ class Server:
         return self.worker
 
     def _new_scheduler(self) -> Scheduler:
+        # One id per process, not per instance: a restarted scheduler renews the
+        # leader lease its predecessor held instead of waiting out its TTL.
+        self._scheduler_id = self._scheduler_id or instance_id("scheduler")
         self.scheduler = Scheduler(
             self.backend,
             self.flows,
-            scheduler_id=instance_id("scheduler"),
+            scheduler_id=self._scheduler_id,
             settings=self.config.scheduler,
         )
         self._own_ids.add(self.scheduler.id)

@@ -169,6 +169,10 @@ async def test_a_dying_side_task_restarts_a_fresh_component_while_the_rest_serve
         assert after is not before, "a restart builds a fresh instance"
         assert children(server)[component] == "running"
         assert restarts(server) == 1, "only the failed component was restarted"
+        if component == "scheduler":
+            # the same replica: it keeps the leader lease rather than wait out its TTL
+            assert after.id == before.id
+            await until(lambda: _leads(server), 5, "the restarted scheduler leads")
         if component == "worker":
             assert after.pool is not before.pool
             assert after.id != before.id
@@ -218,6 +222,12 @@ async def _serves(client: httpx.AsyncClient) -> bool:
 async def _task_started(server: Server, execution_id: str) -> bool:
     worker = server.worker
     return worker is not None and bool(worker.running)
+
+
+async def _leads(server: Server) -> bool:
+    scheduler = server.scheduler
+    assert scheduler is not None
+    return await server.backend.leader.acquire("scheduler", scheduler.id, 10.0)
 
 
 async def _async(value: bool) -> bool:
