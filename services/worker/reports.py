@@ -37,8 +37,11 @@ class Reports:
     worker's report waits for nothing, a busy worker's cost one transaction per
     group instead of one per job."""
 
-    def __init__(self, write: Callable[[list[Report]], Awaitable[None]]) -> None:
+    def __init__(
+        self, write: Callable[[list[Report]], Awaitable[None]], name: str = "worker.reports"
+    ) -> None:
         self._write = write
+        self._name = name
         self._pending: list[tuple[Report, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -47,8 +50,20 @@ class Reports:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((report, future))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name="worker.reports")
+            self._writer = asyncio.create_task(self._drain(), name=self._name)
         await future
+
+    async def idle(self, within: float) -> None:
+        """Until no write is in flight (at most ``within`` seconds, then it is
+        cancelled): the worker's stop leaves no writer behind."""
+        writer = self._writer
+        if writer is None or writer.done():
+            return
+        _, pending = await asyncio.wait({writer}, timeout=within)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     async def _drain(self) -> None:
         while self._pending:

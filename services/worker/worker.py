@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import traceback
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,7 +95,10 @@ class Worker:
         #: tasks settling jobs cancelled before they began
         self._settling: set[asyncio.Task[None]] = set()
         self._logs = LogBuffer()
-        self._reports = Reports(lambda reports: write_reports(self.inbox, self._logs, reports))
+        self._reports = Reports(
+            lambda reports: write_reports(self.inbox, self._logs, reports),
+            name=f"{worker_id}.reports",
+        )
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         #: set with the error when a job's own bookkeeping (its report, its give-back)
@@ -147,6 +151,7 @@ class Worker:
             if self._settling:
                 # bounded: with the database away, liveness hands the jobs on instead
                 await asyncio.wait(list(self._settling), timeout=5.0)
+            await self._reports.idle(within=5.0)
             await asyncio.shield(self._final_flush())
             await self.pool.stop()
             log.info("worker.stopped", worker=self.id, completed=self.completed)
@@ -209,9 +214,15 @@ class Worker:
         if (task.cancelled() or error is not None) and not began:
             # Cancelled before it ran a line (a stop, or a kill, right after the claim):
             # its own handlers never ran, so the job is settled from here.
-            settle = asyncio.create_task(self._settle_unstarted(record, killed))
-            self._settling.add(settle)
-            settle.add_done_callback(self._settling.discard)
+            self._settle(self._settle_unstarted(record, killed))
+
+    def _settle(self, settling: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a job's settlement as a task the worker owns: a second cancellation of
+        the job leaves it running, and the worker's stop waits for it (bounded)."""
+        task = asyncio.create_task(settling, name=f"{self.id}.settle")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        return task
 
     async def _settle_unstarted(self, record: RunningJob, killed: bool) -> None:
         if killed:
@@ -242,7 +253,7 @@ class Worker:
             await self._finish(message, job, StateType.FAILED, None)
             return
         except asyncio.CancelledError:
-            await asyncio.shield(self._cancelled(record, None))
+            await asyncio.shield(self._settle(self._cancelled(record, None)))
             raise
         started = self.backend.clock()
         # A short task reports only its end (with its start date); a longer one also
@@ -263,7 +274,7 @@ class Worker:
         try:
             state, outputs = await self._execute(task, ctx)
         except asyncio.CancelledError:
-            await asyncio.shield(self._cancelled(record, started))
+            await asyncio.shield(self._settle(self._cancelled(record, started)))
             raise
         finally:
             reporter.cancel()
