@@ -424,6 +424,50 @@ class Stores(Protocol):
     def kills(self) -> KillStore: ...
 
 
+class InboxBatch(Protocol):
+    """Messages handed out together with the unit of work they are handled in."""
+
+    messages: list[QueueMessage]
+    #: the unit of work's stores: what is written here commits with the batch's acks
+    stores: Stores
+
+    def retry(self, messages: Sequence[QueueMessage], delay_seconds: float) -> None:
+        """Hand ``messages`` back (after the delay) instead of acking them."""
+        ...
+
+
+class Inbox(Protocol):
+    """A component's transactional durable inbox on one queue (``backends.inbox``):
+    a batch comes with its unit of work, and what the handler saves and publishes
+    commits together with the batch's acks, or nothing does. The component does not
+    know which backend it reads."""
+
+    queue: str
+
+    def batch(self, limit: int) -> AbstractAsyncContextManager[InboxBatch]:
+        """Claim up to ``limit`` messages inside a unit of work, committed (with the
+        acks) when the block exits normally, rolled back (claim included) if it raises."""
+        ...
+
+    async def receive(self, limit: int) -> list[QueueMessage]:
+        """Lease up to ``limit`` messages now, for handlers that run long."""
+        ...
+
+    def settle(self, messages: Sequence[QueueMessage]) -> AbstractAsyncContextManager[Stores]:
+        """The unit of work that finishes received ``messages``: committed with their acks."""
+        ...
+
+    async def give_back(
+        self, messages: Sequence[QueueMessage], delay_seconds: float = 0.0
+    ) -> None: ...
+
+    async def wait(self, at_most: float) -> None:
+        """Until something may have arrived, or ``at_most`` seconds (a hint only)."""
+        ...
+
+    async def next_available(self) -> datetime | None: ...
+
+
 class Backend(Stores, Protocol):
     """A whole backend: the stores (autocommit), transactions, services, leader lock."""
 
@@ -438,6 +482,18 @@ class Backend(Stores, Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Stores]:
         """The stores bound to one transaction, committed when the block exits
         normally and rolled back when it raises."""
+        ...
+
+    def inbox(
+        self,
+        queue: str,
+        consumer: str,
+        *,
+        lease_seconds: float,
+        prefetch_executions: bool = False,
+    ) -> Inbox:
+        """``consumer``'s transactional inbox on ``queue``; ``prefetch_executions``
+        reads (and locks) the executions a batch's keys name with its claim."""
         ...
 
     @property

@@ -12,8 +12,8 @@ import time
 from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import new_id
 from runtime.flow.states import StateType
-from services.executor import submit
 from services.standalone import Server
+from services.submit import submit
 
 
 async def run_once(

@@ -82,7 +82,9 @@ def run(
     With no config, the embedded SQLite backend and a local storage folder live
     in the data directory ($XDG_DATA_HOME/runtime, else ~/.local/share/runtime;
     set RUNTIME_DATA_DIR to move it). SIGTERM or Ctrl-C stops gracefully; a
-    second one stops at once.
+    second one stops at once. A component that fails is restarted alone; more
+    than 3 restarts within 5 seconds stop the process with status 1, for its
+    service manager to start it again.
 
     \b
     Examples:
@@ -122,11 +124,16 @@ def run(
         err=True,
     )
     from backends.errors import BackendError
+    from runtime.actors import SupervisorEscalationError
 
     try:
         asyncio.run(server.run_until_signalled())
     except (BackendError, ConfigError) as exc:  # not one to wait out: bad credentials, ...
         raise click.ClickException(str(exc)) from None
+    except SupervisorEscalationError:
+        # Logged once as `supervisor.escalating`; a non-zero status lets the service
+        # manager (systemd's Restart=on-failure) start the process again.
+        sys.exit(1)
 
 
 def _storage_where(config: Config) -> str:

@@ -17,9 +17,9 @@ from backends.protocols import ExecutionFilter
 from runtime.config import Config
 from runtime.flow.execution import Execution
 from runtime.messages import LogEntry
-from services.flow_test import start_execution
 from services.flows import FlowCache
 from services.standalone import make_backend, make_storage
+from services.submit import start_execution
 from services.triggers import list_triggers
 
 #: how often a client polls the backend for changes made by another process

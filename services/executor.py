@@ -28,7 +28,6 @@ from runtime.flow.events import (
     CreateExecution,
     CreateSubflow,
     DelayElapsed,
-    Event,
     ExecutionCreated,
     ExecutionEnded,
     Kill,
@@ -56,6 +55,7 @@ from runtime.messages import (
 from services import poison
 from services.common import sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
+from services.submit import send_event, submit
 from services.triggers import flow_trigger_executions, flows_with_flow_triggers
 
 log = get_logger(__name__)
@@ -75,6 +75,7 @@ class Executor:
         *,
         consumer_id: str,
         settings: ExecutorConfig | None = None,
+        listeners: list[Callable[[Execution], None]] | None = None,
     ) -> None:
         self.backend = backend
         self.flows = flows
@@ -85,10 +86,16 @@ class Executor:
         self._next_due: datetime | None = None
         #: called with each execution a committed batch changed (in-process observers:
         #: `flow test` progress, live API streams); must not block
-        self.listeners: list[Callable[[Execution], None]] = []
+        self.listeners = listeners if listeners is not None else []
+        #: where its events come from: the batch and its unit of work together
+        self.inbox = backend.inbox(
+            EXECUTOR_QUEUE,
+            consumer_id,
+            lease_seconds=self.settings.lease_seconds,
+            prefetch_executions=True,
+        )
 
     async def run(self, ctx: ChildContext) -> None:
-        queues = self.backend.queues
         stopping = asyncio.Event()
         ctx.on_stop_requested(stopping.set)
         ctx.ready()
@@ -110,8 +117,8 @@ class Executor:
                 # latched the wake-up, so the wait then returns at once.
                 if handled == 0:
                     # only an empty claim asks when the next delayed event is due
-                    self._next_due = await queues.next_available(EXECUTOR_QUEUE)
-                await wait_or_stop(stopping, queues.wait(EXECUTOR_QUEUE, self._idle_wait()))
+                    self._next_due = await self.inbox.next_available()
+                await wait_or_stop(stopping, self.inbox.wait(self._idle_wait()))
         log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
 
     def _idle_wait(self) -> float:
@@ -124,28 +131,21 @@ class Executor:
         return max(0.0, min(wait, self.settings.idle_wait_seconds))
 
     async def step(self) -> int:
-        """Claim a batch and handle it, all in one transaction; returns its size.
+        """Handle one batch of the inbox in its unit of work; returns its size.
 
-        Claiming inside the transaction means a crash or a database error rolls the
-        claim back with everything else: the events are at once claimable again,
+        The inbox claims inside the unit of work, so a crash or a database error rolls
+        the claim back with everything else: the events are at once claimable again,
         with no lease to wait out.
         """
         changed: list[Execution] = []
-        async with self.backend.transaction() as tx:
-            batch = await tx.queues.claim(
-                EXECUTOR_QUEUE,
-                self.consumer_id,
-                self.settings.batch,
-                self.settings.lease_seconds,
-                prefetch_executions=True,
-            )
-            if not batch:
+        done = 0
+        async with self.inbox.batch(self.settings.batch) as batch:
+            if not batch.messages:
                 return 0
+            tx = batch.stores
             groups: dict[str, list[QueueMessage]] = {}
-            for message in batch:
+            for message in batch.messages:
                 groups.setdefault(message.key or "", []).append(message)
-            done: list[int] = []
-            failed: list[int] = []
             poisoned: list[tuple[str, Exception]] = []
             outbox = Outbox()
             for execution_id, messages in groups.items():
@@ -156,10 +156,13 @@ class Executor:
                     # does): roll the whole batch back; its events come back.
                     raise
                 except Exception as exc:
-                    if self._give_up_or_retry(execution_id, messages, exc, done, failed):
+                    if self._give_up(execution_id, messages, exc):
+                        done += len(messages)  # acked: dropped for good, execution quarantined
                         poisoned.append((execution_id, exc))
+                    else:
+                        batch.retry(messages, delay_seconds=1.0)
                     continue
-                done.extend(m.id for m in messages)
+                done += len(messages)
                 if updated is not None:
                     changed.append(updated)
             for execution_id, error in poisoned:
@@ -167,28 +170,18 @@ class Executor:
                 if ended is not None:
                     changed.append(ended)
             await outbox.send(tx)
-            await tx.queues.ack(EXECUTOR_QUEUE, done)
-            if failed:
-                await tx.queues.nack(EXECUTOR_QUEUE, failed, delay_seconds=1.0)
-        self.processed += len(done)
+        self.processed += done
         for execution in changed:
             for listener in self.listeners:
                 try:
                     listener(execution)
                 except Exception:
                     log.exception("executor.listener_failed")
-        return len(batch)
+        return len(batch.messages)
 
-    def _give_up_or_retry(
-        self,
-        execution_id: str,
-        messages: list[QueueMessage],
-        exc: Exception,
-        done: list[int],
-        failed: list[int],
-    ) -> bool:
-        """An event the engine cannot apply is retried a few times, then dropped (and
-        its execution quarantined: True)."""
+    def _give_up(self, execution_id: str, messages: list[QueueMessage], exc: Exception) -> bool:
+        """An event the engine cannot apply is retried a few times, then dropped (True)
+        and its execution quarantined by the caller."""
         spent = max(m.attempts for m in messages) + 1 >= MAX_EVENT_ATTEMPTS
         log.error(
             "executor.event_failed",
@@ -197,7 +190,6 @@ class Executor:
             dropped=spent,
             exc_info=exc if not isinstance(exc, (EngineError, FlowNotFoundError)) else None,
         )
-        (done if spent else failed).extend(m.id for m in messages)
         return spent
 
     async def _quarantine(
@@ -446,18 +438,5 @@ def _log_entry(execution: Execution, command: Log) -> LogEntry:
     )
 
 
-async def submit(backend: Backend, execution: Execution) -> None:
-    """Store a new execution and ask an executor to start it (one transaction)."""
-    async with backend.transaction() as tx:
-        await tx.executions.save(execution)
-        await tx.queues.publish(
-            EXECUTOR_QUEUE, [(execution.id, encode_event(ExecutionCreated(at=backend.clock())))]
-        )
-
-
-async def send_event(backend: Backend, execution_id: str, event: Event) -> None:
-    """Queue an outside event (kill, resume, restart...) for an execution."""
-    await backend.queues.publish(EXECUTOR_QUEUE, [(execution_id, encode_event(event))])
-
-
+# the entry points other code imported from here; they live in services.submit
 __all__ = ["Executor", "Outbox", "send_event", "submit"]

@@ -12,18 +12,17 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from backends.protocols import Backend, Storage
+from backends.protocols import Backend
 from runtime.config import Config, load_config
 from runtime.flow.engine import task_index
-from runtime.flow.execution import Execution, new_execution
+from runtime.flow.execution import Execution
 from runtime.flow.ids import new_id
-from runtime.flow.inputs import resolve_inputs
-from runtime.flow.model import Flow, Pause
+from runtime.flow.model import Pause
 from runtime.flow.states import StateType
 from runtime.messages import LogEntry
-from services.executor import submit
 from services.flows import deploy_file
 from services.standalone import Server
+from services.submit import start_execution
 
 
 class FlowTestTimeoutError(TimeoutError):
@@ -33,47 +32,6 @@ class FlowTestTimeoutError(TimeoutError):
         state = execution.state.current.value if execution else "not started"
         super().__init__(f"the execution did not end within {seconds:g}s (state: {state})")
         self.execution = execution
-
-
-async def start_execution(
-    backend: Backend,
-    storage: Storage,
-    flow: Flow,
-    revision: int,
-    given: Mapping[str, str],
-    execution_id: str | None = None,
-) -> Execution:
-    """Upload ``@path`` FILE inputs, type the inputs, store and queue a new execution."""
-    execution_id = execution_id or new_id()
-    uploaded = await upload_file_inputs(flow, given, storage, execution_id)
-    now = backend.clock()
-    execution = new_execution(
-        id=execution_id,
-        namespace=flow.namespace,
-        flow_id=flow.id,
-        flow_revision=revision,
-        at=now,
-        inputs=resolve_inputs(flow, uploaded, now=now),
-        labels=flow.label_map(),
-    )
-    await submit(backend, execution)
-    return execution
-
-
-async def upload_file_inputs(
-    flow: Flow, given: Mapping[str, str], storage: Storage, execution_id: str
-) -> dict[str, str]:
-    """FILE inputs given as ``@path`` are uploaded; the input becomes the stored URI."""
-    out = dict(given)
-    for spec in flow.inputs:
-        value = given.get(spec.id)
-        if spec.type.upper() == "FILE" and isinstance(value, str) and value.startswith("@"):
-            path = await asyncio.to_thread(Path(value[1:]).expanduser)
-            data = await asyncio.to_thread(path.read_bytes)
-            out[spec.id] = await storage.put(
-                flow.namespace, f"executions/{execution_id}/inputs/{spec.id}/{path.name}", data
-            )
-    return out
 
 
 def memory_backend() -> Backend:
@@ -127,8 +85,7 @@ async def run_flow_test(
             return False
 
         async with server:
-            assert server.executor is not None
-            server.executor.listeners.append(observe)
+            server.listeners.append(observe)
             record = await deploy_file(backend.flows, flow_file)
             flow = server.flows.parse(record)
             await start_execution(

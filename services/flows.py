@@ -42,6 +42,10 @@ class FlowCache:
             raise FlowNotFoundError(f"flow {namespace}.{flow_id}{which} is not deployed")
         return self.parse(record)
 
+    def remember(self, record: FlowRecord, flow: Flow) -> None:
+        """Cache ``flow`` as the parsed form of ``record`` (a flow built in code)."""
+        self._cache[(record.namespace, record.id, record.revision)] = flow
+
     def parse(self, record: FlowRecord) -> Flow:
         key = (record.namespace, record.id, record.revision)
         cached = self._cache.get(key)

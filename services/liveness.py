@@ -37,7 +37,8 @@ class Liveness:
         self.backend = backend
         self.settings = settings or LivenessConfig()
         self.exclusive = exclusive
-        self.own_ids = set(own_ids)
+        #: read, not copied: the server adds the ids of instances it (re)starts
+        self.own_ids = own_ids
         self.requeued = 0
 
     async def run(self, ctx: ChildContext) -> None:

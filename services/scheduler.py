@@ -26,14 +26,13 @@ from backends.protocols import Backend, ServiceInstance, TriggerState
 from runtime.actors import ChildContext, ServiceState
 from runtime.config import SchedulerConfig
 from runtime.flow import budget
-from runtime.flow.events import ExecutionCreated
 from runtime.flow.inputs import InputError
 from runtime.flow.model import Flow, Trigger
 from runtime.flow.template import TemplateError
 from runtime.log import get_logger
-from runtime.messages import EXECUTOR_QUEUE, encode_event
 from services.common import host, sleep_or_stop
 from services.flows import FlowCache
+from services.submit import submit_in
 from services.triggers import SCHEDULE_TYPES, last_fire, next_fire, schedule_execution
 
 log = get_logger(__name__)
@@ -171,10 +170,7 @@ class Scheduler:
                     continue
                 if await tx.executions.get(execution.id) is not None:
                     continue
-                await tx.executions.save(execution)
-                await tx.queues.publish(
-                    EXECUTOR_QUEUE, [(execution.id, encode_event(ExecutionCreated(at=now)))]
-                )
+                await submit_in(tx, execution, now=now)
                 fired += 1
             await tx.triggers.save(
                 msgspec.structs.replace(

@@ -12,15 +12,18 @@ import asyncio
 import importlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from backends.errors import Transient
 from backends.protocols import Backend, Storage
 from runtime.actors import ActorSystem, ChildContext, ChildSpec
 from runtime.config import Config, ConfigError
 from runtime.flow import budget
+from runtime.flow.execution import Execution
 from runtime.log import get_logger
 from services.common import instance_id, sleep_or_stop
 from services.executor import Executor
@@ -50,6 +53,10 @@ _EXTRAS = {
 }
 #: backends only one process uses at a time (liveness may re-queue every foreign lease)
 _EXCLUSIVE = frozenset({"memory", "sqlite"})
+
+
+class _Component(Protocol):
+    async def run(self, ctx: ChildContext) -> None: ...
 
 
 def make_backend(config: Config) -> Backend:
@@ -147,77 +154,108 @@ class Server:
         self.storage = storage if storage is not None else make_storage(config)
         self.flows = FlowCache(self.backend)
         self.system: ActorSystem | None = None
+        #: called with each execution a committed executor batch changed (in-process
+        #: observers such as `flow test`); kept here so they survive executor restarts
+        self.listeners: list[Callable[[Execution], None]] = []
+        #: ids of this process's live worker and scheduler instances (liveness skips them)
+        self._own_ids: set[str] = set()
+        self._scheduler_id = ""
+        #: the instances running now; a restart replaces them
+        self.liveness: Liveness | None = None
         self.executor: Executor | None = None
         self.worker: Worker | None = None
         self.scheduler: Scheduler | None = None
         self.webserver: Webserver | None = None
 
     def _children(self) -> list[ChildSpec]:
+        """One child per component, each started from a factory: a restart builds a
+        fresh instance (its process pool, its state), never reruns a spent one."""
         config = self.config
         children: list[ChildSpec] = []
-        own: list[str] = []
-        if "worker" in self.components:
-            self.worker = Worker(
-                self.backend,
-                self.storage,
-                self.flows,
-                worker_id=instance_id("worker"),
-                settings=config.worker,
-                secrets=secrets_from_env(dict(os.environ)),
-            )
-            own.append(self.worker.id)
-        if "scheduler" in self.components:
-            self.scheduler = Scheduler(
-                self.backend,
-                self.flows,
-                scheduler_id=instance_id("scheduler"),
-                settings=config.scheduler,
-            )
-            own.append(self.scheduler.id)
-        exclusive = config.backend.type.lower() in _EXCLUSIVE
-        if set(self.components) & set(COMPONENTS):
+        wanted = set(self.components)
+        if wanted & set(COMPONENTS):
             # Not for a webserver alone: it leases nothing, and on an embedded backend
             # liveness would hand back the leases of the process that runs the rest.
-            liveness = Liveness(
-                self.backend, settings=config.liveness, exclusive=exclusive, own_ids=own
-            )
-            children.append(ChildSpec(id="liveness", start=liveness.run, shutdown_timeout=5.0))
+            children.append(self._spec("liveness", self._new_liveness, 5.0))
         if self.flows_dir is not None:
             children.append(ChildSpec(id="deployer", start=self._deployer, shutdown_timeout=5.0))
-        if "executor" in self.components:
-            self.executor = Executor(
-                self.backend,
-                self.flows,
-                consumer_id=instance_id("executor"),
-                settings=config.executor,
-            )
-            children.append(
-                ChildSpec(id="executor", start=self.executor.run, shutdown_timeout=10.0)
-            )
-        if self.worker is not None:
-            children.append(
-                ChildSpec(
-                    id="worker",
-                    start=self.worker.run,
-                    shutdown_timeout=config.worker.grace_seconds + 10.0,
-                )
-            )
-        if self.scheduler is not None:
-            children.append(
-                ChildSpec(id="scheduler", start=self.scheduler.run, shutdown_timeout=5.0)
-            )
-        if "webserver" in self.components:
+        if "executor" in wanted:
+            children.append(self._spec("executor", self._new_executor, 10.0))
+        if "worker" in wanted:
+            grace = config.worker.grace_seconds + 10.0
+            children.append(self._spec("worker", self._new_worker, grace))
+        if "scheduler" in wanted:
+            children.append(self._spec("scheduler", self._new_scheduler, 5.0))
+        if "webserver" in wanted:
             # Last: it starts once the components that carry executions out run, and
             # stops first, so no request arrives while they stop.
-            self.webserver = Webserver(self.backend, self.storage, self.flows, config.webserver)
-            children.append(
-                ChildSpec(
-                    id="webserver",
-                    start=self.webserver.run,
-                    shutdown_timeout=config.webserver.shutdown_seconds + 5.0,
-                )
-            )
+            shutdown = config.webserver.shutdown_seconds + 5.0
+            children.append(self._spec("webserver", self._new_webserver, shutdown))
         return children
+
+    def _spec(self, id: str, build: Callable[[], _Component], shutdown: float) -> ChildSpec:
+        async def start(ctx: ChildContext) -> None:
+            component = build()
+            try:
+                await component.run(ctx)
+            finally:
+                self._own_ids.discard(getattr(component, "id", ""))
+
+        return ChildSpec(id=id, start=start, shutdown_timeout=shutdown)
+
+    # Each factory also publishes the instance it built (tests, `flow test` look at
+    # the running one); a new worker id per instance lets liveness hand back the jobs
+    # a failed instance could not give back itself.
+    def _new_liveness(self) -> Liveness:
+        exclusive = self.config.backend.type.lower() in _EXCLUSIVE
+        self.liveness = Liveness(
+            self.backend, settings=self.config.liveness, exclusive=exclusive, own_ids=self._own_ids
+        )
+        return self.liveness
+
+    def _new_executor(self) -> Executor:
+        self.executor = Executor(
+            self.backend,
+            self.flows,
+            consumer_id=instance_id("executor"),
+            settings=self.config.executor,
+            listeners=self.listeners,
+        )
+        return self.executor
+
+    def _new_worker(self) -> Worker:
+        self.worker = Worker(
+            self.backend,
+            self.storage,
+            self.flows,
+            worker_id=instance_id("worker"),
+            settings=self.config.worker,
+            secrets=secrets_from_env(dict(os.environ)),
+        )
+        self._own_ids.add(self.worker.id)
+        return self.worker
+
+    def _new_scheduler(self) -> Scheduler:
+        # One id per process, not per instance: a restarted scheduler renews the
+        # leader lease its predecessor held instead of waiting out its TTL.
+        self._scheduler_id = self._scheduler_id or instance_id("scheduler")
+        self.scheduler = Scheduler(
+            self.backend,
+            self.flows,
+            scheduler_id=self._scheduler_id,
+            settings=self.config.scheduler,
+        )
+        self._own_ids.add(self.scheduler.id)
+        return self.scheduler
+
+    def _new_webserver(self) -> Webserver:
+        settings = self.config.webserver
+        previous = self.webserver
+        if previous is not None and previous.port:
+            # a restart listens where clients already connect (port 0 picked one)
+            settings = msgspec.structs.replace(settings, port=previous.port)
+        self.webserver = Webserver(self.backend, self.storage, self.flows, settings)
+        return self.webserver
 
     async def _deployer(self, ctx: ChildContext) -> None:
         """Deploy the flows folder, then redeploy files as they change."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
+from backends.inbox import TransactionalInbox
 from backends.memory.data import Data, View
 from backends.memory.queues import MemoryQueues
 from backends.memory.session import Notifier
@@ -33,7 +34,7 @@ from backends.memory.stores import (
     MemoryLogs,
     MemoryTriggers,
 )
-from backends.protocols import Clock, ServiceInstance
+from backends.protocols import Clock, Inbox, ServiceInstance
 
 if TYPE_CHECKING:
     from backends.protocols import Backend, Stores
@@ -183,6 +184,23 @@ class MemoryBackend:
     async def stop(self) -> None:
         """Wake every ``wait`` caller so consumers notice promptly; the data stays."""
         self._notifier.wake_all()
+
+    def inbox(
+        self,
+        queue: str,
+        consumer: str,
+        *,
+        lease_seconds: float,
+        prefetch_executions: bool = False,
+    ) -> Inbox:
+        """``consumer``'s transactional inbox on ``queue`` (backends.inbox)."""
+        return TransactionalInbox(
+            self,
+            queue,
+            consumer,
+            lease_seconds=lease_seconds,
+            prefetch_executions=prefetch_executions,
+        )
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Stores]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from backends.inbox import TransactionalInbox
 from backends.protocols import (
+    Backend,
     Clock,
     ExecutionStore,
     FlowStore,
+    Inbox,
     KillStore,
     KVStore,
     LeaderLock,
@@ -32,6 +35,24 @@ class SqlBackendBase:
     def describe(self) -> str:
         """What the backend is and where, for messages: "the MySQL backend on ..."."""
         raise NotImplementedError
+
+    def inbox(
+        self,
+        queue: str,
+        consumer: str,
+        *,
+        lease_seconds: float,
+        prefetch_executions: bool = False,
+    ) -> Inbox:
+        """``consumer``'s transactional inbox on ``queue`` (backends.inbox)."""
+        backend: Backend = self  # type: ignore[assignment]
+        return TransactionalInbox(
+            backend,
+            queue,
+            consumer,
+            lease_seconds=lease_seconds,
+            prefetch_executions=prefetch_executions,
+        )
 
     def _not_started(self) -> RuntimeError:
         return RuntimeError(f"{self.describe()} is not started")

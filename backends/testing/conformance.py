@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from backends.testing.inbox_tests import InboxConformance
 from backends.testing.queue_tests import QueueConformance
 from backends.testing.state_tests import (
     KillConformance,
@@ -16,6 +17,7 @@ from backends.testing.transaction_tests import TransactionConformance
 
 class BackendConformance(
     QueueConformance,
+    InboxConformance,
     TransactionConformance,
     ExecutionConformance,
     FlowConformance,

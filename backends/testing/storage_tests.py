@@ -332,6 +332,7 @@ class StorageConformance:
         uri = await storage.put(NS, "partly.bin", pattern(3 * MiB, seed=5))
         for _ in range(20):  # a leaked response per early stop would exhaust a pool
             async for chunk in storage.open(uri, chunk_size=1000):
-                assert len(chunk) == 1000
+                # "at most" chunk_size: a network read may hand over less
+                assert 0 < len(chunk) <= 1000
                 break
         assert await storage.get(uri) == pattern(3 * MiB, seed=5)

@@ -10,7 +10,6 @@ from runtime.actors.mailbox import (
     MailboxClosedError,
     MailboxFullError,
     MailboxStatistics,
-    MemoryDurableMailbox,
     OverflowPolicy,
     Postbox,
 )
@@ -66,7 +65,6 @@ __all__ = [
     "MailboxClosedError",
     "MailboxFullError",
     "MailboxStatistics",
-    "MemoryDurableMailbox",
     "NameTakenError",
     "OverflowPolicy",
     "Postbox",

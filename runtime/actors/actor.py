@@ -234,7 +234,7 @@ def actor_spec(
     """A child spec that runs ``factory()``'s actor under a supervisor.
 
     Give either ``mailbox_size`` (a volatile :class:`Mailbox`) or ``mailbox_factory``
-    (anything implementing both Inbox and Postbox, e.g. a durable mailbox). With
+    (anything implementing both Inbox and Postbox). With
     ``register`` the actor is findable by ``name`` in the system's registry.
     """
     if mailbox_factory is None:

@@ -1,10 +1,10 @@
 """Mailboxes: bounded in-memory queues of deliveries, and the protocol actors read.
 
 An actor reads its messages through the :class:`Inbox` protocol (receive a batch,
-ack, nack) and is fed through the :class:`Postbox` protocol (put, put_nowait). The
-volatile :class:`Mailbox` and the lease-based :class:`MemoryDurableMailbox`
-implement both; database- and broker-backed durable mailboxes implement ``Inbox``
-the same way, so actor code does not know which one it reads.
+ack, nack) and is fed through the :class:`Postbox` protocol (put, put_nowait); the
+volatile :class:`Mailbox` implements both. The server components read their durable
+queues through the backends' transactional inbox (``backends.protocols.Inbox``),
+whose unit of work a one-message ack cannot express.
 
 Capacity counts messages queued *and* in flight (received, not yet acked), so a
 mailbox never holds more than its capacity, whatever the consumer does.
@@ -22,7 +22,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from runtime.actors.clock import Clock, SystemClock
 from runtime.log import get_logger
 
 T = TypeVar("T")
@@ -286,92 +285,3 @@ class Mailbox(_BoundedQueue[T]):
             self._settle(len(deliveries))
         else:
             self._requeue_front(deliveries)
-
-
-class MemoryDurableMailbox(_BoundedQueue[T]):
-    """The durable-mailbox protocol in memory: the reference for backend queues.
-
-    Received messages are leased for ``lease`` seconds; an expired lease puts the
-    message back (the consumer is presumed dead). A nacked message is redelivered,
-    with ``attempts`` counting handler failures; after ``max_attempts`` failures it is
-    dropped and logged. Delivery is at least once: handlers must be idempotent.
-    """
-
-    def __init__(
-        self,
-        capacity: int,
-        overflow: OverflowPolicy = OverflowPolicy.BLOCK,
-        name: str = "",
-        *,
-        lease: float = 30.0,
-        max_attempts: int | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(capacity, overflow, name)
-        if lease <= 0:
-            raise ValueError(f"lease must be positive seconds, got {lease!r}")
-        self._lease = lease
-        self._max_attempts = max_attempts
-        self._clock: Clock = clock or SystemClock()
-        self._leased: dict[int, Delivery[T]] = {}
-
-    def _expire_leases(self) -> None:
-        now = self._clock.monotonic()
-        expired = [d for d in self._leased.values() if d.deadline <= now]
-        if expired:
-            for d in expired:
-                del self._leased[id(d)]
-            log.warning("mailbox.lease_expired", mailbox=self.name, count=len(expired))
-            # Fresh deliveries: a late ack or nack of the expired lease must not match.
-            self._requeue_front([Delivery(d.message, d.reply, d.attempts) for d in expired])
-
-    async def receive(self, max_messages: int) -> Sequence[Delivery[T]]:
-        while True:
-            self._expire_leases()
-            if self._queue:
-                break
-            next_expiry = min((d.deadline for d in self._leased.values()), default=math.inf)
-            wait = max(0.0, next_expiry - self._clock.monotonic())
-            await self._wait_for_message(wait)
-        batch = self._take(max_messages)
-        deadline = self._clock.monotonic() + self._lease
-        for d in batch:
-            d.deadline = deadline
-            self._leased[id(d)] = d
-        return batch
-
-    def _release(self, deliveries: Sequence[Delivery[T]]) -> list[Delivery[T]]:
-        """Forget the leases; deliveries whose lease already expired are skipped."""
-        owned = [d for d in deliveries if self._leased.pop(id(d), None) is not None]
-        for d in owned:
-            d.deadline = math.inf
-        return owned
-
-    async def ack(self, deliveries: Sequence[Delivery[T]]) -> None:
-        self._settle(len(self._release(deliveries)))
-
-    async def nack(
-        self, deliveries: Sequence[Delivery[T]], *, error: BaseException | None = None
-    ) -> None:
-        owned = self._release(deliveries)
-        if error is not None:
-            for d in owned:
-                d.attempts += 1
-            spent = [
-                d
-                for d in owned
-                if self._max_attempts is not None and d.attempts >= self._max_attempts
-            ]
-            if spent:
-                self._dropped += len(spent)
-                log.error(
-                    "mailbox.max_attempts",
-                    mailbox=self.name,
-                    count=len(spent),
-                    attempts=self._max_attempts,
-                    error=repr(error),
-                )
-                self._settle(len(spent))
-                owned = [d for d in owned if d not in spent]
-        if owned:
-            self._requeue_front(owned)

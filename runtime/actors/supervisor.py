@@ -370,12 +370,17 @@ class Supervisor:
             while window and window[0] < horizon:
                 window.popleft()
         if len(self._restart_times) > self.intensity.max_restarts:
+            # The one line that says why everything stops; the parent (or the process)
+            # decides what comes next.
             log.error(
                 "supervisor.escalating",
                 supervisor=self.name,
                 child=child.spec.id,
                 restarts=len(self._restart_times),
                 within=self.intensity.within,
+                max_restarts=self.intensity.max_restarts,
+                error=repr(error),
+                action="stopping every child of this supervisor and failing it",
             )
             await self._stop_all()
             raise SupervisorEscalationError(

@@ -20,6 +20,7 @@ from runtime.actors.supervisor import (
     RestartIntensity,
     Strategy,
     Supervisor,
+    SupervisorEscalationError,
 )
 from runtime.log import get_logger
 
@@ -93,7 +94,9 @@ class ActorSystem:
         if not task.cancelled() and task.exception() is not None:
             if self.lifecycle.can_transition(ServiceState.ERROR):
                 self.lifecycle.transition(ServiceState.ERROR)
-            log.error("system.failed", system=self.name, error=repr(task.exception()))
+            if not isinstance(task.exception(), SupervisorEscalationError):
+                # an escalation was logged once, where it happened
+                log.error("system.failed", system=self.name, error=repr(task.exception()))
         elif self.lifecycle.state is ServiceState.RUNNING:
             # The root ended by itself (every child was temporary and finished).
             self.lifecycle.transition(ServiceState.TERMINATING)

@@ -93,6 +93,54 @@ def apply(execution: Execution, flow: Flow, event: Event) -> tuple[Execution, li
     return run.result()
 
 
+# -- whether an outside event applies: one rule, read by the engine and by whoever
+# answers the person asking (the API's 409s, the CLI) before the event is queued
+
+
+def kill_refusal(execution: Execution) -> str | None:
+    """Why ``execution`` cannot be killed, or None."""
+    current = execution.state.current
+    if current.terminated or current is S.KILLING:
+        return f"execution {execution.id} is {current.value}: nothing to kill"
+    return None
+
+
+def restart_refusal(execution: Execution) -> str | None:
+    """Why ``execution`` cannot be restarted, or None: only an ended (or paused) one
+    with a failed (or paused) task run can."""
+    current = execution.state.current
+    if not (current.terminated or current is S.PAUSED):
+        return (
+            f"execution {execution.id} is {current.value}: only a terminated or paused "
+            "execution can be restarted"
+        )
+    if not any(r.state.current in (S.FAILED, S.PAUSED) for r in execution.task_run_list):
+        return f"execution {execution.id} has no failed task run to restart"
+    return None
+
+
+def replay_refusal(execution: Execution, task_run_id: str | None) -> str | None:
+    """Why ``execution`` cannot be replayed (from ``task_run_id``), or None."""
+    if not execution.state.terminated:
+        return (
+            f"execution {execution.id} is {execution.state.current.value}: "
+            "only an ended execution can be replayed"
+        )
+    if task_run_id is not None and execution.find(task_run_id) is None:
+        return f"execution {execution.id} has no task run {task_run_id!r}"
+    return None
+
+
+def resume_refusal(execution: Execution) -> str | None:
+    """Why ``execution`` cannot be resumed, or None."""
+    if execution.state.current is not S.PAUSED:
+        return (
+            f"execution {execution.id} is {execution.state.current.value}: only a paused "
+            "execution can be resumed"
+        )
+    return None
+
+
 class _Pass:
     """The working state of one ``apply`` call."""
 
@@ -508,18 +556,20 @@ class _Pass:
         self.finish_attempt(run, state)
 
     def on_restart(self, event: Restart) -> None:
-        current = self.state.current
-        if not (current.terminated or current is S.PAUSED):
-            raise EngineError(
-                f"execution {self.original.id} is {current.value}: only a terminated or "
-                "paused execution can be restarted"
-            )
         if event.task_run_id is not None:
+            # Kestra's "mark as": one task run's state, on an ended or paused execution
+            current = self.state.current
+            if not (current.terminated or current is S.PAUSED):
+                raise EngineError(
+                    f"execution {self.original.id} is {current.value}: only a terminated or "
+                    "paused execution can have a task run marked"
+                )
             self.mark(event.task_run_id, event.state or S.SUCCESS)
             return
+        refusal = restart_refusal(self.original)
+        if refusal is not None:
+            raise EngineError(refusal)
         failed = [r for r in self.runs if r.state.current in (S.FAILED, S.PAUSED)]
-        if not failed:
-            raise EngineError(f"execution {self.original.id} has no failed task run to restart")
         restart = self.with_ancestors(failed)
         drop = self.error_and_finally_runs(restart)
         self.runs = [r for r in self.runs if r.id not in drop]

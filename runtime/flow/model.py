@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 if TYPE_CHECKING:
+    from runtime.flow.scopes import Scope, ScopeBuilder
     from runtime.tasks.context import RunContext
 
 
@@ -162,6 +163,9 @@ class Sequential(FlowableTask, kw_only=True, frozen=True):
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.Sequential",)
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list", "errors": "list", "finally_": "list"}
 
+    def scope(self, build: ScopeBuilder) -> Scope:
+        return build.scope([build.lane(self.tasks)])
+
 
 class Parallel(FlowableTask, kw_only=True, frozen=True):
     tasks: tuple[Task, ...]
@@ -170,6 +174,9 @@ class Parallel(FlowableTask, kw_only=True, frozen=True):
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.Parallel"
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.Parallel",)
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list", "errors": "list", "finally_": "list"}
+
+    def scope(self, build: ScopeBuilder) -> Scope:
+        return build.scope([build.lane(self.tasks, "par")], task_concurrency=self.concurrent)
 
 
 class AllowFailure(FlowableTask, kw_only=True, frozen=True):
@@ -180,6 +187,9 @@ class AllowFailure(FlowableTask, kw_only=True, frozen=True):
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.AllowFailure"
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.AllowFailure",)
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list", "errors": "list", "finally_": "list"}
+
+    def scope(self, build: ScopeBuilder) -> Scope:
+        return build.scope([build.lane(self.tasks)], allow_failure=True)
 
 
 class If(FlowableTask, kw_only=True, frozen=True):
@@ -196,6 +206,13 @@ class If(FlowableTask, kw_only=True, frozen=True):
         "finally_": "list",
     }
 
+    def scope(self, build: ScopeBuilder) -> Scope:
+        result = build.remembered("evaluationResult")
+        if result is None:
+            result = build.holds(self.condition)
+            build.remember({"evaluationResult": result})
+        return build.scope([build.lane(self.then if result else self.else_)])
+
 
 class Switch(FlowableTask, kw_only=True, frozen=True):
     value: str | int | float | bool
@@ -211,6 +228,17 @@ class Switch(FlowableTask, kw_only=True, frozen=True):
         "finally_": "list",
     }
 
+    def scope(self, build: ScopeBuilder) -> Scope:
+        value = build.remembered("value")
+        if value is None:
+            value = str(build.render(self.value))
+            build.remember({"value": value, "defaults": value not in self.cases})
+        if value in self.cases:
+            return build.scope([build.lane(self.cases[value])])
+        if self.defaults:
+            return build.scope([build.lane(self.defaults)])
+        return build.fail(f"Switch {self.id!r}: no case for {value!r} and no defaults")
+
 
 class ForEach(FlowableTask, kw_only=True, frozen=True):
     values: str | list[Any] | dict[str, Any]
@@ -219,6 +247,11 @@ class ForEach(FlowableTask, kw_only=True, frozen=True):
 
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.ForEach"
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list", "errors": "list", "finally_": "list"}
+
+    def scope(self, build: ScopeBuilder) -> Scope:
+        values = build.loop_values(self.values)
+        lanes = [build.lane(self.tasks, "seq", v, i) for i, v in enumerate(values)]
+        return build.scope(lanes, lane_concurrency=self.concurrency_limit)
 
 
 class EachSequential(FlowableTask, kw_only=True, frozen=True):
@@ -231,6 +264,10 @@ class EachSequential(FlowableTask, kw_only=True, frozen=True):
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.EachSequential",)
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list", "errors": "list", "finally_": "list"}
 
+    def scope(self, build: ScopeBuilder) -> Scope:
+        lanes = [build.lane(self.tasks, "seq", v) for v in build.loop_values(self.value)]
+        return build.scope(lanes, lane_concurrency=1)
+
 
 class EachParallel(FlowableTask, kw_only=True, frozen=True):
     """Deprecated in Kestra in favour of ForEach; still runs."""
@@ -242,6 +279,10 @@ class EachParallel(FlowableTask, kw_only=True, frozen=True):
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.EachParallel"
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.EachParallel",)
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list", "errors": "list", "finally_": "list"}
+
+    def scope(self, build: ScopeBuilder) -> Scope:
+        lanes = [build.lane(self.tasks, "par", v) for v in build.loop_values(self.value)]
+        return build.scope(lanes, task_concurrency=self.concurrent)
 
 
 class DagTask(_Model, kw_only=True, frozen=True):
@@ -256,6 +297,11 @@ class Dag(FlowableTask, kw_only=True, frozen=True):
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.Dag"
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.Dag",)
     task_fields: ClassVar[dict[str, str]] = {"tasks": "dag", "errors": "list", "finally_": "list"}
+
+    def scope(self, build: ScopeBuilder) -> Scope:
+        deps = {item.task.id: item.depends_on for item in self.tasks}
+        lane = build.lane([item.task for item in self.tasks], "dag", deps=deps)
+        return build.scope([lane], task_concurrency=self.concurrent)
 
 
 class CheckFrequency(_Model, kw_only=True, frozen=True):
@@ -274,6 +320,9 @@ class WaitFor(FlowableTask, kw_only=True, frozen=True):
 
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.WaitFor"
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list", "errors": "list", "finally_": "list"}
+
+    def scope(self, build: ScopeBuilder) -> Scope:
+        return build.wait_for(self)
 
 
 class PauseBehavior(enum.Enum):
@@ -296,6 +345,10 @@ class Pause(Task, kw_only=True, frozen=True):
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.Pause"
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.Pause",)
     task_fields: ClassVar[dict[str, str]] = {"tasks": "list"}
+
+    def scope(self, build: ScopeBuilder) -> Scope:
+        """Its (deprecated) children run in sequence after the resume."""
+        return build.scope([build.lane(self.tasks)])
 
     @property
     def wait(self) -> timedelta | None:

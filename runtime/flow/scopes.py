@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -28,21 +28,7 @@ from runtime.flow import template
 from runtime.flow.context import is_truthy
 from runtime.flow.events import DelayKind
 from runtime.flow.execution import TaskRun
-from runtime.flow.model import (
-    AllowFailure,
-    Dag,
-    EachParallel,
-    EachSequential,
-    FlowableTask,
-    ForEach,
-    If,
-    Parallel,
-    Pause,
-    Sequential,
-    Switch,
-    Task,
-    WaitFor,
-)
+from runtime.flow.model import FlowableTask, Task, WaitFor
 from runtime.flow.states import StateType
 
 if TYPE_CHECKING:
@@ -338,6 +324,99 @@ class _WaitForScope(Scope):
         return None
 
 
+@runtime_checkable
+class Flowable(Protocol):
+    """A task whose children the engine runs: its class says how, in ``scope``, with
+    the builder's pieces (lanes, limits, rendering, loop values). A plugin's flowable
+    (a FlowableTask subclass registered through the ``runtime.tasks`` entry points)
+    implements this, as the core ones do."""
+
+    def scope(self, build: ScopeBuilder) -> Scope: ...
+
+
+class ScopeBuilder:
+    """What a flowable's ``scope`` builds its scope with, for one of its task runs."""
+
+    def __init__(self, engine: _Pass, task: Task, parent: TaskRun) -> None:
+        self.engine = engine
+        self.task = task
+        #: the flowable's task run (updated when something is remembered on it)
+        self.parent = parent
+
+    def lane(
+        self,
+        tasks: Sequence[Task],
+        mode: str = "seq",
+        value: str | None = None,
+        iteration: int | None = None,
+        deps: dict[str, tuple[str, ...]] | None = None,
+    ) -> Lane:
+        """Children run one after another (``seq``), together (``par``) or as a DAG
+        (``dag``, with ``deps``), under a loop value and iteration."""
+        return Lane(tasks, mode, value, iteration, deps)
+
+    def scope(
+        self,
+        lanes: list[Lane],
+        *,
+        lane_concurrency: int = 0,
+        task_concurrency: int = 0,
+        allow_failure: bool | None = None,
+        forced: StateType | None = None,
+    ) -> Scope:
+        """The scope: at most ``lane_concurrency`` lanes and ``task_concurrency`` runs
+        at once (0: no limit), with the task's errors, finally and allow settings."""
+        task = self.task
+        return Scope(
+            self.engine,
+            task,
+            self.parent,
+            lanes,
+            lane_concurrency=lane_concurrency,
+            task_concurrency=task_concurrency,
+            errors=task.errors if isinstance(task, FlowableTask) else (),
+            finally_=task.finally_ if isinstance(task, FlowableTask) else (),
+            allow_failure=task.allow_failure if allow_failure is None else allow_failure,
+            allow_warning=task.allow_warning,
+            forced=forced,
+        )
+
+    def render(self, value: Any) -> Any:
+        """``value`` rendered with the variables this task run sees."""
+        return self.engine.render(value, self.task, self.parent)
+
+    def holds(self, condition: Any) -> bool:
+        """Whether ``condition``, rendered, is true as Kestra reads it."""
+        return is_truthy(self.render(condition))
+
+    def remembered(self, key: str) -> Any:
+        """An output this task run kept with :meth:`remember` (None: not yet)."""
+        return (self.parent.outputs or {}).get(key)
+
+    def remember(self, outputs: dict[str, Any]) -> None:
+        """Keep ``outputs`` on this task run (an evaluated branch, as Kestra does)."""
+        self.parent = _remember_output(self.engine, self.parent, outputs)
+
+    def loop_values(self, raw: Any) -> list[str]:
+        """``raw`` rendered to the loop's distinct values (JSON for non-strings), once."""
+        return _loop_values(self.engine, self.task, self.parent, raw)
+
+    def fail(self, message: str) -> Scope:
+        """A scope that ends FAILED (softened by allowFailure/allowWarning), logging why."""
+        self.engine.log("ERROR", message, self.parent)
+        parent = self.parent
+        forced = guess_state(
+            [msgspec.structs.replace(parent, state=parent.state.to(S.FAILED, self.engine.at))],
+            self.task.allow_failure,
+            self.task.allow_warning,
+        )
+        return Scope(self.engine, self.task, parent, [], forced=forced)
+
+    def wait_for(self, task: WaitFor) -> Scope:
+        """WaitFor's scope: one lane per iteration, the condition checked after each."""
+        return _WaitForScope(self.engine, task, self.parent)
+
+
 def scope_for(engine: _Pass, task: Task | None, parent: TaskRun | None) -> Scope:
     """The scope of the flow (``task`` None) or of one flowable task run."""
     if task is None or parent is None:
@@ -345,85 +424,19 @@ def scope_for(engine: _Pass, task: Task | None, parent: TaskRun | None) -> Scope
         return Scope(
             engine, None, None, [Lane(flow.tasks)], errors=flow.errors, finally_=flow.finally_
         )
-    common: dict[str, Any] = {
-        "errors": task.errors if isinstance(task, FlowableTask) else (),
-        "finally_": task.finally_ if isinstance(task, FlowableTask) else (),
-        "allow_failure": task.allow_failure,
-        "allow_warning": task.allow_warning,
-    }
     try:
-        return _scope_for(engine, task, parent, common)
+        if not isinstance(task, Flowable):
+            raise ValueError(
+                f"no scope rules for task type {task.type!r}: its class needs a "
+                "scope(build) method (runtime.flow.scopes.Flowable)"
+            )
+        return task.scope(ScopeBuilder(engine, task, parent))
     except template.TemplateError as exc:
         engine.log("ERROR", f"task {task.id!r}: {exc}", parent)
         return Scope(engine, task, parent, [], forced=S.FAILED)
     except ValueError as exc:
         engine.log("ERROR", f"task {task.id!r}: {exc}", parent)
         return Scope(engine, task, parent, [], forced=S.FAILED)
-
-
-def _scope_for(engine: _Pass, task: Task, parent: TaskRun, common: dict[str, Any]) -> Scope:
-    if isinstance(task, (Sequential, Pause)):
-        return Scope(engine, task, parent, [Lane(task.tasks)], **common)
-    if isinstance(task, AllowFailure):
-        common["allow_failure"] = True
-        return Scope(engine, task, parent, [Lane(task.tasks)], **common)
-    if isinstance(task, Parallel):
-        return Scope(
-            engine,
-            task,
-            parent,
-            [Lane(task.tasks, "par")],
-            task_concurrency=task.concurrent,
-            **common,
-        )
-    if isinstance(task, Dag):
-        deps = {item.task.id: item.depends_on for item in task.tasks}
-        lane = Lane([item.task for item in task.tasks], "dag", deps=deps)
-        return Scope(engine, task, parent, [lane], task_concurrency=task.concurrent, **common)
-    if isinstance(task, If):
-        result = _memo_output(engine, parent, "evaluationResult")
-        if result is None:
-            result = is_truthy(engine.render(task.condition, task, parent))
-            parent = _remember_output(engine, parent, {"evaluationResult": result})
-        branch = task.then if result else task.else_
-        return Scope(engine, task, parent, [Lane(branch)], **common)
-    if isinstance(task, Switch):
-        value = _memo_output(engine, parent, "value")
-        if value is None:
-            value = str(engine.render(task.value, task, parent))
-            parent = _remember_output(
-                engine, parent, {"value": value, "defaults": value not in task.cases}
-            )
-        if value in task.cases:
-            return Scope(engine, task, parent, [Lane(task.cases[value])], **common)
-        if task.defaults:
-            return Scope(engine, task, parent, [Lane(task.defaults)], **common)
-        engine.log("ERROR", f"Switch {task.id!r}: no case for {value!r} and no defaults", parent)
-        forced = guess_state(
-            [msgspec.structs.replace(parent, state=parent.state.to(S.FAILED, engine.at))],
-            task.allow_failure,
-            task.allow_warning,
-        )
-        return Scope(engine, task, parent, [], forced=forced)
-    if isinstance(task, ForEach):
-        values = _loop_values(engine, task, parent, task.values)
-        lanes = [Lane(task.tasks, "seq", v, i) for i, v in enumerate(values)]
-        return Scope(engine, task, parent, lanes, lane_concurrency=task.concurrency_limit, **common)
-    if isinstance(task, EachSequential):
-        values = _loop_values(engine, task, parent, task.value)
-        lanes = [Lane(task.tasks, "seq", v, None) for v in values]
-        return Scope(engine, task, parent, lanes, lane_concurrency=1, **common)
-    if isinstance(task, EachParallel):
-        values = _loop_values(engine, task, parent, task.value)
-        lanes = [Lane(task.tasks, "par", v, None) for v in values]
-        return Scope(engine, task, parent, lanes, task_concurrency=task.concurrent, **common)
-    if isinstance(task, WaitFor):
-        return _WaitForScope(engine, task, parent)
-    raise ValueError(f"no scope rules for task type {task.type!r}")
-
-
-def _memo_output(engine: _Pass, run: TaskRun, key: str) -> Any:
-    return (run.outputs or {}).get(key)
 
 
 def _remember_output(engine: _Pass, run: TaskRun, outputs: dict[str, Any]) -> TaskRun:

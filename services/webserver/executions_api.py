@@ -20,17 +20,22 @@ from backends.errors import BackendError
 from backends.protocols import ExecutionFilter, ExecutionSortField
 from runtime.flow import budget
 from runtime.flow.durations import DurationError, parse_duration
-from runtime.flow.engine import task_index
-from runtime.flow.events import ExecutionCreated, Kill, Replay, Restart, Resume
+from runtime.flow.engine import (
+    kill_refusal,
+    replay_refusal,
+    restart_refusal,
+    resume_refusal,
+    task_index,
+)
+from runtime.flow.events import Kill, Replay, Restart, Resume
 from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError, convert, resolve_inputs
 from runtime.flow.model import Flow, Input, Pause
 from runtime.flow.states import StateType
 from runtime.log import get_logger
-from runtime.messages import EXECUTOR_QUEUE, encode_event
 from runtime.tasks.files import execution_prefixes
-from services.executor import send_event, submit
+from services.submit import send_event, submit
 from services.webserver.http import (
     ApiError,
     AppState,
@@ -196,22 +201,6 @@ async def wait_end(app: AppState, execution_id: str, request: Request) -> Execut
             return execution
 
 
-async def _start(
-    app: AppState, execution: Execution, scheduled: datetime | None, now: datetime
-) -> None:
-    if scheduled is not None and scheduled > now:
-        # Stored now, started when the date comes: its start event stays hidden until
-        # then (one transaction, as submit).
-        started = encode_event(ExecutionCreated(at=scheduled))
-        async with app.backend.transaction() as tx:
-            await tx.executions.save(execution)
-            await tx.queues.publish(
-                EXECUTOR_QUEUE, [(execution.id, started)], available_at=scheduled
-            )
-    else:
-        await submit(app.backend, execution)
-
-
 async def _delete_all(app: AppState, uris: list[str]) -> None:
     for uri in uris:
         try:
@@ -257,7 +246,8 @@ async def create(request: Request) -> Response:
             inputs=inputs,
             labels={**flow.label_map(), **dict(labels)},
         )
-        await _start(app, execution, scheduled, now)
+        # a later date: stored now, started when it comes
+        await submit(app.backend, execution, start_at=scheduled)
     except BaseException:
         # Refused, or not stored (the database failed, the client left): nothing will
         # ever read the uploads.
@@ -461,10 +451,9 @@ async def delete(request: Request) -> Response:
 async def kill(request: Request) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
-    if execution.state.terminated or execution.state.current is S.KILLING:
-        raise ApiError(
-            409, f"execution {execution.id} is {execution.state.current.value}: nothing to kill"
-        )
+    refusal = kill_refusal(execution)
+    if refusal is not None:
+        raise ApiError(409, refusal)
     # The engine kills the execution's subflow executions too (always cascading).
     await send_event(app.backend, execution.id, Kill(at=app.backend.clock()))
     return json_response(execution_json(execution), status=202)
@@ -473,13 +462,9 @@ async def kill(request: Request) -> Response:
 async def restart(request: Request) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
-    current = execution.state.current
-    if not (current.terminated or current is S.PAUSED):
-        raise ApiError(
-            409, f"execution {execution.id} is {current.value}: only an ended one can restart"
-        )
-    if not any(r.state.current in (S.FAILED, S.PAUSED) for r in execution.task_run_list):
-        raise ApiError(409, f"execution {execution.id} has no failed task run to restart")
+    refusal = restart_refusal(execution)
+    if refusal is not None:
+        raise ApiError(409, refusal)
     await send_event(app.backend, execution.id, Restart(at=app.backend.clock()))
     return json_response(execution_json(execution), status=202)
 
@@ -487,15 +472,11 @@ async def restart(request: Request) -> Response:
 async def replay(request: Request) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
-    if not execution.state.terminated:
-        raise ApiError(
-            409,
-            f"execution {execution.id} is {execution.state.current.value}: "
-            "only an ended execution can be replayed",
-        )
     task_run_id = q_str(request, "taskRunId")
-    if task_run_id is not None and execution.find(task_run_id) is None:
-        raise ApiError(422, f"execution {execution.id} has no task run {task_run_id!r}")
+    refusal = replay_refusal(execution, task_run_id)
+    if refusal is not None:
+        # an unknown task run is a bad request; a running execution, a conflict
+        raise ApiError(409 if not execution.state.terminated else 422, refusal)
     new = new_id()
     event = Replay(at=app.backend.clock(), new_execution_id=new, task_run_id=task_run_id)
     await send_event(app.backend, execution.id, event)
@@ -572,12 +553,9 @@ def resume_inputs(specs: list[Input], given: dict[str, Any]) -> dict[str, Any]:
 async def resume(request: Request) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
-    if execution.state.current is not S.PAUSED:
-        raise ApiError(
-            409,
-            f"execution {execution.id} is {execution.state.current.value}: only a paused "
-            "execution can be resumed",
-        )
+    refusal = resume_refusal(execution)
+    if refusal is not None:
+        raise ApiError(409, refusal)
     flow = await app.flows.get(execution.namespace, execution.flow_id, execution.flow_revision)
     form = await FormInputs.read(request)
     try:

@@ -13,12 +13,11 @@ from starlette.routing import Route
 
 from backends.protocols import FlowRecord, TriggerState
 from runtime.flow import budget
-from runtime.flow.events import ExecutionCreated
 from runtime.flow.inputs import InputError
 from runtime.flow.loader import FlowError
 from runtime.flow.model import Flow, Trigger
 from runtime.flow.template import TemplateError
-from runtime.messages import EXECUTOR_QUEUE, encode_event
+from services.submit import submit_in
 from services.triggers import SCHEDULE_TYPES, schedule_execution, schedule_iter, trigger_json
 from services.webserver.executions_api import invalid_inputs
 from services.webserver.http import (
@@ -201,10 +200,7 @@ async def _backfill(app: AppState, flow: Flow, trigger: Trigger, backfill: Backf
                 execution = msgspec.structs.replace(
                     execution, labels=tuple({"key": k, "value": v} for k, v in merged.items())
                 )
-            await tx.executions.save(execution)
-            await tx.queues.publish(
-                EXECUTOR_QUEUE, [(execution.id, encode_event(ExecutionCreated(at=now)))]
-            )
+            await submit_in(tx, execution, now=now)
             created += 1
     return created
 

@@ -23,8 +23,8 @@ from runtime.flow.inputs import InputError
 from runtime.flow.model import Flow, Trigger
 from runtime.flow.rules import WEBHOOK_TYPES
 from runtime.flow.template import TemplateError
-from services.executor import submit
 from services.flows import FlowNotFoundError
+from services.submit import submit
 from services.triggers import _trigger_inputs
 from services.webserver.executions_api import invalid_inputs
 from services.webserver.http import ApiError, json_or_text, json_response, not_found, state

@@ -11,8 +11,8 @@ import yaml
 from runtime.flow.execution import Execution, TaskRun
 from runtime.flow.loader import build_flow
 from runtime.flow.model import Flow
-from runtime.flow.simulate import Outcome, Simulation
 from runtime.flow.states import StateType
+from services.dry_run import DryRun, Outcome
 
 S = StateType
 
@@ -46,11 +46,12 @@ def outcomes(
 
 
 def run(text: str, spec: dict[str, Any] | None = None, **kw: Any) -> Execution:
-    return Simulation(flow_of(text), outcome=outcomes(spec), **kw).run()
+    """Run the flow through the real executor on the memory backend."""
+    return DryRun(flow_of(text), outcome=outcomes(spec), **kw).run()
 
 
-def sim(text: str, spec: dict[str, Any] | None = None, **kw: Any) -> Simulation:
-    return Simulation(flow_of(text), outcome=outcomes(spec), **kw)
+def sim(text: str, spec: dict[str, Any] | None = None, **kw: Any) -> DryRun:
+    return DryRun(flow_of(text), outcome=outcomes(spec), **kw)
 
 
 def states(execution: Execution) -> dict[str, str]:

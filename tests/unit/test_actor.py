@@ -15,7 +15,6 @@ from runtime.actors import (
     Backoff,
     MailboxClosedError,
     MailboxFullError,
-    MemoryDurableMailbox,
     OverflowPolicy,
     actor_spec,
 )
@@ -136,36 +135,6 @@ async def test_ask_gets_the_handler_error_and_the_actor_restarts_with_its_mailbo
         await ref.tell("too late")
     with pytest.raises(ActorNotFoundError):
         system.ref("rec")
-
-
-@pytest.mark.asyncio
-async def test_the_same_actor_runs_on_a_durable_mailbox_which_redelivers_after_a_crash() -> None:
-    journal: list[Any] = []
-    seen: list[str] = []
-
-    class Flaky(Recorder):
-        async def receive(self, message: Any) -> Any:
-            seen.append(message)
-            if message == "flaky" and seen.count("flaky") == 1:
-                raise RuntimeError("first attempt fails")
-            return await super().receive(message)
-
-    system = ActorSystem(
-        [
-            actor_spec(
-                "flaky",
-                lambda: Flaky(journal),
-                mailbox_factory=lambda: MemoryDurableMailbox(10, name="flaky", lease=30.0),
-            )
-        ],
-        backoff=Backoff(initial=0.0),
-    )
-    async with system:
-        ref = system.ref("flaky")
-        await ref.tell("flaky")
-        await ref.tell("other")
-        await eventually(lambda: journal == ["flaky", "other"])
-    assert seen == ["flaky", "flaky", "other"]
 
 
 @pytest.mark.asyncio

@@ -22,9 +22,9 @@ from bench import actors, e2e, floor, harness, profiling, throughput
 from bench.__main__ import main
 from bench.model import Report, Result, Step, decode, encode, percentile
 from bench.report import markdown, plot
-from runtime.flow.simulate import Simulation
 from runtime.flow.states import State
 from services.cli import cli
+from services.dry_run import DryRun
 
 
 @pytest.mark.asyncio
@@ -126,7 +126,7 @@ def test_ratios_need_a_floor_above_zero() -> None:
 
 
 def test_phase_split_adds_up_to_the_execution() -> None:
-    final = Simulation(harness.engine.sequential_flow(3), execution_id="e1").run()
+    final = DryRun(harness.engine.sequential_flow(3), execution_id="e1").run()
     # The simulation's dates are all one instant: each state change after the
     # execution's creation is moved 7 ms after the previous one, runs in order.
     created = final.state.histories[0].date

@@ -20,8 +20,8 @@ from runtime.flow.events import (
     WorkerResult,
 )
 from runtime.flow.execution import new_execution
-from runtime.flow.simulate import EPOCH, Simulation
 from runtime.flow.states import StateType
+from services.dry_run import EPOCH, DryRun
 from tests.unit.engine_helpers import flow_of, history, order, outcomes, run, sim, states
 
 S = StateType
@@ -574,7 +574,7 @@ def test_kill_stops_running_tasks_and_ends_killed() -> None:
     simulation.step("exec", ExecutionCreated(at=EPOCH))
     # let a start, then kill before anything ends
     ex = simulation.executions["exec"]
-    simulation._queue.clear()
+    simulation.hold_jobs()  # the tasks run until killed
     simulation.send("exec", Kill(at=EPOCH))
     ex = simulation.run()
     assert ex.state.current is S.KILLED
@@ -653,7 +653,7 @@ def test_flow_outputs_are_rendered_and_typed_at_the_end() -> None:
 def test_flow_timeout_kills_and_fails() -> None:
     simulation = sim(seq("a") + "timeout: PT1M\n")
     simulation.step("exec", ExecutionCreated(at=EPOCH))
-    simulation._queue.clear()  # the worker never answers
+    simulation.hold_jobs()  # the worker never answers
     simulation.send(
         "exec", DelayElapsed(at=EPOCH + timedelta(minutes=1), delay=DelayKind.FLOW_TIMEOUT)
     )
@@ -681,7 +681,7 @@ def new_run():  # type: ignore[no-untyped-def]
 
 
 def test_simulation_runs_to_the_end() -> None:
-    assert isinstance(Simulation(flow_of(seq("a"))).run().state.current, StateType)
+    assert isinstance(DryRun(flow_of(seq("a"))).run().state.current, StateType)
 
 
 def test_now_in_a_template_is_the_event_time() -> None:

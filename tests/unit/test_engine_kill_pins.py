@@ -5,8 +5,8 @@ from __future__ import annotations
 from runtime.flow.engine import apply
 from runtime.flow.events import ExecutionCreated, Kill, RunTask, WakeAt, WorkerResult
 from runtime.flow.execution import Execution, new_execution
-from runtime.flow.simulate import EPOCH
 from runtime.flow.states import StateType
+from services.dry_run import EPOCH
 from tests.unit.engine_helpers import flow_of
 
 S = StateType

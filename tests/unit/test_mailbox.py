@@ -9,11 +9,9 @@ import pathlib
 import pytest
 
 from runtime.actors import (
-    FakeClock,
     Mailbox,
     MailboxClosedError,
     MailboxFullError,
-    MemoryDurableMailbox,
     OverflowPolicy,
 )
 from tests.unit.helpers import settle
@@ -106,41 +104,6 @@ async def test_close_wakes_a_waiting_receiver() -> None:
     box.close()
     with pytest.raises(MailboxClosedError):
         await asyncio.wait_for(receiver, 1)
-
-
-@pytest.mark.asyncio
-async def test_durable_mailbox_redelivers_after_lease_expiry() -> None:
-    clock = FakeClock()
-    box: MemoryDurableMailbox[str] = MemoryDurableMailbox(10, lease=5.0, clock=clock)
-    await box.put("job")
-    first = await box.receive(1)
-    assert [d.message for d in first] == ["job"]
-    clock.advance(5.0)  # the consumer died holding the lease
-    second = await box.receive(1)
-    assert [d.message for d in second] == ["job"]
-    await box.ack(first)  # a late ack of the expired lease changes nothing
-    assert box.statistics().in_flight == 1
-    await box.ack(second)
-    assert box.statistics().in_flight == 0
-    assert box.statistics().redelivered == 1
-
-
-@pytest.mark.asyncio
-async def test_durable_mailbox_counts_attempts_and_gives_up() -> None:
-    box: MemoryDurableMailbox[str] = MemoryDurableMailbox(10, max_attempts=2)
-    await box.put("poison")
-    d = await box.receive(1)
-    await box.nack(d, error=RuntimeError("1"))
-    d = await box.receive(1)
-    assert d[0].attempts == 1
-    await box.nack(d, error=RuntimeError("2"))
-    receiver = asyncio.create_task(box.receive(1), name="receiver")
-    await settle()
-    assert not receiver.done(), "a message past max_attempts must not come back"
-    receiver.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await receiver
-    assert box.statistics().dropped == 1
 
 
 UNBOUNDED_QUEUES = {"Queue", "LifoQueue", "PriorityQueue", "SimpleQueue"}

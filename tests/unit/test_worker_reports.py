@@ -1,4 +1,4 @@
-"""The worker's group commit of job reports (services.worker._Reports)."""
+"""The worker's group commit of job reports (services.worker.reports)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from backends.errors import Transient
 from backends.protocols import QueueMessage
 from runtime.messages import WorkerJob
-from services.worker import _Report, _Reports
+from services.worker.reports import Report, Reports
 
 
 async def settle() -> None:
@@ -19,7 +19,7 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def report(n: int) -> _Report:
+def report(n: int) -> Report:
     job = WorkerJob(
         execution_id=f"e{n}",
         task_run_id=f"r{n}",
@@ -31,7 +31,7 @@ def report(n: int) -> _Report:
         variables={},
     )
     message = QueueMessage(id=n, queue="worker", key=None, payload=b"")
-    return _Report(message, job, f"result {n}".encode(), killed=False)
+    return Report(message, job, f"result {n}".encode(), killed=False)
 
 
 @pytest.mark.asyncio
@@ -39,12 +39,12 @@ async def test_reports_arriving_during_a_write_share_the_next_one() -> None:
     groups: list[list[int]] = []
     release = asyncio.Event()
 
-    async def write(reports: list[_Report]) -> None:
+    async def write(reports: list[Report]) -> None:
         groups.append([r.message.id for r in reports])
         if len(groups) == 1:
             await release.wait()  # the first write is slow
 
-    reports = _Reports(write)
+    reports = Reports(write)
     first = asyncio.create_task(reports.send(report(1)))
     await settle()
     assert groups == [[1]]  # written at once: nothing to wait for
@@ -62,14 +62,14 @@ async def test_reports_arriving_during_a_write_share_the_next_one() -> None:
 async def test_a_failed_write_fails_each_report_of_its_group_only() -> None:
     calls = 0
 
-    async def write(reports: list[_Report]) -> None:
+    async def write(reports: list[Report]) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             await asyncio.sleep(0)
             raise Transient("database restarting")
 
-    reports = _Reports(write)
+    reports = Reports(write)
     failing = [asyncio.create_task(reports.send(report(n))) for n in (1, 2)]
     results = await asyncio.gather(*failing, return_exceptions=True)
     assert [type(r) for r in results] == [Transient, Transient]
@@ -82,11 +82,11 @@ async def test_a_sender_cancelled_while_waiting_leaves_the_write_going() -> None
     written: list[int] = []
     release = asyncio.Event()
 
-    async def write(reports: list[_Report]) -> None:
+    async def write(reports: list[Report]) -> None:
         await release.wait()
         written.extend(r.message.id for r in reports)
 
-    reports = _Reports(write)
+    reports = Reports(write)
     sender = asyncio.create_task(reports.send(report(1)))
     await settle()
     sender.cancel()
@@ -110,11 +110,12 @@ async def test_a_report_is_retried_for_as_long_as_the_database_is_away(
     from runtime.flow.events import WorkerResult
     from runtime.flow.states import StateType
     from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, decode_event
-    from services import worker as worker_module
     from services.flows import FlowCache
+    from services.worker import Worker
+    from services.worker import reports as reports_module
 
-    monkeypatch.setattr(worker_module, "RESULT_RETRY_FIRST", 0.001)
-    monkeypatch.setattr(worker_module, "RESULT_RETRY_MAX", 0.002)
+    monkeypatch.setattr(reports_module, "RESULT_RETRY_FIRST", 0.001)
+    monkeypatch.setattr(reports_module, "RESULT_RETRY_MAX", 0.002)
     backend = MemoryBackend()
     await backend.start()
     await backend.queues.publish(WORKER_QUEUE, [(None, b"job")])
@@ -132,9 +133,7 @@ async def test_a_report_is_retried_for_as_long_as_the_database_is_away(
             yield tx
 
     monkeypatch.setattr(backend, "transaction", flaky_transaction)
-    worker = worker_module.Worker(
-        backend, LocalStorage(tmp_path), FlowCache(backend), worker_id="w"
-    )
+    worker = Worker(backend, LocalStorage(tmp_path), FlowCache(backend), worker_id="w")
     job = report(1).job
     await worker._finish(message, job, StateType.SUCCESS, {"value": 1})
     assert refusals == 0
@@ -169,9 +168,9 @@ async def test_a_job_cancelled_before_it_started_is_given_back_or_killed(
     first, second = report(1).job, report(2).job
     worker._start(stopped, first)
     worker._start(killed, second)
-    worker._killed.add(second.task_run_id)
-    for task, _ in list(worker.running.values()):
-        task.cancel()  # before either ran a line
+    worker.running[second.task_run_id].killed = True
+    for record in list(worker.running.values()):
+        record.task.cancel()  # before either ran a line
     await settle()
     await asyncio.wait(list(worker._settling), timeout=5.0)
     # the stopped one is back in the queue, claimable by another worker

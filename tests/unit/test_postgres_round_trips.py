@@ -1,0 +1,121 @@
+"""Round trips on PostgreSQL, counted on the wire: an executor batch is 4 statements
+(BEGIN, claim, the writes, COMMIT) whatever its size, and a task's way through a
+worker is 2 (the claim, the report). Against the real server of
+``RUNTIME_TEST_POSTGRES_DSN``, in a fresh schema."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from backends.postgres import PostgresBackend
+from backends.postgres.testing import fresh_schema, server_dsn
+from runtime.flow.events import WorkerResult
+from runtime.flow.execution import new_execution
+from runtime.flow.states import StateType
+from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, encode_event
+from services.executor import Executor
+from services.flows import FlowCache, deploy_source
+from services.submit import submit
+
+FLOW = """
+id: two_steps
+namespace: trips
+tasks:
+  - id: first
+    type: io.kestra.plugin.core.debug.Return
+    format: one
+  - id: second
+    type: io.kestra.plugin.core.debug.Return
+    format: two
+"""
+
+
+class Wire:
+    """Every statement the backend's pool sends, via asyncpg's query loggers."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.on = False
+
+    def log(self, record: Any) -> None:
+        if self.on:
+            self.statements.append(" ".join(str(record.query).split())[:80])
+
+
+@pytest_asyncio.fixture
+async def counted(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[PostgresBackend, Wire]]:
+    wire = Wire()
+    original = asyncpg.create_pool
+
+    def create_pool(*args: Any, **kwargs: Any) -> Any:
+        async def init(connection: asyncpg.Connection) -> None:
+            connection.add_query_logger(wire.log)
+
+        return original(*args, init=init, **kwargs)
+
+    monkeypatch.setattr(asyncpg, "create_pool", create_pool)
+    async with fresh_schema() as schema:
+        backend = PostgresBackend(server_dsn(), schema=schema, pool_max=4)
+        await backend.start()
+        try:
+            yield backend, wire
+        finally:
+            await backend.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_executor_batch_is_four_statements_whatever_its_size(
+    counted: tuple[PostgresBackend, Wire],
+) -> None:
+    backend, wire = counted
+    record = await deploy_source(backend.flows, FLOW)
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-trips")
+
+    async def start(names: list[str]) -> None:
+        for name in names:
+            execution = new_execution(
+                id=name,
+                namespace="trips",
+                flow_id="two_steps",
+                flow_revision=record.revision,
+                at=backend.clock(),
+            )
+            await submit(backend, execution)
+
+    # the first batch also reads the flow and creates the worker queue's table
+    await start(["warm"])
+    assert await executor.step() == 1
+    await start([f"e{n}" for n in range(5)])
+    wire.on = True
+    assert await executor.step() == 5
+    wire.on = False
+    assert len(wire.statements) == 4, wire.statements
+    assert await backend.queues.depth(WORKER_QUEUE) == 6
+    assert await backend.queues.depth(EXECUTOR_QUEUE) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_task_s_way_through_a_worker_is_two_statements(
+    counted: tuple[PostgresBackend, Wire],
+) -> None:
+    backend, wire = counted
+    for queue in (WORKER_QUEUE, EXECUTOR_QUEUE):  # their tables exist, as in a server
+        await backend.queues.publish(queue, [(None, b"warm")])
+        [warm] = await backend.queues.claim(queue, "warm", 1, 30)
+        await backend.queues.ack(queue, [warm.id])
+    await backend.queues.publish(WORKER_QUEUE, [(None, b"job")])
+    inbox = backend.inbox(WORKER_QUEUE, "worker-trips", lease_seconds=3600)
+    wire.on = True
+    [job] = await inbox.receive(8)
+    result = WorkerResult(at=backend.clock(), task_run_id="tr", attempt=1, state=StateType.SUCCESS)
+    async with inbox.settle([job]) as tx:
+        await tx.queues.publish(EXECUTOR_QUEUE, [("e1", encode_event(result))])
+    wire.on = False
+    assert len(wire.statements) == 2, wire.statements
+    assert await backend.queues.depth(WORKER_QUEUE) == 0
+    assert await backend.queues.depth(EXECUTOR_QUEUE) == 1
