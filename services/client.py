@@ -24,6 +24,8 @@ from services.triggers import list_triggers
 
 #: how often a client polls the backend for changes made by another process
 POLL_SECONDS = 0.25
+#: how long `execute --wait` waits for a server that is starting to register a worker
+START_GRACE_SECONDS = 10.0
 
 
 class LocalClient:
@@ -89,7 +91,7 @@ class LocalClient:
             now = asyncio.get_running_loop().time()
             if now - checked > self.config.liveness.worker_timeout_seconds:
                 try:
-                    await self.check_server()
+                    await self.check_server(grace=0.0)
                 except NoServerError as exc:
                     raise NoServerError(
                         f"{exc}. Execution {execution_id} is kept: it goes on when a server starts"
@@ -97,17 +99,24 @@ class LocalClient:
                 checked = now
             await asyncio.sleep(POLL_SECONDS)
 
-    async def check_server(self) -> None:
-        """A worker of this backend sent a heartbeat within the liveness timeout."""
+    async def check_server(self, *, grace: float = START_GRACE_SECONDS) -> None:
+        """A worker of this backend sent a heartbeat within the liveness timeout;
+        a server that is starting gets ``grace`` seconds to say so."""
         timeout = self.config.liveness.worker_timeout_seconds
-        now = self.backend.clock()
-        for instance in await self.backend.services.list():
-            if (
-                instance.kind == "worker"
-                and instance.state == "RUNNING"
-                and (now - instance.heartbeat).total_seconds() <= timeout
-            ):
-                return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        while True:
+            now = self.backend.clock()
+            for instance in await self.backend.services.list():
+                if (
+                    instance.kind == "worker"
+                    and instance.state == "RUNNING"
+                    and (now - instance.heartbeat).total_seconds() <= timeout
+                ):
+                    return
+            if loop.time() >= until:
+                break
+            await asyncio.sleep(POLL_SECONDS)
         raise NoServerError(
             f"no server is running on {describe_backend(self.config)}: no worker has sent a "
             f"heartbeat in the last {timeout:g}s. Start one (runtime run --all) with the same "
