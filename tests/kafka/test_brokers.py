@@ -443,7 +443,8 @@ async def test_graceful_restart_keeps_acknowledged_records(broker: BrokerProcess
     """The fault tests restart the broker mid-run (SIGTERM): every acknowledged record
     is still there afterwards, and clients started before reconnect by themselves."""
     topic = await _topic(broker, 1)
-    async with _producer(broker, acks="all") as producer:
+    # a short request timeout: stopping a producer waits for its requests in flight
+    async with _producer(broker, acks="all", request_timeout_ms=5000) as producer:
         for i in range(50):
             await producer.send_and_wait(topic, str(i).encode(), key=b"k")
         await asyncio.to_thread(broker.restart)
