@@ -455,3 +455,54 @@ async def test_graceful_restart_keeps_acknowledged_records(broker: BrokerProcess
     async with _consumer(broker, topic) as consumer:
         records = await _drain(consumer, 60, quiet=0.5)
     assert [int(r.value) for r in records] == list(range(60))
+
+
+@pytest.mark.parametrize(
+    "broker",
+    on_brokers({TANSU: "memory storage never compacts: every superseded record stays"}),
+    indirect=True,
+)
+async def test_compaction_keeps_the_latest_record_of_each_key(broker: BrokerProcess) -> None:
+    """The executions topic is compacted so that restoring a partition reads its running
+    executions, not the installation's history."""
+    # small segments, cleaned at once: compaction within seconds instead of hours
+    topic = await _topic(
+        broker,
+        1,
+        {
+            "cleanup.policy": "compact",
+            "segment.ms": "100",
+            "segment.bytes": "1024",
+            "min.cleanable.dirty.ratio": "0.01",
+        },
+    )
+    keys = [f"execution-{i}".encode() for i in range(10)]
+    async with _producer(broker, linger_ms=5) as producer:
+        for i in range(2000):
+            await producer.send(topic, str(i).encode(), key=keys[i % len(keys)])
+        await producer.flush()
+        # as in Kafka, the active segment is never cleaned: a write after segment.ms
+        # rolls it, so that every update above is in a cleanable segment
+        await asyncio.sleep(0.5)
+        await producer.send_and_wait(topic, b"rolled", key=b"roll")
+    latest = {key: str(2000 - len(keys) + n).encode() for n, key in enumerate(keys)}
+    latest[b"roll"] = b"rolled"
+    partition = TopicPartition(topic, 0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STEP
+    readable: list[Any] = []
+    while loop.time() < deadline:
+        async with _consumer(broker) as consumer:
+            consumer.assign([partition])
+            end = (await consumer.end_offsets([partition]))[partition]
+            readable = []
+            while not readable or readable[-1].offset < end - 1:
+                batch = await consumer.getmany(partition, timeout_ms=1000)
+                if not batch:
+                    break
+                readable.extend(batch[partition])
+        if len(readable) <= 100:
+            break
+        await asyncio.sleep(1.0)
+    assert len(readable) <= 100, f"{len(readable)} of 2000 records still readable"
+    assert {r.key: r.value for r in readable} == latest
