@@ -14,6 +14,8 @@ same disk.
 * SQLite: the backend's own connection class (``backends.sqlite.connection``) with
   its settings: WAL, ``synchronous=FULL``, one ``BEGIN IMMEDIATE`` transaction sent
   to the database thread as one op.
+* Kafka: a consume -> transactional produce hop on bare aiokafka clients, when
+  a broker is configured (:mod:`bench.kafka`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from backends.postgres.testing import server_dsn
-from bench import postgres
+from bench import kafka, postgres
 from bench.model import Result, percentile
 from bench.targets import FLOOR
 
@@ -180,4 +182,6 @@ async def measure(backend: str, *, rounds: int) -> Result:
         return await mysql_floor(rounds=rounds, warmup=min(50, rounds))
     if backend == "sqlite":
         return await sqlite_floor(rounds=rounds, warmup=min(50, rounds))
+    if backend == "kafka":
+        return await kafka.floor(rounds=rounds, warmup=min(50, rounds))
     raise ValueError(f"no floor for backend {backend!r}")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import actors, e2e, engine, floor, throughput
+from bench import actors, e2e, engine, floor, kafka, throughput
 from bench.model import NO_BACKEND, Capacity, Report, Result, Target, encode
 from bench.profiling import profiled
 from bench.report import markdown, plot
@@ -148,8 +148,13 @@ async def _per_backend(
     profile: Path | None,
 ) -> list[Result]:
     why = await e2e.unavailable(backend)
-    # MySQL's floor needs only the server and the driver, not the project's backend
-    floor_why = await e2e.mysql_unavailable(need_backend=False) if backend == "mysql" else why
+    # MySQL's and Kafka's floors need only the server and the driver, not the backend
+    if backend == "mysql":
+        floor_why = await e2e.mysql_unavailable(need_backend=False)
+    elif backend == "kafka":
+        floor_why = await kafka.unavailable()
+    else:
+        floor_why = why
     results: list[Result] = []
     base: Result | None = None
     if floor_why is None:
@@ -157,6 +162,8 @@ async def _per_backend(
         base = await floor.measure(backend, **sizes[FLOOR])
         if FLOOR in measures:
             results.append(base)
+        if base.skipped:
+            say(f"{backend}: floor skipped: {base.skipped}")
     elif FLOOR in measures:
         results.append(Result(measure=FLOOR, backend=backend, skipped=floor_why))
         say(f"{backend}: floor skipped: {floor_why}")

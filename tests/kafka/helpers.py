@@ -1,0 +1,22 @@
+"""Test parameters for the Kafka tests."""
+
+import pytest
+
+from backends.kafka.testing import BROKERS
+
+
+def on_brokers(lacks: dict[str, str] | None = None) -> list[object]:
+    """Every broker kind as a parameter; a kind in ``lacks`` is xfail(strict) for the reason."""
+    lacks = lacks or {}
+    unknown = set(lacks) - set(BROKERS)
+    assert not unknown, f"unknown broker kind(s) {sorted(unknown)}"
+    return [
+        pytest.param(
+            kind,
+            id=kind,
+            marks=[pytest.mark.xfail(strict=True, reason=f"{kind}: {lacks[kind]}")]
+            if kind in lacks
+            else [],
+        )
+        for kind in BROKERS
+    ]
