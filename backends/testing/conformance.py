@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from backends.testing.log_search_tests import LogSearchConformance
 from backends.testing.queue_tests import QueueConformance
 from backends.testing.state_tests import (
     KillConformance,
@@ -20,6 +21,7 @@ class BackendConformance(
     ExecutionConformance,
     FlowConformance,
     LogConformance,
+    LogSearchConformance,
     TriggerConformance,
     KVConformance,
     KillConformance,
