@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.webserver.openapi_logs import log_paths
 from services.webserver.openapi_more import SCHEMAS as MORE_SCHEMAS
 from services.webserver.openapi_more import more_paths, sdk_actions, with_tenants
 from services.webserver.openapi_schemas import SCHEMAS, STATES, ref
@@ -529,7 +530,7 @@ def _all_paths() -> dict[str, dict[str, Any]]:
     """Every path, and each again under ``/api/v1/{tenant}`` (Kestra 1.x's form)."""
     paths = _paths()
     # merged, not replaced: /api/v1/namespaces/{namespace}/kv has a GET here already
-    for path, operations in more_paths(_op).items():
+    for path, operations in {**more_paths(_op), **log_paths(_op)}.items():
         paths.setdefault(path, {}).update(operations)
     paths.update(sdk_actions(paths))
     return with_tenants(paths)
