@@ -117,6 +117,8 @@ class LogFilter(msgspec.Struct, frozen=True, kw_only=True):
 
     #: this namespace or any below it, as :class:`ExecutionFilter`
     namespace: str | None = None
+    #: False: ``namespace`` alone, not those below it
+    below: bool = True
     flow_id: str | None = None
     execution_id: str | None = None
     task_id: str | None = None

@@ -444,7 +444,7 @@ def log_matcher(where: LogFilter) -> Callable[[LogEntry], bool]:
 
     def keeps(e: LogEntry) -> bool:
         return (
-            (ns is None or e.namespace == ns or e.namespace.startswith(ns + "."))
+            (ns is None or e.namespace == ns or (where.below and e.namespace.startswith(ns + ".")))
             and (where.flow_id is None or e.flow_id == where.flow_id)
             and (where.task_id is None or e.task_id == where.task_id)
             and (where.task_run_id is None or e.task_run_id == where.task_run_id)

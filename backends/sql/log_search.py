@@ -31,7 +31,9 @@ def conditions(where: LogFilter, params: Params) -> str:
     found: list[str] = []
     if where.execution_id is not None:
         found.append(f"execution_id = {params.add(where.execution_id)}")
-    if where.namespace is not None:
+    if where.namespace is not None and not where.below:
+        found.append(f"namespace = {params.add(where.namespace)}")
+    elif where.namespace is not None:
         ns = where.namespace
         found.append(
             f"(namespace = {params.add(ns)} OR"

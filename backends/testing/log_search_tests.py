@@ -90,6 +90,14 @@ class LogSearchConformance(ConformanceBase):
         assert await only(namespace="company") == await only()
         assert await only(namespace="company.team.sub") == ["m6"]
         assert await only(namespace="company.te") == []
+        assert await only(namespace="company.team", below=False) == [
+            "m9",
+            "m5",
+            "m4",
+            "m3",
+            "m2",
+            "m1",
+        ]
         assert await only(namespace="company.team", flow_id="load") == ["m5"]
         assert await only(flow_id="etl", namespace="company.teamwork") == ["m8", "m7"]
         assert await only(execution_id="e2") == ["m4", "m3"]
