@@ -268,12 +268,13 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/v1/executions/{executionId}": {
             "get": _op("An execution", "Executions", execution, path=_EXEC, errors=("404",)),
             "delete": _op(
-                "Delete an ended execution (and its files, unless deleteStorage=false)",
+                "Delete an ended execution (and its files and logs, unless "
+                "deleteStorage=false / deleteLogs=false)",
                 "Executions",
                 None,
                 status="204",
                 path=_EXEC,
-                query=(("deleteStorage", {"type": "boolean"}),),
+                query=(("deleteStorage", {"type": "boolean"}), ("deleteLogs", {"type": "boolean"})),
                 errors=("404", "409"),
             ),
         },

@@ -111,9 +111,12 @@ async def test_delete_logs_of_an_execution_and_of_a_flow(tmp_path: Path) -> None
         ).json()
 
         async def messages(execution_id: str) -> list[str]:
-            return [
-                e["message"] for e in (await a.client.get(f"/api/v1/logs/{execution_id}")).json()
-            ]
+            """Oldest first; through the search, which needs no execution."""
+            found = await a.client.get(
+                "/api/v1/logs/search", params={"executionId": execution_id, "size": "100"}
+            )
+            assert found.status_code == 200, found.text
+            return [e["message"] for e in reversed(found.json()["results"])]
 
         gone = await a.client.delete(f"/api/v1/logs/{one['id']}", params={"minLevel": "WARN"})
         assert gone.status_code == 204
@@ -126,12 +129,21 @@ async def test_delete_logs_of_an_execution_and_of_a_flow(tmp_path: Path) -> None
         assert bad.status_code == 400
         assert "`minLevel`" in bad.json()["message"]
         assert len(await messages(two["id"])) == 2
-        # an execution's logs outlive it, so they can be deleted after it
-        assert (await a.client.delete(f"/api/v1/executions/{two['id']}")).status_code == 204
+        # deleteLogs=false: an execution's logs outlive it, and can be deleted after it
+        kept = await a.client.delete(f"/api/v1/executions/{two['id']}?deleteLogs=false")
+        assert kept.status_code == 204
+        assert len(await messages(two["id"])) == 2
         assert (await a.client.delete(f"/api/v1/logs/{two['id']}")).status_code == 204
         assert (await a.client.get("/api/v1/logs/search", params={"flowId": "talk"})).json()[
             "total"
         ] == 0
+        # as Kestra, deleting an execution deletes its logs by default (in bulk too)
+        three, four = [await a.execute("talk", params={"wait": "true"}) for _ in range(2)]
+        assert (await a.client.delete(f"/api/v1/executions/{three['id']}")).status_code == 204
+        assert await messages(three["id"]) == []
+        bulk = await a.client.request("DELETE", "/api/v1/executions/by-ids", json=[four["id"]])
+        assert bulk.status_code == 200, bulk.text
+        assert await messages(four["id"]) == []
 
         # by flow: a trigger's own logs are not stored, so that deletes nothing
         hook = await a.client.delete(f"/api/v1/logs/{NS}.team/other", params={"triggerId": "t"})
