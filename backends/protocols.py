@@ -111,6 +111,29 @@ class ExecutionFilter(msgspec.Struct, frozen=True, kw_only=True):
 ExecutionSortField = Literal["start_date", "end_date", "id", "namespace", "flow_id", "state"]
 
 
+class LogFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What a log search (or a deletion by query) selects; ``None`` means "any".
+    Every condition given must hold."""
+
+    #: this namespace or any below it, as :class:`ExecutionFilter`
+    namespace: str | None = None
+    #: False: ``namespace`` alone, not those below it
+    below: bool = True
+    flow_id: str | None = None
+    execution_id: str | None = None
+    task_id: str | None = None
+    task_run_id: str | None = None
+    attempt: int | None = None
+    #: this level and the more severe ones (TRACE, DEBUG, INFO, WARN, ERROR)
+    min_level: str | None = None
+    #: timestamp at or after
+    after: datetime | None = None
+    #: timestamp strictly before
+    before: datetime | None = None
+    #: case-insensitive substring of the message
+    query: str | None = None
+
+
 class DailyCount(msgspec.Struct, frozen=True, kw_only=True):
     """How many executions that started on ``day`` (UTC) are now in ``state``."""
 
@@ -275,6 +298,19 @@ class LogStore(Protocol):
         limit: int = 1000,
     ) -> list[LogEntry]:
         """Entries with ``seq`` > ``after_seq``, in order."""
+        ...
+
+    async def find(
+        self, where: LogFilter, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[LogEntry], int]:
+        """One page of the entries matching ``where`` over every execution, newest
+        first (timestamp, then execution id, then ``seq``, all descending), and how
+        many match in all."""
+        ...
+
+    async def delete(self, where: LogFilter) -> int:
+        """Remove the entries matching ``where``; how many went. The numbering of the
+        entries that stay does not change."""
         ...
 
 

@@ -117,7 +117,9 @@ class Data:
         #: can never mutate what is stored through the ``data`` dict they passed
         self.triggers: dict[tuple[str, str, str], bytes] = {}
         self.kv: dict[tuple[str, str], bytes] = {}
-        self.logs: dict[str, list[LogEntry]] = {}
+        #: per execution, entry ``seq`` n at index n - 1; a deleted entry leaves a hole
+        #: (None), so numbering and paging by index stay right
+        self.logs: dict[str, list[LogEntry | None]] = {}
         self.kills: set[str] = set()
         self._next_message_id = 1
 
@@ -140,7 +142,9 @@ class View:
         self.triggers = Overlay(data.triggers)
         self.kv = Overlay(data.kv)
         self._queues: dict[str, Overlay[int, Message]] = {}
-        self._logs: dict[str, list[LogEntry]] = {}
+        self._logs: dict[str, list[LogEntry | None]] = {}
+        #: seqs of committed entries deleted by this view, per execution
+        self._log_deletes: dict[str, set[int]] = {}
         #: kill requests staged: True requested, False cleared
         self._kills: dict[str, bool] = {}
         #: queues whose waiters should wake once this view commits
@@ -160,11 +164,26 @@ class View:
     # -- logs ----------------------------------------------------------------------
     def log_entries(self, execution_id: str, start: int = 0) -> Iterator[LogEntry]:
         """Committed then staged entries of one execution, from index ``start``."""
+        deleted = self._log_deletes.get(execution_id, ())
         for entries in (self.data.logs.get(execution_id, []), self._logs.get(execution_id, [])):
             # Indexing, not islice: paging far into a long log must not walk its head.
             for index in range(start, len(entries)):
-                yield entries[index]
+                entry = entries[index]
+                if entry is not None and entry.seq not in deleted:
+                    yield entry
             start = max(start - len(entries), 0)
+
+    def log_execution_ids(self) -> set[str]:
+        """Every execution with a log (some of it possibly deleted)."""
+        return set(self.data.logs) | set(self._logs)
+
+    def delete_log(self, entry: LogEntry) -> None:
+        """Delete one entry (as read from this view)."""
+        committed = len(self.data.logs.get(entry.execution_id, ()))
+        if entry.seq > committed:
+            self._logs[entry.execution_id][entry.seq - committed - 1] = None
+        else:
+            self._log_deletes.setdefault(entry.execution_id, set()).add(entry.seq)
 
     def log_count(self, execution_id: str) -> int:
         return len(self.data.logs.get(execution_id, ())) + len(self._logs.get(execution_id, ()))
@@ -189,6 +208,10 @@ class View:
         self.kv.commit()
         for overlay in self._queues.values():
             overlay.commit()
+        for execution_id, seqs in self._log_deletes.items():
+            committed = self.data.logs[execution_id]
+            for seq in seqs:
+                committed[seq - 1] = None
         for execution_id, entries in self._logs.items():
             self.data.logs.setdefault(execution_id, []).extend(entries)
         for task_run_id, requested in self._kills.items():
@@ -198,6 +221,7 @@ class View:
                 self.data.kills.discard(task_run_id)
         self._queues.clear()
         self._logs.clear()
+        self._log_deletes.clear()
         self._kills.clear()
         wake, self.wake = self.wake, set()
         return wake

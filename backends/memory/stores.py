@@ -7,7 +7,7 @@ View, so the same code runs autocommit and inside a transaction.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from backends.protocols import (
     ExecutionSortField,
     FlowRecord,
     KVEntry,
+    LogFilter,
     TriggerState,
 )
 from runtime.flow.execution import Execution
@@ -405,6 +406,63 @@ class MemoryLogs:
             return found
 
         return await self._session.read(op)
+
+    async def find(
+        self, where: LogFilter, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[LogEntry], int]:
+        keeps = log_matcher(where)
+
+        def op(view: View) -> tuple[list[LogEntry], int]:
+            found = _matching_logs(view, where, keeps)
+            found.sort(key=lambda e: (e.timestamp, e.execution_id, e.seq), reverse=True)
+            start = max(offset, 0)
+            return found[start : start + max(limit, 0)], len(found)
+
+        return await self._session.read(op)
+
+    async def delete(self, where: LogFilter) -> int:
+        keeps = log_matcher(where)
+
+        def op(view: View) -> int:
+            found = _matching_logs(view, where, keeps)
+            for entry in found:
+                view.delete_log(entry)
+            return len(found)
+
+        return await self._session.write(op)
+
+
+def log_matcher(where: LogFilter) -> Callable[[LogEntry], bool]:
+    """Whether an entry passes every condition of ``where`` (ValueError: unknown level)."""
+    if where.min_level is not None and where.min_level.upper() not in LEVELS:
+        raise ValueError(
+            f"unknown log level {where.min_level!r}: use one of {', '.join(sorted(LEVELS))}"
+        )
+    floor = None if where.min_level is None else LEVELS[where.min_level.upper()]
+    text = None if where.query is None else where.query.lower()
+    ns = where.namespace
+
+    def keeps(e: LogEntry) -> bool:
+        return (
+            (ns is None or e.namespace == ns or (where.below and e.namespace.startswith(ns + ".")))
+            and (where.flow_id is None or e.flow_id == where.flow_id)
+            and (where.task_id is None or e.task_id == where.task_id)
+            and (where.task_run_id is None or e.task_run_id == where.task_run_id)
+            and (where.attempt is None or e.attempt == where.attempt)
+            and (floor is None or level_rank(e.level) >= floor)
+            and (where.after is None or e.timestamp >= where.after)
+            and (where.before is None or e.timestamp < where.before)
+            and (text is None or text in e.message.lower())
+        )
+
+    return keeps
+
+
+def _matching_logs(
+    view: View, where: LogFilter, keeps: Callable[[LogEntry], bool]
+) -> list[LogEntry]:
+    ids = view.log_execution_ids() if where.execution_id is None else {where.execution_id}
+    return [e for execution_id in ids for e in view.log_entries(execution_id) if keeps(e)]
 
 
 class MemoryKills:

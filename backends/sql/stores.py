@@ -22,10 +22,11 @@ from backends.protocols import (
     ExecutionSortField,
     FlowRecord,
     KVEntry,
+    LogFilter,
     ServiceInstance,
     TriggerState,
 )
-from backends.sql import search
+from backends.sql import log_search, search
 from backends.sql.dialect import Dialect
 from backends.sql.mapping import (
     SLOT_STATES,
@@ -261,6 +262,28 @@ class SqlLogs:
             sql = self._q["log_query_task"]
             rows = await self._s.select(sql, execution_id, after, task_run_id, level, limit)
         return [log_entry(row) for row in rows]
+
+    async def find(
+        self, where: LogFilter, *, limit: int = 50, offset: int = 0
+    ) -> tuple[list[LogEntry], int]:
+        """One page of the matching entries over every execution, newest first, and
+        how many match in all."""
+        (page_sql, page_params), (count_sql, count_params) = log_search.find_statements(
+            where, self._s.dialect, limit=limit, offset=offset
+        )
+        # two reads, as an execution search: a total a moment newer than its page is
+        # harmless, and an autocommit read must not take SQLite's write lock
+        rows = await self._s.select(page_sql, *page_params) if limit > 0 else []
+        total = await self._s.select(count_sql, *count_params)
+        return [log_entry(row) for row in rows], int(total[0][0])
+
+    async def delete(self, where: LogFilter) -> int:
+        """Remove the matching entries. Their numbers are not given out again on
+        PostgreSQL and MySQL (``log_seqs`` keeps counting); SQLite numbers from the
+        highest ``seq`` left, so deleting an execution's latest entries while it
+        still logs reuses their numbers."""
+        sql, params = log_search.delete_statement(where, self._s.dialect)
+        return await self._s.change(sql, *params)
 
 
 class SqlTriggers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backends.testing.inbox_tests import InboxConformance
+from backends.testing.log_search_tests import LogSearchConformance
 from backends.testing.queue_tests import QueueConformance
 from backends.testing.state_tests import (
     KillConformance,
@@ -22,6 +23,7 @@ class BackendConformance(
     ExecutionConformance,
     FlowConformance,
     LogConformance,
+    LogSearchConformance,
     TriggerConformance,
     KVConformance,
     KillConformance,

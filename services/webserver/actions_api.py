@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from backends.protocols import LogFilter
 from runtime.flow import template
 from runtime.flow.context import outputs_map, variables
 from runtime.flow.engine import task_index
@@ -120,8 +121,13 @@ async def _delete_refused(execution: Execution, request: Request) -> str | None:
 
 
 async def _delete(app: AppState, execution: Execution, request: Request) -> None:
-    if await app.backend.executions.delete(execution.id) and q_bool(request, "deleteStorage", True):
-        await executions_api.delete_files(app, execution)
+    delete_storage = q_bool(request, "deleteStorage", True)
+    delete_logs = q_bool(request, "deleteLogs", True)
+    if await app.backend.executions.delete(execution.id):
+        if delete_storage:
+            await executions_api.delete_files(app, execution)
+        if delete_logs:
+            await app.backend.logs.delete(LogFilter(execution_id=execution.id))
 
 
 def _new_status(request: Request, name: str) -> StateType:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from backends.errors import BackendError
-from backends.protocols import ExecutionFilter, ExecutionSortField
+from backends.protocols import ExecutionFilter, ExecutionSortField, LogFilter
 from runtime.flow import budget
 from runtime.flow.durations import DurationError, parse_duration
 from runtime.flow.engine import (
@@ -433,18 +433,23 @@ async def delete_files(app: AppState, execution: Execution) -> None:
 
 
 async def delete(request: Request) -> Response:
-    """As Kestra, the execution's files go with it unless ``deleteStorage=false``."""
+    """As Kestra, the execution's files and logs go with it unless ``deleteStorage=false``
+    / ``deleteLogs=false``."""
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
     delete_storage = q_bool(request, "deleteStorage", True)
+    delete_logs = q_bool(request, "deleteLogs", True)
     if not execution.state.terminated:
         raise ApiError(
             409,
             f"execution {execution.id} is {execution.state.current.value}: kill it first, "
             "only an ended execution can be deleted",
         )
-    if await app.backend.executions.delete(execution.id) and delete_storage:
-        await delete_files(app, execution)
+    if await app.backend.executions.delete(execution.id):
+        if delete_storage:
+            await delete_files(app, execution)
+        if delete_logs:
+            await app.backend.logs.delete(LogFilter(execution_id=execution.id))
     return no_content()
 
 

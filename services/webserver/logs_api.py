@@ -1,5 +1,7 @@
 """``/api/v1/logs/{executionId}``: an execution's logs (by task, by level), as a text
-download, and followed live over Server-Sent Events."""
+download, followed live over Server-Sent Events, and deleted; ``/api/v1/logs/search``:
+the logs of every execution, newest first; ``DELETE /api/v1/logs/{namespace}/{flowId}``:
+a flow's logs."""
 
 from __future__ import annotations
 
@@ -10,9 +12,25 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from backends.protocols import LogFilter
 from runtime.messages import LogEntry
+from services.webserver.executions_api import _time_range as time_range
 from services.webserver.executions_api import load_execution
-from services.webserver.http import JSON, ApiError, AppState, encode, q_int, q_str, state
+from services.webserver.http import (
+    JSON,
+    ApiError,
+    AppState,
+    Filters,
+    encode,
+    json_response,
+    no_content,
+    paged,
+    paging,
+    q_datetime,
+    q_int,
+    q_str,
+    state,
+)
 from services.webserver.sse import EventStream, follow_logs
 from services.webserver.tenants import DEFAULT_TENANT
 
@@ -147,8 +165,119 @@ async def follow(request: Request) -> Response:
     )
 
 
+#: the ``filters[...]`` a log search takes; a level filter means "this level and above"
+#: (Kestra's minimum level), whichever of its operations is given
+LOG_FILTERS = {
+    "namespace": ("EQUALS", "PREFIX"),
+    "flowId": ("EQUALS",),
+    "executionId": ("EQUALS",),
+    "taskId": ("EQUALS",),
+    "taskRunId": ("EQUALS",),
+    "triggerId": ("EQUALS",),
+    "level": ("EQUALS", "GREATER_THAN_OR_EQUAL_TO"),
+    "startDate": ("GREATER_THAN_OR_EQUAL_TO", "GREATER_THAN"),
+    "endDate": ("LESS_THAN_OR_EQUAL_TO", "LESS_THAN"),
+    "timeRange": ("EQUALS",),
+    "q": ("EQUALS", "CONTAINS"),
+}
+_SORTS = ("timestamp:desc", "timestamp")
+
+
+def _level(raw: str | None, what: str) -> str | None:
+    if raw is None:
+        return None
+    level = "WARN" if raw.upper() == "WARNING" else raw.upper()
+    if level not in LEVELS:
+        raise ApiError(400, f"{what}: {raw!r} is not one of {', '.join(LEVELS)}")
+    return level
+
+
+def search_filter(request: Request) -> tuple[LogFilter, bool]:
+    """What a log search selects (Kestra's query parameters and ``filters[...]``), and
+    whether it names a trigger (no entry here has one: trigger logs are not stored)."""
+    filters = Filters(request, LOG_FILTERS)
+    after = q_datetime(request, "startDate") or filters.date("startDate")
+    before = q_datetime(request, "endDate") or filters.date("endDate")
+    span = q_str(request, "timeRange") or filters.value("timeRange")
+    if span is not None:
+        if after is not None:
+            raise ApiError(400, "query parameters `startDate` and `timeRange`: give one, not both")
+        after = time_range(state(request), span)
+    exact = filters.value("namespace", "EQUALS")
+    level = _level(q_str(request, "minLevel"), "query parameter `minLevel`") or _level(
+        filters.value("level"), "filter on `level`"
+    )
+    where = LogFilter(
+        namespace=q_str(request, "namespace") or exact or filters.value("namespace", "PREFIX"),
+        below=exact is None or q_str(request, "namespace") is not None,
+        flow_id=q_str(request, "flowId") or filters.value("flowId"),
+        execution_id=q_str(request, "executionId") or filters.value("executionId"),
+        task_id=q_str(request, "taskId") or filters.value("taskId"),
+        task_run_id=q_str(request, "taskRunId") or filters.value("taskRunId"),
+        min_level=level,
+        after=after,
+        before=before,
+        query=q_str(request, "q") or filters.value("q"),
+    )
+    return where, (q_str(request, "triggerId") or filters.value("triggerId")) is not None
+
+
+async def search(request: Request) -> Response:
+    """One page of the logs of every execution, newest first, with the total."""
+    app = state(request)
+    limit, offset = paging(request)
+    for sort in request.query_params.getlist("sort"):
+        if sort not in _SORTS:
+            raise ApiError(
+                400,
+                f"query parameter `sort`: {sort!r}: logs sort newest first only (timestamp:desc)",
+            )
+    where, by_trigger = search_filter(request)
+    found, total = (
+        ([], 0) if by_trigger else await app.backend.logs.find(where, limit=limit, offset=offset)
+    )
+    return json_response({**paged([log_json(e) for e in found], total), "type": "OFFSET"})
+
+
+async def delete_of_execution(request: Request) -> Response:
+    """Kestra's ``DELETE /logs/{executionId}``: the execution's entries that the filters
+    keep. The execution need not exist any more (its logs outlive it)."""
+    app = state(request)
+    where = _Filters(request)
+    await app.backend.logs.delete(
+        LogFilter(
+            execution_id=request.path_params["executionId"],
+            min_level=where.level,
+            task_run_id=where.task_run_id,
+            task_id=where.task_id,
+            attempt=where.attempt,
+        )
+    )
+    return no_content()
+
+
+async def delete_of_flow(request: Request) -> Response:
+    """Kestra's ``DELETE /logs/{namespace}/{flowId}``: the flow's entries (of that
+    namespace exactly). With ``triggerId``, Kestra deletes that trigger's own logs;
+    none are stored here, so nothing goes."""
+    app = state(request)
+    if q_str(request, "triggerId") is None:
+        await app.backend.logs.delete(
+            LogFilter(
+                namespace=request.path_params["namespace"],
+                below=False,
+                flow_id=request.path_params["flowId"],
+            )
+        )
+    return no_content()
+
+
 routes = [
+    # before /logs/{executionId}, which would take "search" for an execution id
+    Route("/api/v1/logs/search", search, methods=["GET"]),
     Route("/api/v1/logs/{executionId}", find, methods=["GET"]),
+    Route("/api/v1/logs/{executionId}", delete_of_execution, methods=["DELETE"]),
+    Route("/api/v1/logs/{namespace}/{flowId}", delete_of_flow, methods=["DELETE"]),
     Route("/api/v1/logs/{executionId}/download", download, methods=["GET"]),
     Route("/api/v1/logs/{executionId}/follow", follow, methods=["GET"]),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.webserver.openapi_logs import log_paths
 from services.webserver.openapi_more import SCHEMAS as MORE_SCHEMAS
 from services.webserver.openapi_more import more_paths, sdk_actions, with_tenants
 from services.webserver.openapi_schemas import SCHEMAS, STATES, ref
@@ -267,12 +268,13 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/v1/executions/{executionId}": {
             "get": _op("An execution", "Executions", execution, path=_EXEC, errors=("404",)),
             "delete": _op(
-                "Delete an ended execution (and its files, unless deleteStorage=false)",
+                "Delete an ended execution (and its files and logs, unless "
+                "deleteStorage=false / deleteLogs=false)",
                 "Executions",
                 None,
                 status="204",
                 path=_EXEC,
-                query=(("deleteStorage", {"type": "boolean"}),),
+                query=(("deleteStorage", {"type": "boolean"}), ("deleteLogs", {"type": "boolean"})),
                 errors=("404", "409"),
             ),
         },
@@ -588,7 +590,7 @@ def _all_paths() -> dict[str, dict[str, Any]]:
     """Every path, and each again under ``/api/v1/{tenant}`` (Kestra 1.x's form)."""
     paths = _paths()
     # merged, not replaced: /api/v1/namespaces/{namespace}/kv has a GET here already
-    for path, operations in more_paths(_op).items():
+    for path, operations in {**more_paths(_op), **log_paths(_op)}.items():
         paths.setdefault(path, {}).update(operations)
     paths.update(sdk_actions(paths))
     return with_tenants(paths)

@@ -164,6 +164,7 @@ def _bulk(op: Op) -> dict[str, dict[str, Any]]:
         }
     delete_query = (
         ("deleteStorage", {"type": "boolean"}),
+        ("deleteLogs", {"type": "boolean"}),
         ("includeNonTerminated", {"type": "boolean"}),
     )
     out[f"{API}executions/by-ids"] = {

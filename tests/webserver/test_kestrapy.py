@@ -978,3 +978,92 @@ async def test_the_other_bulk_variants_and_graphs(tmp_path: Path, strict: Strict
             await call(client.flows.delete_flows_by_query, TENANT, filters=[ns_filter(NS)])
         ).count == 3
         assert (await call(client.flows.search_flows, TENANT)).total == 0
+
+
+CHATTY = f"""id: chatty
+namespace: {NS}.sub
+tasks:
+  - id: say
+    type: io.kestra.plugin.core.log.Log
+    message: "chatty says hi"
+  - id: warn
+    type: io.kestra.plugin.core.log.Log
+    level: WARN
+    message: "chatty is worried"
+"""
+
+
+async def test_logs_searched_over_executions_and_deleted(tmp_path: Path, strict: Strict) -> None:
+    async with serving(tmp_path) as client:
+        await call(client.flows.create_flow, TENANT, CHATTY)
+        runs = [
+            await call(client.executions.create_execution, TENANT, f"{NS}.sub", "chatty", wait=True)
+            for _ in range(3)
+        ]
+
+        def f(field: QueryFilterField, op: QueryFilterOp, value: Any) -> QueryFilter:
+            return QueryFilter(field=field, operation=op, value=value)
+
+        page = await call(
+            client.logs.search_logs,
+            TENANT,
+            page=1,
+            size=4,
+            filters=[f(QueryFilterField.NAMESPACE, QueryFilterOp.PREFIX, NS)],
+        )
+        # parsed by the SDK's CursorOrOffsetPagedResultsLogEntry (strictly, by the fixture)
+        assert page.total == 6
+        assert page.type.value == "OFFSET"
+        assert len(page.results) == 4
+        stamps = [e.timestamp for e in page.results]
+        assert stamps == sorted(stamps, reverse=True)
+        assert {e.execution_id for e in page.results} <= {r.id for r in runs}
+        assert page.results[0].execution_id == runs[-1].id
+        second = await call(
+            client.logs.search_logs,
+            TENANT,
+            page=2,
+            size=4,
+            filters=[f(QueryFilterField.NAMESPACE, QueryFilterOp.PREFIX, NS)],
+        )
+        assert len(second.results) == 2
+        worried = await call(
+            client.logs.search_logs,
+            TENANT,
+            filters=[
+                f(QueryFilterField.LEVEL, QueryFilterOp.EQUALS, "WARN"),
+                f(QueryFilterField.QUERY, QueryFilterOp.EQUALS, "WORRIED"),
+                f(QueryFilterField.FLOW_ID, QueryFilterOp.EQUALS, "chatty"),
+            ],
+        )
+        assert worried.total == 3
+        assert {(e.level.value, e.task_id) for e in worried.results} == {("WARN", "warn")}
+        exact = await call(
+            client.logs.search_logs,
+            TENANT,
+            filters=[f(QueryFilterField.NAMESPACE, QueryFilterOp.EQUALS, NS)],
+        )
+        assert (exact.total, exact.results) == (0, [])
+
+        # one execution's WARN lines, then the rest of its log
+        await call(client.logs.delete_logs_from_execution, runs[0].id, TENANT, min_level="WARN")
+        left = await call(client.logs.list_logs_from_execution, runs[0].id, TENANT)
+        assert [e.message for e in left] == ["chatty says hi"]
+        await call(client.logs.delete_logs_from_execution, runs[0].id, TENANT)
+        assert await call(client.logs.list_logs_from_execution, runs[0].id, TENANT) == []
+        by_execution = await call(
+            client.logs.search_logs,
+            TENANT,
+            filters=[f(QueryFilterField.EXECUTION_ID, QueryFilterOp.EQUALS, runs[1].id)],
+        )
+        assert by_execution.total == 2
+
+        # a trigger's logs: none are stored, so the flow's execution logs stay
+        await call(client.logs.delete_logs_from_flow, f"{NS}.sub", "chatty", "schedule", TENANT)
+        assert (await call(client.logs.search_logs, TENANT)).total == 4
+        # the SDK drops a None trigger id: the whole flow's logs go
+        await call(client.logs.delete_logs_from_flow, f"{NS}.sub", "chatty", None, TENANT)
+        assert (await call(client.logs.search_logs, TENANT)).total == 0
+
+        with pytest.raises(BadRequestException, match="minLevel"):
+            await call(client.logs.delete_logs_from_execution, runs[1].id, TENANT, min_level="LOUD")
