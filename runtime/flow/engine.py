@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.flow import template
+from runtime.flow import dynamic, template
 from runtime.flow.context import is_truthy, outputs_map, variables
 from runtime.flow.events import (
     Command,
@@ -314,10 +314,22 @@ class _Pass:
                 state = S.WARNING
         self.move_run(run, state)
 
+    def resolved(self, task: Task, run: TaskRun | None) -> Task:
+        """``task`` with its dynamic properties rendered for ``run``."""
+        if not task.dynamic:
+            return task
+        return dynamic.resolve(task, lambda raw: self.render(raw, task, run))
+
     def retry_of(self, task: Task) -> Any:
         """The retry policy for ``task``: its own, its nearest ancestor's, the flow's."""
         current: Task | None = task
         while current is not None:
+            if "retry" in current.dynamic:
+                try:
+                    return self.resolved(current, None).retry
+                except (dynamic.DynamicPropertyError, template.TemplateError) as exc:
+                    self.log("ERROR", f"{exc}: not retried")
+                    return None
             if current.retry is not None:
                 return current.retry
             current = self.tasks.parent(current.id)
@@ -632,6 +644,12 @@ class _Pass:
             return run_id
         if not is_truthy(run_if):
             self.move_run(run, S.SKIPPED)
+            return run_id
+        try:
+            task = self.resolved(task, run)
+        except (dynamic.DynamicPropertyError, template.TemplateError) as exc:
+            self.log("ERROR", str(exc), run)
+            self.move_run(run, S.FAILED)
             return run_id
         if task.timeout is not None and task.kind is not TaskKind.RUNNABLE:
             self.wake(self.at + task.timeout, DelayKind.TIMEOUT, run.id)

@@ -97,6 +97,9 @@ class Task(_Model, kw_only=True, frozen=True):
     # Accepted so existing flows validate; not acted on yet.
     version: str | None = None
     task_cache: dict[str, Any] | None = None
+    #: raw values of the properties written as expressions where a typed value is
+    #: expected, by YAML name (see runtime.flow.dynamic); not a YAML property
+    dynamic: dict[str, Any] = msgspec.field(default_factory=dict, name="$dynamic")
 
     kind: ClassVar[TaskKind] = TaskKind.RUNNABLE
     #: the name Kestra documents for this type

@@ -352,6 +352,7 @@ def scope_for(engine: _Pass, task: Task | None, parent: TaskRun | None) -> Scope
         "allow_warning": task.allow_warning,
     }
     try:
+        task = engine.resolved(task, parent)
         return _scope_for(engine, task, parent, common)
     except template.TemplateError as exc:
         engine.log("ERROR", f"task {task.id!r}: {exc}", parent)

@@ -1,0 +1,156 @@
+"""Kestra compatibility, round two (issue 17): flows written the way Kestra users
+write them, each with its expected end state, task runs and outputs.
+
+The flows are our own (``flows_compat/``), shaped after what Kestra's own test
+flows exercise. Each runs through ``runtime flow test``'s engine on the memory
+backend, on SQLite (a file in the test's folder) and, when the server is there,
+on PostgreSQL (a fresh schema).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.sqlite import SqliteBackend
+from runtime.flow.execution import to_kestra_dict
+from runtime.messages import LogEntry
+from services import flow_test
+from tests.e2e.helpers import FlowRun, matches, max_overlap
+
+FLOWS = Path(__file__).resolve().parent / "flows_compat"
+BACKENDS = ("memory", "sqlite", "postgres")
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What one flow must end with."""
+
+    state: str
+    #: every task run by key (``taskId`` or ``taskId[loop value]``) and its final state
+    runs: Mapping[str, str]
+    #: run key -> a subset of its outputs
+    outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: run key -> the number of attempts
+    attempts: Mapping[str, int] = field(default_factory=dict)
+    #: a text some ERROR log line must contain
+    error_log: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    flow_outputs: Mapping[str, Any] | None = None
+    check: Callable[[FlowRun, list[LogEntry]], None] | None = None
+
+
+def _loop_bounded(run: FlowRun, logs: list[LogEntry]) -> None:
+    steps = [r for r in run.execution["taskRunList"] if r["taskId"] == "step"]
+    assert max_overlap(steps) == 2  # concurrencyLimit rendered from the input
+
+
+CASES: dict[str, Expect] = {
+    "dynamic_properties": Expect(
+        state="WARNING",
+        runs={
+            "nap": "SUCCESS",
+            "flaky": "WARNING",
+            "loop": "SUCCESS",
+            **{f"step[{v}]": "SUCCESS" for v in "abcd"},
+            "hold": "SUCCESS",
+            "after": "SUCCESS",
+        },
+        attempts={"flaky": 3},
+        check=_loop_bounded,
+    ),
+    "dynamic_property_mistyped": Expect(
+        state="FAILED",
+        runs={"before": "SUCCESS", "nap": "FAILED"},
+        error_log="property `duration` rendered to 'kept' from '{{ outputs.before.value }}'",
+    ),
+}
+
+
+def _run(path: Path, inputs: Mapping[str, str]) -> tuple[FlowRun, list[LogEntry]]:
+    execution, logs = asyncio.run(
+        flow_test.run_flow_test(path, flows_dir=None, inputs=dict(inputs), timeout=60)
+    )
+    data = json.loads(json.dumps(to_kestra_dict(execution), default=str))
+    ok = execution.state.current.value in ("SUCCESS", "WARNING")
+    return FlowRun(exit_code=0 if ok else 1, execution=data, stderr=""), logs
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    name: str = request.param
+    if name == "sqlite":
+        monkeypatch.setattr(
+            flow_test, "BACKEND_FACTORY", lambda: SqliteBackend(tmp_path / "db.sqlite")
+        )
+        yield name
+    elif name == "postgres":
+        yield from _on_postgres(monkeypatch)
+    else:
+        yield name
+
+
+def _on_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    try:
+        from backends.postgres import PostgresBackend
+        from backends.postgres.testing import admin_connection, server_dsn
+    except ImportError:
+        pytest.skip("the postgres extra is not installed")
+
+    async def admin(sql: str) -> None:
+        connection = await admin_connection()
+        try:
+            await connection.execute(sql)  # type: ignore[attr-defined]
+        finally:
+            await connection.close()  # type: ignore[attr-defined]
+
+    schema = f"runtime_compat_{secrets.token_hex(6)}"
+    try:
+        asyncio.run(admin(f"CREATE SCHEMA {schema}"))
+    except OSError as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    monkeypatch.setattr(
+        flow_test, "BACKEND_FACTORY", lambda: PostgresBackend(server_dsn(), schema=schema)
+    )
+    try:
+        yield "postgres"
+    finally:
+        asyncio.run(admin(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+
+
+def assert_expected(run: FlowRun, logs: list[LogEntry], expect: Expect) -> None:
+    errors = [entry.message for entry in logs if entry.level == "ERROR"]
+    assert run.state == expect.state, f"task runs: {run.states()}; errors: {errors}"
+    assert run.states() == dict(expect.runs)
+    runs = run.runs()
+    for key, outputs in expect.outputs.items():
+        assert matches(runs[key]["outputs"], outputs), f"{key}: {runs[key]['outputs']}"
+    for key, count in expect.attempts.items():
+        assert len(runs[key].get("attempts") or []) == count, key
+    if expect.error_log is not None:
+        assert any(expect.error_log in message for message in errors), errors
+    if expect.flow_outputs is not None:
+        assert run.execution.get("outputs") == dict(expect.flow_outputs)
+    if expect.check is not None:
+        expect.check(run, logs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", sorted(CASES))
+def test_compat_flow(stem: str, backend: str) -> None:
+    expect = CASES[stem]
+    run, logs = _run(FLOWS / f"{stem}.yml", expect.inputs)
+    assert_expected(run, logs, expect)
+
+
+def test_every_compat_flow_has_expectations() -> None:
+    assert {path.stem for path in FLOWS.glob("*.yml")} == set(CASES)
