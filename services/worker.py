@@ -47,6 +47,7 @@ from runtime.messages import (
     encode_event,
 )
 from runtime.tasks.context import TaskFailure
+from runtime.tasks.template_services import WorkerFunctionServices
 from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
 
@@ -182,6 +183,7 @@ class WorkerRunContext:
         self.log = logger
         self.storage = storage
         self.kv = backend.kv
+        self.logs = backend.logs
         self.pool = pool
         self._secrets = secrets
         self.warning: str | None = None
@@ -215,8 +217,9 @@ class WorkerRunContext:
         self.kill_callbacks.append(callback)
 
 
-class _TemplateServices:
-    """secret(), kv() and read() for the task's templates."""
+class _TemplateServices(WorkerFunctionServices):
+    """secret(), kv() and read() for the task's templates (the functions reading the
+    execution's logs and files come from WorkerFunctionServices)."""
 
     def __init__(self, ctx: WorkerRunContext, secrets: dict[str, str]) -> None:
         self._ctx = ctx

@@ -47,6 +47,10 @@ class Expect:
     check: Callable[[FlowRun, list[LogEntry]], None] | None = None
 
 
+def _logged(logs: list[LogEntry], text: str) -> None:
+    assert any(text in entry.message for entry in logs), [e.message for e in logs]
+
+
 def _loop_bounded(run: FlowRun, logs: list[LogEntry]) -> None:
     steps = [r for r in run.execution["taskRunList"] if r["taskId"] == "step"]
     assert max_overlap(steps) == 2  # concurrencyLimit rendered from the input
@@ -66,6 +70,35 @@ CASES: dict[str, Expect] = {
         attempts={"flaky": 3},
         check=_loop_bounded,
     ),
+    "functions": Expect(
+        state="FAILED",
+        inputs={"data": "{upload}"},
+        runs={
+            "outer": "SUCCESS",
+            **{f"inner[{o}]": "SUCCESS" for o in "xy"},
+            **{f"{t}[{o}/{i}]": "SUCCESS" for t in ("make", "pick") for o in "xy" for i in "12"},
+            "files": "SUCCESS",
+            "sealed": "SUCCESS",
+            "opened": "SUCCESS",
+            "boom": "FAILED",
+            "report": "SUCCESS",
+        },
+        outputs={
+            **{f"pick[{o}/{i}]": {"value": f"got-{o}{i}"} for o in "xy" for i in "12"},
+            "files": {"values": {"size": "12", "exists": "true", "empty": "false"}},
+            "sealed": {"value": lambda v: v != "open sesame" and len(v) == 52},
+            "opened": {"value": "open sesame"},
+            "report": {"value": "boom: the disk is full"},
+        },
+    ),
+    "functions_refused": Expect(
+        state="FAILED",
+        runs={"sealed": "SUCCESS", "wrong_key": "WARNING", "foreign_file": "FAILED"},
+        error_log="does not belong to this execution",
+        check=lambda run, logs: _logged(
+            logs, "decrypt(): the text was not encrypted with this key"
+        ),
+    ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
         runs={"before": "SUCCESS", "nap": "FAILED"},
@@ -74,9 +107,12 @@ CASES: dict[str, Expect] = {
 }
 
 
-def _run(path: Path, inputs: Mapping[str, str]) -> tuple[FlowRun, list[LogEntry]]:
+def _run(path: Path, inputs: Mapping[str, str], tmp_path: Path) -> tuple[FlowRun, list[LogEntry]]:
+    upload = tmp_path / "data.txt"
+    upload.write_text("hello world\n")
+    given = {key: value.replace("{upload}", f"@{upload}") for key, value in inputs.items()}
     execution, logs = asyncio.run(
-        flow_test.run_flow_test(path, flows_dir=None, inputs=dict(inputs), timeout=60)
+        flow_test.run_flow_test(path, flows_dir=FLOWS / "subflows", inputs=given, timeout=60)
     )
     data = json.loads(json.dumps(to_kestra_dict(execution), default=str))
     ok = execution.state.current.value in ("SUCCESS", "WARNING")
@@ -146,9 +182,9 @@ def assert_expected(run: FlowRun, logs: list[LogEntry], expect: Expect) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", sorted(CASES))
-def test_compat_flow(stem: str, backend: str) -> None:
+def test_compat_flow(stem: str, backend: str, tmp_path: Path) -> None:
     expect = CASES[stem]
-    run, logs = _run(FLOWS / f"{stem}.yml", expect.inputs)
+    run, logs = _run(FLOWS / f"{stem}.yml", expect.inputs, tmp_path)
     assert_expected(run, logs, expect)
 
 
