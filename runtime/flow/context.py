@@ -14,10 +14,15 @@ from runtime.flow.model import Flow, Task
 
 
 def iso(value: datetime | None) -> str | None:
-    """An instant as Kestra prints it: UTC with a ``Z``."""
+    """An instant as Kestra's templates print it: UTC with a ``Z``, to the
+    millisecond (its stored dates are), the fraction left out when it is zero (as
+    java.time.Instant writes itself)."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    millis = utc.microsecond // 1000
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
 def outputs_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:

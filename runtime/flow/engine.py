@@ -482,8 +482,9 @@ class _Pass:
             self.set_run(run)
             self.kill_runs(self.descendants(run.id))
             if run.state.current is S.PAUSED:
-                # A Pause nobody resumed in time fails (its children never started).
-                self.move_run(self.move_run(run, S.RUNNING), S.FAILED)
+                # A Pause nobody resumed in time fails straight from PAUSED (Kestra:
+                # one RUNNING in its history), its children never started.
+                self.move_run(run, S.FAILED)
                 if self.state.current is S.PAUSED and not any(
                     r.state.current is S.PAUSED for r in self.runs
                 ):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,18 @@ class Expect:
     inputs: Mapping[str, str] = field(default_factory=dict)
     flow_outputs: Mapping[str, Any] | None = None
     check: Callable[[FlowRun, list[LogEntry]], None] | None = None
+
+
+#: java.time.Instant#toString of a millisecond instant (the fraction left out at zero)
+INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
+
+
+def _history(run: FlowRun, key: str, states: list[str]) -> None:
+    assert [h["state"] for h in run.runs()[key]["state"]["histories"]] == states
+
+
+def _no_outputs(run: FlowRun) -> None:
+    assert not run.execution.get("outputs")
 
 
 def _logged(logs: list[LogEntry], text: str) -> None:
@@ -98,6 +111,38 @@ CASES: dict[str, Expect] = {
         check=lambda run, logs: _logged(
             logs, "decrypt(): the text was not encrypted with this key"
         ),
+    ),
+    "foreach_null": Expect(
+        state="FAILED",
+        runs={"loop": "FAILED"},
+        error_log="Found '1' null values on Each, with values=[first, null, {k=v}, null]",
+    ),
+    "foreach_repeated": Expect(
+        state="SUCCESS",
+        runs={"loop": "SUCCESS", "body[a]": "SUCCESS", "body[b]": "SUCCESS", "body[1]": "SUCCESS"},
+        outputs={"body[a]": {"value": "v=a"}, "body[1]": {"value": "v=1"}},
+    ),
+    "pause_timeout": Expect(
+        state="FAILED",
+        runs={"gate": "FAILED"},
+        check=lambda run, logs: _history(run, "gate", ["CREATED", "RUNNING", "PAUSED", "FAILED"]),
+    ),
+    "flow_output_unrenderable": Expect(
+        state="FAILED",
+        runs={"fine": "SUCCESS"},
+        check=lambda run, logs: _no_outputs(run),
+    ),
+    "instant_dates": Expect(
+        state="SUCCESS",
+        runs={"dates": "SUCCESS"},
+        outputs={
+            "dates": {
+                "values": {
+                    "execution": lambda v: bool(INSTANT.fullmatch(v)),
+                    "taskrun": lambda v: bool(INSTANT.fullmatch(v)),
+                }
+            }
+        },
     ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
