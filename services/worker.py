@@ -465,7 +465,7 @@ class Worker:
                 outputs = await runnable.run(ctx)
         except TaskFailure as exc:
             ctx.log.error(str(exc))
-            return StateType.FAILED, None
+            return StateType.FAILED, exc.outputs
         except TimeoutError:
             _call_kill_callbacks(ctx)
             ctx.log.error(f"task {task.id!r} timed out after {runnable.timeout}: killed")

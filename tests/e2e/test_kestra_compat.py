@@ -144,6 +144,46 @@ CASES: dict[str, Expect] = {
             }
         },
     ),
+    "storage_tasks": Expect(
+        state="SUCCESS",
+        runs=dict.fromkeys(
+            "items more size joined pieces big unique read_back gone gone_again purge "
+            "after_purge".split(),
+            "SUCCESS",
+        ),
+        outputs={
+            "size": {"size": 76},
+            "pieces": {"uris": lambda uris: len(uris) == 3},
+            "big": {"processedItemsTotal": 5, "droppedItemsTotal": 2},
+            "unique": {"numKeys": 4, "processedItemsTotal": 5, "droppedItemsTotal": 1},
+            "read_back": {
+                "value": '{"k":"b","n":2}\n{"k":"a","n":3}\n{"k":"c","n":4}\n{"k":"d","n":5}\n'
+            },
+            "gone": {"deleted": True},
+            "gone_again": {"deleted": False},
+            "purge": {"uris": lambda uris: len(uris) == 7},
+            "after_purge": {"values": {"exists": "false"}},
+        },
+    ),
+    "working_directory_files": Expect(
+        state="SUCCESS",
+        runs={
+            "wd": "SUCCESS",
+            "write": "SUCCESS",
+            "maybe_fail": "SKIPPED",
+            "collect": "SUCCESS",
+            "after": "SUCCESS",
+        },
+        outputs={
+            "after": {"value": "made by write"},
+            "wd": {"outputFiles": lambda files: set(files) == {"given.txt", "made.txt"}},
+        },
+    ),
+    "working_directory_files_failing": Expect(
+        state="FAILED",
+        runs={"wd": "FAILED", "write": "SUCCESS", "maybe_fail": "FAILED", "on_error": "SUCCESS"},
+        outputs={"on_error": {"value": "handled in on_error"}},
+    ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
         runs={"before": "SUCCESS", "nap": "FAILED"},

@@ -1,0 +1,9 @@
+"""The core tasks added for Kestra compatibility, round two (issue 17), one module
+per family; :func:`runtime.flow.registry.default_registry` registers them."""
+
+from __future__ import annotations
+
+from runtime.flow.model import Task
+from runtime.tasks.storage_tasks import STORAGE_TASKS
+
+MORE_CORE_TASKS: tuple[type[Task], ...] = (*STORAGE_TASKS,)
