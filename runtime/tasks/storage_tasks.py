@@ -185,7 +185,7 @@ class Split(RunnableTask, kw_only=True, frozen=True):
             raise TaskFailure(f"{where}: set exactly one of `bytes`, `partitions` or `rows`")
         data = await _get(ctx, await ctx.render(self.from_), where)
         separator = str(await ctx.render(self.separator)).encode()
-        rows = [row for row in data.split(separator)]
+        rows = data.split(separator)
         if rows and rows[-1] == b"":
             rows.pop()
         chunks: list[list[bytes]] = []

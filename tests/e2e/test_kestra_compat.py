@@ -147,8 +147,20 @@ CASES: dict[str, Expect] = {
     "storage_tasks": Expect(
         state="SUCCESS",
         runs=dict.fromkeys(
-            "items more size joined pieces big unique read_back gone gone_again purge "
-            "after_purge".split(),
+            [
+                "items",
+                "more",
+                "size",
+                "joined",
+                "pieces",
+                "big",
+                "unique",
+                "read_back",
+                "gone",
+                "gone_again",
+                "purge",
+                "after_purge",
+            ],
             "SUCCESS",
         ),
         outputs={
