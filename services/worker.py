@@ -50,6 +50,7 @@ from runtime.tasks.context import TaskFailure
 from runtime.tasks.template_services import WorkerFunctionServices
 from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
+from services.task_services import BackendTaskServices
 
 log = get_logger(__name__)
 
@@ -184,6 +185,8 @@ class WorkerRunContext:
         self.storage = storage
         self.kv = backend.kv
         self.logs = backend.logs
+        #: what the tasks acting on executions, logs and triggers use
+        self.backend_services = BackendTaskServices(backend)
         self.pool = pool
         self._secrets = secrets
         self.warning: str | None = None

@@ -93,6 +93,10 @@ def apply(execution: Execution, flow: Flow, event: Event) -> tuple[Execution, li
     return run.result()
 
 
+#: the label Kestra puts on every execution of one tree (a subflow's is its parent's)
+CORRELATION_ID = "system.correlationId"
+
+
 class _Pass:
     """The working state of one ``apply`` call."""
 
@@ -212,6 +216,8 @@ class _Pass:
             self.end_execution(final)
             return
         self.move_execution(S.RUNNING)
+        # Kestra writes this line into every execution's logs (log.Fetch counts it)
+        self.log("INFO", "Flow started")
         if self.flow.timeout is not None:
             self.wake(self.at + self.flow.timeout, DelayKind.FLOW_TIMEOUT, None)
 
@@ -258,7 +264,20 @@ class _Pass:
         task = self.task_of(run)
         if task.reports_children and event.outputs:
             self.record_children(run, task, event.outputs.get("children"), started)
+        if getattr(task, "sets_execution_labels", False) and event.state is S.SUCCESS:
+            self.merge_labels((event.outputs or {}).get("labels"))
         self.finish_attempt(run, event.state)
+
+    def merge_labels(self, labels: Any) -> None:
+        """Labels a task set on the execution (execution.Labels): new keys are added,
+        existing ones take the new value."""
+        if not isinstance(labels, dict) or not labels:
+            return
+        merged = {lb["key"]: lb["value"] for lb in self.original.labels}
+        merged.update({str(k): str(v) for k, v in labels.items()})
+        items = tuple({"key": k, "value": v} for k, v in merged.items())
+        self.original = msgspec.structs.replace(self.original, labels=items)
+        self.changed = True
 
     def record_children(
         self, parent: TaskRun, task: Task, reported: Any, started: datetime
@@ -584,8 +603,11 @@ class _Pass:
             self.log("ERROR", f"subflow {task.id!r}: {exc}", run)
             self.move_run(self.move_run(run, S.RUNNING), S.FAILED)
             return
+        own = {lb["key"]: lb["value"] for lb in self.original.labels}
         if task.inherit_labels:
-            labels = {**{lb["key"]: lb["value"] for lb in self.original.labels}, **labels}
+            labels = {**own, **labels}
+        # Kestra ties a subflow to the execution tree it belongs to.
+        labels.setdefault(CORRELATION_ID, own.get(CORRELATION_ID, self.original.id))
         child_id = derived_id(self.original.id, run.id, run.attempt_count + 1)
         attempts = (*run.attempts, Attempt(state=State.new(S.RUNNING, self.at)))
         run = msgspec.structs.replace(

@@ -4,6 +4,7 @@ per family; :func:`runtime.flow.registry.default_registry` registers them."""
 from __future__ import annotations
 
 from runtime.flow.model import Task
+from runtime.tasks.execution_tasks import EXECUTION_TASKS
 from runtime.tasks.storage_tasks import STORAGE_TASKS
 
-MORE_CORE_TASKS: tuple[type[Task], ...] = (*STORAGE_TASKS,)
+MORE_CORE_TASKS: tuple[type[Task], ...] = (*STORAGE_TASKS, *EXECUTION_TASKS)

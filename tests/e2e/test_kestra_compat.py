@@ -60,6 +60,20 @@ def _no_outputs(run: FlowRun) -> None:
     assert not run.execution.get("outputs")
 
 
+def _labels_set(run: FlowRun) -> None:
+    labels = {item["key"]: item["value"] for item in run.execution["labels"]}
+    assert labels == {
+        "team": "platform",  # set by a task over the flow's label
+        "tier": "gold",
+        "count": "2",
+        "listed": "from_list",
+        "fromJson": "yes",
+    }
+    plain = run.runs()["plain"]["outputs"]["outputs"]["seen"]
+    # not inherited, but tied to this execution tree
+    assert plain == {"system.correlationId": run.execution["id"]}
+
+
 def _logged(logs: list[LogEntry], text: str) -> None:
     assert any(text in entry.message for entry in logs), [e.message for e in logs]
 
@@ -195,6 +209,57 @@ CASES: dict[str, Expect] = {
         state="FAILED",
         runs={"wd": "FAILED", "write": "SUCCESS", "maybe_fail": "FAILED", "on_error": "SUCCESS"},
         outputs={"on_error": {"value": "handled in on_error"}},
+    ),
+    "labels": Expect(
+        state="SUCCESS",
+        runs=dict.fromkeys(
+            ["from_map", "from_list", "from_json", "inheriting", "plain"], "SUCCESS"
+        ),
+        outputs={
+            "from_map": {"labels": {"team": "platform", "count": "2"}},
+            "inheriting": {
+                "outputs": {
+                    "seen": {
+                        "team": "platform",
+                        "tier": "gold",
+                        "count": "2",
+                        "listed": "from_list",
+                        "fromJson": "yes",
+                        "own": "mine",
+                        "system.correlationId": lambda v: bool(v),
+                    }
+                }
+            },
+        },
+        check=lambda run, logs: _labels_set(run),
+    ),
+    "execution_services": Expect(
+        state="WARNING",
+        runs={
+            **dict.fromkeys(
+                "say warn settle all_logs warnings say_logs read_logs key_a key_b key_other keys "
+                "running_here none_elsewhere purge pause_nightly".split(),
+                "SUCCESS",
+            ),
+            "toggle_missing": "WARNING",
+        },
+        outputs={
+            # "Flow started", say, warn (Kestra's engine logs the first line too)
+            "all_logs": {"size": 3},
+            "warnings": {"size": 1},
+            "say_logs": {"size": 1},
+            "read_logs": {"value": "hello from say"},
+            "keys": {"keys": ["report_a", "report_b"]},
+            "running_here": {
+                "total": 1,
+                "results": [
+                    {"namespace": "compat.services", "flowId": "execution_services", "count": 1}
+                ],
+            },
+            "none_elsewhere": {"total": 0, "results": []},
+            "purge": {"executionsCount": 0},
+        },
+        error_log="has no trigger 'no_such_trigger' (it has: nightly)",
     ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
