@@ -237,8 +237,23 @@ CASES: dict[str, Expect] = {
         state="WARNING",
         runs={
             **dict.fromkeys(
-                "say warn settle all_logs warnings say_logs read_logs key_a key_b key_other keys "
-                "running_here none_elsewhere purge pause_nightly".split(),
+                [
+                    "say",
+                    "warn",
+                    "settle",
+                    "all_logs",
+                    "warnings",
+                    "say_logs",
+                    "read_logs",
+                    "key_a",
+                    "key_b",
+                    "key_other",
+                    "keys",
+                    "running_here",
+                    "none_elsewhere",
+                    "purge",
+                    "pause_nightly",
+                ],
                 "SUCCESS",
             ),
             "toggle_missing": "WARNING",
