@@ -69,6 +69,19 @@ def flow_id(path: Path) -> str:
     return str(data["id"])
 
 
+def needs_inputs(path: Path) -> bool:
+    """Whether the flow has a required input without a default (its Kestra test
+    passes values this harness does not know)."""
+    data = yaml.safe_load(path.read_text()) or {}
+    return any(
+        isinstance(item, dict)
+        and item.get("required", True)
+        and item.get("defaults") is None
+        and str(item.get("type", "STRING")).upper() != "BOOLEAN"
+        for item in data.get("inputs") or []
+    )
+
+
 def expectations(java_root: Path) -> dict[str, Expectation]:
     """flow id -> the first plain assertion made on its execution."""
     found: dict[str, Expectation] = {}
@@ -141,6 +154,8 @@ async def measure(root: Path, only: list[str], jobs: int, limit: float) -> list[
         if got is not None:
             if not got.valid:
                 verdict = "invalid"
+            elif got.state is None and needs_inputs(path):
+                verdict = "needs inputs (not driven)"
             elif want is None:
                 verdict = "ran (no plain assertion to compare)"
             else:

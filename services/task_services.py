@@ -82,6 +82,22 @@ class BackendTaskServices:
         triggers = document.get("triggers") if isinstance(document, dict) else None
         return {str(t.get("id")) for t in triggers or [] if isinstance(t, dict)}
 
+    async def resume_execution(self, execution_id: str, inputs: dict[str, Any]) -> None:
+        from runtime.flow.events import Resume
+        from services.executor import send_event
+
+        execution = await self._backend.executions.get(execution_id)
+        if execution is None:
+            raise LookupError(f"no execution {execution_id!r}")
+        if execution.state.current is not StateType.PAUSED:
+            raise LookupError(
+                f"execution {execution_id} is {execution.state.current.value}: only a paused "
+                "execution can be resumed"
+            )
+        await send_event(
+            self._backend, execution_id, Resume(at=self._backend.clock(), inputs=inputs)
+        )
+
     async def set_trigger_disabled(
         self, namespace: str, flow_id: str, trigger_id: str, disabled: bool
     ) -> None:

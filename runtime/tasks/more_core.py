@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from runtime.flow.model import Task
 from runtime.tasks.execution_tasks import EXECUTION_TASKS
+from runtime.tasks.misc_tasks import MISC_TASKS
 from runtime.tasks.storage_tasks import STORAGE_TASKS
 
-MORE_CORE_TASKS: tuple[type[Task], ...] = (*STORAGE_TASKS, *EXECUTION_TASKS)
+MORE_CORE_TASKS: tuple[type[Task], ...] = (*STORAGE_TASKS, *EXECUTION_TASKS, *MISC_TASKS)

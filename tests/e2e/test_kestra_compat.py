@@ -24,7 +24,7 @@ from backends.sqlite import SqliteBackend
 from runtime.flow.execution import to_kestra_dict
 from runtime.messages import LogEntry
 from services import flow_test
-from tests.e2e.helpers import FlowRun, matches, max_overlap
+from tests.e2e.helpers import FlowRun, http_server, matches, max_overlap
 
 FLOWS = Path(__file__).resolve().parent / "flows_compat"
 BACKENDS = ("memory", "sqlite", "postgres")
@@ -276,6 +276,24 @@ CASES: dict[str, Expect] = {
         },
         error_log="has no trigger 'no_such_trigger' (it has: nightly)",
     ),
+    "misc_tasks": Expect(
+        state="WARNING",
+        inputs={"base": "{http}"},
+        runs={
+            **dict.fromkeys(
+                ["dl", "read_dl", "templated", "child", "let_it_pause", "wake_child"], "SUCCESS"
+            ),
+            "dl_missing": "WARNING",
+            "wake_myself": "WARNING",
+        },
+        outputs={
+            "dl": {"code": 200, "length": lambda n: n > 10},
+            "read_dl": {"value": "downloader"},
+            "templated": {"value": "made from spec"},
+        },
+        error_log="only a paused execution can be resumed",
+        check=lambda run, logs: _logged(logs, "answered HTTP 404"),
+    ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
         runs={"before": "SUCCESS", "nap": "FAILED"},
@@ -288,6 +306,13 @@ def _run(path: Path, inputs: Mapping[str, str], tmp_path: Path) -> tuple[FlowRun
     upload = tmp_path / "data.txt"
     upload.write_text("hello world\n")
     given = {key: value.replace("{upload}", f"@{upload}") for key, value in inputs.items()}
+    if any("{http}" in value for value in given.values()):
+        with http_server() as base:
+            return _run_with(path, {k: v.replace("{http}", base) for k, v in given.items()})
+    return _run_with(path, given)
+
+
+def _run_with(path: Path, given: dict[str, str]) -> tuple[FlowRun, list[LogEntry]]:
     execution, logs = asyncio.run(
         flow_test.run_flow_test(path, flows_dir=FLOWS / "subflows", inputs=given, timeout=60)
     )
