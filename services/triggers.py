@@ -2,9 +2,8 @@
 execution fires.
 
 Kestra's trigger types and their older names are both accepted. Flow triggers
-support ``conditions`` (ExecutionFlow, ExecutionStatus, ExecutionNamespace) and
-``preconditions`` naming one upstream flow; preconditions over several flows (a
-join within a time window) are not supported yet and are logged once as such.
+support the core ``conditions`` and ``preconditions``, joins over several flows
+included (:mod:`services.trigger_conditions`).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from runtime.flow.ids import derived_id
 from runtime.flow.inputs import InputError, resolve_inputs
 from runtime.flow.model import Flow, Trigger
 from runtime.log import get_logger
+from services import trigger_conditions as conditions
 from services.flows import FlowCache
 
 log = get_logger(__name__)
@@ -138,7 +138,12 @@ async def flow_trigger_executions(
         for trigger in flow.triggers:
             if trigger.type not in FLOW_TYPES or trigger.disabled:
                 continue
-            if not _matches(trigger, ended, command):
+            if not _matches(flow, trigger, ended, command):
+                continue
+            join = conditions.join_of(trigger)
+            if join is not None and not await conditions.join_fires(
+                tx, flow, trigger, join, ended, command
+            ):
                 continue
             execution_id = derived_id(flow.namespace, flow.id, trigger.id, ended.id)
             if await tx.executions.get(execution_id) is not None:
@@ -173,23 +178,17 @@ async def flow_trigger_executions(
     return out
 
 
-def _matches(trigger: Trigger, ended: Execution, command: ExecutionEnded) -> bool:
+def _matches(flow: Flow, trigger: Trigger, ended: Execution, command: ExecutionEnded) -> bool:
     if trigger.states and command.state.value not in trigger.states:
         return False
     for condition in trigger.conditions:
-        if not _condition(condition, ended, command):
+        if str(condition.get("type", "")).endswith("MultipleCondition"):
+            continue  # a join: see trigger_conditions.join_fires
+        if not conditions.holds(condition, flow, ended, command):
             return False
     pre = trigger.preconditions
-    if pre:
-        flows = pre.get("flows") or []
-        if len(flows) > 1:
-            log.warning(
-                "trigger.unsupported_preconditions",
-                trigger=trigger.id,
-                reason="preconditions over several flows are not supported yet",
-            )
-            return False
-        for rule in flows:
+    if pre and conditions.join_of(trigger) is None:
+        for rule in pre.get("flows") or []:
             if rule.get("namespace") and rule["namespace"] != ended.namespace:
                 return False
             if rule.get("flowId") and rule["flowId"] != ended.flow_id:
@@ -199,30 +198,6 @@ def _matches(trigger: Trigger, ended: Execution, command: ExecutionEnded) -> boo
                 return False
     # Without any state condition Kestra's Flow trigger fires on every terminal state.
     return True
-
-
-def _condition(condition: dict[str, Any], ended: Execution, command: ExecutionEnded) -> bool:
-    kind = str(condition.get("type", "")).rsplit(".", 1)[-1].removesuffix("Condition")
-    if kind == "ExecutionFlow":
-        return bool(
-            condition.get("namespace") == ended.namespace
-            and condition.get("flowId") == ended.flow_id
-        )
-    if kind == "ExecutionStatus":
-        state = command.state.value
-        allowed = condition.get("in")
-        refused = condition.get("notIn")
-        return (not allowed or state in allowed) and (not refused or state not in refused)
-    if kind == "ExecutionNamespace":
-        wanted = str(condition.get("namespace", ""))
-        comparison = str(condition.get("comparison") or "").upper()
-        if condition.get("prefix") or comparison == "PREFIX":
-            return ended.namespace.startswith(wanted)
-        if comparison == "SUFFIX":
-            return ended.namespace.endswith(wanted)
-        return ended.namespace == wanted
-    log.warning("trigger.unknown_condition", condition=condition.get("type"))
-    return False
 
 
 def _trigger_inputs(
