@@ -420,6 +420,9 @@ class Trigger(_Model, kw_only=True, frozen=True, forbid_unknown_fields=False):
     stop_after: list[str] | None = None
     #: Flow trigger: the upstream end states it fires on (default: every terminal state)
     states: list[str] | None = None
+    #: Webhook: answer once the execution has ended (with it, or with its outputs only)
+    wait: bool = False
+    return_outputs: bool = False
 
 
 class Flow(_Model, kw_only=True, frozen=True):
