@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.flow import dynamic, template
+from runtime.flow import dynamic, sla, template
 from runtime.flow.context import is_truthy, outputs_map, variables
 from runtime.flow.events import (
     Command,
@@ -218,6 +218,8 @@ class _Pass:
         self.move_execution(S.RUNNING)
         # Kestra writes this line into every execution's logs (log.Fetch counts it)
         self.log("INFO", "Flow started")
+        for index, wait in sla.max_durations(self.flow, lambda m: self.log("ERROR", m)):
+            self.wake(self.at + wait, DelayKind.SLA, None, index)
         if self.flow.timeout is not None:
             self.wake(self.at + self.flow.timeout, DelayKind.FLOW_TIMEOUT, None)
 
@@ -453,6 +455,10 @@ class _Pass:
             return
         if kind is DelayKind.NEW_EXECUTION:
             self.retry_as_new_execution()
+            return
+        if kind is DelayKind.SLA:
+            if not self.state.terminated and event.attempt is not None:
+                self.sla_violated(sla.entry(self.flow, event.attempt), "max duration exceeded")
             return
         run = self.find(event.task_run_id)
         if run is None:
@@ -706,6 +712,14 @@ class _Pass:
             except (template.TemplateError, ValueError) as exc:
                 self.log("ERROR", f"flow outputs: {exc}")
                 state = S.FAILED
+        for entry in sla.assertions(self.flow):
+            try:
+                holds = is_truthy(self.render(entry.get("assert"), None, None))
+            except template.TemplateError as exc:
+                self.log("ERROR", f"sla {entry.get('id')!r}: {exc}")
+                holds = False
+            if not holds:
+                state = self.sla_violated(entry, "assertion does not hold", state)
         self.move_execution(state)
         self.changed = True
         original = self.original
@@ -719,6 +733,25 @@ class _Pass:
                 parent_task_run_id=original.parent_task_run_id,
             )
         )
+
+    def sla_violated(
+        self, entry: dict[str, Any], why: str, ending: StateType | None = None
+    ) -> StateType:
+        """Apply a violated SLA: its labels, then its behavior (FAIL or CANCEL end the
+        execution so, killing what runs; NONE only labels). Returns the end state an
+        ending execution takes."""
+        behavior = str(entry.get("behavior", "NONE")).upper()
+        self.log("WARNING", f"SLA {entry.get('id')!r} violated ({why}): behavior {behavior}")
+        self.merge_labels(sla.labels(entry))
+        if behavior not in ("FAIL", "CANCEL"):
+            return ending or self.state.current
+        if ending is not None:
+            return S.FAILED if behavior == "FAIL" else S.CANCELLED
+        self.memo["timed_out" if behavior == "FAIL" else "cancelled"] = True
+        if self.state.current is not S.KILLING:
+            self.move_execution(S.KILLING)
+            self.kill_runs(self.runs)
+        return self.state.current
 
     def flow_outputs(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

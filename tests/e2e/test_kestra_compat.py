@@ -46,6 +46,8 @@ class Expect:
     inputs: Mapping[str, str] = field(default_factory=dict)
     flow_outputs: Mapping[str, Any] | None = None
     check: Callable[[FlowRun, list[LogEntry]], None] | None = None
+    #: the flow file's stem, when several cases run one flow
+    flow: str | None = None
 
 
 #: java.time.Instant#toString of a millisecond instant (the fraction left out at zero)
@@ -72,6 +74,10 @@ def _labels_set(run: FlowRun) -> None:
     plain = run.runs()["plain"]["outputs"]["outputs"]["seen"]
     # not inherited, but tied to this execution tree
     assert plain == {"system.correlationId": run.execution["id"]}
+
+
+def _has_labels(run: FlowRun, expected: dict[str, str]) -> None:
+    assert {i["key"]: i["value"] for i in run.execution.get("labels") or []} == expected
 
 
 def _logged(logs: list[LogEntry], text: str) -> None:
@@ -294,6 +300,31 @@ CASES: dict[str, Expect] = {
         error_log="only a paused execution can be resumed",
         check=lambda run, logs: _logged(logs, "answered HTTP 404"),
     ),
+    "sla_max_duration": Expect(
+        state="CANCELLED",
+        runs={"long_nap": "KILLED"},
+        check=lambda run, logs: _has_labels(run, {"sla": "missed"}),
+    ),
+    "sla_assertion": Expect(
+        state="SUCCESS",
+        runs={"total": "SUCCESS"},
+        check=lambda run, logs: _has_labels(run, {}),
+    ),
+    "sla_assertion_violated": Expect(
+        state="FAILED",
+        flow="sla_assertion",
+        inputs={"amount": "20"},
+        runs={"total": "SUCCESS"},
+        error_log=None,
+        check=lambda run, logs: _has_labels(run, {}),
+    ),
+    "sla_assertion_labelled": Expect(
+        state="SUCCESS",
+        flow="sla_assertion",
+        inputs={"amount": "1"},
+        runs={"total": "SUCCESS"},
+        check=lambda run, logs: _has_labels(run, {"review": "small"}),
+    ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
         runs={"before": "SUCCESS", "nap": "FAILED"},
@@ -386,9 +417,9 @@ def assert_expected(run: FlowRun, logs: list[LogEntry], expect: Expect) -> None:
 @pytest.mark.parametrize("stem", sorted(CASES))
 def test_compat_flow(stem: str, backend: str, tmp_path: Path) -> None:
     expect = CASES[stem]
-    run, logs = _run(FLOWS / f"{stem}.yml", expect.inputs, tmp_path)
+    run, logs = _run(FLOWS / f"{expect.flow or stem}.yml", expect.inputs, tmp_path)
     assert_expected(run, logs, expect)
 
 
 def test_every_compat_flow_has_expectations() -> None:
-    assert {path.stem for path in FLOWS.glob("*.yml")} == set(CASES)
+    assert {path.stem for path in FLOWS.glob("*.yml")} == {c.flow or s for s, c in CASES.items()}
