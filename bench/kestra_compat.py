@@ -39,7 +39,11 @@ _SIZE_ASSERT = re.compile(
 )
 _EXECUTE_FLOW = re.compile(r'@ExecuteFlow\("flows/valids/([\w.-]+?)\.ya?ml"\)')
 _RUN_ONE = re.compile(r'runOne\w*\(\s*null,\s*"io\.kestra\.tests",\s*"([\w.-]+)"\s*[,)]')
-_METHOD = re.compile(r"\n\s*(?:@Test|@ExecuteFlow|@LoadFlows|@RetryingTest)")
+_DRIVEN = re.compile(
+    r"runOneUntilPaused|\(\w+, \w+\) ->|\.restart\(|\.replay\(|\.resume\(|FlowConcurrency"
+)
+#: where a test method starts (its annotations stay with it)
+_METHOD = re.compile(r"(?=\n\s*@Test\b)|(?=\n\s*public void \w+\()")
 
 
 @dataclass
@@ -74,10 +78,7 @@ def needs_inputs(path: Path) -> bool:
     passes values this harness does not know)."""
     data = yaml.safe_load(path.read_text()) or {}
     return any(
-        isinstance(item, dict)
-        and item.get("required", True)
-        and item.get("defaults") is None
-        and str(item.get("type", "STRING")).upper() != "BOOLEAN"
+        isinstance(item, dict) and item.get("required", True) and item.get("defaults") is None
         for item in data.get("inputs") or []
     )
 
@@ -90,8 +91,9 @@ def expectations(java_root: Path) -> dict[str, Expectation]:
         for chunk in _METHOD.split(text):
             ids = [m.group(1) for m in _EXECUTE_FLOW.finditer(chunk)]
             ids += [m.group(1) for m in _RUN_ONE.finditer(chunk)]
-            if not ids or "inputs" in chunk.split("{", 1)[0]:
-                continue
+            started = len(re.findall(r"runOne\w*\(|\.emit\(", chunk))
+            if not ids or _DRIVEN.search(chunk) or started > 1:
+                continue  # inputs, resumes or concurrent runs: a scenario, not a plain run
             state = _STATE_ASSERT.search(chunk)
             size = _SIZE_ASSERT.search(chunk)
             if state is None and size is None:

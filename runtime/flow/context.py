@@ -25,6 +25,28 @@ def iso(value: datetime | None) -> str | None:
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
+def label_variables(labels: tuple[dict[str, str], ...]) -> dict[str, Any]:
+    """``labels`` as templates see them: by key, and a dotted key also nested
+    (``labels.system.correlationId``), as Kestra nests them."""
+    flat: dict[str, Any] = {label["key"]: label["value"] for label in labels}
+    out: dict[str, Any] = dict(flat)
+    for key, value in flat.items():
+        head, *rest = key.split(".")
+        if not rest:
+            continue
+        node = out.setdefault(head, {})
+        if not isinstance(node, dict):
+            continue  # a plain label of that name wins
+        for part in rest[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node.setdefault(rest[-1], value)
+    return out
+
+
 def outputs_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:
     """Every task run's outputs by task id; runs inside loops nest under the loop
     values of their ancestors (``outputs.t[value]``), as Kestra does."""
@@ -105,7 +127,7 @@ def variables(
         },
         "inputs": execution.inputs,
         "vars": flow.variables,
-        "labels": {label["key"]: label["value"] for label in execution.labels},
+        "labels": label_variables(execution.labels),
         "trigger": execution.trigger or {},
         "outputs": outputs if outputs is not None else outputs_map(runs),
         "envs": dict(envs or {}),
