@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.flow import dynamic, sla, template
+from runtime.flow import dynamic, for_each_item, sla, template
 from runtime.flow.context import is_truthy, outputs_map, variables
 from runtime.flow.events import (
     Command,
@@ -410,8 +410,11 @@ class _Pass:
                 if run.state.current is not S.RUNNING:
                     self.move_run(run, S.KILLED)
             elif task.kind is TaskKind.SUBFLOW:
-                child = (run.memo or {}).get("executionId")
-                if child:
+                memo = run.memo or {}
+                ended = memo.get("ended") or {}
+                children = [memo["executionId"]] if memo.get("executionId") else []
+                children += [c for c in memo.get("children") or {} if c not in ended]
+                for child in children:
                     self.commands.append(KillExecution(at=self.at, execution_id=child))
                 self.move_run(run, S.KILLED)
             elif task.kind is TaskKind.PAUSE and not isinstance(task, FlowableTask):
@@ -519,6 +522,11 @@ class _Pass:
         run = self.find(event.task_run_id)
         if run is None or run.state.terminated:
             return
+        if isinstance(self.task_of(run), for_each_item.ForEachItemExecutable):
+            items = self.task_of(run)
+            assert isinstance(items, for_each_item.ForEachItemExecutable)
+            for_each_item.child_ended(self, run, items, event)
+            return
         if (run.memo or {}).get("executionId") != event.execution_id:
             return  # the child of an earlier attempt
         task = self.task_of(run)
@@ -598,6 +606,11 @@ class _Pass:
         )
 
     def start_subflow(self, run: TaskRun, task: Task) -> None:
+        if isinstance(task, for_each_item.ForEachItemExecutable):
+            attempts = (*run.attempts, Attempt(state=State.new(S.RUNNING, self.at)))
+            self.set_run(msgspec.structs.replace(run, attempts=attempts))
+            for_each_item.start(self, self.runs[self.index[run.id]], task)
+            return
         assert isinstance(task, Subflow)
         try:
             inputs = self.render(dict(task.inputs), task, run)

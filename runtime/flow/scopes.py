@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from runtime.flow import template
+from runtime.flow import for_each_item, template
 from runtime.flow.context import is_truthy
 from runtime.flow.events import DelayKind
 from runtime.flow.execution import TaskRun
@@ -365,6 +365,8 @@ def scope_for(engine: _Pass, task: Task | None, parent: TaskRun | None) -> Scope
 def _scope_for(engine: _Pass, task: Task, parent: TaskRun, common: dict[str, Any]) -> Scope:
     if isinstance(task, (Sequential, Pause)):
         return Scope(engine, task, parent, [Lane(task.tasks)], **common)
+    if isinstance(task, for_each_item.ForEachItem):
+        return Scope(engine, task, parent, [Lane(task.internal_tasks())], **common)
     if isinstance(task, AllowFailure):
         common["allow_failure"] = True
         return Scope(engine, task, parent, [Lane(task.tasks)], **common)

@@ -3,9 +3,15 @@ per family; :func:`runtime.flow.registry.default_registry` registers them."""
 
 from __future__ import annotations
 
+from runtime.flow.for_each_item import ForEachItem
 from runtime.flow.model import Task
 from runtime.tasks.execution_tasks import EXECUTION_TASKS
 from runtime.tasks.misc_tasks import MISC_TASKS
 from runtime.tasks.storage_tasks import STORAGE_TASKS
 
-MORE_CORE_TASKS: tuple[type[Task], ...] = (*STORAGE_TASKS, *EXECUTION_TASKS, *MISC_TASKS)
+MORE_CORE_TASKS: tuple[type[Task], ...] = (
+    *STORAGE_TASKS,
+    *EXECUTION_TASKS,
+    *MISC_TASKS,
+    ForEachItem,
+)

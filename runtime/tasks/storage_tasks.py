@@ -185,33 +185,46 @@ class Split(RunnableTask, kw_only=True, frozen=True):
             raise TaskFailure(f"{where}: set exactly one of `bytes`, `partitions` or `rows`")
         data = await _get(ctx, await ctx.render(self.from_), where)
         separator = str(await ctx.render(self.separator)).encode()
-        rows = data.split(separator)
-        if rows and rows[-1] == b"":
-            rows.pop()
-        chunks: list[list[bytes]] = []
-        if self.rows is not None:
-            chunks = [rows[i : i + self.rows] for i in range(0, len(rows), max(1, self.rows))]
-        elif self.partitions is not None:
-            count = max(1, self.partitions)
-            chunks = [rows[i::count] for i in range(count)]
-            chunks = [chunk for chunk in chunks if chunk]
-        else:
-            limit = _parse_bytes(str(await ctx.render(self.bytes)), where)
-            current: list[bytes] = []
-            size = 0
-            for row in rows:
-                if current and size + len(row) + len(separator) > limit:
-                    chunks.append(current)
-                    current, size = [], 0
-                current.append(row)
-                size += len(row) + len(separator)
-            if current:
-                chunks.append(current)
+        size = str(await ctx.render(self.bytes)) if self.bytes is not None else None
+        chunks = split_rows(data, separator, self.rows, self.partitions, size, where)
         uris = []
         for chunk in chunks:
             body = b"".join(row + separator for row in chunk)
             uris.append(await _put(ctx, body, ".ion"))
         return {"uris": uris}
+
+
+def split_rows(
+    data: bytes,
+    separator: bytes,
+    rows: int | None,
+    partitions: int | None,
+    size: str | None,
+    where: str,
+) -> list[list[bytes]]:
+    """The rows of ``data`` in chunks: ``rows`` per chunk, ``partitions`` chunks (rows
+    dealt round-robin) or chunks of at most ``size`` bytes (Kestra's three ways)."""
+    lines = data.split(separator)
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if rows is not None:
+        return [lines[i : i + rows] for i in range(0, len(lines), max(1, rows))]
+    if partitions is not None:
+        count = max(1, partitions)
+        return [chunk for chunk in (lines[i::count] for i in range(count)) if chunk]
+    limit = _parse_bytes(size or "", where)
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    used = 0
+    for line in lines:
+        if current and used + len(line) + len(separator) > limit:
+            chunks.append(current)
+            current, used = [], 0
+        current.append(line)
+        used += len(line) + len(separator)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _parse_bytes(text: str, where: str) -> int:

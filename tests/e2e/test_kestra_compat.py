@@ -48,6 +48,8 @@ class Expect:
     check: Callable[[FlowRun, list[LogEntry]], None] | None = None
     #: the flow file's stem, when several cases run one flow
     flow: str | None = None
+    #: the content of the file given for ``{upload}``
+    upload: str = "hello world\n"
 
 
 #: java.time.Instant#toString of a millisecond instant (the fraction left out at zero)
@@ -327,6 +329,29 @@ CASES: dict[str, Expect] = {
         runs={"total": "SUCCESS"},
         check=lambda run, logs: _has_labels(run, {"review": "small"}),
     ),
+    "for_each_item": Expect(
+        state="SUCCESS",
+        inputs={"data": "{upload}"},
+        upload="a\nb\nc\nd\ne\nf\ng\n",
+        runs=dict.fromkeys(["each", "each_split", "each_items", "each_merge", "merged"], "SUCCESS"),
+        outputs={
+            "each_split": {"batches": lambda uris: len(uris) == 3},
+            "each_items": {
+                "numberOfBatches": 3,
+                "iterations": {"SUCCESS": 3},
+                "subflowOutputs": [{"lines": "a,b,c"}, {"lines": "d,e,f"}, {"lines": "g"}],
+            },
+            "merged": {"value": '{"lines":"a,b,c"}\n{"lines":"d,e,f"}\n{"lines":"g"}\n'},
+        },
+    ),
+    "for_each_item_failing": Expect(
+        state="FAILED",
+        flow="for_each_item",
+        inputs={"data": "{upload}", "fail_on": "e"},
+        upload="a\nb\nc\nd\ne\nf\ng\n",
+        runs={"each": "FAILED", "each_split": "SUCCESS", "each_items": "FAILED"},
+        outputs={"each_items": {"iterations": {"SUCCESS": 2, "FAILED": 1}}},
+    ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
         runs={"before": "SUCCESS", "nap": "FAILED"},
@@ -335,9 +360,11 @@ CASES: dict[str, Expect] = {
 }
 
 
-def _run(path: Path, inputs: Mapping[str, str], tmp_path: Path) -> tuple[FlowRun, list[LogEntry]]:
+def _run(
+    path: Path, inputs: Mapping[str, str], tmp_path: Path, content: str = "hello world\n"
+) -> tuple[FlowRun, list[LogEntry]]:
     upload = tmp_path / "data.txt"
-    upload.write_text("hello world\n")
+    upload.write_text(content)
     given = {key: value.replace("{upload}", f"@{upload}") for key, value in inputs.items()}
     if any("{http}" in value for value in given.values()):
         with http_server() as base:
@@ -419,7 +446,7 @@ def assert_expected(run: FlowRun, logs: list[LogEntry], expect: Expect) -> None:
 @pytest.mark.parametrize("stem", sorted(CASES))
 def test_compat_flow(stem: str, backend: str, tmp_path: Path) -> None:
     expect = CASES[stem]
-    run, logs = _run(FLOWS / f"{expect.flow or stem}.yml", expect.inputs, tmp_path)
+    run, logs = _run(FLOWS / f"{expect.flow or stem}.yml", expect.inputs, tmp_path, expect.upload)
     assert_expected(run, logs, expect)
 
 
