@@ -20,6 +20,7 @@ from backends.errors import Transient
 from backends.protocols import Backend, Storage
 from runtime.actors import ActorSystem, ChildContext, ChildSpec
 from runtime.config import Config, ConfigError
+from runtime.flow import context
 from runtime.log import get_logger
 from services.common import instance_id, sleep_or_stop
 from services.executor import Executor
@@ -134,6 +135,11 @@ class Server:
                 f"unknown component(s) {sorted(unknown)}: use {', '.join(ALL_COMPONENTS)}"
             )
         self.config = config
+        context.configure(
+            globals_=config.variables.globals,
+            environ=os.environ,
+            env_prefix=config.variables.env_vars_prefix,
+        )
         self.components = tuple(components)
         self.flows_dir = flows_dir
         self.watch = watch

@@ -101,6 +101,22 @@ def parents_of(run: TaskRun, runs_by_id: Mapping[str, TaskRun]) -> list[dict[str
     return out
 
 
+#: the process's ``envs`` and ``globals`` (settings, set once at start-up by
+#: :func:`configure`): the same for every execution, so renders stay repeatable
+_PROCESS: dict[str, dict[str, Any]] = {"envs": {}, "globals": {}}
+
+
+def configure(*, globals_: Mapping[str, Any], environ: Mapping[str, str], env_prefix: str) -> None:
+    """Set what ``{{ globals.x }}`` and ``{{ envs.x }}`` read in this process."""
+    envs = {
+        key[len(env_prefix) :].lower(): value
+        for key, value in environ.items()
+        if env_prefix and key.startswith(env_prefix) and len(key) > len(env_prefix)
+    }
+    _PROCESS["envs"] = envs
+    _PROCESS["globals"] = dict(globals_)
+
+
 def variables(
     flow: Flow,
     execution: Execution,
@@ -130,8 +146,8 @@ def variables(
         "labels": label_variables(execution.labels),
         "trigger": execution.trigger or {},
         "outputs": outputs if outputs is not None else outputs_map(runs),
-        "envs": dict(envs or {}),
-        "globals": dict(globals_ or {}),
+        "envs": dict(envs if envs is not None else _PROCESS["envs"]),
+        "globals": dict(globals_ if globals_ is not None else _PROCESS["globals"]),
     }
     if task is not None:
         result["task"] = {"id": task.id, "type": task.type}

@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from backends.sqlite import SqliteBackend
+from runtime.config import Config, VariablesConfig
 from runtime.flow.execution import to_kestra_dict
 from runtime.messages import LogEntry
 from services import flow_test
+from services.cli import cli
 from tests.e2e.helpers import FlowRun, http_server, matches, max_overlap
 
 FLOWS = Path(__file__).resolve().parent / "flows_compat"
@@ -450,5 +453,24 @@ def test_compat_flow(stem: str, backend: str, tmp_path: Path) -> None:
     assert_expected(run, logs, expect)
 
 
+def test_envs_and_globals_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENV_REGION", "eu-west")
+    config = Config(variables=VariablesConfig(globals={"team": "data", "limits": {"max": 3}}))
+    execution, _ = asyncio.run(
+        flow_test.run_flow_test(FLOWS / "envs_globals.yml", timeout=60, config=config)
+    )
+    assert execution.state.current.value == "SUCCESS"
+    assert execution.task_run_list[0].outputs == {"value": "eu-west/data/3"}
+
+
+def test_validate_accepts_every_compat_flow_shape() -> None:
+    # our own copies of the shapes Kestra's core test flows use (ForEachItem, sla,
+    # joins, dynamic properties, the new tasks and functions)
+    result = CliRunner().invoke(cli, ["flow", "validate", str(FLOWS)])
+    assert result.exit_code == 0, result.output
+    assert f"{len(list(FLOWS.rglob('*.yml')))} flow file(s) checked" in result.output
+
+
 def test_every_compat_flow_has_expectations() -> None:
-    assert {path.stem for path in FLOWS.glob("*.yml")} == {c.flow or s for s, c in CASES.items()}
+    named = {c.flow or s for s, c in CASES.items()} | {"envs_globals"}
+    assert {path.stem for path in FLOWS.glob("*.yml")} == named
