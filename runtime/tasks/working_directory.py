@@ -134,6 +134,8 @@ class _ChildContext:
         self._extra: dict[str, Any] = {
             "outputs": outputs,
             "task": {"id": child.id, "type": child.type},
+            # Kestra's name for the WorkingDirectory's own task run, seen by its children
+            "workerTaskrun": parent.variables.get("taskrun") or {},
         }
         self.execution_id: str = parent.execution_id
         self.task_run_id: str = parent.task_run_id

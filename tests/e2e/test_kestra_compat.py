@@ -87,6 +87,10 @@ def _has_labels(run: FlowRun, expected: dict[str, str]) -> None:
     assert {i["key"]: i["value"] for i in run.execution.get("labels") or []} == expected
 
 
+def _same(got: object, expected: object) -> None:
+    assert got == expected
+
+
 def _logged(logs: list[LogEntry], text: str) -> None:
     assert any(text in entry.message for entry in logs), [e.message for e in logs]
 
@@ -210,6 +214,7 @@ CASES: dict[str, Expect] = {
             "wd": "SUCCESS",
             "write": "SUCCESS",
             "maybe_fail": "SKIPPED",
+            "whose": "SUCCESS",
             "collect": "SUCCESS",
             "after": "SUCCESS",
         },
@@ -217,6 +222,10 @@ CASES: dict[str, Expect] = {
             "after": {"value": "made by write"},
             "wd": {"outputFiles": lambda files: set(files) == {"given.txt", "made.txt"}},
         },
+        # the children see their WorkingDirectory's task run as `workerTaskrun`
+        check=lambda run, logs: _same(
+            run.runs()["whose"]["outputs"]["value"], run.runs()["wd"]["id"]
+        ),
     ),
     "working_directory_files_failing": Expect(
         state="FAILED",
