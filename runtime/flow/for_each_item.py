@@ -212,7 +212,10 @@ def start(engine: Any, run: TaskRun, task: ForEachItemExecutable) -> None:
         engine.move_run(engine.move_run(run, S.RUNNING), S.FAILED)
         return
     memo = {**(run.memo or {}), "children": children, "ended": {}}
-    outputs = {"numberOfBatches": len(batches), "iterations": {"CREATED": len(batches)}}
+    outputs = {
+        "numberOfBatches": len(batches),
+        "iterations": {"CREATED": len(batches), "RUNNING": 0},
+    }
     run = msgspec.structs.replace(run, memo=memo, outputs=outputs)
     engine.set_run(run)
     run = engine.move_run(run, S.RUNNING)
@@ -233,12 +236,11 @@ def child_ended(
         return  # a duplicate
     ended[event.execution_id] = {"state": event.state.value, "outputs": event.outputs or {}}
     memo["ended"] = ended
-    counts: dict[str, int] = {}
+    running = len(children) - len(ended)
+    # Kestra lists CREATED and RUNNING even at zero
+    counts: dict[str, int] = {"CREATED": 0, "RUNNING": running}
     for item in ended.values():
         counts[item["state"]] = counts.get(item["state"], 0) + 1
-    running = len(children) - len(ended)
-    if running:
-        counts["RUNNING"] = running
     outputs = {**(run.outputs or {}), "iterations": counts}
     if running == 0:
         order = sorted(ended, key=lambda child: children[child])
