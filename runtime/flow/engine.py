@@ -268,6 +268,10 @@ class _Pass:
             self.record_children(run, task, event.outputs.get("children"), started)
         if getattr(task, "sets_execution_labels", False) and event.state is S.SUCCESS:
             self.merge_labels((event.outputs or {}).get("labels"))
+        if getattr(task, "exits_execution", False) and event.state is S.SUCCESS:
+            self.finish_attempt(run, S.SUCCESS)
+            self.exit_execution(str((event.outputs or {}).get("state", "SUCCESS")))
+            return
         self.finish_attempt(run, event.state)
 
     def merge_labels(self, labels: Any) -> None:
@@ -579,6 +583,7 @@ class _Pass:
                 self.move_run(run, S.RUNNING)
         self.memo.pop("timed_out", None)
         self.memo.pop("cancelled", None)
+        self.memo.pop("exit", None)
         self.outputs = None
         self.metadata = msgspec.structs.replace(
             self.metadata, attempt_number=self.metadata.attempt_number + 1
@@ -832,7 +837,21 @@ class _Pass:
             self.end_scope(parent, final, scope.outputs())
         return True
 
+    def exit_execution(self, state: str) -> None:
+        """execution.Exit: end now in ``state``; what still runs is killed."""
+        try:
+            target = S(state)
+        except ValueError:
+            target = S.FAILED
+        self.log("INFO", f"execution.Exit: the execution ends {target.value}")
+        self.memo["exit"] = target.value
+        if self.state.current is not S.KILLING:
+            self.move_execution(S.KILLING)
+            self.kill_runs(self.runs)
+
     def execution_final(self, state: StateType) -> StateType:
+        if self.memo.get("exit"):
+            return S(self.memo["exit"])
         if self.memo.get("timed_out"):
             return S.FAILED
         if self.memo.get("cancelled"):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import enum
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
@@ -157,4 +158,25 @@ class TemplatedTask(RunnableTask, kw_only=True, frozen=True):
         return await task.run(ctx)
 
 
-MISC_TASKS: tuple[type[RunnableTask], ...] = (Download, Resume, TemplatedTask)
+class ExitState(enum.Enum):
+    SUCCESS = "SUCCESS"
+    WARNING = "WARNING"
+    KILLED = "KILLED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class Exit(RunnableTask, kw_only=True, frozen=True):
+    """Ends the execution now, in ``state`` (the engine does it when this succeeds;
+    tasks still running elsewhere are killed)."""
+
+    state: ExitState = ExitState.SUCCESS
+
+    canonical_type: ClassVar[str] = "io.kestra.plugin.core.execution.Exit"
+    exits_execution: ClassVar[bool] = True
+
+    async def run(self, ctx: RunContext) -> Outputs:
+        return {"state": self.state.value}
+
+
+MISC_TASKS: tuple[type[RunnableTask], ...] = (Download, Resume, TemplatedTask, Exit)

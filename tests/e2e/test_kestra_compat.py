@@ -364,6 +364,28 @@ CASES: dict[str, Expect] = {
         runs={"each": "FAILED", "each_split": "SUCCESS", "each_items": "FAILED"},
         outputs={"each_items": {"iterations": {"SUCCESS": 2, "FAILED": 1}}},
     ),
+    "exit_early": Expect(
+        state="WARNING",
+        runs={
+            "side": "KILLED",
+            "long_nap": "KILLED",
+            "decide": "KILLED",
+            "first": "SUCCESS",
+            "stop": "SUCCESS",
+        },
+    ),
+    "exit_killed": Expect(
+        state="KILLED",
+        flow="exit_early",
+        inputs={"how": "KILLED"},
+        runs={
+            "side": "KILLED",
+            "long_nap": "KILLED",
+            "decide": "KILLED",
+            "first": "SUCCESS",
+            "stop": "SUCCESS",
+        },
+    ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
         runs={"before": "SUCCESS", "nap": "FAILED"},
