@@ -7,11 +7,13 @@ from runtime.flow.for_each_item import ForEachItem
 from runtime.flow.model import Task
 from runtime.tasks.execution_tasks import EXECUTION_TASKS
 from runtime.tasks.misc_tasks import MISC_TASKS
+from runtime.tasks.namespace_files import NAMESPACE_TASKS
 from runtime.tasks.storage_tasks import STORAGE_TASKS
 
 MORE_CORE_TASKS: tuple[type[Task], ...] = (
     *STORAGE_TASKS,
     *EXECUTION_TASKS,
     *MISC_TASKS,
+    *NAMESPACE_TASKS,
     ForEachItem,
 )

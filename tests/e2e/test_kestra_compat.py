@@ -386,6 +386,26 @@ CASES: dict[str, Expect] = {
             "stop": "SUCCESS",
         },
     ),
+    "namespace_files": Expect(
+        state="WARNING",
+        runs={
+            **dict.fromkeys(
+                ["wd", "make", "upload_globbed", "upload_mapped", "fetch_sql", "read_one"],
+                "SUCCESS",
+            ),
+            **dict.fromkeys(["drop_sql", "fetch_all"], "SUCCESS"),
+            "upload_again": "WARNING",
+        },
+        outputs={
+            "upload_globbed": {
+                "files": lambda f: set(f) == {"/project/sql/a.sql", "/project/sql/deep/b.sql"}
+            },
+            "read_one": {"value": "select 2"},
+            "drop_sql": {"files": lambda f: len(f) == 2},
+            "fetch_all": {"files": lambda f: set(f) == {"/readme.md"}},
+        },
+        error_log="namespace file 'readme.md' exists (conflict: ERROR)",
+    ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
         runs={"before": "SUCCESS", "nap": "FAILED"},
