@@ -20,7 +20,7 @@ import enum
 import fnmatch
 import json
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Protocol, cast
 
 from runtime.flow.model import RunnableTask
@@ -182,6 +182,29 @@ class DeleteFiles(RunnableTask, kw_only=True, frozen=True):
             if await storage.delete(uri):
                 deleted["/" + path] = uri
         return {"files": deleted}
+
+
+async def copy_into(ctx: RunContext, spec: dict[str, Any], folder: Path, where: str) -> list[str]:
+    """``namespaceFiles`` of a WorkingDirectory or script task: the flow's namespace
+    files matching ``include`` (default all) and not ``exclude``, written under
+    ``folder``; ``enabled: false`` turns it off. Returns the paths written."""
+    rendered = await ctx.render(dict(spec))
+    if rendered.get("enabled", True) in (False, "false"):
+        return []
+    storage = _storage(ctx, where)
+    namespace = str(rendered.get("namespace") or ctx.namespace)
+    include = rendered.get("include") or ["**"]
+    exclude = [_glob(str(p)) for p in rendered.get("exclude") or []]
+    found = await _matching(storage, namespace, [str(p) for p in include])
+    written = []
+    for path, uri in sorted(found.items()):
+        if any(e.fullmatch(path) for e in exclude):
+            continue
+        target = folder.joinpath(*files.safe_relative(path, where=where).parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(await storage.get(uri))
+        written.append(path)
+    return written
 
 
 NAMESPACE_TASKS: tuple[type[RunnableTask], ...] = (UploadFiles, DownloadFiles, DeleteFiles)

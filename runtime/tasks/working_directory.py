@@ -19,8 +19,9 @@ their own (in Kestra they are). So:
 
 ``inputFiles`` are written before the first child; after a child fails, ``errors``
 run in the same folder (the run stays FAILED and keeps its children's outputs),
-then ``finally`` in any case; ``namespaceFiles`` and ``cache`` are not supported yet
-and are ignored with a warning.
+then ``finally`` in any case; ``namespaceFiles`` (``include``/``exclude`` globs) are
+copied into the folder first; ``cache`` is not supported yet and is ignored with a
+warning.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ async def run(task: WorkingDirectory, ctx: RunContext) -> dict[str, Any]:
                 "a WorkingDirectory only runs runnable tasks (move flowable tasks outside it)"
             )
     if task.namespace_files:
-        ctx.log.warning(f"{where}: namespaceFiles are not supported yet; ignored")
+        from runtime.tasks.namespace_files import copy_into
+
+        await copy_into(ctx, task.namespace_files, ctx.workdir, where)
     if task.cache:
         ctx.log.warning(f"{where}: cache is not supported yet; ignored")
     await files.write_input_files(

@@ -393,7 +393,7 @@ CASES: dict[str, Expect] = {
                 ["wd", "make", "upload_globbed", "upload_mapped", "fetch_sql", "read_one"],
                 "SUCCESS",
             ),
-            **dict.fromkeys(["drop_sql", "fetch_all"], "SUCCESS"),
+            **dict.fromkeys(["drop_sql", "fetch_all", "with_files", "collect"], "SUCCESS"),
             "upload_again": "WARNING",
         },
         outputs={
@@ -401,6 +401,8 @@ CASES: dict[str, Expect] = {
                 "files": lambda f: set(f) == {"/project/sql/a.sql", "/project/sql/deep/b.sql"}
             },
             "read_one": {"value": "select 2"},
+            # namespaceFiles brought only the included, not excluded, files
+            "collect": {"uris": lambda u: set(u) == {"project/sql/deep/b.sql"}},
             "drop_sql": {"files": lambda f: len(f) == 2},
             "fetch_all": {"files": lambda f: set(f) == {"/readme.md"}},
         },
