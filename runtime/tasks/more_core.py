@@ -4,6 +4,7 @@ per family; :func:`runtime.flow.registry.default_registry` registers them."""
 from __future__ import annotations
 
 from runtime.flow.for_each_item import ForEachItem
+from runtime.flow.loop_until import LoopUntil
 from runtime.flow.model import Task
 from runtime.tasks.execution_tasks import EXECUTION_TASKS
 from runtime.tasks.misc_tasks import MISC_TASKS
@@ -16,4 +17,5 @@ MORE_CORE_TASKS: tuple[type[Task], ...] = (
     *MISC_TASKS,
     *NAMESPACE_TASKS,
     ForEachItem,
+    LoopUntil,
 )

@@ -408,6 +408,16 @@ CASES: dict[str, Expect] = {
         },
         error_log="namespace file 'readme.md' exists (conflict: ERROR)",
     ),
+    "loop_until": Expect(
+        state="SUCCESS",
+        runs={
+            "loop": "SUCCESS",
+            "count[#0]": "SUCCESS",
+            "count[#1]": "SUCCESS",
+            "count[#2]": "SUCCESS",
+        },
+        outputs={"loop": {"iterationCount": 3}, "count[#2]": {"value": "3"}},
+    ),
     "dynamic_property_mistyped": Expect(
         state="FAILED",
         runs={"before": "SUCCESS", "nap": "FAILED"},
