@@ -92,10 +92,10 @@ class WebserverUser(_Section, frozen=True, kw_only=True):
 class VariablesConfig(_Section, frozen=True, kw_only=True):
     """What every template sees besides the execution: Kestra's ``globals`` and
     ``envs`` (the process environment's variables named with ``env_vars_prefix``,
-    without it, in lower case: ``ENV_REGION`` is ``{{ envs.region }}``)."""
+    without it, in lower case: ``KESTRA_REGION`` is ``{{ envs.region }}``)."""
 
     globals: dict[str, Any] = {}
-    env_vars_prefix: str = "ENV_"
+    env_vars_prefix: str = "KESTRA_"
 
 
 class WebserverConfig(_Section, frozen=True, kw_only=True):

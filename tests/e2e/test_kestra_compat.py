@@ -517,7 +517,7 @@ def test_compat_flow(stem: str, backend: str, tmp_path: Path) -> None:
 
 
 def test_envs_and_globals_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENV_REGION", "eu-west")
+    monkeypatch.setenv("KESTRA_REGION", "eu-west")
     config = Config(variables=VariablesConfig(globals={"team": "data", "limits": {"max": 3}}))
     execution, _ = asyncio.run(
         flow_test.run_flow_test(FLOWS / "envs_globals.yml", timeout=60, config=config)
