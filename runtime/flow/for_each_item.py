@@ -72,6 +72,8 @@ class ForEachItem(FlowableTask, kw_only=True, frozen=True):
             type=ForEachItemSplit.canonical_type,
             items=self.items,
             batch=self.batch,
+            # a `batch` written with expressions is rendered when the split runs
+            dynamic={k: v for k, v in self.dynamic.items() if k == "batch"},
         )
         items = ForEachItemExecutable(
             id=f"{self.id}_items",
