@@ -79,9 +79,13 @@ class _TaskLogger:
         self._job = job
         self._buffer = buffer
         self._clock = clock
+        #: secret values this task rendered: written as *** in its logs, as Kestra does
+        self.masked: set[str] = set()
 
     def log(self, level: str, message: str) -> None:
         job = self._job
+        for secret in self.masked:
+            message = message.replace(secret, "***")
         self._buffer.add(
             LogEntry(
                 execution_id=job.execution_id,
@@ -230,12 +234,16 @@ class _TemplateServices(WorkerFunctionServices):
 
     async def secret(self, key: str) -> str:
         try:
-            return self._secrets[key]
+            # Kestra's environment secrets are SECRET_<KEY>: secret('my_key') finds it
+            value = self._secrets[key] if key in self._secrets else self._secrets[key.upper()]
         except KeyError:
             raise LookupError(
-                f"secret {key!r} is not set: export SECRET_{key}=<base64 of the value> "
+                f"secret {key!r} is not set: export SECRET_{key.upper()}=<base64 of the value> "
                 "in the worker's environment"
             ) from None
+        if len(value) >= 3:  # masking a one-letter secret would garble every line
+            self._ctx.log.masked.add(value)
+        return value
 
     async def kv(self, key: str, namespace: str | None, error_on_missing: bool) -> Any:
         space = namespace or self._ctx.namespace

@@ -10,6 +10,7 @@ on PostgreSQL (a fresh schema).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import secrets
@@ -534,6 +535,17 @@ def test_validate_accepts_every_compat_flow_shape() -> None:
     assert f"{len(list(FLOWS.rglob('*.yml')))} flow file(s) checked" in result.output
 
 
+def test_secrets_by_any_case_and_masked_in_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    encode = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    monkeypatch.setenv("SECRET_DB_CREDENTIALS", encode('{"user": "ada"}'))
+    monkeypatch.setenv("SECRET_DB_PASSWORD", encode("s3cr3t-value"))
+    execution, logs = asyncio.run(flow_test.run_flow_test(FLOWS / "secrets.yml", timeout=60))
+    assert execution.state.current.value == "SUCCESS"
+    assert execution.task_run_list[0].outputs == {"value": "ada"}
+    lines = [entry.message for entry in logs if entry.task_id == "shout"]
+    assert lines == ["password is ***"]
+
+
 def test_every_compat_flow_has_expectations() -> None:
-    named = {c.flow or s for s, c in CASES.items()} | {"envs_globals"}
+    named = {c.flow or s for s, c in CASES.items()} | {"envs_globals", "secrets"}
     assert {path.stem for path in FLOWS.glob("*.yml")} == named
