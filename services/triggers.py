@@ -158,7 +158,15 @@ async def flow_trigger_executions(
             }
             try:
                 inputs = _trigger_inputs(flow, trigger, {"trigger": variables}, command.at)
-            except (InputError, template.TemplateError) as exc:
+            except InputError as exc:
+                # Kestra starts a Flow trigger's execution with the inputs as rendered,
+                # unchecked (its own test listener has a required input no trigger
+                # gives); a task reading a missing one fails, naming it.
+                log.warning(
+                    "trigger.inputs_unchecked", flow=flow.uid, trigger=trigger.id, error=str(exc)
+                )
+                inputs = _rendered_inputs(flow, trigger, {"trigger": variables}, command.at)
+            except template.TemplateError as exc:
                 log.error(
                     "trigger.inputs_invalid", flow=flow.uid, trigger=trigger.id, error=str(exc)
                 )
@@ -203,14 +211,20 @@ def _matches(flow: Flow, trigger: Trigger, ended: Execution, command: ExecutionE
 def _trigger_inputs(
     flow: Flow, trigger: Trigger, extra: dict[str, Any], at: datetime
 ) -> dict[str, Any]:
+    return resolve_inputs(flow, _rendered_inputs(flow, trigger, extra, at), now=at)
+
+
+def _rendered_inputs(
+    flow: Flow, trigger: Trigger, extra: dict[str, Any], at: datetime
+) -> dict[str, Any]:
     context = {
         "flow": {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision},
         "vars": flow.variables,
         **extra,
     }
     with template.fixed_now(at):
-        given = template.render_value(dict(trigger.inputs), context)
-    return resolve_inputs(flow, given, now=at)
+        rendered: dict[str, Any] = template.render_value(dict(trigger.inputs), context)
+    return rendered
 
 
 __all__ = [

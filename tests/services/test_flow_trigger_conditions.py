@@ -92,6 +92,10 @@ triggers:
 PICKY = f"""
 id: picky
 namespace: {NS}
+inputs:
+  # required, and no trigger gives it: Kestra starts the execution all the same
+  - id: never_given
+    type: STRING
 tasks:
   - id: ran
     type: io.kestra.plugin.core.debug.Return
