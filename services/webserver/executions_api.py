@@ -446,6 +446,29 @@ def _resume_inputs(specs: list[Input], given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _resume_files(
+    app: AppState, flow: Flow, execution: Execution, specs: list[Input], form: FormInputs
+) -> dict[str, str]:
+    """FILE answers of a Pause's ``onResume``, streamed to internal storage beside the
+    execution's inputs; each becomes its URI (as Kestra)."""
+    files = {spec.id for spec in specs if spec.type.upper() == "FILE"}
+    wrong = sorted(name for name in form.files if name not in files)
+    if wrong:
+        raise ApiError(
+            422, f"resume inputs {', '.join(wrong)} are not FILE inputs of the paused task"
+        )
+    uris: dict[str, str] = {}
+    for name, upload in form.files.items():
+        path = f"{flow.id}/executions/{execution.id}/resume/{name}/{upload_name(upload.filename)}"
+        try:
+            uris[name] = await app.storage.put(flow.namespace, path, _chunks(upload))
+        except OSError as exc:
+            raise ApiError(
+                503, f"internal storage cannot store the upload of input `{name}`: {exc.strerror}"
+            ) from None
+    return uris
+
+
 async def resume(request: Request) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
@@ -458,10 +481,10 @@ async def resume(request: Request) -> Response:
     flow = await app.flows.get(execution.namespace, execution.flow_id, execution.flow_revision)
     form = await FormInputs.read(request)
     try:
-        if form.files:
-            names = ", ".join(sorted(form.files))
-            raise ApiError(422, f"resume inputs cannot be files ({names})")
-        inputs = _resume_inputs(_resume_specs(flow, execution), dict(form.values))
+        specs = _resume_specs(flow, execution)
+        given: dict[str, Any] = dict(form.values)
+        given.update(await _resume_files(app, flow, execution, specs, form))
+        inputs = _resume_inputs(specs, given)
     finally:
         await form.close()
     await send_event(app.backend, execution.id, Resume(at=app.backend.clock(), inputs=inputs))
