@@ -45,7 +45,7 @@ from runtime.flow.events import (
     WakeAt,
     WorkerResult,
 )
-from runtime.flow.execution import Attempt, Execution, ExecutionMetadata, TaskRun
+from runtime.flow.execution import CORRELATION_ID, Attempt, Execution, ExecutionMetadata, TaskRun
 from runtime.flow.ids import derived_id
 from runtime.flow.model import (
     ConcurrencyBehavior,
@@ -91,10 +91,6 @@ def apply(execution: Execution, flow: Flow, event: Event) -> tuple[Execution, li
         raise TypeError(f"not an engine event: {event!r}")
     run.drive()
     return run.result()
-
-
-#: the label Kestra puts on every execution of one tree (a subflow's is its parent's)
-CORRELATION_ID = "system.correlationId"
 
 
 class _Pass:

@@ -502,12 +502,19 @@ async def set_labels(request: Request) -> Response:
     items = await json_body(request, list[LabelItem])
     if any(not item.key for item in items):
         raise ApiError(422, "a label needs a non-empty key")
+    system = sorted(item.key for item in items if item.key.startswith("system."))
+    if system:
+        raise ApiError(
+            422, f"labels {', '.join(system)} are system labels, set by the server: leave them out"
+        )
     # Under the execution's lock: the executor may be saving it at the same time.
     async with app.backend.transaction() as tx:
         execution = await tx.executions.get_for_update(execution_id)
         if execution is None:
             raise not_found(f"execution {execution_id}")
-        labels = tuple({"key": i.key, "value": i.value} for i in items)
+        # system labels (the correlation id) stay, as in Kestra
+        kept = tuple(lb for lb in execution.labels if lb["key"].startswith("system."))
+        labels = tuple({"key": i.key, "value": i.value} for i in items) + kept
         execution = msgspec.structs.replace(execution, labels=labels)
         await tx.executions.save(execution)
     return json_response(to_kestra_dict(execution))
