@@ -120,6 +120,15 @@ class WebserverUser(_Section, frozen=True, kw_only=True):
     password: str
 
 
+class VariablesConfig(_Section, frozen=True, kw_only=True):
+    """What every template sees besides the execution: Kestra's ``globals`` and
+    ``envs`` (the process environment's variables named with ``env_vars_prefix``,
+    without it, in lower case: ``KESTRA_REGION`` is ``{{ envs.region }}``)."""
+
+    globals: dict[str, Any] = {}
+    env_vars_prefix: str = "KESTRA_"
+
+
 class WebserverConfig(_Section, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     #: 0 picks a free port (tests)
@@ -164,6 +173,7 @@ class Config(_Section, frozen=True, kw_only=True):
     liveness: LivenessConfig = LivenessConfig()
     webserver: WebserverConfig = WebserverConfig()
     template: TemplateConfig = TemplateConfig()
+    variables: VariablesConfig = VariablesConfig()
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir:

@@ -80,7 +80,9 @@ async def run_flow_test(
             for run in execution.task_run_list:
                 task = tasks.get(run.task_id)
                 paused = run.state.current is StateType.PAUSED
-                if paused and isinstance(task, Pause) and task.wait is not None:
+                # a duration resumes it, a timeout ends it: either way, wait
+                timed = isinstance(task, Pause) and (task.wait or task.timeout) is not None
+                if paused and timed:
                     return True
             return False
 

@@ -22,7 +22,7 @@ from backends.errors import Transient
 from backends.protocols import Backend, Storage
 from runtime.actors import ActorSystem, ChildContext, ChildSpec
 from runtime.config import Config, ConfigError
-from runtime.flow import budget
+from runtime.flow import budget, context
 from runtime.flow.execution import Execution
 from runtime.log import get_logger
 from services.common import instance_id, sleep_or_stop
@@ -147,6 +147,11 @@ class Server:
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        context.configure(
+            globals_=config.variables.globals,
+            environ=os.environ,
+            env_prefix=config.variables.env_vars_prefix,
+        )
         self.components = tuple(components)
         self.flows_dir = flows_dir
         self.watch = watch

@@ -2,9 +2,8 @@
 execution fires.
 
 Kestra's trigger types and their older names are both accepted. Flow triggers
-support ``conditions`` (ExecutionFlow, ExecutionStatus, ExecutionNamespace) and
-``preconditions`` naming one upstream flow; preconditions over several flows (a
-join within a time window) are not supported yet and are logged once as such.
+support the core ``conditions`` and ``preconditions``, joins over several flows
+included (:mod:`services.trigger_conditions`).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from runtime.flow.inputs import InputError, resolve_inputs
 from runtime.flow.loader import FlowError
 from runtime.flow.model import Flow, Trigger
 from runtime.log import get_logger
+from services import trigger_conditions as conditions
 from services.flows import FlowCache
 
 log = get_logger(__name__)
@@ -229,7 +229,12 @@ async def flow_trigger_executions(
         for trigger in flow.triggers:
             if trigger.type not in FLOW_TYPES or trigger.disabled:
                 continue
-            if not _matches(trigger, ended, command):
+            if not _matches(flow, trigger, ended, command):
+                continue
+            join = conditions.join_of(trigger)
+            if join is not None and not await conditions.join_fires(
+                tx, flow, trigger, join, ended, command
+            ):
                 continue
             execution_id = derived_id(flow.namespace, flow.id, trigger.id, ended.id)
             if await tx.executions.get(execution_id) is not None:
@@ -246,7 +251,17 @@ async def flow_trigger_executions(
                 inputs = await budget.evaluate(
                     _trigger_inputs, flow, trigger, {"trigger": variables}, command.at
                 )
-            except (InputError, template.TemplateError) as exc:
+            except InputError as exc:
+                # Kestra starts a Flow trigger's execution with the inputs as rendered,
+                # unchecked (its own test listener has a required input no trigger
+                # gives); a task reading a missing one fails, naming it.
+                log.warning(
+                    "trigger.inputs_unchecked", flow=flow.uid, trigger=trigger.id, error=str(exc)
+                )
+                inputs = await budget.evaluate(
+                    _rendered_inputs, flow, trigger, {"trigger": variables}, command.at
+                )
+            except template.TemplateError as exc:
                 log.error(
                     "trigger.inputs_invalid", flow=flow.uid, trigger=trigger.id, error=str(exc)
                 )
@@ -266,23 +281,17 @@ async def flow_trigger_executions(
     return out
 
 
-def _matches(trigger: Trigger, ended: Execution, command: ExecutionEnded) -> bool:
+def _matches(flow: Flow, trigger: Trigger, ended: Execution, command: ExecutionEnded) -> bool:
     if trigger.states and command.state.value not in trigger.states:
         return False
     for condition in trigger.conditions:
-        if not _condition(condition, ended, command):
+        if str(condition.get("type", "")).endswith("MultipleCondition"):
+            continue  # a join: see trigger_conditions.join_fires
+        if not conditions.holds(condition, flow, ended, command):
             return False
     pre = trigger.preconditions
-    if pre:
-        flows = pre.get("flows") or []
-        if len(flows) > 1:
-            log.warning(
-                "trigger.unsupported_preconditions",
-                trigger=trigger.id,
-                reason="preconditions over several flows are not supported yet",
-            )
-            return False
-        for rule in flows:
+    if pre and conditions.join_of(trigger) is None:
+        for rule in pre.get("flows") or []:
             if rule.get("namespace") and rule["namespace"] != ended.namespace:
                 return False
             if rule.get("flowId") and rule["flowId"] != ended.flow_id:
@@ -294,31 +303,13 @@ def _matches(trigger: Trigger, ended: Execution, command: ExecutionEnded) -> boo
     return True
 
 
-def _condition(condition: dict[str, Any], ended: Execution, command: ExecutionEnded) -> bool:
-    kind = str(condition.get("type", "")).rsplit(".", 1)[-1].removesuffix("Condition")
-    if kind == "ExecutionFlow":
-        return bool(
-            condition.get("namespace") == ended.namespace
-            and condition.get("flowId") == ended.flow_id
-        )
-    if kind == "ExecutionStatus":
-        state = command.state.value
-        allowed = condition.get("in")
-        refused = condition.get("notIn")
-        return (not allowed or state in allowed) and (not refused or state not in refused)
-    if kind == "ExecutionNamespace":
-        wanted = str(condition.get("namespace", ""))
-        comparison = str(condition.get("comparison") or "").upper()
-        if condition.get("prefix") or comparison == "PREFIX":
-            return ended.namespace.startswith(wanted)
-        if comparison == "SUFFIX":
-            return ended.namespace.endswith(wanted)
-        return ended.namespace == wanted
-    log.warning("trigger.unknown_condition", condition=condition.get("type"))
-    return False
-
-
 def _trigger_inputs(
+    flow: Flow, trigger: Trigger, extra: dict[str, Any], at: datetime
+) -> dict[str, Any]:
+    return resolve_inputs(flow, _rendered_inputs(flow, trigger, extra, at), now=at)
+
+
+def _rendered_inputs(
     flow: Flow, trigger: Trigger, extra: dict[str, Any], at: datetime
 ) -> dict[str, Any]:
     context = {
@@ -327,8 +318,8 @@ def _trigger_inputs(
         **extra,
     }
     with template.fixed_now(at):
-        given = template.render_value(dict(trigger.inputs), context)
-    return resolve_inputs(flow, given, now=at)
+        rendered: dict[str, Any] = template.render_value(dict(trigger.inputs), context)
+    return rendered
 
 
 __all__ = [

@@ -14,10 +14,37 @@ from runtime.flow.model import Flow, Task
 
 
 def iso(value: datetime | None) -> str | None:
-    """An instant as Kestra prints it: UTC with a ``Z``."""
+    """An instant as Kestra's templates print it: UTC with a ``Z``, to the
+    millisecond (its stored dates are), the fraction left out when it is zero (as
+    java.time.Instant writes itself)."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    millis = utc.microsecond // 1000
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
+def label_variables(labels: tuple[dict[str, str], ...]) -> dict[str, Any]:
+    """``labels`` as templates see them: by key, and a dotted key also nested
+    (``labels.system.correlationId``), as Kestra nests them."""
+    flat: dict[str, Any] = {label["key"]: label["value"] for label in labels}
+    out: dict[str, Any] = dict(flat)
+    for key, value in flat.items():
+        head, *rest = key.split(".")
+        if not rest:
+            continue
+        node = out.setdefault(head, {})
+        if not isinstance(node, dict):
+            continue  # a plain label of that name wins
+        for part in rest[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node.setdefault(rest[-1], value)
+    return out
 
 
 def outputs_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:
@@ -74,6 +101,22 @@ def parents_of(run: TaskRun, runs_by_id: Mapping[str, TaskRun]) -> list[dict[str
     return out
 
 
+#: the process's ``envs`` and ``globals`` (settings, set once at start-up by
+#: :func:`configure`): the same for every execution, so renders stay repeatable
+_PROCESS: dict[str, dict[str, Any]] = {"envs": {}, "globals": {}}
+
+
+def configure(*, globals_: Mapping[str, Any], environ: Mapping[str, str], env_prefix: str) -> None:
+    """Set what ``{{ globals.x }}`` and ``{{ envs.x }}`` read in this process."""
+    envs = {
+        key[len(env_prefix) :].lower(): value
+        for key, value in environ.items()
+        if env_prefix and key.startswith(env_prefix) and len(key) > len(env_prefix)
+    }
+    _PROCESS["envs"] = envs
+    _PROCESS["globals"] = dict(globals_)
+
+
 def variables(
     flow: Flow,
     execution: Execution,
@@ -100,11 +143,11 @@ def variables(
         },
         "inputs": execution.inputs,
         "vars": flow.variables,
-        "labels": {label["key"]: label["value"] for label in execution.labels},
+        "labels": label_variables(execution.labels),
         "trigger": execution.trigger or {},
         "outputs": outputs if outputs is not None else outputs_map(runs),
-        "envs": dict(envs or {}),
-        "globals": dict(globals_ or {}),
+        "envs": dict(envs if envs is not None else _PROCESS["envs"]),
+        "globals": dict(globals_ if globals_ is not None else _PROCESS["globals"]),
     }
     if task is not None:
         result["task"] = {"id": task.id, "type": task.type}

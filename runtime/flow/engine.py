@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.flow import template
+from runtime.flow import dynamic, for_each_item, sla, template
 from runtime.flow.context import is_truthy, outputs_map, variables
 from runtime.flow.events import (
     Command,
@@ -45,7 +45,7 @@ from runtime.flow.events import (
     WakeAt,
     WorkerResult,
 )
-from runtime.flow.execution import Attempt, Execution, ExecutionMetadata, TaskRun
+from runtime.flow.execution import CORRELATION_ID, Attempt, Execution, ExecutionMetadata, TaskRun
 from runtime.flow.ids import derived_id
 from runtime.flow.model import (
     ConcurrencyBehavior,
@@ -260,6 +260,10 @@ class _Pass:
             self.end_execution(final)
             return
         self.move_execution(S.RUNNING)
+        # Kestra writes this line into every execution's logs (log.Fetch counts it)
+        self.log("INFO", "Flow started")
+        for index, wait in sla.max_durations(self.flow, lambda m: self.log("ERROR", m)):
+            self.wake(self.at + wait, DelayKind.SLA, None, index)
         if self.flow.timeout is not None:
             self.wake(self.at + self.flow.timeout, DelayKind.FLOW_TIMEOUT, None)
 
@@ -306,7 +310,24 @@ class _Pass:
         task = self.task_of(run)
         if task.reports_children and event.outputs:
             self.record_children(run, task, event.outputs.get("children"), started)
+        if getattr(task, "sets_execution_labels", False) and event.state is S.SUCCESS:
+            self.merge_labels((event.outputs or {}).get("labels"))
+        if getattr(task, "exits_execution", False) and event.state is S.SUCCESS:
+            self.finish_attempt(run, S.SUCCESS)
+            self.exit_execution(str((event.outputs or {}).get("state", "SUCCESS")))
+            return
         self.finish_attempt(run, event.state)
+
+    def merge_labels(self, labels: Any) -> None:
+        """Labels a task set on the execution (execution.Labels): new keys are added,
+        existing ones take the new value."""
+        if not isinstance(labels, dict) or not labels:
+            return
+        merged = {lb["key"]: lb["value"] for lb in self.original.labels}
+        merged.update({str(k): str(v) for k, v in labels.items()})
+        items = tuple({"key": k, "value": v} for k, v in merged.items())
+        self.original = msgspec.structs.replace(self.original, labels=items)
+        self.changed = True
 
     def record_children(
         self, parent: TaskRun, task: Task, reported: Any, started: datetime
@@ -362,10 +383,22 @@ class _Pass:
                 state = S.WARNING
         self.move_run(run, state)
 
+    def resolved(self, task: Task, run: TaskRun | None) -> Task:
+        """``task`` with its dynamic properties rendered for ``run``."""
+        if not task.dynamic:
+            return task
+        return dynamic.resolve(task, lambda raw: self.render(raw, task, run))
+
     def retry_of(self, task: Task) -> Any:
         """The retry policy for ``task``: its own, its nearest ancestor's, the flow's."""
         current: Task | None = task
         while current is not None:
+            if "retry" in current.dynamic:
+                try:
+                    return self.resolved(current, None).retry
+                except (dynamic.DynamicPropertyError, template.TemplateError) as exc:
+                    self.log("ERROR", f"{exc}: not retried")
+                    return None
             if current.retry is not None:
                 return current.retry
             current = self.tasks.parent(current.id)
@@ -425,8 +458,11 @@ class _Pass:
                 if run.state.current is not S.RUNNING:
                     self.move_run(run, S.KILLED)
             elif task.kind is TaskKind.SUBFLOW:
-                child = (run.memo or {}).get("executionId")
-                if child:
+                memo = run.memo or {}
+                ended = memo.get("ended") or {}
+                children = [memo["executionId"]] if memo.get("executionId") else []
+                children += [c for c in memo.get("children") or {} if c not in ended]
+                for child in children:
                     self.commands.append(KillExecution(at=self.at, execution_id=child))
                 self.move_run(run, S.KILLED)
             elif task.kind is TaskKind.PAUSE and not isinstance(task, FlowableTask):
@@ -470,6 +506,10 @@ class _Pass:
             return
         if kind is DelayKind.NEW_EXECUTION:
             self.retry_as_new_execution()
+            return
+        if kind is DelayKind.SLA:
+            if not self.state.terminated and event.attempt is not None:
+                self.sla_violated(sla.entry(self.flow, event.attempt), "max duration exceeded")
             return
         run = self.find(event.task_run_id)
         if run is None:
@@ -518,8 +558,9 @@ class _Pass:
             self.set_run(run)
             self.kill_runs(self.descendants(run.id))
             if run.state.current is S.PAUSED:
-                # A Pause nobody resumed in time fails (its children never started).
-                self.move_run(self.move_run(run, S.RUNNING), S.FAILED)
+                # A Pause nobody resumed in time fails straight from PAUSED (Kestra:
+                # one RUNNING in its history), its children never started.
+                self.move_run(run, S.FAILED)
                 if self.state.current is S.PAUSED and not any(
                     r.state.current is S.PAUSED for r in self.runs
                 ):
@@ -528,6 +569,11 @@ class _Pass:
     def on_subflow_ended(self, event: SubflowEnded) -> None:
         run = self.find(event.task_run_id)
         if run is None or run.state.terminated:
+            return
+        if isinstance(self.task_of(run), for_each_item.ForEachItemExecutable):
+            items = self.task_of(run)
+            assert isinstance(items, for_each_item.ForEachItemExecutable)
+            for_each_item.child_ended(self, run, items, event)
             return
         if (run.memo or {}).get("executionId") != event.execution_id:
             return  # the child of an earlier attempt
@@ -586,6 +632,7 @@ class _Pass:
                 self.move_run(run, S.RUNNING)
         self.memo.pop("timed_out", None)
         self.memo.pop("cancelled", None)
+        self.memo.pop("exit", None)
         self.outputs = None
         self.metadata = msgspec.structs.replace(
             self.metadata, attempt_number=self.metadata.attempt_number + 1
@@ -643,6 +690,11 @@ class _Pass:
         )
 
     def start_subflow(self, run: TaskRun, task: Task) -> None:
+        if isinstance(task, for_each_item.ForEachItemExecutable):
+            attempts = (*run.attempts, Attempt(state=State.new(S.RUNNING, self.at)))
+            self.set_run(msgspec.structs.replace(run, attempts=attempts))
+            for_each_item.start(self, self.runs[self.index[run.id]], task)
+            return
         assert isinstance(task, Subflow)
         try:
             inputs = self.render(dict(task.inputs), task, run)
@@ -654,8 +706,11 @@ class _Pass:
             self.log("ERROR", f"subflow {task.id!r}: {exc}", run)
             self.move_run(self.move_run(run, S.RUNNING), S.FAILED)
             return
+        own = {lb["key"]: lb["value"] for lb in self.original.labels}
         if task.inherit_labels:
-            labels = {**{lb["key"]: lb["value"] for lb in self.original.labels}, **labels}
+            labels = {**own, **labels}
+        # Kestra ties a subflow to the execution tree it belongs to.
+        labels.setdefault(CORRELATION_ID, own.get(CORRELATION_ID, self.original.id))
         child_id = derived_id(self.original.id, run.id, run.attempt_count + 1)
         attempts = (*run.attempts, Attempt(state=State.new(S.RUNNING, self.at)))
         run = msgspec.structs.replace(
@@ -716,6 +771,12 @@ class _Pass:
         if not is_truthy(run_if):
             self.move_run(run, S.SKIPPED)
             return run_id
+        try:
+            task = self.resolved(task, run)
+        except (dynamic.DynamicPropertyError, template.TemplateError) as exc:
+            self.log("ERROR", str(exc), run)
+            self.move_run(run, S.FAILED)
+            return run_id
         if task.timeout is not None and task.kind is not TaskKind.RUNNABLE:
             self.wake(self.at + task.timeout, DelayKind.TIMEOUT, run.id)
         if task.kind is TaskKind.RUNNABLE:
@@ -748,6 +809,14 @@ class _Pass:
             except (template.TemplateError, ValueError) as exc:
                 self.log("ERROR", f"flow outputs: {exc}")
                 state = S.FAILED
+        for entry in sla.assertions(self.flow):
+            try:
+                holds = is_truthy(self.render(entry.get("assert"), None, None))
+            except template.TemplateError as exc:
+                self.log("ERROR", f"sla {entry.get('id')!r}: {exc}")
+                holds = False
+            if not holds:
+                state = self.sla_violated(entry, "assertion does not hold", state)
         self.move_execution(state)
         self.changed = True
         original = self.original
@@ -761,6 +830,25 @@ class _Pass:
                 parent_task_run_id=original.parent_task_run_id,
             )
         )
+
+    def sla_violated(
+        self, entry: dict[str, Any], why: str, ending: StateType | None = None
+    ) -> StateType:
+        """Apply a violated SLA: its labels, then its behavior (FAIL or CANCEL end the
+        execution so, killing what runs; NONE only labels). Returns the end state an
+        ending execution takes."""
+        behavior = str(entry.get("behavior", "NONE")).upper()
+        self.log("WARNING", f"SLA {entry.get('id')!r} violated ({why}): behavior {behavior}")
+        self.merge_labels(sla.labels(entry))
+        if behavior not in ("FAIL", "CANCEL"):
+            return ending or self.state.current
+        if ending is not None:
+            return S.FAILED if behavior == "FAIL" else S.CANCELLED
+        self.memo["timed_out" if behavior == "FAIL" else "cancelled"] = True
+        if self.state.current is not S.KILLING:
+            self.move_execution(S.KILLING)
+            self.kill_runs(self.runs)
+        return self.state.current
 
     def flow_outputs(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -828,7 +916,21 @@ class _Pass:
             self.end_scope(parent, final, scope.outputs())
         return True
 
+    def exit_execution(self, state: str) -> None:
+        """execution.Exit: end now in ``state``; what still runs is killed."""
+        try:
+            target = S(state)
+        except ValueError:
+            target = S.FAILED
+        self.log("INFO", f"execution.Exit: the execution ends {target.value}")
+        self.memo["exit"] = target.value
+        if self.state.current is not S.KILLING:
+            self.move_execution(S.KILLING)
+            self.kill_runs(self.runs)
+
     def execution_final(self, state: StateType) -> StateType:
+        if self.memo.get("exit"):
+            return S(self.memo["exit"])
         if self.memo.get("timed_out"):
             return S.FAILED
         if self.memo.get("cancelled"):

@@ -63,6 +63,7 @@ class DelayKind(enum.Enum):
     TIMEOUT = "TIMEOUT"  #: a flowable task's timeout
     FLOW_TIMEOUT = "FLOW_TIMEOUT"  #: the flow's timeout
     NEW_EXECUTION = "NEW_EXECUTION"  #: retry behaviour CREATE_NEW_EXECUTION
+    SLA = "SLA"  #: a flow's MAX_DURATION sla has passed (``attempt``: its index)
 
 
 class DelayElapsed(_Message, frozen=True, kw_only=True, tag="delay"):

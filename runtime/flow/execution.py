@@ -86,6 +86,10 @@ class Execution(_Wire, frozen=True, kw_only=True):
         return self.state.start_date
 
 
+#: the label tying the executions of one tree together (Kestra's Label.CORRELATION_ID)
+CORRELATION_ID = "system.correlationId"
+
+
 def new_execution(
     *,
     id: str,
@@ -99,7 +103,11 @@ def new_execution(
     parent_id: str | None = None,
     parent_task_run_id: str | None = None,
 ) -> Execution:
-    """A CREATED execution, ready for the ExecutionCreated event."""
+    """A CREATED execution, ready for the ExecutionCreated event. As in Kestra it
+    carries ``system.correlationId``: the id of the execution tree's root (given in
+    ``labels`` for a subflow, its own id otherwise)."""
+    labels = {**(labels or {})}
+    labels.setdefault(CORRELATION_ID, id)
     return Execution(
         id=id,
         namespace=namespace,

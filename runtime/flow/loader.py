@@ -9,11 +9,13 @@ the positions that turn those paths into lines and columns.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
+from runtime.flow import dynamic as dynamic_props
 from runtime.flow import rules
 from runtime.flow.model import DagTask, Flow, Input, PluginDefault, Subflow, Task, TaskKind
 from runtime.flow.problems import FlowError, Positions, Problem, Report, describe_value, join
@@ -22,6 +24,7 @@ from runtime.flow.validate import Checker, struct_fields, yaml_name
 
 __all__ = ["FlowError", "Problem", "build_flow", "check_flow"]
 
+DYNAMIC_FIELD = "$dynamic"
 _FLOW_TASK_GROUPS = ("tasks", "errors", "finally", "afterExecution")
 _TASK_EXAMPLE = "e.g. `- id: hello` then `type: io.kestra.plugin.core.log.Log`"
 
@@ -183,9 +186,20 @@ class _Builder:
         props, origins = self._apply_defaults(item, type_name, cls)
         names = {field: yaml_name(cls, field) for field in cls.task_fields}
         what = f" for {type_name}"
-        checked = self.checker.struct(
-            props, cls, path, origins=origins, skip=frozenset(names.values()), what=what
-        )
+        if DYNAMIC_FIELD in props:
+            self.report.key(
+                join(path, DYNAMIC_FIELD), f"unknown field `{DYNAMIC_FIELD}`{what}", "remove it"
+            )
+            return None
+        hits: list[str] = []
+        self.checker.on_expression = functools.partial(_dynamic_hit, hits)
+        try:
+            checked = self.checker.struct(
+                props, cls, path, origins=origins, skip=frozenset(names.values()), what=what
+            )
+        finally:
+            self.checker.on_expression = None
+        dynamic = self._dynamic(props, hits, path, origins)
         children: dict[str, Any] = {}
         worker_parent = type_name if cls.kind is TaskKind.RUNNABLE else ""
         for field, shape in cls.task_fields.items():
@@ -203,6 +217,8 @@ class _Builder:
             return None
         for field, value in children.items():
             checked[names[field]] = {} if isinstance(value, dict) else []
+        if dynamic:
+            checked[DYNAMIC_FIELD] = dynamic
         task = self.checker.convert(checked, cls, path)
         if not isinstance(task, Task):
             return None
@@ -211,6 +227,28 @@ class _Builder:
         if isinstance(task, Subflow):
             self.subflows.append((task, path))
         return task
+
+    def _dynamic(
+        self, props: Mapping[str, Any], hits: list[str], path: str, origins: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The raw values of the properties holding an expression where a typed value
+        is expected (reported as before for the few Kestra keeps literal)."""
+        dynamic: dict[str, Any] = {}
+        for key, value in props.items():
+            key_path = origins.get(key) or join(path, str(key))
+            if not any(
+                hit == key_path or hit.startswith((key_path + ".", key_path + "[")) for hit in hits
+            ):
+                continue
+            if key in dynamic_props.STATIC_PROPERTIES:
+                self.report.value(
+                    key_path,
+                    f"`{key}` takes a literal value, got the expression {value!r}",
+                    "expressions are not evaluated here: write the value itself",
+                )
+                continue
+            dynamic[str(key)] = value
+        return dynamic
 
     def _task_class(self, item: Mapping[str, Any], path: str) -> type[Task] | None:
         cls = self._resolve(item, path)
@@ -310,6 +348,11 @@ class _Builder:
                     props[key] = value
                 origins[key] = join(path, f"values.{key}")
         return props, origins
+
+
+def _dynamic_hit(hits: list[str], path: str, value: str, tp: Any) -> Any:
+    hits.append(path)
+    return dynamic_props.placeholder(tp)
 
 
 def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

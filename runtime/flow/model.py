@@ -98,6 +98,9 @@ class Task(_Model, kw_only=True, frozen=True):
     # Accepted so existing flows validate; not acted on yet.
     version: str | None = None
     task_cache: dict[str, Any] | None = None
+    #: raw values of the properties written as expressions where a typed value is
+    #: expected, by YAML name (see runtime.flow.dynamic); not a YAML property
+    dynamic: dict[str, Any] = msgspec.field(default_factory=dict, name="$dynamic")
 
     kind: ClassVar[TaskKind] = TaskKind.RUNNABLE
     #: the name Kestra documents for this type
@@ -470,6 +473,9 @@ class Trigger(_Model, kw_only=True, frozen=True, forbid_unknown_fields=False):
     stop_after: list[str] | None = None
     #: Flow trigger: the upstream end states it fires on (default: every terminal state)
     states: list[str] | None = None
+    #: Webhook: answer once the execution has ended (with it, or with its outputs only)
+    wait: bool = False
+    return_outputs: bool = False
 
 
 class Flow(_Model, kw_only=True, frozen=True):

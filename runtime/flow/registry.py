@@ -89,9 +89,11 @@ class TaskRegistry:
 def default_registry() -> TaskRegistry:
     """The built-in tasks plus every installed plugin (loaded once per process)."""
     from runtime.tasks.core import CORE_TASKS
+    from runtime.tasks.more_core import MORE_CORE_TASKS
 
     registry = TaskRegistry()
     registry.register_all(FLOWABLE_TYPES)
     registry.register_all(CORE_TASKS)
+    registry.register_all(MORE_CORE_TASKS)
     registry.load_entry_points()
     return registry

@@ -425,6 +425,8 @@ def scope_for(engine: _Pass, task: Task | None, parent: TaskRun | None) -> Scope
             engine, None, None, [Lane(flow.tasks)], errors=flow.errors, finally_=flow.finally_
         )
     try:
+        # dynamic properties (an expression where a typed value goes) rendered first
+        task = engine.resolved(task, parent)
         if not isinstance(task, Flowable):
             raise ValueError(
                 f"no scope rules for task type {task.type!r}: its class needs a "
@@ -462,7 +464,10 @@ def _loop_values(engine: _Pass, task: Task, parent: TaskRun, raw: Any) -> list[s
         rendered = [{"key": k, "value": v} for k, v in rendered.items()]
     if not isinstance(rendered, list):
         raise ValueError(f"values must be a list, got {type(rendered).__name__}")
-    # Kestra runs each distinct value once.
+    if None in rendered:  # Kestra's rule and message (nulls counted once, as it does)
+        raise ValueError(f"Found '1' null values on Each, with values={java_text(rendered)}")
+    # Kestra runs each distinct value once (resolveEachTasks; keeping repeats was
+    # proposed there and not taken, as outputs are keyed by value).
     values = list(
         dict.fromkeys(
             v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in rendered
@@ -470,3 +475,16 @@ def _loop_values(engine: _Pass, task: Task, parent: TaskRun, raw: Any) -> list[s
     )
     engine.set_run(msgspec.structs.replace(parent, memo={**memo, "values": values}))
     return values
+
+
+def java_text(value: Any) -> str:
+    """``value`` as Java's ``toString`` writes lists and maps (Kestra's messages)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(java_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={java_text(v)}" for k, v in value.items()) + "}"
+    return str(value)

@@ -48,13 +48,14 @@ Functions: now, fromJson (and the old ``json``), yaml, range (inclusive, at most
 a million items, also ``a..b``), max, min, uuid, randomInt, printContext /
 fetchContext, render (recursive; ``recursive=false``), renderOnce, and the
 worker-backed secret, kv (``namespace=``, ``errorOnMissing=`` defaulting to
-true) and read, which need :class:`TemplateServices` and ``render_async``.
+true) and read, which need :class:`TemplateServices` and ``render_async``;
+:mod:`runtime.flow.template_functions` adds currentEachOutput, encrypt, decrypt and
+the worker-backed errorLogs, fileSize, fileExists and isFileEmpty.
 
 Not supported (a template using them gets a syntax error naming them): the
 ``in`` operator, macros, blocks, includes and inheritance; filters className,
-flatten, toIon, regex* and localized date styles; functions currentEachOutput,
-errorLogs, tasksWithState, fileURI, fileSize, fileExists, fileEmpty, isFileEmpty,
-encrypt, decrypt, fromIon, http, id, randomPort, credential, the calendar helpers
+flatten, toIon, regex* and localized date styles; functions tasksWithState,
+fileURI, fileEmpty, fromIon, http, id, randomPort, credential, the calendar helpers
 (isWeekend, dayOfWeek, ...) and the iteration-output helpers. String
 interpolation (``"#{...}"``) is not performed and ``\\uXXXX`` escapes are not
 decoded: that text stays literal.
@@ -87,6 +88,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runtime.flow import budget
 from runtime.flow import template_filters as filters
+from runtime.flow import template_functions as more_functions
 from runtime.flow import template_operators as operators
 from runtime.flow.template_pebble import HELPER, Names, TranslationError, translate
 from runtime.flow.template_values import (
@@ -715,6 +717,37 @@ async def _read(context: Context, path: Any) -> Any:
 
 _CONTEXT_FUNCTIONS = {"printContext": _print_context, "fetchContext": _print_context}
 
+
+def _with_state(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """A runtime.flow.template_functions function, given the render's variables and
+    services, its arguments checked as the other functions' are."""
+
+    @pass_context
+    def call(context: Context, *args: Any, **kwargs: Any) -> Any:
+        state = _state(context)
+        try:
+            return function(state.variables, state.services, *args, **kwargs)
+        except TypeError as exc:
+            raise ExpressionFailure(f"wrong arguments for {name}(): {exc}") from None
+
+    return call
+
+
+def _with_state_async(name: str, function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    @pass_context
+    async def call(context: Context, *args: Any, **kwargs: Any) -> Any:
+        state = _state(context)
+        try:
+            return await function(state.variables, state.services, *args, **kwargs)
+        except TypeError as exc:
+            raise ExpressionFailure(f"wrong arguments for {name}(): {exc}") from None
+
+    return call
+
+
+_MORE_SYNC = {n: _with_state(n, f) for n, f in more_functions.SYNC_FUNCTIONS.items()}
+_MORE_ASYNC = {n: _with_state_async(n, f) for n, f in more_functions.ASYNC_FUNCTIONS.items()}
+
 _SYNC_FUNCTIONS: dict[str, Callable[..., Any]] = {
     **_PURE_FUNCTIONS,
     **_CONTEXT_FUNCTIONS,
@@ -723,6 +756,8 @@ _SYNC_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "secret": _sync_service("secret"),
     "kv": _sync_service("kv"),
     "read": _sync_service("read"),
+    **_MORE_SYNC,
+    **{name: _sync_service(name) for name in _MORE_ASYNC},
 }
 _ASYNC_FUNCTIONS: dict[str, Callable[..., Any]] = {
     **_PURE_FUNCTIONS,
@@ -732,6 +767,8 @@ _ASYNC_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "secret": _secret,
     "kv": _kv,
     "read": _read,
+    **_MORE_SYNC,
+    **_MORE_ASYNC,
 }
 
 _NAMES = Names(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, Final, TypeVar, Union, get_args, get_origin
 
@@ -54,6 +54,10 @@ class Checker:
 
     def __init__(self, report: Report) -> None:
         self.report = report
+        #: when set, an expression where ``tp`` takes no string is handed to this hook
+        #: (path, value, tp) and its result used instead (dynamic properties, see
+        #: runtime.flow.dynamic)
+        self.on_expression: Callable[[str, str, Any], Any] | None = None
 
     def build(self, raw: Any, cls: type[T], path: str) -> T | _Invalid:
         """Check ``raw`` against ``cls`` and build it."""
@@ -124,6 +128,9 @@ class Checker:
         """Check ``value`` against the type ``tp``; the normalized value or INVALID."""
         if tp is Any or tp is object:
             return value
+        expression = isinstance(value, str) and ("{{" in value or "{%" in value)
+        if self.on_expression is not None and expression and str not in _union_args(tp):
+            return self.on_expression(path, value, tp)
         options = _union_args(tp)
         if value is None:
             if type(None) in options:

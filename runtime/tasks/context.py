@@ -18,7 +18,12 @@ from runtime.actors.pool import ProcessPool
 
 
 class TaskFailure(Exception):
-    """The task failed for a reason a person can act on; the message is logged as is."""
+    """The task failed for a reason a person can act on; the message is logged as is.
+    ``outputs`` are kept on the failed task run (a WorkingDirectory's children)."""
+
+    def __init__(self, message: str, *, outputs: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.outputs = outputs
 
 
 class TaskStorage(Protocol):

@@ -275,10 +275,14 @@ class WorkingDirectory(RunnableTask, kw_only=True, frozen=True):
     output_files: list[str] = []
     namespace_files: dict[str, Any] | None = None
     cache: dict[str, Any] | None = None
+    #: run in the same folder after a child failed (the run stays FAILED), as Kestra's
+    #: WorkingDirectory, a flowable there, runs its `errors`
+    errors: tuple[Task, ...] = ()
+    finally_: tuple[Task, ...] = msgspec.field(default=(), name="finally")
 
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.flow.WorkingDirectory"
     aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.flows.WorkingDirectory",)
-    task_fields: ClassVar[dict[str, str]] = {"tasks": "list"}
+    task_fields: ClassVar[dict[str, str]] = {"tasks": "list", "errors": "list", "finally_": "list"}
     reports_children: ClassVar[bool] = True
 
     async def run(self, ctx: RunContext) -> Outputs:

@@ -17,8 +17,11 @@ their own (in Kestra they are). So:
   ``retry`` is not (retry the WorkingDirectory instead);
 - only runnable children are allowed (as in Kestra: flowable ones fail it).
 
-``inputFiles`` are written before the first child; ``namespaceFiles`` and ``cache``
-are not supported yet and are ignored with a warning.
+``inputFiles`` are written before the first child; after a child fails, ``errors``
+run in the same folder (the run stays FAILED and keeps its children's outputs),
+then ``finally`` in any case; ``namespaceFiles`` (``include``/``exclude`` globs) are
+copied into the folder first; ``cache`` is not supported yet and is ignored with a
+warning.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.actors.pool import ProcessPool
+from runtime.flow import dynamic
 from runtime.flow.context import is_truthy
 from runtime.flow.model import RunnableTask, Task
 from runtime.tasks import files
@@ -41,14 +45,16 @@ if TYPE_CHECKING:
 async def run(task: WorkingDirectory, ctx: RunContext) -> dict[str, Any]:
     """Run the children in order and gather their outputs."""
     where = f"WorkingDirectory {task.id!r}"
-    for child in task.tasks:
+    for child in (*task.tasks, *task.errors, *task.finally_):
         if not isinstance(child, RunnableTask):
             raise TaskFailure(
                 f"{where}: child task {child.id!r} ({child.type}) is not a runnable task; "
                 "a WorkingDirectory only runs runnable tasks (move flowable tasks outside it)"
             )
     if task.namespace_files:
-        ctx.log.warning(f"{where}: namespaceFiles are not supported yet; ignored")
+        from runtime.tasks.namespace_files import copy_into
+
+        await copy_into(ctx, task.namespace_files, ctx.workdir, where)
     if task.cache:
         ctx.log.warning(f"{where}: cache is not supported yet; ignored")
     await files.write_input_files(
@@ -58,7 +64,30 @@ async def run(task: WorkingDirectory, ctx: RunContext) -> dict[str, Any]:
     results: dict[str, Any] = {}
     #: what the engine turns into the children's task runs (see Task.reports_children)
     children: list[dict[str, Any]] = []
-    for child in task.tasks:
+    failure = await _run_children(task.tasks, ctx, results, children, where)
+    if failure is not None and task.errors:
+        await _run_children(task.errors, ctx, results, children, where)
+    if task.finally_:
+        await _run_children(task.finally_, ctx, results, children, where)
+    gathered: dict[str, Any] = {"outputs": results, "children": children}
+    if failure is not None:
+        raise TaskFailure(str(failure), outputs=gathered) from failure
+    if task.output_files:
+        gathered["outputFiles"] = await files.upload_output_files(
+            ctx, list(task.output_files), ctx.workdir, where=where
+        )
+    return gathered
+
+
+async def _run_children(
+    tasks: tuple[Task, ...],
+    ctx: RunContext,
+    results: dict[str, Any],
+    children: list[dict[str, Any]],
+    where: str,
+) -> TaskFailure | None:
+    """Run ``tasks`` in order until one fails (returned, not raised)."""
+    for child in tasks:
         if child.disabled:
             continue
         child_ctx = _ChildContext(ctx, child, results)
@@ -71,7 +100,10 @@ async def run(task: WorkingDirectory, ctx: RunContext) -> dict[str, Any]:
         except Exception as exc:
             message = f"{where}: child task {child.id!r} failed: {exc}"
             if not child.allow_failure:
-                raise TaskFailure(message) from exc
+                children.append({"taskId": child.id, "state": "FAILED"})
+                failure = TaskFailure(message)
+                failure.__cause__ = exc
+                return failure
             ctx.log.error(message)
             ctx.warn(f"child task {child.id!r} failed and allowFailure is true")
             children.append({"taskId": child.id, "state": "WARNING"})
@@ -79,17 +111,12 @@ async def run(task: WorkingDirectory, ctx: RunContext) -> dict[str, Any]:
         if outputs is not None:
             results[child.id] = outputs
         children.append({"taskId": child.id, "state": "SUCCESS", "outputs": outputs})
-
-    gathered: dict[str, Any] = {"outputs": results, "children": children}
-    if task.output_files:
-        gathered["outputFiles"] = await files.upload_output_files(
-            ctx, list(task.output_files), ctx.workdir, where=where
-        )
-    return gathered
+    return None
 
 
-async def _run_child(child: Task, ctx: RunContext) -> dict[str, Any] | None:
-    assert isinstance(child, RunnableTask)
+async def _run_child(task: Task, ctx: RunContext) -> dict[str, Any] | None:
+    assert isinstance(task, RunnableTask)
+    child: RunnableTask = await dynamic.resolve_async(task, ctx.render)
     if child.timeout is None:
         return await child.run(ctx)
     limit = child.timeout.total_seconds()
@@ -110,6 +137,8 @@ class _ChildContext:
         self._extra: dict[str, Any] = {
             "outputs": outputs,
             "task": {"id": child.id, "type": child.type},
+            # Kestra's name for the WorkingDirectory's own task run, seen by its children
+            "workerTaskrun": parent.variables.get("taskrun") or {},
         }
         self.execution_id: str = parent.execution_id
         self.task_run_id: str = parent.task_run_id

@@ -555,6 +555,29 @@ def resume_inputs(specs: list[Input], given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _resume_files(
+    app: AppState, flow: Flow, execution: Execution, specs: list[Input], form: FormInputs
+) -> dict[str, str]:
+    """FILE answers of a Pause's ``onResume``, streamed to internal storage beside the
+    execution's inputs; each becomes its URI (as Kestra)."""
+    files = {spec.id for spec in specs if spec.type.upper() == "FILE"}
+    wrong = sorted(name for name in form.files if name not in files)
+    if wrong:
+        raise ApiError(
+            422, f"resume inputs {', '.join(wrong)} are not FILE inputs of the paused task"
+        )
+    uris: dict[str, str] = {}
+    for name, upload in form.files.items():
+        path = f"{flow.id}/executions/{execution.id}/resume/{name}/{upload_name(upload.filename)}"
+        try:
+            uris[name] = await app.storage.put(flow.namespace, path, _chunks(upload))
+        except OSError as exc:
+            raise ApiError(
+                503, f"internal storage cannot store the upload of input `{name}`: {exc.strerror}"
+            ) from None
+    return uris
+
+
 async def resume(request: Request) -> Response:
     app = state(request)
     execution = await load_execution(app, request.path_params["executionId"])
@@ -564,10 +587,10 @@ async def resume(request: Request) -> Response:
     flow = await app.flows.get(execution.namespace, execution.flow_id, execution.flow_revision)
     form = await FormInputs.read(request)
     try:
-        if form.files:
-            names = ", ".join(sorted(form.files))
-            raise ApiError(422, f"resume inputs cannot be files ({names})")
-        inputs = resume_inputs(resume_specs(flow, execution), dict(form.values))
+        specs = resume_specs(flow, execution)
+        given: dict[str, Any] = dict(form.values)
+        given.update(await _resume_files(app, flow, execution, specs, form))
+        inputs = resume_inputs(specs, given)
     finally:
         await form.close()
     await send_event(app.backend, execution.id, Resume(at=app.backend.clock(), inputs=inputs))
@@ -588,12 +611,19 @@ async def set_labels(request: Request) -> Response:
     items = await json_body(request, list[LabelItem])
     if any(not item.key for item in items):
         raise ApiError(422, "a label needs a non-empty key")
+    system = sorted(item.key for item in items if item.key.startswith("system."))
+    if system:
+        raise ApiError(
+            422, f"labels {', '.join(system)} are system labels, set by the server: leave them out"
+        )
     # Under the execution's lock: the executor may be saving it at the same time.
     async with app.backend.transaction() as tx:
         execution = await tx.executions.get_for_update(execution_id)
         if execution is None:
             raise not_found(f"execution {execution_id}")
-        labels = tuple({"key": i.key, "value": i.value} for i in items)
+        # system labels (the correlation id) stay, as in Kestra
+        kept = tuple(lb for lb in execution.labels if lb["key"].startswith("system."))
+        labels = tuple({"key": i.key, "value": i.value} for i in items) + kept
         execution = msgspec.structs.replace(execution, labels=labels)
         await tx.executions.save(execution)
     return json_response(execution_json(execution))

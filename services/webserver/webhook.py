@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from runtime.flow import budget, template
 from runtime.flow.context import is_truthy
-from runtime.flow.execution import new_execution
+from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import new_id
 from runtime.flow.inputs import InputError
 from runtime.flow.model import Flow, Trigger
@@ -29,6 +29,7 @@ from services.triggers import _trigger_inputs
 from services.webserver.executions_api import invalid_inputs
 from services.webserver.http import ApiError, json_or_text, json_response, not_found, state
 from services.webserver.shapes import execution_json
+from services.webserver.sse import pause
 
 
 def _body(raw: bytes) -> Any:
@@ -153,7 +154,25 @@ async def webhook(request: Request) -> Response:
         trigger={"id": trigger.id, "type": trigger.type, "variables": variables, **variables},
     )
     await submit(app.backend, execution)
+    if trigger.wait or trigger.return_outputs:
+        ended = await _ended(app, execution.id)
+        if ended is None:
+            raise ApiError(503, "the server is stopping: the execution was started, not awaited")
+        if trigger.return_outputs:
+            return json_response(ended.outputs or {})
+        execution = ended
     return json_response(execution_json(execution))
+
+
+async def _ended(app: Any, execution_id: str) -> Execution | None:
+    """The execution once it has ended (webhook `wait`), polled as live follows are;
+    None when the server stops first."""
+    while True:
+        current = await app.backend.executions.get(execution_id)
+        if current is not None and current.state.terminated:
+            return current  # type: ignore[no-any-return]
+        if not await pause(app, app.config.poll_seconds):
+            return None
 
 
 routes = [

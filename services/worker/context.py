@@ -19,6 +19,8 @@ from runtime.actors import ProcessPool
 from runtime.flow import budgeted
 from runtime.log import get_logger
 from runtime.messages import LogEntry, WorkerJob
+from runtime.tasks.template_services import WorkerFunctionServices
+from services.task_services import BackendTaskServices
 
 log = get_logger("services.worker")
 
@@ -44,9 +46,13 @@ class TaskLogger:
         self._job = job
         self._buffer = buffer
         self._clock = clock
+        #: secret values this task rendered: written as *** in its logs, as Kestra does
+        self.masked: set[str] = set()
 
     def log(self, level: str, message: str) -> None:
         job = self._job
+        for secret in self.masked:
+            message = message.replace(secret, "***")
         self._buffer.add(
             LogEntry(
                 execution_id=job.execution_id,
@@ -100,6 +106,9 @@ class WorkerRunContext:
         self.log = logger
         self.storage = storage
         self.kv = backend.kv
+        self.logs = backend.logs
+        #: what the tasks acting on executions, logs and triggers use
+        self.backend_services = BackendTaskServices(backend)
         self.pool = pool
         self._secrets = secrets
         self.warning: str | None = None
@@ -134,8 +143,9 @@ class WorkerRunContext:
         self.kill_callbacks.append(callback)
 
 
-class _TemplateServices:
-    """secret(), kv() and read() for the task's templates."""
+class _TemplateServices(WorkerFunctionServices):
+    """secret(), kv() and read() for the task's templates (the functions reading the
+    execution's logs and files come from WorkerFunctionServices)."""
 
     def __init__(self, ctx: WorkerRunContext, secrets: dict[str, str]) -> None:
         self._ctx = ctx
@@ -143,12 +153,16 @@ class _TemplateServices:
 
     async def secret(self, key: str) -> str:
         try:
-            return self._secrets[key]
+            # Kestra's environment secrets are SECRET_<KEY>: secret('my_key') finds it
+            value = self._secrets[key] if key in self._secrets else self._secrets[key.upper()]
         except KeyError:
             raise LookupError(
-                f"secret {key!r} is not set: export SECRET_{key}=<base64 of the value> "
+                f"secret {key!r} is not set: export SECRET_{key.upper()}=<base64 of the value> "
                 "in the worker's environment"
             ) from None
+        if len(value) >= 3:  # masking a one-letter secret would garble every line
+            self._ctx.log.masked.add(value)
+        return value
 
     async def kv(self, key: str, namespace: str | None, error_on_missing: bool) -> Any:
         space = namespace or self._ctx.namespace

@@ -31,7 +31,7 @@ from backends.errors import Transient
 from backends.protocols import Backend, QueueMessage, ServiceInstance, Storage
 from runtime.actors import ChildContext, ProcessPool, ServiceState
 from runtime.config import WorkerConfig
-from runtime.flow import budgeted, template
+from runtime.flow import budgeted, dynamic, template
 from runtime.flow.engine import task_index
 from runtime.flow.events import WorkerResult
 from runtime.flow.model import RunnableTask, Task
@@ -315,16 +315,21 @@ class Worker:
         if not isinstance(task, RunnableTask):
             ctx.log.error(f"task {task.id!r} of type {task.type} cannot run on a worker")
             return StateType.FAILED, None
-        timeout = task.timeout.total_seconds() if task.timeout is not None else None
         try:
-            async with asyncio.timeout(timeout):
-                outputs = await task.run(ctx)
-        except TaskFailure as exc:
+            runnable = await dynamic.resolve_async(task, ctx.render)
+        except (dynamic.DynamicPropertyError, template.TemplateError) as exc:
             ctx.log.error(str(exc))
             return StateType.FAILED, None
+        timeout = runnable.timeout.total_seconds() if runnable.timeout is not None else None
+        try:
+            async with asyncio.timeout(timeout):
+                outputs = await runnable.run(ctx)
+        except TaskFailure as exc:
+            ctx.log.error(str(exc))
+            return StateType.FAILED, exc.outputs
         except TimeoutError:
             call_kill_callbacks(ctx)
-            ctx.log.error(f"task {task.id!r} timed out after {task.timeout}: killed")
+            ctx.log.error(f"task {task.id!r} timed out after {runnable.timeout}: killed")
             return StateType.FAILED, None
         except template.TemplateError as exc:
             prop = budgeted.property_of(task, exc.template)

@@ -176,6 +176,8 @@ def _iterations(task_id: str, expected: list[int]) -> Callable[[FlowRun], None]:
 def _labels(expected: dict[str, str]) -> Callable[[FlowRun], None]:
     def check(run: FlowRun) -> None:
         labels = {item["key"]: item["value"] for item in run.execution.get("labels", [])}
+        # every execution also carries its correlation id, as in Kestra
+        assert labels.pop("system.correlationId") == run.execution["id"]
         assert labels == expected
 
     return check

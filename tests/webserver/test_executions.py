@@ -329,7 +329,9 @@ async def test_labels(tmp_path: Path) -> None:
         response = await a.client.post(f"/api/v1/executions/{ex['id']}/labels", json=labels)
         assert response.status_code == 200
         got = await a.client.get(f"/api/v1/executions/{ex['id']}")
-        assert got.json()["labels"] == labels
+        # the correlation id is a system label: it stays
+        system = {"key": "system.correlationId", "value": ex["id"]}
+        assert got.json()["labels"] == [*labels, system]
         found = await a.client.get("/api/v1/executions/search", params={"labels": "team:data"})
         assert [e["id"] for e in found.json()["results"]] == [ex["id"]]
         url = f"/api/v1/executions/{ex['id']}/labels"
