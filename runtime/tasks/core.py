@@ -296,6 +296,8 @@ class PurgeCurrentExecutionFiles(RunnableTask, kw_only=True, frozen=True):
     canonical_type: ClassVar[str] = "io.kestra.plugin.core.storage.PurgeCurrentExecutionFiles"
     aliases: ClassVar[tuple[str, ...]] = (
         "io.kestra.core.tasks.storages.PurgeCurrentExecutionFiles",
+        "io.kestra.plugin.core.storage.PurgeExecution",
+        "io.kestra.core.tasks.storages.PurgeExecution",
     )
 
     async def run(self, ctx: RunContext) -> Outputs:

@@ -313,22 +313,6 @@ class DeduplicateItems(RunnableTask, kw_only=True, frozen=True):
         }
 
 
-class PurgeCurrentExecutionFiles(RunnableTask, kw_only=True, frozen=True):
-    canonical_type: ClassVar[str] = "io.kestra.plugin.core.storage.PurgeCurrentExecutionFiles"
-    aliases: ClassVar[tuple[str, ...]] = (
-        "io.kestra.plugin.core.storage.PurgeExecution",
-        "io.kestra.core.tasks.storages.PurgeExecution",
-    )
-
-    async def run(self, ctx: RunContext) -> Outputs:
-        storage = _storage(ctx, f"PurgeCurrentExecutionFiles {self.id!r}")
-        prefix = f"{ctx.flow_id}/executions/{ctx.execution_id}/"
-        uris = await storage.list(ctx.namespace, prefix)
-        for uri in uris:
-            await storage.delete(uri)
-        return {"uris": uris}
-
-
 STORAGE_TASKS: tuple[type[RunnableTask], ...] = (
     LocalFiles,
     Write,
@@ -338,6 +322,5 @@ STORAGE_TASKS: tuple[type[RunnableTask], ...] = (
     Split,
     FilterItems,
     DeduplicateItems,
-    PurgeCurrentExecutionFiles,
 )
 _ = anyio
