@@ -41,8 +41,9 @@ async def test_search_over_executions_filters_paging_and_both_paths(tmp_path: Pa
             assert answer.status_code == 200, answer.text
             return answer.json()
 
+        # three lines per execution: the executor's "Flow started", then its two tasks'
         every = await search()
-        assert every["total"] == 6
+        assert every["total"] == 9
         assert every["type"] == "OFFSET"
         stamps = [e["timestamp"] for e in every["results"]]
         assert stamps == sorted(stamps, reverse=True)
@@ -50,15 +51,15 @@ async def test_search_over_executions_filters_paging_and_both_paths(tmp_path: Pa
         # the tenant path is the same search
         assert await search("/api/v1/main/logs/search") == every
         page2 = await search(page="2", size="4")
-        assert (page2["total"], page2["results"]) == (6, every["results"][4:])
+        assert (page2["total"], page2["results"]) == (9, every["results"][4:8])
 
         # a namespace takes those below it; filters[namespace][EQUALS] only itself
-        assert (await search(namespace=NS))["total"] == 6
-        assert (await search(namespace=f"{NS}.team"))["total"] == 2
-        assert (await search(**{"filters[namespace][EQUALS]": NS}))["total"] == 4
-        assert (await search(**{"filters[namespace][PREFIX]": NS}))["total"] == 6
-        assert (await search(flowId="talk"))["total"] == 4
-        assert (await search(executionId=talks[0]["id"]))["total"] == 2
+        assert (await search(namespace=NS))["total"] == 9
+        assert (await search(namespace=f"{NS}.team"))["total"] == 3
+        assert (await search(**{"filters[namespace][EQUALS]": NS}))["total"] == 6
+        assert (await search(**{"filters[namespace][PREFIX]": NS}))["total"] == 9
+        assert (await search(flowId="talk"))["total"] == 6
+        assert (await search(executionId=talks[0]["id"]))["total"] == 3
         assert (await search(taskId="second", minLevel="WARN"))["total"] == 3
         assert (await search(minLevel="ERROR"))["total"] == 0
         warn = await search(**{"filters[level][EQUALS]": "WARNING"})
@@ -70,11 +71,11 @@ async def test_search_over_executions_filters_paging_and_both_paths(tmp_path: Pa
         # dates: from the past to the future holds everything, from the future nothing
         past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
         future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-        assert (await search(startDate=past, endDate=future))["total"] == 6
+        assert (await search(startDate=past, endDate=future))["total"] == 9
         assert (await search(startDate=future))["total"] == 0
         assert (await search(endDate=past))["total"] == 0
         assert (await search(**{"filters[startDate][GREATER_THAN]": future}))["total"] == 0
-        assert (await search(timeRange="PT1H"))["total"] == 6
+        assert (await search(timeRange="PT1H"))["total"] == 9
 
 
 @pytest.mark.parametrize(
@@ -120,23 +121,23 @@ async def test_delete_logs_of_an_execution_and_of_a_flow(tmp_path: Path) -> None
 
         gone = await a.client.delete(f"/api/v1/logs/{one['id']}", params={"minLevel": "WARN"})
         assert gone.status_code == 204
-        assert await messages(one["id"]) == ["hello from first"]
+        assert await messages(one["id"]) == ["Flow started", "hello from first"]
         gone = await a.client.delete(f"/api/v1/main/logs/{one['id']}", params={"taskId": "first"})
         assert gone.status_code == 204
-        assert await messages(one["id"]) == []
-        assert len(await messages(two["id"])) == 2
+        assert await messages(one["id"]) == ["Flow started"]
+        assert len(await messages(two["id"])) == 3
         bad = await a.client.delete(f"/api/v1/logs/{two['id']}", params={"minLevel": "LOUD"})
         assert bad.status_code == 400
         assert "`minLevel`" in bad.json()["message"]
-        assert len(await messages(two["id"])) == 2
+        assert len(await messages(two["id"])) == 3
         # deleteLogs=false: an execution's logs outlive it, and can be deleted after it
         kept = await a.client.delete(f"/api/v1/executions/{two['id']}?deleteLogs=false")
         assert kept.status_code == 204
-        assert len(await messages(two["id"])) == 2
+        assert len(await messages(two["id"])) == 3
         assert (await a.client.delete(f"/api/v1/logs/{two['id']}")).status_code == 204
-        assert (await a.client.get("/api/v1/logs/search", params={"flowId": "talk"})).json()[
-            "total"
-        ] == 0
+        # what is left of the flow's: the first execution's "Flow started"
+        left = await a.client.get("/api/v1/logs/search", params={"flowId": "talk"})
+        assert [e["message"] for e in left.json()["results"]] == ["Flow started"]
         # as Kestra, deleting an execution deletes its logs by default (in bulk too)
         three, four = [await a.execute("talk", params={"wait": "true"}) for _ in range(2)]
         assert (await a.client.delete(f"/api/v1/executions/{three['id']}")).status_code == 204
@@ -148,9 +149,9 @@ async def test_delete_logs_of_an_execution_and_of_a_flow(tmp_path: Path) -> None
         # by flow: a trigger's own logs are not stored, so that deletes nothing
         hook = await a.client.delete(f"/api/v1/logs/{NS}.team/other", params={"triggerId": "t"})
         assert hook.status_code == 204
-        assert len(await messages(other["id"])) == 2
+        assert len(await messages(other["id"])) == 3
         # the parent namespace's flow of the same id is another flow: nothing goes
         assert (await a.client.delete(f"/api/v1/logs/{NS}/other")).status_code == 204
-        assert len(await messages(other["id"])) == 2
+        assert len(await messages(other["id"])) == 3
         assert (await a.client.delete(f"/api/v1/main/logs/{NS}.team/other")).status_code == 204
         assert await messages(other["id"]) == []
