@@ -1,0 +1,414 @@
+"""KafkaBackend: queues as topics read by consumer-group members, and the transactional
+inbox as one producer transaction carrying a batch's outputs and consumed offsets.
+
+First layer of issue 22 (docs/architecture.md, "Kafka backend"): queues and the
+inbox. The stores (executions, flows, triggers, KV, logs, kills, services, the
+leader lock) are not written yet; using one raises NotImplementedError naming it.
+The backend is not in ``make_backend``'s registry until the executor runs a flow
+end to end on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from backends.errors import Transient
+from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
+from backends.kafka.settings import KafkaSettings
+from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
+from backends.protocols import Clock, QueueMessage
+
+_Items = Sequence[tuple[str | None, bytes]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _require_aware(when: datetime, what: str) -> datetime:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware (UTC), got naive {when.isoformat()}")
+    return when
+
+
+class _Staged:
+    """What one unit of work publishes and settles, applied at its commit."""
+
+    def __init__(self) -> None:
+        self.publishes: list[tuple[str, _Items, datetime | None]] = []
+        #: queue -> entries to ack
+        self.acks: dict[str, list[Entry]] = {}
+        #: queue -> (entries, delay) to hand back after the commit
+        self.nacks: list[tuple[str, list[Entry], float]] = []
+
+
+#: the unit of work open in this task: an autocommit write inside it would wait for
+#: the producer lock the unit of work holds
+_open: ContextVar[object | None] = ContextVar("kafka_backend_unit", default=None)
+
+
+class KafkaQueues:
+    """The Queues protocol: autocommit (``staged`` None) or inside one unit of work."""
+
+    def __init__(self, backend: KafkaBackend, staged: _Staged | None = None) -> None:
+        self._backend = backend
+        self._staged = staged
+
+    async def publish(
+        self, queue: str, items: _Items, *, available_at: datetime | None = None
+    ) -> None:
+        """Append ``(key, payload)`` items; hidden until ``available_at`` if given."""
+        if available_at is not None:
+            _require_aware(available_at, "available_at")
+        if not items:
+            return
+        items = [(k, bytes(p)) for k, p in items]
+        if self._staged is not None:
+            self._staged.publishes.append((queue, items, available_at))
+            return
+        self._backend._refuse_inside_unit("an autocommit publish")
+        await self._backend._produce(_one(queue, items, available_at), {})
+
+    async def claim(
+        self,
+        queue: str,
+        consumer: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        prefetch_executions: bool = False,
+    ) -> list[QueueMessage]:
+        """Lease up to ``limit`` messages of this process's partitions to ``consumer``."""
+        member = await self._backend._member(queue)
+        await member.catch_up()
+        return member.claim(consumer, limit, lease_seconds)
+
+    async def ack(self, queue: str, ids: Sequence[int]) -> None:
+        member = await self._backend._member(queue)
+        entries = member.find(ids)
+        if self._staged is not None:
+            self._staged.acks.setdefault(queue, []).extend(entries)
+            return
+        offsets = member.offsets_after(entries)
+        member.remove(entries)
+        await member.commit(offsets)
+
+    async def nack(self, queue: str, ids: Sequence[int], *, delay_seconds: float = 0.0) -> None:
+        member = await self._backend._member(queue)
+        entries = member.find(ids)
+        if self._staged is not None:
+            self._staged.nacks.append((queue, entries, delay_seconds))
+            return
+        due = self._backend.clock() + timedelta(seconds=max(delay_seconds, 0.0))
+        member.release(entries, due, count=True)
+
+    async def requeue_consumer(self, consumer: str) -> int:
+        """Release ``consumer``'s leases in this process (a dead process's partitions
+        move to another member through the group instead)."""
+        now = self._backend.clock()
+        return sum(m.requeue(consumer, now) for m in self._backend._members.values())
+
+    async def requeue_expired(self) -> int:
+        now = self._backend.clock()
+        return sum(m.requeue(None, now) for m in self._backend._members.values())
+
+    async def depth(self, queue: str) -> int:
+        """Messages waiting in this process's partitions of the queue, leased or not."""
+        member = await self._backend._member(queue)
+        await member.catch_up()
+        return sum(len(b) for b in member.buffers.values())
+
+    async def next_available(self, queue: str) -> datetime | None:
+        member = await self._backend._member(queue)
+        await member.catch_up()
+        return member.next_available()
+
+    async def wait(self, queue: str, at_most: float) -> None:
+        member = await self._backend._member(queue)
+        await member.wait(at_most)
+
+
+def _one(queue: str, items: _Items, available_at: datetime | None) -> list[Any]:
+    return [(queue, items, available_at)]
+
+
+class _NotYet:
+    """A store the Kafka backend does not provide yet."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> NoReturn:
+        raise NotImplementedError(
+            f"the Kafka backend has no {self._name} store yet (issue 22, first layer:"
+            f" queues and the inbox only); `{self._name}.{attribute}` needs another backend"
+        )
+
+
+class KafkaStores:
+    """The stores of one unit of work (or autocommit): queues, and the stores to come."""
+
+    def __init__(self, backend: KafkaBackend, staged: _Staged | None = None) -> None:
+        self.queues = KafkaQueues(backend, staged)
+        self.executions: Any = _NotYet("executions")
+        self.flows: Any = _NotYet("flows")
+        self.triggers: Any = _NotYet("triggers")
+        self.kv: Any = _NotYet("kv")
+        self.logs: Any = _NotYet("logs")
+        self.kills: Any = _NotYet("kills")
+
+
+class KafkaInboxBatch:
+    __slots__ = ("_retry", "messages", "stores")
+
+    def __init__(self, messages: list[QueueMessage], stores: KafkaStores) -> None:
+        self.messages = messages
+        self.stores = stores
+        self._retry: dict[int, float] = {}
+
+    def retry(self, messages: Sequence[QueueMessage], delay_seconds: float) -> None:
+        for message in messages:
+            self._retry[message.id] = delay_seconds
+
+
+class KafkaInbox:
+    """A consumer's inbox on a queue: a unit of work is one producer transaction
+    carrying what the handler published and the offsets its batch consumed."""
+
+    def __init__(self, backend: KafkaBackend, queue: str, consumer: str, lease: float) -> None:
+        self.backend = backend
+        self.queue = queue
+        self.consumer = consumer
+        self.lease_seconds = lease
+
+    @contextlib.asynccontextmanager
+    async def batch(self, limit: int) -> AsyncIterator[KafkaInboxBatch]:
+        member = await self.backend._member(self.queue)
+        await member.catch_up()
+        messages = member.claim(self.consumer, limit, self.lease_seconds)
+        entries = member.find([m.id for m in messages])
+        staged = _Staged()
+        batch = KafkaInboxBatch(messages, KafkaStores(self.backend, staged))
+        try:
+            async with self.backend._unit():
+                yield batch
+                retry = batch._retry
+                staged.acks.setdefault(self.queue, []).extend(
+                    e for e in entries if e.id not in retry
+                )
+                for delay in sorted(set(retry.values())):
+                    again = [e for e in entries if retry.get(e.id) == delay]
+                    staged.nacks.append((self.queue, again, delay))
+                await self.backend._commit_unit(staged)
+        except BaseException:
+            # The claim rolls back with the unit of work: claimable again at once.
+            member.release(entries, self.backend.clock(), count=False)
+            raise
+
+    async def receive(self, limit: int) -> list[QueueMessage]:
+        return await self.backend.queues.claim(self.queue, self.consumer, limit, self.lease_seconds)
+
+    @contextlib.asynccontextmanager
+    async def settle(self, messages: Sequence[QueueMessage]) -> AsyncIterator[KafkaStores]:
+        member = await self.backend._member(self.queue)
+        staged = _Staged()
+        async with self.backend._unit():
+            yield KafkaStores(self.backend, staged)
+            staged.acks.setdefault(self.queue, []).extend(member.find([m.id for m in messages]))
+            await self.backend._commit_unit(staged)
+
+    async def give_back(self, messages: Sequence[QueueMessage], delay_seconds: float = 0.0) -> None:
+        await self.backend.queues.nack(
+            self.queue, [m.id for m in messages], delay_seconds=delay_seconds
+        )
+
+    async def wait(self, at_most: float) -> None:
+        await self.backend.queues.wait(self.queue, at_most)
+
+    async def next_available(self) -> datetime | None:
+        return await self.backend.queues.next_available(self.queue)
+
+
+class KafkaBackend:
+    """Queues and the transactional inbox on Kafka (aiokafka); see the module doc.
+
+    One transactional producer per instance (``transactional.id`` unique to it), so
+    units of work of one process run one at a time.
+    """
+
+    name = "kafka"
+
+    def __init__(self, settings: KafkaSettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self._clock: Clock = clock or utc_now
+        self._members: dict[str, Member] = {}
+        self._topics_made: set[str] = set()
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        stores = KafkaStores(self)
+        self.queues = stores.queues
+        self.executions = stores.executions
+        self.flows = stores.flows
+        self.triggers = stores.triggers
+        self.kv = stores.kv
+        self.logs = stores.logs
+        self.kills = stores.kills
+        self.services: Any = _NotYet("services")
+        self.leader: Any = _NotYet("leader")
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    async def start(self) -> None:
+        """Start the transactional producer (InitProducerId: the broker must support
+        transactions)."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.servers,
+            client_id=f"{self.settings.topic_prefix}producer",
+            transactional_id=f"{self.settings.topic_prefix}tx.{uuid.uuid4()}",
+            enable_idempotence=True,
+            acks="all",
+        )
+        try:
+            await producer.start()
+            # InitProducerId is sent lazily: ask for it now, so a broker without
+            # transactions is reported at start, not at the first publish.
+            await producer.begin_transaction()
+            await producer.abort_transaction()
+        except KafkaError as exc:
+            await producer.stop()
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: the transactional producer does"
+                f" not start ({exc!r}). The backend needs a broker with idempotent and"
+                " transactional producers (Kafka 0.11+ semantics, InitProducerId); check that"
+                " the brokers run and support them"
+            ) from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        members, self._members = list(self._members.values()), {}
+        for member in members:
+            await member.stop()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await asyncio.shield(producer.stop())
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[KafkaStores]:
+        return self._transaction()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[KafkaStores]:
+        """The stores bound to one producer transaction (publishes and acks)."""
+        staged = _Staged()
+        async with self._unit():
+            yield KafkaStores(self, staged)
+            await self._commit_unit(staged)
+
+    def inbox(
+        self,
+        queue: str,
+        consumer: str,
+        *,
+        lease_seconds: float,
+        prefetch_executions: bool = False,
+    ) -> KafkaInbox:
+        return KafkaInbox(self, queue, consumer, lease_seconds)
+
+    # -- internals ---------------------------------------------------------------------
+    async def _member(self, queue: str) -> Member:
+        member = self._members.get(queue)
+        if member is None:
+            member = self._members[queue] = Member(self.settings, queue, self._clock)
+        await self._ensure_topic(queue)
+        await member.ensure_started()
+        return member
+
+    async def _ensure_topic(self, queue: str) -> None:
+        if queue in self._topics_made:
+            return
+        await ensure_topics(self.settings, [queue_spec(self.settings, queue)])
+        self._topics_made.add(queue)
+
+    @contextlib.asynccontextmanager
+    async def _unit(self) -> AsyncIterator[None]:
+        self._refuse_inside_unit("a nested unit of work")
+        async with self._lock:
+            token = _open.set(self)
+            try:
+                yield
+            finally:
+                _open.reset(token)
+
+    def _refuse_inside_unit(self, what: str) -> None:
+        if _open.get() is self:
+            raise RuntimeError(
+                f"KafkaBackend: {what} while this task has a unit of work open would"
+                " deadlock; use the stores the transaction or inbox batch yielded"
+            )
+
+    async def _commit_unit(self, staged: _Staged) -> None:
+        """Produce the staged records and the acked offsets in one transaction; apply
+        the acks and nacks to the buffers only once it committed."""
+        offsets: dict[str, dict[TopicPartition, int]] = {}
+        for queue, entries in staged.acks.items():
+            if entries:
+                offsets[self._members[queue].group] = self._members[queue].offsets_after(entries)
+        await self._produce(staged.publishes, offsets)
+        for queue, entries in staged.acks.items():
+            self._members[queue].remove(entries)
+        for queue, entries, delay in staged.nacks:
+            due = self._clock() + timedelta(seconds=max(delay, 0.0))
+            self._members[queue].release(entries, due, count=True)
+
+    async def _produce(
+        self,
+        publishes: Sequence[tuple[str, _Items, datetime | None]],
+        offsets: dict[str, dict[TopicPartition, int]],
+    ) -> None:
+        if not publishes and not any(offsets.values()):
+            return
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("KafkaBackend: start() the backend before using it")
+        for queue, _, _ in publishes:
+            await self._ensure_topic(queue)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if _open.get() is not self:
+                    await stack.enter_async_context(self._lock)
+                async with producer.transaction():
+                    for queue, items, available_at in publishes:
+                        headers = (
+                            []
+                            if available_at is None
+                            else [(AVAILABLE_AT, encode_available_at(available_at))]
+                        )
+                        topic = queue_topic(self.settings, queue)
+                        for key, payload in items:
+                            await producer.send(
+                                topic,
+                                value=payload,
+                                key=None if key is None else key.encode(),
+                                headers=headers,
+                            )
+                    for group, group_offsets in offsets.items():
+                        if group_offsets:
+                            await producer.send_offsets_to_transaction(group_offsets, group)
+        except KafkaError as exc:
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: a transaction failed ({exc!r});"
+                " nothing of it was written"
+            ) from exc
+        for member in self._members.values():
+            if any(queue == member.queue for queue, _, _ in publishes):
+                member.wake.set()
