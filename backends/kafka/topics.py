@@ -98,3 +98,8 @@ async def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list
         ) from exc
     finally:
         await admin.close()
+
+
+async def migrate(settings: KafkaSettings) -> list[str]:
+    """``runtime migrate`` on Kafka: create every topic of the backend that is missing."""
+    return await ensure_topics(settings, all_specs(settings))
