@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -24,10 +24,16 @@ from aiokafka.errors import KafkaError
 from backends.errors import Transient
 from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
 from backends.kafka.settings import KafkaSettings
+from backends.kafka.tables import ENCODED, EXECUTIONS, FLOWS, Table
 from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
+from backends.memory.data import Data, View
+from backends.memory.stores import MemoryExecutions, MemoryFlows, MemoryKV, MemoryTriggers
 from backends.protocols import Clock, QueueMessage
 
 _Items = Sequence[tuple[str | None, bytes]]
+#: a record to produce: topic, key, value (None: a tombstone), headers
+_Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -49,6 +55,8 @@ class _Staged:
         self.acks: dict[str, list[Entry]] = {}
         #: queue -> (entries, delay) to hand back after the commit
         self.nacks: list[tuple[str, list[Entry], float]] = []
+        #: the tables as this unit of work sees them (made at its first store call)
+        self.view: View | None = None
 
 
 #: the unit of work open in this task: an autocommit write inside it would wait for
@@ -75,8 +83,13 @@ class KafkaQueues:
         if self._staged is not None:
             self._staged.publishes.append((queue, items, available_at))
             return
-        self._backend._refuse_inside_unit("an autocommit publish")
-        await self._backend._produce(_one(queue, items, available_at), {})
+        backend = self._backend
+        backend._refuse_inside_unit("an autocommit publish")
+        await backend._ensure_topic(queue)
+        await backend._produce(backend._publish_records(queue, items, available_at), {})
+        member = backend._members.get(queue)
+        if member is not None:
+            member.wake.set()
 
     async def claim(
         self,
@@ -137,10 +150,6 @@ class KafkaQueues:
         await member.wait(at_most)
 
 
-def _one(queue: str, items: _Items, available_at: datetime | None) -> list[Any]:
-    return [(queue, items, available_at)]
-
-
 class _NotYet:
     """A store the Kafka backend does not provide yet."""
 
@@ -154,15 +163,42 @@ class _NotYet:
         )
 
 
+class _TableSession:
+    """Runs the memory stores' operations over the tables: inside a unit of work on
+    its view (its writes produced when it commits), or autocommit (a unit of its own)."""
+
+    def __init__(self, backend: KafkaBackend, staged: _Staged | None) -> None:
+        self._backend = backend
+        self._staged = staged
+
+    async def read(self, op: Callable[[View], T]) -> T:
+        if self._staged is not None:
+            return op(await self._backend._view_of(self._staged))
+        await self._backend._catch_up_tables()
+        return op(self._backend._fresh_view())
+
+    async def write(self, op: Callable[[View], T]) -> T:
+        if self._staged is not None:
+            return op(await self._backend._view_of(self._staged))
+        self._backend._refuse_inside_unit("an autocommit write")
+        staged = _Staged()
+        async with self._backend._unit():
+            result = op(await self._backend._view_of(staged))
+            await self._backend._commit_unit(staged)
+        return result
+
+
 class KafkaStores:
-    """The stores of one unit of work (or autocommit): queues, and the stores to come."""
+    """The stores of one unit of work (or autocommit). Executions, flows, triggers and
+    KV are tables (``backends.kafka.tables``); logs and kills are not written yet."""
 
     def __init__(self, backend: KafkaBackend, staged: _Staged | None = None) -> None:
+        session = _TableSession(backend, staged)
         self.queues = KafkaQueues(backend, staged)
-        self.executions: Any = _NotYet("executions")
-        self.flows: Any = _NotYet("flows")
-        self.triggers: Any = _NotYet("triggers")
-        self.kv: Any = _NotYet("kv")
+        self.executions = MemoryExecutions(session)
+        self.flows = MemoryFlows(session)
+        self.triggers = MemoryTriggers(session)
+        self.kv = MemoryKV(session)
         self.logs: Any = _NotYet("logs")
         self.kills: Any = _NotYet("kills")
 
@@ -254,6 +290,16 @@ class KafkaBackend:
         self._topics_made: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._executions = Table(settings, "executions", EXECUTIONS)
+        self._flows = Table(settings, "flows", FLOWS)
+        self._triggers = Table(settings, "triggers", ENCODED)
+        self._kv = Table(settings, "kv", ENCODED)
+        self._tables: list[Table[Any, Any]] = [
+            self._executions,
+            self._flows,
+            self._triggers,
+            self._kv,
+        ]
         stores = KafkaStores(self)
         self.queues = stores.queues
         self.executions = stores.executions
@@ -299,6 +345,8 @@ class KafkaBackend:
         members, self._members = list(self._members.values()), {}
         for member in members:
             await member.stop()
+        for table in self._tables:
+            await table.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             await asyncio.shield(producer.stop())
@@ -333,6 +381,37 @@ class KafkaBackend:
         await member.ensure_started()
         return member
 
+    async def _catch_up_tables(self) -> None:
+        for table in self._tables:
+            await table.catch_up()
+
+    def _fresh_view(self) -> View:
+        """A memory View whose committed data are the tables' dicts (read live)."""
+        data = Data()
+        data.executions = self._executions.values
+        data.flows = self._flows.values  # type: ignore[assignment]
+        data.triggers = self._triggers.values  # type: ignore[assignment]
+        data.kv = self._kv.values  # type: ignore[assignment]
+        return View(data, self._clock)
+
+    async def _view_of(self, staged: _Staged) -> View:
+        if staged.view is None:
+            await self._catch_up_tables()
+            staged.view = self._fresh_view()
+        return staged.view
+
+    def _publish_records(
+        self, queue: str, items: _Items, available_at: datetime | None
+    ) -> list[_Record]:
+        headers = (
+            [] if available_at is None else [(AVAILABLE_AT, encode_available_at(available_at))]
+        )
+        topic = queue_topic(self.settings, queue)
+        return [
+            (topic, None if key is None else key.encode(), payload, headers)
+            for key, payload in items
+        ]
+
     async def _ensure_topic(self, queue: str) -> None:
         if queue in self._topics_made:
             return
@@ -363,7 +442,26 @@ class KafkaBackend:
         for queue, entries in staged.acks.items():
             if entries:
                 offsets[self._members[queue].group] = self._members[queue].offsets_after(entries)
-        await self._produce(staged.publishes, offsets)
+        records: list[_Record] = []
+        for queue, items, available_at in staged.publishes:
+            await self._ensure_topic(queue)
+            records += self._publish_records(queue, items, available_at)
+        if staged.view is not None:
+            view = staged.view
+            changes: list[dict[Any, Any]] = [
+                view.executions.staged(),
+                view.flows.staged(),
+                view.triggers.staged(),
+                view.kv.staged(),
+            ]
+            for table, changed in zip(self._tables, changes, strict=True):
+                records += [(table.topic, k, v, []) for k, v in table.records(changed)]
+        await self._produce(records, offsets)
+        woken = {queue for queue, _, _ in staged.publishes}
+        for queue in woken:
+            member = self._members.get(queue)
+            if member is not None:
+                member.wake.set()
         for queue, entries in staged.acks.items():
             self._members[queue].remove(entries)
         for queue, entries, delay in staged.nacks:
@@ -371,36 +469,21 @@ class KafkaBackend:
             self._members[queue].release(entries, due, count=True)
 
     async def _produce(
-        self,
-        publishes: Sequence[tuple[str, _Items, datetime | None]],
-        offsets: dict[str, dict[TopicPartition, int]],
+        self, records: Sequence[_Record], offsets: dict[str, dict[TopicPartition, int]]
     ) -> None:
-        if not publishes and not any(offsets.values()):
+        """Write ``records`` and commit ``offsets`` in one transaction."""
+        if not records and not any(offsets.values()):
             return
         producer = self._producer
         if producer is None:
             raise RuntimeError("KafkaBackend: start() the backend before using it")
-        for queue, _, _ in publishes:
-            await self._ensure_topic(queue)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if _open.get() is not self:
                     await stack.enter_async_context(self._lock)
                 async with producer.transaction():
-                    for queue, items, available_at in publishes:
-                        headers = (
-                            []
-                            if available_at is None
-                            else [(AVAILABLE_AT, encode_available_at(available_at))]
-                        )
-                        topic = queue_topic(self.settings, queue)
-                        for key, payload in items:
-                            await producer.send(
-                                topic,
-                                value=payload,
-                                key=None if key is None else key.encode(),
-                                headers=headers,
-                            )
+                    for topic, key, value, headers in records:
+                        await producer.send(topic, value=value, key=key, headers=headers)
                     for group, group_offsets in offsets.items():
                         if group_offsets:
                             await producer.send_offsets_to_transaction(group_offsets, group)
@@ -409,6 +492,3 @@ class KafkaBackend:
                 f"Kafka at {self.settings.bootstrap_servers}: a transaction failed ({exc!r});"
                 " nothing of it was written"
             ) from exc
-        for member in self._members.values():
-            if any(queue == member.queue for queue, _, _ in publishes):
-                member.wake.set()
