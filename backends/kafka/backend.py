@@ -18,17 +18,18 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypeVar
 
+import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from backends.errors import Transient
 from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
 from backends.kafka.settings import KafkaSettings
-from backends.kafka.tables import ENCODED, EXECUTIONS, FLOWS, Table
+from backends.kafka.tables import BY_ID, ENCODED, EXECUTIONS, FLOWS, Table
 from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
-from backends.memory.data import Data, View
+from backends.memory.data import Data, Overlay, View
 from backends.memory.stores import MemoryExecutions, MemoryFlows, MemoryKV, MemoryTriggers
-from backends.protocols import Clock, QueueMessage
+from backends.protocols import Clock, QueueMessage, ServiceInstance
 
 _Items = Sequence[tuple[str | None, bytes]]
 #: a record to produce: topic, key, value (None: a tombstone), headers
@@ -163,6 +164,78 @@ class _NotYet:
         )
 
 
+class _KafkaView(View):
+    """A memory View over the tables, plus the kill requests (a table of task run ids)."""
+
+    def __init__(self, data: Data, clock: Clock, kills: dict[str, bytes]) -> None:
+        super().__init__(data, clock)
+        self.kill_requests: Overlay[str, bytes] = Overlay(kills)
+
+
+def _kills_of(view: View) -> Overlay[str, bytes]:
+    assert isinstance(view, _KafkaView), "the Kafka stores run on a _KafkaView"
+    return view.kill_requests
+
+
+class KafkaKills:
+    """The KillStore protocol: a compacted topic keyed by task run id, which every
+    worker reads whole (a broadcast); a clear is a tombstone."""
+
+    def __init__(self, session: _TableSession) -> None:
+        self._session = session
+
+    async def request(self, task_run_ids: Sequence[str]) -> None:
+        def op(view: View) -> None:
+            kills = _kills_of(view)
+            for task_run_id in task_run_ids:
+                if kills.get(task_run_id) is None:
+                    kills.set(task_run_id, b"kill")
+
+        await self._session.write(op)
+
+    async def requested(self, task_run_ids: Sequence[str]) -> set[str]:
+        if not task_run_ids:
+            return set()
+        return await self._session.read(
+            lambda v: {i for i in task_run_ids if _kills_of(v).get(i) is not None}
+        )
+
+    async def clear(self, task_run_ids: Sequence[str]) -> None:
+        def op(view: View) -> None:
+            kills = _kills_of(view)
+            for task_run_id in task_run_ids:
+                kills.delete(task_run_id)
+
+        await self._session.write(op)
+
+
+_service_encoder = msgspec.json.Encoder()
+_service_decoder = msgspec.json.Decoder(ServiceInstance)
+
+
+class KafkaServices:
+    """The ServiceRegistry protocol: a compacted topic keyed by instance id (each
+    heartbeat a record; a removal a tombstone), read whole."""
+
+    def __init__(self, backend: KafkaBackend, table: Table[str, bytes]) -> None:
+        self._backend = backend
+        self._table = table
+
+    async def heartbeat(self, instance: ServiceInstance) -> None:
+        await self._write(instance.id, _service_encoder.encode(instance))
+
+    async def list(self) -> list[ServiceInstance]:
+        await self._table.catch_up()
+        return [_service_decoder.decode(raw) for _, raw in sorted(self._table.values.items())]
+
+    async def remove(self, instance_id: str) -> None:
+        await self._write(instance_id, None)
+
+    async def _write(self, instance_id: str, value: bytes | None) -> None:
+        await self._table.ensure_started()
+        await self._backend._produce([(self._table.topic, instance_id.encode(), value, [])], {})
+
+
 class _TableSession:
     """Runs the memory stores' operations over the tables: inside a unit of work on
     its view (its writes produced when it commits), or autocommit (a unit of its own)."""
@@ -200,7 +273,7 @@ class KafkaStores:
         self.triggers = MemoryTriggers(session)
         self.kv = MemoryKV(session)
         self.logs: Any = _NotYet("logs")
-        self.kills: Any = _NotYet("kills")
+        self.kills = KafkaKills(session)
 
 
 class KafkaInboxBatch:
@@ -294,12 +367,16 @@ class KafkaBackend:
         self._flows = Table(settings, "flows", FLOWS)
         self._triggers = Table(settings, "triggers", ENCODED)
         self._kv = Table(settings, "kv", ENCODED)
+        self._kills = Table(settings, "kills", BY_ID)
+        #: the tables a unit of work writes, in the order _commit_unit reads them
         self._tables: list[Table[Any, Any]] = [
             self._executions,
             self._flows,
             self._triggers,
             self._kv,
+            self._kills,
         ]
+        self._services = Table(settings, "services", BY_ID)
         stores = KafkaStores(self)
         self.queues = stores.queues
         self.executions = stores.executions
@@ -308,7 +385,7 @@ class KafkaBackend:
         self.kv = stores.kv
         self.logs = stores.logs
         self.kills = stores.kills
-        self.services: Any = _NotYet("services")
+        self.services = KafkaServices(self, self._services)
         self.leader: Any = _NotYet("leader")
 
     @property
@@ -345,7 +422,7 @@ class KafkaBackend:
         members, self._members = list(self._members.values()), {}
         for member in members:
             await member.stop()
-        for table in self._tables:
+        for table in [*self._tables, self._services]:
             await table.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
@@ -382,8 +459,8 @@ class KafkaBackend:
         return member
 
     async def _catch_up_tables(self) -> None:
-        for table in self._tables:
-            await table.catch_up()
+        # side by side: each is a ListOffsets round trip, then a wait for the fetch
+        await asyncio.gather(*(table.catch_up() for table in self._tables))
 
     def _fresh_view(self) -> View:
         """A memory View whose committed data are the tables' dicts (read live)."""
@@ -392,7 +469,7 @@ class KafkaBackend:
         data.flows = self._flows.values  # type: ignore[assignment]
         data.triggers = self._triggers.values  # type: ignore[assignment]
         data.kv = self._kv.values  # type: ignore[assignment]
-        return View(data, self._clock)
+        return _KafkaView(data, self._clock, self._kills.values)
 
     async def _view_of(self, staged: _Staged) -> View:
         if staged.view is None:
@@ -453,6 +530,7 @@ class KafkaBackend:
                 view.flows.staged(),
                 view.triggers.staged(),
                 view.kv.staged(),
+                _kills_of(view).staged(),
             ]
             for table, changed in zip(self._tables, changes, strict=True):
                 records += [(table.topic, k, v, []) for k, v in table.records(changed)]

@@ -70,6 +70,8 @@ FLOWS: Codec[tuple[str, ...], FlowEntry] = Codec(
 )
 #: triggers and KV entries are kept encoded by the memory stores already
 ENCODED: Codec[tuple[str, ...], bytes] = Codec(_tuple_key, _tuple_back, _raw, _raw)
+#: kill requests and service instances: keyed by id, values as they are
+BY_ID: Codec[str, bytes] = Codec(str.encode, bytes.decode, _raw, _raw)
 
 
 class Table(Generic[K, V]):

@@ -5,7 +5,7 @@ Executions, flows, triggers and KV are global tables (``backends.kafka.tables``)
 The queues run on one partition here: the suite checks the publication order of
 unkeyed messages across a whole queue, which Kafka keeps per partition only (the
 spread over partitions is tested in ``tests/kafka/test_backend.py``). The stores the
-backend does not have yet (logs, kills, services, leader) are strict xfails, so each
+backend does not have yet (logs, the leader lock) are strict xfails, so each
 shows up when it is written.
 Tansu cannot run any of this: it has no transactional producer (see
 ``tests/kafka/test_backend.py``).
@@ -26,9 +26,7 @@ from backends.protocols import Backend, Clock
 from backends.testing import BackendConformance
 from backends.testing.log_search_tests import LogSearchConformance
 from backends.testing.state_tests import (
-    KillConformance,
     LeaderConformance,
-    ServiceConformance,
 )
 from backends.testing.store_tests import LogConformance
 
@@ -40,10 +38,8 @@ def _tests_of(*suites: type) -> list[str]:
 
 
 _NOT_YET = dict.fromkeys(
-    _tests_of(
-        LogConformance, LogSearchConformance, KillConformance, ServiceConformance, LeaderConformance
-    ),
-    "the Kafka backend has no logs, kills, services or leader store yet (issue 22, first layer)",
+    _tests_of(LogConformance, LogSearchConformance, LeaderConformance),
+    "the Kafka backend has no log store or leader lock yet (issue 22, first layer)",
 )
 
 
@@ -54,7 +50,7 @@ def noida_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess
 
 
 _NOT_YET["test_transaction_rollback_covers_every_store"] = (
-    "it writes logs and kills, which the Kafka backend does not store yet"
+    "it writes logs, which the Kafka backend does not store yet"
 )
 _NOT_YET["test_transaction_reads_its_own_writes"] = (
     "it writes logs, which the Kafka backend does not store yet; and a unit of work's"
