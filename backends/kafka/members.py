@@ -120,6 +120,8 @@ class Member:
         self._consumer: AIOKafkaConsumer | None = None
         self._fetch: asyncio.Task[None] | None = None
         self._started = asyncio.Lock()
+        #: what ended the fetch loop, reported by the next call that needs it
+        self._failure: Exception | None = None
 
     # -- life ------------------------------------------------------------------------
     async def ensure_started(self) -> None:
@@ -152,14 +154,25 @@ class Member:
         fetch, self._fetch = self._fetch, None
         if fetch is not None:
             fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetch
+            # wait() neither raises the loop's failure (reported already) nor
+            # swallows a cancellation of this caller
+            await asyncio.wait({fetch})
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await asyncio.shield(consumer.stop())
         self.wake.set()
 
     async def _fetch_loop(self) -> None:
+        """Fetch until stopped; a failure is kept for the next caller (never lost)."""
+        try:
+            await self._fetch_forever()
+        except Exception as exc:
+            self._failure = exc
+            async with self._progress:
+                self._progress.notify_all()
+            raise
+
+    async def _fetch_forever(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         while True:
@@ -201,6 +214,7 @@ class Member:
         """Return once everything committed to this member's partitions before the
         call is in the buffer (read your writes)."""
         await self.ensure_started()
+        self._raise_failure()
         consumer = self._consumer
         assert consumer is not None
         try:
@@ -212,6 +226,8 @@ class Member:
                 ends = await consumer.end_offsets(assigned)
 
                 def reached() -> bool:
+                    if self._failure is not None:
+                        return True
                     return all(
                         self.fetched.get(tp.partition, -1) >= end
                         for tp, end in ends.items()
@@ -220,12 +236,24 @@ class Member:
 
                 async with self._progress:
                     await self._progress.wait_for(reached)
+            self._raise_failure()
+        except KafkaError as exc:
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: queue {self.queue!r}: {exc!r}"
+            ) from exc
         except TimeoutError:
             raise Transient(
                 f"Kafka at {self.settings.bootstrap_servers}: queue {self.queue!r} did not"
                 f" catch up within {SETTLE_SECONDS:g} s (group {self.group!r} not settled, or"
                 " the brokers are unreachable)"
             ) from None
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise Transient(
+                f"Kafka: the fetch of queue {self.queue!r} stopped ({self._failure!r});"
+                " restart the component"
+            ) from self._failure
 
     # -- leases ----------------------------------------------------------------------
     def entries(self) -> list[Entry]:

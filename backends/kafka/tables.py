@@ -12,7 +12,6 @@ these dicts: one implementation of each store's rules.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -88,6 +87,8 @@ class Table(Generic[K, V]):
         self._consumer: AIOKafkaConsumer | None = None
         self._fetch: asyncio.Task[None] | None = None
         self._started = asyncio.Lock()
+        #: what ended the fetch loop, reported by the next call that needs it
+        self._failure: Exception | None = None
 
     def spec(self) -> TopicSpec:
         return TopicSpec(
@@ -129,13 +130,24 @@ class Table(Generic[K, V]):
         fetch, self._fetch = self._fetch, None
         if fetch is not None:
             fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetch
+            # wait() neither raises the loop's failure (reported already) nor
+            # swallows a cancellation of this caller
+            await asyncio.wait({fetch})
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await asyncio.shield(consumer.stop())
 
     async def _fetch_loop(self) -> None:
+        """Fetch until stopped; a failure is kept for the next caller (never lost)."""
+        try:
+            await self._fetch_forever()
+        except Exception as exc:
+            self._failure = exc
+            async with self._progress:
+                self._progress.notify_all()
+            raise
+
+    async def _fetch_forever(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         codec = self.codec
@@ -165,10 +177,22 @@ class Table(Generic[K, V]):
                 ends = await consumer.end_offsets(list(consumer.assignment()))
                 async with self._progress:
                     await self._progress.wait_for(
-                        lambda: all(
-                            self._fetched.get(tp.partition, -1) >= e for tp, e in ends.items()
+                        lambda: (
+                            self._failure is not None
+                            or all(
+                                self._fetched.get(tp.partition, -1) >= e for tp, e in ends.items()
+                            )
                         )
                     )
+            if self._failure is not None:
+                raise Transient(
+                    f"Kafka: the fetch of table {self.topic!r} stopped ({self._failure!r});"
+                    " restart the component"
+                ) from self._failure
+        except KafkaError as exc:
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: table {self.topic!r}: {exc!r}"
+            ) from exc
         except TimeoutError:
             raise Transient(
                 f"Kafka at {self.settings.bootstrap_servers}: table {self.topic!r} did not"
