@@ -47,6 +47,11 @@ def _require_aware(when: datetime, what: str) -> datetime:
     return when
 
 
+def _seen(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled():
+        delivery.exception()
+
+
 class _Staged:
     """What one unit of work publishes and settles, applied at its commit."""
 
@@ -58,6 +63,8 @@ class _Staged:
         self.nacks: list[tuple[str, list[Entry], float]] = []
         #: the tables as this unit of work sees them (made at its first store call)
         self.view: View | None = None
+        #: the queue partition whose producer commits this unit (None: the process's)
+        self.partition: tuple[Member, int] | None = None
 
 
 #: the unit of work open in this task: an autocommit write inside it would wait for
@@ -303,11 +310,15 @@ class KafkaInbox:
     async def batch(self, limit: int) -> AsyncIterator[KafkaInboxBatch]:
         member = await self.backend._member(self.queue)
         await member.catch_up()
-        messages = member.claim(self.consumer, limit, self.lease_seconds)
+        # one partition per batch: its unit of work commits with that partition's
+        # producer, which a later owner of the partition fences
+        messages = member.claim(self.consumer, limit, self.lease_seconds, one_partition=True)
         entries = member.find([m.id for m in messages])
         staged = _Staged()
         batch = KafkaInboxBatch(messages, KafkaStores(self.backend, staged))
         try:
+            if entries:
+                staged.partition = (member, entries[0].partition)
             async with self.backend._unit():
                 yield batch
                 retry = batch._retry
@@ -332,7 +343,11 @@ class KafkaInbox:
         staged = _Staged()
         async with self.backend._unit():
             yield KafkaStores(self.backend, staged)
-            staged.acks.setdefault(self.queue, []).extend(member.find([m.id for m in messages]))
+            entries = member.find([m.id for m in messages])
+            partitions = {e.partition for e in entries}
+            if len(partitions) == 1:
+                staged.partition = (member, partitions.pop())
+            staged.acks.setdefault(self.queue, []).extend(entries)
             await self.backend._commit_unit(staged)
 
     async def give_back(self, messages: Sequence[QueueMessage], delay_seconds: float = 0.0) -> None:
@@ -534,7 +549,7 @@ class KafkaBackend:
             ]
             for table, changed in zip(self._tables, changes, strict=True):
                 records += [(table.topic, k, v, []) for k, v in table.records(changed)]
-        await self._produce(records, offsets)
+        await self._produce(records, offsets, staged.partition)
         woken = {queue for queue, _, _ in staged.publishes}
         for queue in woken:
             member = self._members.get(queue)
@@ -547,26 +562,44 @@ class KafkaBackend:
             self._members[queue].release(entries, due, count=True)
 
     async def _produce(
-        self, records: Sequence[_Record], offsets: dict[str, dict[TopicPartition, int]]
+        self,
+        records: Sequence[_Record],
+        offsets: dict[str, dict[TopicPartition, int]],
+        partition: tuple[Member, int] | None = None,
     ) -> None:
-        """Write ``records`` and commit ``offsets`` in one transaction."""
+        """Write ``records`` and commit ``offsets`` in one transaction, with the
+        producer of ``partition`` (a queue partition consumed) or the process's own."""
         if not records and not any(offsets.values()):
             return
         producer = self._producer
         if producer is None:
             raise RuntimeError("KafkaBackend: start() the backend before using it")
+        if partition is not None:
+            member, number = partition
+            producer = await member.producer_for(number)
+        deliveries: list[asyncio.Future[Any]] = []
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if _open.get() is not self:
                     await stack.enter_async_context(self._lock)
                 async with producer.transaction():
                     for topic, key, value, headers in records:
-                        await producer.send(topic, value=value, key=key, headers=headers)
+                        deliveries.append(
+                            await producer.send(topic, value=value, key=key, headers=headers)
+                        )
                     for group, group_offsets in offsets.items():
                         if group_offsets:
                             await producer.send_offsets_to_transaction(group_offsets, group)
         except KafkaError as exc:
+            if partition is not None:
+                # fenced, or in an unknown state: a new one is made for the next unit
+                await partition[0].discard_producer(partition[1])
             raise Transient(
                 f"Kafka at {self.settings.bootstrap_servers}: a transaction failed ({exc!r});"
-                " nothing of it was written"
+                " it was aborted, or its outcome is unknown: the batch comes again (at least once)"
             ) from exc
+        finally:
+            # A failed transaction fails its records' deliveries too; the error above
+            # says it once, so each delivery's own is only marked as seen.
+            for delivery in deliveries:
+                delivery.add_done_callback(_seen)

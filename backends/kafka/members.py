@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from backends.errors import Transient
@@ -92,6 +92,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self._member.buffers.pop(tp.partition, None)
             self._member.fetched.pop(tp.partition, None)
+            await self._member.discard_producer(tp.partition)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         for tp in assigned:
@@ -120,6 +121,8 @@ class Member:
         self._consumer: AIOKafkaConsumer | None = None
         self._fetch: asyncio.Task[None] | None = None
         self._started = asyncio.Lock()
+        #: partition -> the transactional producer of the units of work that consume it
+        self._producers: dict[int, AIOKafkaProducer] = {}
         #: what ended the fetch loop, reported by the next call that needs it
         self._failure: Exception | None = None
 
@@ -150,7 +153,44 @@ class Member:
             self._consumer = consumer
             self._fetch = asyncio.create_task(self._fetch_loop(), name=f"kafka-fetch-{self.topic}")
 
+    async def producer_for(self, partition: int) -> AIOKafkaProducer:
+        """The transactional producer of the units of work consuming ``partition``.
+
+        Its ``transactional.id`` is the group's and the partition's, the same in every
+        process: whoever owns the partition now starts it (InitProducerId), which
+        fences the producer of a previous owner still running (a zombie), so its
+        transaction with the partition's offsets is refused (Kafka Streams' first
+        exactly-once scheme; aiokafka sends no group generation, KIP-447)."""
+        producer = self._producers.get(partition)
+        if producer is not None:
+            return producer
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.servers,
+            client_id=f"{self.group}.{partition}",
+            transactional_id=f"{self.group}.{partition}",
+            enable_idempotence=True,
+            acks="all",
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: the producer of queue"
+                f" {self.queue!r} partition {partition} does not start ({exc!r})"
+            ) from exc
+        self._producers[partition] = producer
+        return producer
+
+    async def discard_producer(self, partition: int) -> None:
+        """Stop the partition's producer (revoked, or fenced: it cannot be used again)."""
+        producer = self._producers.pop(partition, None)
+        if producer is not None:
+            await asyncio.shield(producer.stop())
+
     async def stop(self) -> None:
+        for partition in list(self._producers):
+            await self.discard_producer(partition)
         fetch, self._fetch = self._fetch, None
         if fetch is not None:
             fetch.cancel()
@@ -262,11 +302,28 @@ class Member:
         every.sort(key=lambda e: (e.timestamp, e.partition, e.offset))
         return every
 
-    def claim(self, consumer: str, limit: int, lease_seconds: float) -> list[QueueMessage]:
+    def claim(
+        self, consumer: str, limit: int, lease_seconds: float, *, one_partition: bool = False
+    ) -> list[QueueMessage]:
+        """Lease up to ``limit`` messages; ``one_partition``: only of the partition of
+        the first claimable one (a unit of work then commits with its producer)."""
         if limit <= 0:
             return []
         now = self.clock()
         pending = self.entries()
+        if one_partition:
+            held = {e.key for e in pending if e.consumer is not None and e.key is not None}
+            first = next(
+                (
+                    e
+                    for e in pending
+                    if e.consumer is None and e.available_at <= now and e.key not in held
+                ),
+                None,
+            )
+            if first is None:
+                return []
+            pending = [e for e in pending if e.partition == first.partition]
         blocked = {e.key for e in pending if e.consumer is not None and e.key is not None}
         until = now + timedelta(seconds=lease_seconds)
         claimed: list[QueueMessage] = []
