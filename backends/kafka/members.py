@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +27,8 @@ from backends.errors import Transient
 from backends.kafka.settings import MAX_PARTITIONS, KafkaSettings
 from backends.kafka.topics import queue_group, queue_topic
 from backends.protocols import Clock, QueueMessage
+
+log = logging.getLogger(__name__)
 
 #: the header carrying a delayed message's due time (ISO 8601, UTC)
 AVAILABLE_AT = "available-at"
@@ -221,11 +224,12 @@ class Member:
             for tp, records in batches.items():
                 buffer = self.buffers.setdefault(tp.partition, {})
                 for record in records:
-                    due = now
-                    for name, value in record.headers:
-                        if name == AVAILABLE_AT:
-                            due = datetime.fromisoformat(value.decode())
-                    key = None if record.key is None else bytes(record.key).decode()
+                    due = _due(record.headers, now, self.topic, record.offset)
+                    key = (
+                        None
+                        if record.key is None
+                        else bytes(record.key).decode(errors="backslashreplace")
+                    )
                     buffer[record.offset] = Entry(
                         tp.partition,
                         record.offset,
@@ -428,6 +432,31 @@ class Member:
                 async with asyncio.timeout(at_most):
                     await self.wake.wait()
         self.wake.clear()
+
+
+def _due(headers: Sequence[tuple[str, bytes]], now: datetime, topic: str, offset: int) -> datetime:
+    """When a record becomes claimable: its ``available-at`` header, else now. A
+    header that does not parse (another writer's record) makes it due now, with a
+    warning naming the record, rather than stopping the whole queue's fetch."""
+    for name, value in headers:
+        if name != AVAILABLE_AT:
+            continue
+        try:
+            due = datetime.fromisoformat(bytes(value).decode())
+        except ValueError:
+            due = None
+        if due is None or due.tzinfo is None:
+            log.warning(
+                "Kafka record %s@%d: header %s=%r is not an ISO 8601 UTC date; it is"
+                " handed out now",
+                topic,
+                offset,
+                AVAILABLE_AT,
+                bytes(value)[:64],
+            )
+            return now
+        return due
+    return now
 
 
 def encode_available_at(when: datetime) -> bytes:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -18,7 +19,7 @@ from backends.errors import Transient
 from backends.kafka.backend import KafkaBackend
 from backends.kafka.settings import KafkaSettings
 from backends.kafka.testing import TANSU, BrokerProcess, free_port
-from backends.kafka.topics import all_specs, ensure_topics, table_topic
+from backends.kafka.topics import all_specs, ensure_topics, queue_topic, table_topic
 from tests.kafka.helpers import on_brokers
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
@@ -218,6 +219,27 @@ async def _heir_handles(settings: KafkaSettings, expected: bytes, output: bytes)
     ):
         assert [m.payload for m in taken.messages] == [expected]
         await taken.stores.queues.publish(OUT, [("e1", output)])
+
+
+async def test_a_record_with_a_bad_due_date_is_handed_out_and_named(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer's malformed ``available-at`` header must not stop the queue."""
+    settings = _settings(broker)
+    async with _backend(settings) as backend, asyncio.timeout(30):
+        await backend.queues.depth(IN)  # makes the topic
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                queue_topic(settings, IN), b"odd", key=b"e1", headers=[("available-at", b"soon")]
+            )
+        finally:
+            await producer.stop()
+        await backend.queues.publish(IN, [("e2", b"fine")])
+        got = await backend.queues.claim(IN, "c", limit=10, lease_seconds=30)
+    assert [m.payload for m in got] == [b"odd", b"fine"]
+    assert "header available-at=b'soon' is not an ISO 8601 UTC date" in caplog.text
 
 
 @pytest.mark.parametrize("broker", on_brokers(), indirect=True)
