@@ -1,11 +1,11 @@
 """KafkaBackend: queues as topics read by consumer-group members, and the transactional
 inbox as one producer transaction carrying a batch's outputs and consumed offsets.
 
-First layer of issue 22 (docs/architecture.md, "Kafka backend"): queues and the
-inbox. The stores (executions, flows, triggers, KV, logs, kills, services, the
-leader lock) are not written yet; using one raises NotImplementedError naming it.
-The backend is not in ``make_backend``'s registry until the executor runs a flow
-end to end on it.
+First layer of issue 22 (docs/architecture.md, "Kafka backend"): queues, the inbox,
+and executions, flows, triggers, KV, kills and services as compacted topics read
+whole (``backends.kafka.tables``). Logs and the leader lock are not written yet;
+using one raises NotImplementedError naming it. The backend is not in
+``make_backend``'s registry until the executor runs a flow end to end on it.
 """
 
 from __future__ import annotations
@@ -363,10 +363,13 @@ class KafkaInbox:
 
 
 class KafkaBackend:
-    """Queues and the transactional inbox on Kafka (aiokafka); see the module doc.
+    """Queues, the transactional inbox and the tables on Kafka (aiokafka); see the
+    module doc.
 
-    One transactional producer per instance (``transactional.id`` unique to it), so
-    units of work of one process run one at a time.
+    A transactional producer of the instance's own (``transactional.id`` unique to
+    it) for autocommit writes, and one per consumed partition for the units of work
+    that consume it (``Member.producer_for``). Units of work of one process run one
+    at a time (a lock).
     """
 
     name = "kafka"
