@@ -42,6 +42,14 @@ class BackendConfig(_Section, frozen=True, kw_only=True):
     #: mysql: the longest an idle queue's consumers wait between polls (seconds): how
     #: late, at most, a message another process published is seen once all is quiet
     poll_seconds: float = 0.5
+    #: kafka: the brokers, comma-separated host:port (not selectable yet: issue 22)
+    bootstrap_servers: str | None = None
+    #: kafka: the prefix of every topic and consumer group name
+    topic_prefix: str = "runtime."
+    #: kafka: partitions of each topic `runtime migrate` creates
+    partitions: int = 12
+    #: kafka: replicas of each topic `runtime migrate` creates (3 in production)
+    replication_factor: int = 1
 
 
 class StorageConfig(_Section, frozen=True, kw_only=True):

@@ -312,11 +312,15 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
     """Bring the configured database's schema up to date, then exit.
 
     Components also migrate when they start (once, under a lock, even when several
-    start together); run this to do it ahead of a deployment.
+    start together); run this to do it ahead of a deployment. On Kafka it creates
+    the missing topics (backend.partitions, backend.replication_factor; existing
+    topics are left as they are); the Kafka backend cannot run components yet.
 
     \b
     Example:
       RUNTIME_BACKEND_TYPE=postgres RUNTIME_BACKEND_DSN=postgresql://runtime@db/runtime \\
+        runtime migrate
+      RUNTIME_BACKEND_TYPE=kafka RUNTIME_BACKEND_BOOTSTRAP_SERVERS=127.0.0.1:9092 \\
         runtime migrate
     """
     from backends.errors import BackendError
@@ -324,6 +328,9 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
 
     config = _config(config_path)
     _logging(ctx, "WARNING")
+    if config.backend.type.lower() == "kafka":
+        _migrate_kafka(config)
+        return
 
     async def go() -> None:
         backend = make_backend(config)
@@ -337,6 +344,30 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"the {config.backend.type} schema is up to date")
+
+
+def _migrate_kafka(config: Config) -> None:
+    """Create the Kafka backend's topics (the backend itself is not selectable yet)."""
+    from backends.errors import BackendError
+
+    try:
+        from backends.kafka.settings import KafkaSettings
+        from backends.kafka.topics import migrate as migrate_topics
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "aiokafka":
+            raise
+        raise click.ClickException(
+            "setting `backend.type`: Kafka needs the driver 'aiokafka', which this install"
+            " lacks; install it with: pip install 'runtime[kafka]'"
+        ) from None
+    try:
+        settings = KafkaSettings.from_config(config)
+        created = asyncio.run(migrate_topics(settings))
+    except (BackendError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for name in created:
+        click.echo(f"created topic {name}")
+    click.echo(f"the Kafka topics under prefix {settings.topic_prefix!r} exist")
 
 
 # -- execute, logs ------------------------------------------------------------------------

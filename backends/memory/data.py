@@ -94,6 +94,11 @@ class Overlay(Generic[K, V]):
         for _, value in self.items():
             yield value
 
+    def staged(self) -> dict[K, V | None]:
+        """The staged changes (None for a deletion), for a backend that writes them
+        elsewhere than the committed dict (Kafka's tables)."""
+        return dict(self._changes)
+
     def commit(self) -> None:
         base = self._base
         for key, staged in self._changes.items():

@@ -1,0 +1,75 @@
+"""The backend conformance suite on the Kafka backend (issue 22, first layer), on a
+noida-db broker this module starts (one per module, a topic prefix per test).
+
+Executions, flows, triggers and KV are global tables (``backends.kafka.tables``).
+The queues run on one partition here: the suite checks the publication order of
+unkeyed messages across a whole queue, which Kafka keeps per partition only (the
+spread over partitions is tested in ``tests/kafka/test_backend.py``). The stores the
+backend does not have yet (logs, the leader lock) are strict xfails, so each
+shows up when it is written.
+Tansu cannot run any of this: it has no transactional producer (see
+``tests/kafka/test_backend.py``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backends.kafka.backend import KafkaBackend
+from backends.kafka.settings import KafkaSettings
+from backends.kafka.testing import NOIDA_DB, BrokerProcess, running_broker
+from backends.protocols import Backend, Clock
+from backends.testing import BackendConformance
+from backends.testing.log_search_tests import LogSearchConformance
+from backends.testing.state_tests import (
+    LeaderConformance,
+)
+from backends.testing.store_tests import LogConformance
+
+pytestmark = pytest.mark.slow
+
+
+def _tests_of(*suites: type) -> list[str]:
+    return sorted({name for suite in suites for name in vars(suite) if name.startswith("test_")})
+
+
+_NOT_YET = dict.fromkeys(
+    _tests_of(LogConformance, LogSearchConformance, LeaderConformance),
+    "the Kafka backend has no log store or leader lock yet (issue 22, first layer)",
+)
+
+
+@pytest.fixture(scope="module")
+def noida_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    with running_broker(NOIDA_DB, data_dir=tmp_path_factory.mktemp("noida-db")) as broker:
+        yield broker
+
+
+_NOT_YET["test_transaction_rollback_covers_every_store"] = (
+    "it writes logs, which the Kafka backend does not store yet"
+)
+_NOT_YET["test_transaction_reads_its_own_writes"] = (
+    "it writes logs, which the Kafka backend does not store yet; and a unit of work's"
+    " publishes are produced at its commit, so its own depth() does not count them"
+)
+
+
+class TestKafka(BackendConformance):
+    known_gaps = _NOT_YET
+
+    @pytest.fixture(autouse=True)
+    def _broker(self, noida_db: BrokerProcess) -> None:
+        self.broker = noida_db
+
+    async def make_backend(self, clock: Clock, tmp_path: Path) -> Backend:
+        settings = KafkaSettings(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            topic_prefix=f"t{secrets.token_hex(4)}.",
+            partitions=1,
+        )
+        backend: Backend = KafkaBackend(settings, clock=clock)  # type: ignore[assignment]
+        return backend
