@@ -83,6 +83,8 @@ class ExecutorConfig(_Section, frozen=True, kw_only=True):
     batch: int = 100
     lease_seconds: float = 60.0
     idle_wait_seconds: float = 1.0
+    #: how often it refreshes its entry in the service registry (the instance page)
+    heartbeat_seconds: float = 2.0
 
 
 class WorkerConfig(_Section, frozen=True, kw_only=True):
@@ -140,6 +142,15 @@ class WebserverConfig(_Section, frozen=True, kw_only=True):
     shutdown_seconds: float = 5.0
 
 
+class MetricsConfig(_Section, frozen=True, kw_only=True):
+    """A listener serving only ``GET /metrics``, for processes without a webserver
+    (which serves ``/metrics`` itself). Off unless ``port`` is set; 0 picks a free one.
+    Under basic authentication when ``webserver.users`` are configured."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+
 class TemplateConfig(_Section, frozen=True, kw_only=True):
     """The budget of every template evaluation (one property, one condition)."""
 
@@ -163,6 +174,7 @@ class Config(_Section, frozen=True, kw_only=True):
     scheduler: SchedulerConfig = SchedulerConfig()
     liveness: LivenessConfig = LivenessConfig()
     webserver: WebserverConfig = WebserverConfig()
+    metrics: MetricsConfig = MetricsConfig()
     template: TemplateConfig = TemplateConfig()
 
     def resolved_data_dir(self) -> Path:

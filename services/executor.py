@@ -11,14 +11,18 @@ being idempotent, ends in the same place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import os
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import msgspec
 
 from backends.errors import BackendError, Transient
-from backends.protocols import Backend, QueueMessage, Stores
-from runtime.actors import ChildContext
+from backends.protocols import Backend, QueueMessage, ServiceInstance, Stores
+from runtime.actors import ChildContext, ServiceState
 from runtime.config import ExecutorConfig
 from runtime.flow import budget
 from runtime.flow.context import variables
@@ -52,8 +56,8 @@ from runtime.messages import (
     encode_event,
     encode_job,
 )
-from services import poison
-from services.common import sleep_or_stop, wait_or_stop
+from services import metrics, poison
+from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
 from services.submit import send_event, submit
 from services.triggers import flow_trigger_executions, flows_with_flow_triggers
@@ -80,8 +84,13 @@ class Executor:
         self.backend = backend
         self.flows = flows
         self.consumer_id = consumer_id
+        #: its id in the service registry (the instance page lists it)
+        self.id = consumer_id
         self.settings = settings or ExecutorConfig()
         self.processed = 0
+        self._started = backend.clock()
+        #: monotonic time of the last heartbeat written
+        self._beat_at = -math.inf
         #: when the earliest delayed event was due, as of the last empty claim
         self._next_due: datetime | None = None
         #: called with each execution a committed batch changed (in-process observers:
@@ -102,6 +111,7 @@ class Executor:
         log.info("executor.started", consumer=self.consumer_id)
         while not stopping.is_set():
             try:
+                await self._heartbeat_when_due()
                 handled = await self.step()
             except Transient as exc:
                 log.warning("executor.backend_unavailable", error=str(exc))
@@ -119,7 +129,31 @@ class Executor:
                     # only an empty claim asks when the next delayed event is due
                     self._next_due = await self.inbox.next_available()
                 await wait_or_stop(stopping, self.inbox.wait(self._idle_wait()))
+        with contextlib.suppress(BackendError):
+            await asyncio.shield(self._heartbeat(ServiceState.TERMINATED_GRACEFULLY))
         log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
+
+    async def _heartbeat_when_due(self) -> None:
+        """Heartbeat from the loop itself, at most every ``heartbeat_seconds``: the loop
+        comes round at least every ``idle_wait_seconds``, and a stuck loop then stops
+        beating, which is what a heartbeat should tell."""
+        if time.monotonic() - self._beat_at >= self.settings.heartbeat_seconds:
+            await self._heartbeat(ServiceState.RUNNING)
+
+    async def _heartbeat(self, state: ServiceState) -> None:
+        self._beat_at = time.monotonic()
+        await self.backend.services.heartbeat(
+            ServiceInstance(
+                id=self.id,
+                kind="executor",
+                state=state.value,
+                host=host(),
+                pid=os.getpid(),
+                started=self._started,
+                heartbeat=self.backend.clock(),
+                info={"processed": self.processed, "batch": self.settings.batch},
+            )
+        )
 
     def _idle_wait(self) -> float:
         """How long to wait for a wake-up: until the next delayed event known to be due
@@ -139,6 +173,7 @@ class Executor:
         """
         changed: list[Execution] = []
         done = 0
+        began = time.perf_counter()
         async with self.inbox.batch(self.settings.batch) as batch:
             if not batch.messages:
                 return 0
@@ -170,6 +205,11 @@ class Executor:
                 if ended is not None:
                     changed.append(ended)
             await outbox.send(tx)
+        # committed: only now is what the batch did counted
+        metrics.EXECUTOR_PASS.observe(time.perf_counter() - began)
+        metrics.EXECUTOR_BATCH_SIZE.observe(len(batch.messages))
+        for before, after, flow in outbox.passes:
+            metrics.observe_pass(before, after, flow)
         self.processed += done
         for execution in changed:
             for listener in self.listeners:
@@ -258,6 +298,7 @@ class Executor:
             raise
         if execution is not original:
             await tx.executions.save(execution)
+            outbox.passes.append((original, execution, flow))
         return execution if execution is not original else None
 
     async def carry_out(
@@ -395,7 +436,7 @@ class Outbox:
     """What one batch's executions send, written together at the end of the batch:
     one publish per queue and one log write, whatever the batch's size."""
 
-    __slots__ = ("events", "jobs", "logs", "trigger_flows")
+    __slots__ = ("events", "jobs", "logs", "passes", "trigger_flows")
 
     def __init__(self) -> None:
         self.jobs: list[tuple[str | None, bytes]] = []
@@ -403,6 +444,8 @@ class Outbox:
         self.logs: list[LogEntry] = []
         #: the flows with Flow triggers, read at the batch's first execution end
         self.trigger_flows: list[Flow] | None = None
+        #: each execution's state before and after its pass (metrics, once committed)
+        self.passes: list[tuple[Execution, Execution, Flow]] = []
 
     def mark(self) -> tuple[int, int, int]:
         return len(self.jobs), len(self.events), len(self.logs)

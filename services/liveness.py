@@ -20,6 +20,7 @@ from backends.protocols import Backend
 from runtime.actors import ChildContext
 from runtime.config import LivenessConfig
 from runtime.log import get_logger
+from services import metrics
 from services.common import sleep_or_stop
 
 log = get_logger(__name__)
@@ -73,12 +74,15 @@ class Liveness:
             silent = (now - instance.heartbeat).total_seconds()
             if silent > self.settings.worker_timeout_seconds:
                 count += await self._release(instance.id, f"silent for {silent:.0f}s")
-        count += await self.backend.queues.requeue_expired()
-        return count
+        expired = await self.backend.queues.requeue_expired()
+        metrics.LIVENESS_EVENTS.labels("leases_expired").inc(expired)
+        return count + expired
 
     async def _release(self, instance_id: str, reason: str) -> int:
         jobs = await self.backend.queues.requeue_consumer(instance_id)
         await self.backend.services.remove(instance_id)
         self.requeued += jobs
+        metrics.LIVENESS_EVENTS.labels("instance_dead").inc()
+        metrics.LIVENESS_EVENTS.labels("jobs_requeued").inc(jobs)
         log.warning("liveness.instance_dead", instance=instance_id, reason=reason, requeued=jobs)
         return jobs

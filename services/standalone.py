@@ -29,6 +29,7 @@ from services.common import instance_id, sleep_or_stop
 from services.executor import Executor
 from services.flows import FlowCache, deploy_file, deploy_folder
 from services.liveness import Liveness
+from services.metrics_listener import MetricsListener
 from services.scheduler import Scheduler
 from services.webserver.server import Webserver
 from services.worker import Worker, secrets_from_env
@@ -166,6 +167,7 @@ class Server:
         self.worker: Worker | None = None
         self.scheduler: Scheduler | None = None
         self.webserver: Webserver | None = None
+        self.metrics_listener: MetricsListener | None = None
 
     def _children(self) -> list[ChildSpec]:
         """One child per component, each started from a factory: a restart builds a
@@ -186,6 +188,8 @@ class Server:
             children.append(self._spec("worker", self._new_worker, grace))
         if "scheduler" in wanted:
             children.append(self._spec("scheduler", self._new_scheduler, 5.0))
+        if config.metrics.port is not None:
+            children.append(self._spec("metrics", self._new_metrics_listener, 5.0))
         if "webserver" in wanted:
             # Last: it starts once the components that carry executions out run, and
             # stops first, so no request arrives while they stop.
@@ -221,6 +225,7 @@ class Server:
             settings=self.config.executor,
             listeners=self.listeners,
         )
+        self._own_ids.add(self.executor.id)
         return self.executor
 
     def _new_worker(self) -> Worker:
@@ -247,6 +252,16 @@ class Server:
         )
         self._own_ids.add(self.scheduler.id)
         return self.scheduler
+
+    def _new_metrics_listener(self) -> MetricsListener:
+        settings = self.config.metrics
+        previous = self.metrics_listener
+        if previous is not None and previous.port:
+            settings = msgspec.structs.replace(settings, port=previous.port)
+        self.metrics_listener = MetricsListener(
+            self.backend, settings, users=self.config.webserver.users
+        )
+        return self.metrics_listener
 
     def _new_webserver(self) -> Webserver:
         settings = self.config.webserver

@@ -14,6 +14,7 @@ from backends.protocols import Backend, Storage
 from runtime.config import WebserverConfig
 from runtime.flow.loader import FlowError
 from runtime.log import get_logger
+from services import metrics
 from services.flows import FlowCache, FlowNotFoundError
 from services.webserver import (
     actions_api,
@@ -109,6 +110,7 @@ def create_app(
         return json_response(document)
 
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
+    routes.append(Route("/metrics", metrics.metrics_endpoint, methods=["GET"]))
     routes = with_tenant_routes(routes)
     middleware = [
         Middleware(RejectNul),
@@ -122,6 +124,8 @@ def create_app(
         middleware.insert(
             0, Middleware(BasicAuth, users=config.users, webhooks=config.webhook_auth)
         )
+    # outermost: refused requests are timed too
+    middleware.insert(0, Middleware(metrics.RequestMetrics))
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -136,6 +140,7 @@ def create_app(
             Exception: _bug,
         },
     )
+    app.state.metrics_backend = backend
     app.state.runtime = AppState(
         backend=backend, storage=storage, config=config, flows=flows or FlowCache(backend)
     )

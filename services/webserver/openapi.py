@@ -103,6 +103,16 @@ def _paths() -> dict[str, dict[str, Any]]:
     flow = _json(ref("Flow"))
     return {
         "/health": {"get": _op("Liveness: the process answers", "Health", _json(ref("Health")))},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics of this process (text exposition format)",
+                "Health",
+                {
+                    "description": "OK",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+            )
+        },
         "/health/ready": {
             "get": _op(
                 "Readiness: the backend answers (503 while it does not)",

@@ -39,6 +39,7 @@ from runtime.flow.states import StateType
 from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, WorkerJob, decode_job, encode_event
 from runtime.tasks.context import TaskFailure
+from services import metrics
 from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
 from services.poison import requeued_too_often
@@ -116,6 +117,7 @@ class Worker:
         self._broken = broken
         await self.pool.start()
         await self._heartbeat(ServiceState.RUNNING)
+        metrics.watch_worker(self)
         side = [
             asyncio.create_task(self._heartbeats(), name=f"{self.id}.heartbeat"),
             asyncio.create_task(self._watch_kills(), name=f"{self.id}.kills"),
@@ -154,6 +156,7 @@ class Worker:
                 await asyncio.wait(list(self._settling), timeout=5.0)
             await self._reports.idle(within=5.0)
             await asyncio.shield(self._final_flush())
+            metrics.forget_worker(self)
             await self.pool.stop()
             # Said, not left for liveness to infer: `execute --wait` and the instance
             # view see at once that this worker runs nothing any more.
@@ -406,6 +409,11 @@ class Worker:
                 info={"running": len(self.running), "concurrency": self.settings.concurrency},
             )
         )
+
+    def slots(self) -> tuple[int, int]:
+        """Busy and free task slots (``runtime_worker_slots``)."""
+        busy = len(self.running)
+        return busy, max(0, self.settings.concurrency - busy)
 
     async def _heartbeats(self) -> None:
         while True:
