@@ -34,6 +34,7 @@ from runtime.config import WorkerConfig
 from runtime.flow import budgeted, template
 from runtime.flow.engine import task_index
 from runtime.flow.events import WorkerResult
+from runtime.flow.execution import TaskMetric
 from runtime.flow.model import RunnableTask, Task
 from runtime.flow.states import StateType
 from runtime.log import get_logger
@@ -292,7 +293,7 @@ class Worker:
         finally:
             reporter.cancel()
             await ctx.cleanup()
-        await self._finish(message, job, state, outputs, started)
+        await self._finish(message, job, state, outputs, started, metrics=tuple(ctx.metrics))
         self.completed += 1
 
     async def _cancelled(self, record: RunningJob, started: datetime | None) -> None:
@@ -360,7 +361,12 @@ class Worker:
         return TaskLogger(job, self._logs, self.backend.clock)
 
     def _result(
-        self, job: WorkerJob, state: StateType, outputs: Any, started: datetime | None = None
+        self,
+        job: WorkerJob,
+        state: StateType,
+        outputs: Any,
+        started: datetime | None = None,
+        metrics: tuple[TaskMetric, ...] = (),
     ) -> bytes:
         return encode_event(
             WorkerResult(
@@ -371,6 +377,7 @@ class Worker:
                 outputs=outputs,
                 worker_id=self.id,
                 started=started,
+                metrics=metrics,
             )
         )
 
@@ -381,10 +388,12 @@ class Worker:
         state: StateType,
         outputs: Any,
         started: datetime | None = None,
+        *,
+        metrics: tuple[TaskMetric, ...] = (),
     ) -> None:
         """Publish the final result and ack the job, together (with the results of
         the jobs that end meanwhile: see :class:`~services.worker.reports.Reports`)."""
-        result = self._result(job, state, outputs, started)
+        result = self._result(job, state, outputs, started, metrics)
         report = Report(message, job, result, state is StateType.KILLED)
         await send_until_written(self._reports, report)
 
