@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -89,8 +88,6 @@ class Executor:
         self.settings = settings or ExecutorConfig()
         self.processed = 0
         self._started = backend.clock()
-        #: monotonic time of the last heartbeat written
-        self._beat_at = -math.inf
         #: when the earliest delayed event was due, as of the last empty claim
         self._next_due: datetime | None = None
         #: called with each execution a committed batch changed (in-process observers:
@@ -107,11 +104,21 @@ class Executor:
     async def run(self, ctx: ChildContext) -> None:
         stopping = asyncio.Event()
         ctx.on_stop_requested(stopping.set)
+        beating = asyncio.create_task(self._heartbeats(stopping), name=f"{self.id}.heartbeat")
         ctx.ready()
         log.info("executor.started", consumer=self.consumer_id)
+        try:
+            await self._loop(stopping)
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+        with contextlib.suppress(BackendError):
+            await asyncio.shield(self._heartbeat(ServiceState.TERMINATED_GRACEFULLY))
+        log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
+
+    async def _loop(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             try:
-                await self._heartbeat_when_due()
                 handled = await self.step()
             except Transient as exc:
                 log.warning("executor.backend_unavailable", error=str(exc))
@@ -129,19 +136,22 @@ class Executor:
                     # only an empty claim asks when the next delayed event is due
                     self._next_due = await self.inbox.next_available()
                 await wait_or_stop(stopping, self.inbox.wait(self._idle_wait()))
-        with contextlib.suppress(BackendError):
-            await asyncio.shield(self._heartbeat(ServiceState.TERMINATED_GRACEFULLY))
-        log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
 
-    async def _heartbeat_when_due(self) -> None:
-        """Heartbeat from the loop itself, at most every ``heartbeat_seconds``: the loop
-        comes round at least every ``idle_wait_seconds``, and a stuck loop then stops
-        beating, which is what a heartbeat should tell."""
-        if time.monotonic() - self._beat_at >= self.settings.heartbeat_seconds:
-            await self._heartbeat(ServiceState.RUNNING)
+    async def _heartbeats(self, stopping: asyncio.Event) -> None:
+        """Beat beside the loop, not in it: a heartbeat's write never delays a batch.
+        A failed beat is retried at the next one (the loop reports the backend's
+        absence itself)."""
+        while not stopping.is_set():
+            try:
+                await self._heartbeat(ServiceState.RUNNING)
+            except BackendError as exc:
+                log.warning("executor.heartbeat_failed", error=str(exc))
+            except Exception:
+                # a bug here must not end the beats for good without a word
+                log.exception("executor.heartbeat_bug")
+            await sleep_or_stop(stopping, self.settings.heartbeat_seconds)
 
     async def _heartbeat(self, state: ServiceState) -> None:
-        self._beat_at = time.monotonic()
         await self.backend.services.heartbeat(
             ServiceInstance(
                 id=self.id,

@@ -38,7 +38,7 @@ from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE
 
 if TYPE_CHECKING:
     from backends.protocols import Backend
-    from runtime.flow.execution import Execution
+    from runtime.flow.execution import Execution, TaskRun
     from runtime.flow.model import Flow
 
 log = get_logger(__name__)
@@ -120,13 +120,22 @@ def observe_pass(before: Execution | None, after: Execution, flow: Flow) -> None
         EXECUTIONS_CREATED.labels(after.namespace, after.flow_id).inc()
     if state.terminated and (before is None or not before.state.current.terminated):
         EXECUTIONS_ENDED.labels(after.namespace, after.flow_id, state.value).inc()
-    old = {run.id: run for run in before.task_run_list} if before is not None else {}
+    old_runs = before.task_run_list if before is not None else ()
     index = None
-    for run in after.task_run_list:
+    old: dict[str, TaskRun] | None = None
+    for position, run in enumerate(after.task_run_list):
+        # The engine keeps a task run's place and shares the ones a pass did not
+        # touch: an identity check skips those without a lookup.
+        previous = old_runs[position] if position < len(old_runs) else None
+        if previous is run:
+            continue
         current = run.state.current
         if not current.terminated:
             continue
-        previous = old.get(run.id)
+        if previous is not None and previous.id != run.id:
+            if old is None:
+                old = {r.id: r for r in old_runs}
+            previous = old.get(run.id)
         if previous is not None and previous.state.current.terminated:
             continue
         if index is None:

@@ -190,3 +190,34 @@ async def test_the_metrics_listener_serves_a_process_without_webserver(tmp_path:
             assert (await client.get("/api/v1/flows/search")).status_code in (401, 404)
             authed = await client.get("/api/v1/flows/search", auth=("admin", "s3cret"))
             assert authed.status_code == 404  # metrics only, no API here
+
+
+def test_the_grafana_dashboard_reads_only_families_that_exist() -> None:
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import services.metrics  # noqa: F401  (registers the families)
+
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "config" / "grafana-dashboard.json").read_text()
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b((?:runtime|process)_[a-z_]+)", e)}
+    known = {sample.name for family in REGISTRY.collect() for sample in family.samples} | {
+        name for family in REGISTRY.collect() for name in (family.name, f"{family.name}_total")
+    }
+    # histograms' series exist once observed: their declared suffixes count too
+    known |= {
+        f"{family.name}{suffix}"
+        for family in REGISTRY.collect()
+        if family.type == "histogram"
+        for suffix in ("_bucket", "_count", "_sum")
+    }
+    assert used, "the dashboard queries nothing"
+    assert used <= known, used - known
+    documented = (Path(__file__).parents[2] / "README.md").read_text()
+    for name in used - {"process_cpu_seconds_total"}:
+        base = re.sub(r"_(bucket|count|sum)$", "", name)
+        assert f"`{base}`" in documented, f"{base} is not in the README's metrics table"
