@@ -151,6 +151,15 @@ class MetricsConfig(_Section, frozen=True, kw_only=True):
     port: int | None = None
 
 
+class TracingConfig(_Section, frozen=True, kw_only=True):
+    """OpenTelemetry traces (the ``opentelemetry`` extra): an execution as a trace,
+    its task runs as spans, sent by the executor once the execution has ended."""
+
+    #: an OTLP/HTTP traces URL (``http://127.0.0.1:4318/v1/traces``); unset, none
+    endpoint: str | None = None
+    service_name: str = "runtime"
+
+
 class TemplateConfig(_Section, frozen=True, kw_only=True):
     """The budget of every template evaluation (one property, one condition)."""
 
@@ -175,6 +184,7 @@ class Config(_Section, frozen=True, kw_only=True):
     liveness: LivenessConfig = LivenessConfig()
     webserver: WebserverConfig = WebserverConfig()
     metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
     template: TemplateConfig = TemplateConfig()
 
     def resolved_data_dir(self) -> Path:

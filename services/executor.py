@@ -59,6 +59,7 @@ from services import metrics, poison
 from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
 from services.submit import send_event, submit
+from services.tracing import ExecutionTracer
 from services.triggers import flow_trigger_executions, flows_with_flow_triggers
 
 log = get_logger(__name__)
@@ -79,6 +80,7 @@ class Executor:
         consumer_id: str,
         settings: ExecutorConfig | None = None,
         listeners: list[Callable[[Execution], None]] | None = None,
+        tracer: ExecutionTracer | None = None,
     ) -> None:
         self.backend = backend
         self.flows = flows
@@ -93,6 +95,8 @@ class Executor:
         #: called with each execution a committed batch changed (in-process observers:
         #: `flow test` progress, live API streams); must not block
         self.listeners = listeners if listeners is not None else []
+        #: given each ended execution once its batch committed (services/tracing.py)
+        self.tracer = tracer
         #: where its events come from: the batch and its unit of work together
         self.inbox = backend.inbox(
             EXECUTOR_QUEUE,
@@ -220,6 +224,8 @@ class Executor:
         metrics.EXECUTOR_BATCH_SIZE.observe(len(batch.messages))
         for before, after, flow in outbox.passes:
             metrics.observe_pass(before, after, flow)
+            if self.tracer is not None and after.state.current.terminated:
+                self._trace(after, flow)
         self.processed += done
         for execution in changed:
             for listener in self.listeners:
@@ -228,6 +234,15 @@ class Executor:
                 except Exception:
                     log.exception("executor.listener_failed")
         return len(batch.messages)
+
+    def _trace(self, execution: Execution, flow: Flow) -> None:
+        assert self.tracer is not None
+        try:
+            types = {task_id: task.type for task_id, task in task_index(flow).items()}
+            self.tracer(execution, types)
+        except Exception:
+            # a trace is an extra: its failure costs the trace, nothing else
+            log.exception("executor.trace_failed", execution=execution.id)
 
     def _give_up(self, execution_id: str, messages: list[QueueMessage], exc: Exception) -> bool:
         """An event the engine cannot apply is retried a few times, then dropped (True)

@@ -31,6 +31,7 @@ from services.flows import FlowCache, deploy_file, deploy_folder
 from services.liveness import Liveness
 from services.metrics_listener import MetricsListener
 from services.scheduler import Scheduler
+from services.tracing import make_tracer
 from services.webserver.server import Webserver
 from services.worker import Worker, secrets_from_env
 
@@ -154,6 +155,8 @@ class Server:
         self.backend = backend if backend is not None else make_backend(config)
         self.storage = storage if storage is not None else make_storage(config)
         self.flows = FlowCache(self.backend)
+        #: one per process, kept across executor restarts (None: tracing off)
+        self.tracer = make_tracer(config.tracing)
         self.system: ActorSystem | None = None
         #: called with each execution a committed executor batch changed (in-process
         #: observers such as `flow test`); kept here so they survive executor restarts
@@ -224,6 +227,7 @@ class Server:
             consumer_id=instance_id("executor"),
             settings=self.config.executor,
             listeners=self.listeners,
+            tracer=self.tracer,
         )
         self._own_ids.add(self.executor.id)
         return self.executor
@@ -325,6 +329,7 @@ class Server:
             try:
                 await self.system.stop(graceful=graceful)
             finally:
+                await self._stop_tracer()
                 await self.storage.stop()
                 await self.backend.stop()
 
@@ -361,8 +366,15 @@ class Server:
         try:
             await self.system.run_until_signalled()
         finally:
+            await self._stop_tracer()
             await self.storage.stop()
             await self.backend.stop()
+
+    async def _stop_tracer(self) -> None:
+        """Export the pending spans (the SDK blocks for it: off the loop)."""
+        tracer, self.tracer = self.tracer, None  # once, whichever stop comes first
+        if tracer is not None:
+            await asyncio.to_thread(tracer.shutdown)
 
     async def __aenter__(self) -> Server:
         await self.start()
