@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runtime.flow.engine import task_index
 from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE
 
@@ -109,8 +110,6 @@ SCRAPE_TIMEOUT = 2.0
 # -- the executor ---------------------------------------------------------------
 def observe_pass(before: Execution | None, after: Execution, flow: Flow) -> None:
     """Count what one engine pass changed: a start, an end, task runs ended."""
-    from runtime.flow.engine import task_index
-
     state = after.state.current
     if before is None or before.state.current is state:
         started = False
