@@ -4,6 +4,7 @@ process without a webserver."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -134,16 +135,22 @@ async def test_every_family_moves_after_a_run(tmp_path: Path) -> None:
     assert value(after, "runtime_liveness_events_total", event="jobs_requeued") >= 0
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 @pytest.mark.asyncio
-async def test_queue_gauges_show_a_waiting_message(tmp_path: Path) -> None:
-    # no executor: the execution's first event waits in its queue
-    async with api(tmp_path, components=()) as a:
+async def test_queue_gauges_show_a_waiting_message(tmp_path: Path, kind: str) -> None:
+    # no executor: the execution's first event waits in its queue, and ages
+    async with api(tmp_path, kind=kind, components=()) as a:
         await a.deploy(TWO_TASKS)
         await a.execute("two")
-        found = await scrape(a.client)
-        assert value(found, "runtime_queue_depth", queue="executor") == 1
-        assert value(found, "runtime_queue_oldest_message_age_seconds", queue="executor") >= 0
-        assert value(found, "runtime_queue_depth", queue="worker") == 0
+        first = await scrape(a.client)
+        assert value(first, "runtime_queue_depth", queue="executor") == 1
+        assert value(first, "runtime_queue_depth", queue="worker") == 0
+        assert value(first, "runtime_queue_oldest_message_age_seconds", queue="worker") == 0
+        await asyncio.sleep(0.3)
+        later = await scrape(a.client)
+        age = value(later, "runtime_queue_oldest_message_age_seconds", queue="executor")
+        assert age >= 0.3
+        assert age > value(first, "runtime_queue_oldest_message_age_seconds", queue="executor")
 
 
 @pytest.mark.asyncio
