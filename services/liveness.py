@@ -26,6 +26,11 @@ from services.common import sleep_or_stop
 log = get_logger(__name__)
 
 
+#: an executor or scheduler silent this many worker timeouts leaves the registry (more
+#: than a worker's: they heartbeat less often, and nothing waits on their removal)
+STALE_FACTOR = 4
+
+
 class Liveness:
     def __init__(
         self,
@@ -69,11 +74,25 @@ class Liveness:
         now = self.backend.clock()
         count = 0
         for instance in await self.backend.services.list():
-            if instance.id in self.own_ids or instance.kind != "worker":
+            if instance.id in self.own_ids:
                 continue
             silent = (now - instance.heartbeat).total_seconds()
-            if silent > self.settings.worker_timeout_seconds:
-                count += await self._release(instance.id, f"silent for {silent:.0f}s")
+            if instance.kind == "worker":
+                if silent > self.settings.worker_timeout_seconds:
+                    count += await self._release(instance.id, f"silent for {silent:.0f}s")
+            elif silent > STALE_FACTOR * self.settings.worker_timeout_seconds:
+                # An executor or scheduler that stopped beating long ago: only its entry
+                # goes (the instance page lists it no more). It leases nothing for
+                # long: its batch's events come back when their lease expires, and the
+                # scheduler's lock when its TTL does.
+                await self.backend.services.remove(instance.id)
+                metrics.LIVENESS_EVENTS.labels("instance_dead").inc()
+                log.warning(
+                    "liveness.instance_gone",
+                    instance=instance.id,
+                    kind=instance.kind,
+                    silent_seconds=round(silent),
+                )
         expired = await self.backend.queues.requeue_expired()
         metrics.LIVENESS_EVENTS.labels("leases_expired").inc(expired)
         return count + expired
