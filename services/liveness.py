@@ -3,7 +3,9 @@
 A worker silent for ``worker_timeout_seconds`` is presumed dead: every job leased
 to it returns to the queue and it is removed from the registry. A late result from
 it is harmless, the engine ignores results for attempts it no longer waits for.
-Expired leases (an executor that died mid-batch) are released on the same beat.
+Expired leases (an executor that died mid-batch) are released on the same beat, and
+an executor or scheduler silent for ``STALE_FACTOR`` worker timeouts leaves the
+registry (it has no jobs to hand back).
 
 With ``exclusive`` (the embedded backend, one process by definition) every other
 instance in the registry belongs to a previous process that is gone, so their
