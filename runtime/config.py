@@ -91,6 +91,8 @@ class ExecutorConfig(_Section, frozen=True, kw_only=True):
     batch: int = 100
     lease_seconds: float = 60.0
     idle_wait_seconds: float = 1.0
+    #: how often it refreshes its entry in the service registry (the instance page)
+    heartbeat_seconds: float = 2.0
 
 
 class WorkerConfig(_Section, frozen=True, kw_only=True):
@@ -157,6 +159,24 @@ class WebserverConfig(_Section, frozen=True, kw_only=True):
     shutdown_seconds: float = 5.0
 
 
+class MetricsConfig(_Section, frozen=True, kw_only=True):
+    """A listener serving only ``GET /metrics``, for processes without a webserver
+    (which serves ``/metrics`` itself). Off unless ``port`` is set; 0 picks a free one.
+    Under basic authentication when ``webserver.users`` are configured."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+
+class TracingConfig(_Section, frozen=True, kw_only=True):
+    """OpenTelemetry traces (the ``opentelemetry`` extra): an execution as a trace,
+    its task runs as spans, sent by the executor once the execution has ended."""
+
+    #: an OTLP/HTTP traces URL (``http://127.0.0.1:4318/v1/traces``); unset, none
+    endpoint: str | None = None
+    service_name: str = "runtime"
+
+
 class TemplateConfig(_Section, frozen=True, kw_only=True):
     """The budget of every template evaluation (one property, one condition)."""
 
@@ -180,6 +200,8 @@ class Config(_Section, frozen=True, kw_only=True):
     scheduler: SchedulerConfig = SchedulerConfig()
     liveness: LivenessConfig = LivenessConfig()
     webserver: WebserverConfig = WebserverConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
     template: TemplateConfig = TemplateConfig()
     variables: VariablesConfig = VariablesConfig()
 

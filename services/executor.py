@@ -11,14 +11,17 @@ being idempotent, ends in the same place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import msgspec
 
 from backends.errors import BackendError, Transient
-from backends.protocols import Backend, QueueMessage, Stores
-from runtime.actors import ChildContext
+from backends.protocols import Backend, QueueMessage, ServiceInstance, Stores
+from runtime.actors import ChildContext, ServiceState
 from runtime.config import ExecutorConfig
 from runtime.flow import budget
 from runtime.flow.context import variables
@@ -52,10 +55,11 @@ from runtime.messages import (
     encode_event,
     encode_job,
 )
-from services import poison
-from services.common import sleep_or_stop, wait_or_stop
+from services import metrics, poison
+from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
 from services.submit import send_event, submit
+from services.tracing import ExecutionTracer
 from services.triggers import flow_trigger_executions, flows_with_flow_triggers
 
 log = get_logger(__name__)
@@ -76,17 +80,23 @@ class Executor:
         consumer_id: str,
         settings: ExecutorConfig | None = None,
         listeners: list[Callable[[Execution], None]] | None = None,
+        tracer: ExecutionTracer | None = None,
     ) -> None:
         self.backend = backend
         self.flows = flows
         self.consumer_id = consumer_id
+        #: its id in the service registry (the instance page lists it)
+        self.id = consumer_id
         self.settings = settings or ExecutorConfig()
         self.processed = 0
+        self._started = backend.clock()
         #: when the earliest delayed event was due, as of the last empty claim
         self._next_due: datetime | None = None
         #: called with each execution a committed batch changed (in-process observers:
         #: `flow test` progress, live API streams); must not block
         self.listeners = listeners if listeners is not None else []
+        #: given each ended execution once its batch committed (services/tracing.py)
+        self.tracer = tracer
         #: where its events come from: the batch and its unit of work together
         self.inbox = backend.inbox(
             EXECUTOR_QUEUE,
@@ -98,8 +108,19 @@ class Executor:
     async def run(self, ctx: ChildContext) -> None:
         stopping = asyncio.Event()
         ctx.on_stop_requested(stopping.set)
+        beating = asyncio.create_task(self._heartbeats(stopping), name=f"{self.id}.heartbeat")
         ctx.ready()
         log.info("executor.started", consumer=self.consumer_id)
+        try:
+            await self._loop(stopping)
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+        with contextlib.suppress(BackendError):
+            await asyncio.shield(self._heartbeat(ServiceState.TERMINATED_GRACEFULLY))
+        log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
+
+    async def _loop(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             try:
                 handled = await self.step()
@@ -119,7 +140,34 @@ class Executor:
                     # only an empty claim asks when the next delayed event is due
                     self._next_due = await self.inbox.next_available()
                 await wait_or_stop(stopping, self.inbox.wait(self._idle_wait()))
-        log.info("executor.stopped", consumer=self.consumer_id, processed=self.processed)
+
+    async def _heartbeats(self, stopping: asyncio.Event) -> None:
+        """Beat beside the loop, not in it: a heartbeat's write never delays a batch.
+        A failed beat is retried at the next one (the loop reports the backend's
+        absence itself)."""
+        while not stopping.is_set():
+            try:
+                await self._heartbeat(ServiceState.RUNNING)
+            except BackendError as exc:
+                log.warning("executor.heartbeat_failed", error=str(exc))
+            except Exception:
+                # a bug here must not end the beats for good without a word
+                log.exception("executor.heartbeat_bug")
+            await sleep_or_stop(stopping, self.settings.heartbeat_seconds)
+
+    async def _heartbeat(self, state: ServiceState) -> None:
+        await self.backend.services.heartbeat(
+            ServiceInstance(
+                id=self.id,
+                kind="executor",
+                state=state.value,
+                host=host(),
+                pid=os.getpid(),
+                started=self._started,
+                heartbeat=self.backend.clock(),
+                info={"processed": self.processed, "batch": self.settings.batch},
+            )
+        )
 
     def _idle_wait(self) -> float:
         """How long to wait for a wake-up: until the next delayed event known to be due
@@ -139,6 +187,7 @@ class Executor:
         """
         changed: list[Execution] = []
         done = 0
+        began = time.perf_counter()
         async with self.inbox.batch(self.settings.batch) as batch:
             if not batch.messages:
                 return 0
@@ -170,6 +219,13 @@ class Executor:
                 if ended is not None:
                     changed.append(ended)
             await outbox.send(tx)
+        # committed: only now is what the batch did counted
+        metrics.EXECUTOR_PASS.observe(time.perf_counter() - began)
+        metrics.EXECUTOR_BATCH_SIZE.observe(len(batch.messages))
+        for before, after, flow in outbox.passes:
+            metrics.observe_pass(before, after, flow)
+            if self.tracer is not None and after.state.current.terminated:
+                self._trace(after, flow)
         self.processed += done
         for execution in changed:
             for listener in self.listeners:
@@ -178,6 +234,15 @@ class Executor:
                 except Exception:
                     log.exception("executor.listener_failed")
         return len(batch.messages)
+
+    def _trace(self, execution: Execution, flow: Flow) -> None:
+        assert self.tracer is not None
+        try:
+            types = {task_id: task.type for task_id, task in task_index(flow).items()}
+            self.tracer(execution, types)
+        except Exception:
+            # a trace is an extra: its failure costs the trace, nothing else
+            log.exception("executor.trace_failed", execution=execution.id)
 
     def _give_up(self, execution_id: str, messages: list[QueueMessage], exc: Exception) -> bool:
         """An event the engine cannot apply is retried a few times, then dropped (True)
@@ -258,6 +323,7 @@ class Executor:
             raise
         if execution is not original:
             await tx.executions.save(execution)
+            outbox.passes.append((original, execution, flow))
         return execution if execution is not original else None
 
     async def carry_out(
@@ -395,7 +461,7 @@ class Outbox:
     """What one batch's executions send, written together at the end of the batch:
     one publish per queue and one log write, whatever the batch's size."""
 
-    __slots__ = ("events", "jobs", "logs", "trigger_flows")
+    __slots__ = ("events", "jobs", "logs", "passes", "trigger_flows")
 
     def __init__(self) -> None:
         self.jobs: list[tuple[str | None, bytes]] = []
@@ -403,6 +469,8 @@ class Outbox:
         self.logs: list[LogEntry] = []
         #: the flows with Flow triggers, read at the batch's first execution end
         self.trigger_flows: list[Flow] | None = None
+        #: each execution's state before and after its pass (metrics, once committed)
+        self.passes: list[tuple[Execution, Execution, Flow]] = []
 
     def mark(self) -> tuple[int, int, int]:
         return len(self.jobs), len(self.events), len(self.logs)

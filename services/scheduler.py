@@ -30,6 +30,7 @@ from runtime.flow.inputs import InputError
 from runtime.flow.model import Flow, Trigger
 from runtime.flow.template import TemplateError
 from runtime.log import get_logger
+from services import metrics
 from services.common import host, sleep_or_stop
 from services.flows import FlowCache
 from services.submit import submit_in
@@ -177,6 +178,8 @@ class Scheduler:
                     state, next_date=date, last_date=due[-1], flow_revision=flow.revision
                 )
             )
+        for when in to_fire:
+            metrics.SCHEDULER_LAG.observe(max(0.0, (now - when).total_seconds()))
         if fired:
             log.info("scheduler.fired", flow=flow.uid, trigger=trigger.id, executions=fired)
         return fired

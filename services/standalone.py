@@ -29,7 +29,9 @@ from services.common import instance_id, sleep_or_stop
 from services.executor import Executor
 from services.flows import FlowCache, deploy_file, deploy_folder
 from services.liveness import Liveness
+from services.metrics_listener import MetricsListener
 from services.scheduler import Scheduler
+from services.tracing import make_tracer
 from services.webserver.server import Webserver
 from services.worker import Worker, secrets_from_env
 
@@ -158,6 +160,8 @@ class Server:
         self.backend = backend if backend is not None else make_backend(config)
         self.storage = storage if storage is not None else make_storage(config)
         self.flows = FlowCache(self.backend)
+        #: one per process, kept across executor restarts (None: tracing off)
+        self.tracer = make_tracer(config.tracing)
         self.system: ActorSystem | None = None
         #: called with each execution a committed executor batch changed (in-process
         #: observers such as `flow test`); kept here so they survive executor restarts
@@ -171,6 +175,7 @@ class Server:
         self.worker: Worker | None = None
         self.scheduler: Scheduler | None = None
         self.webserver: Webserver | None = None
+        self.metrics_listener: MetricsListener | None = None
 
     def _children(self) -> list[ChildSpec]:
         """One child per component, each started from a factory: a restart builds a
@@ -191,6 +196,8 @@ class Server:
             children.append(self._spec("worker", self._new_worker, grace))
         if "scheduler" in wanted:
             children.append(self._spec("scheduler", self._new_scheduler, 5.0))
+        if config.metrics.port is not None:
+            children.append(self._spec("metrics", self._new_metrics_listener, 5.0))
         if "webserver" in wanted:
             # Last: it starts once the components that carry executions out run, and
             # stops first, so no request arrives while they stop.
@@ -225,7 +232,9 @@ class Server:
             consumer_id=instance_id("executor"),
             settings=self.config.executor,
             listeners=self.listeners,
+            tracer=self.tracer,
         )
+        self._own_ids.add(self.executor.id)
         return self.executor
 
     def _new_worker(self) -> Worker:
@@ -252,6 +261,16 @@ class Server:
         )
         self._own_ids.add(self.scheduler.id)
         return self.scheduler
+
+    def _new_metrics_listener(self) -> MetricsListener:
+        settings = self.config.metrics
+        previous = self.metrics_listener
+        if previous is not None and previous.port:
+            settings = msgspec.structs.replace(settings, port=previous.port)
+        self.metrics_listener = MetricsListener(
+            self.backend, settings, users=self.config.webserver.users
+        )
+        return self.metrics_listener
 
     def _new_webserver(self) -> Webserver:
         settings = self.config.webserver
@@ -315,6 +334,7 @@ class Server:
             try:
                 await self.system.stop(graceful=graceful)
             finally:
+                await self._stop_tracer()
                 await self.storage.stop()
                 await self.backend.stop()
 
@@ -351,8 +371,15 @@ class Server:
         try:
             await self.system.run_until_signalled()
         finally:
+            await self._stop_tracer()
             await self.storage.stop()
             await self.backend.stop()
+
+    async def _stop_tracer(self) -> None:
+        """Export the pending spans (the SDK blocks for it: off the loop)."""
+        tracer, self.tracer = self.tracer, None  # once, whichever stop comes first
+        if tracer is not None:
+            await asyncio.to_thread(tracer.shutdown)
 
     async def __aenter__(self) -> Server:
         await self.start()

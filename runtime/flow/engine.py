@@ -303,6 +303,7 @@ class _Pass:
             run,
             attempts=tuple(attempts),
             outputs=event.outputs if event.outputs is not None else run.outputs,
+            metrics=(*run.metrics, *event.metrics) if event.metrics else run.metrics,
         )
         if run.state.current is not S.RUNNING:
             run = run.with_state(S.RUNNING, started)

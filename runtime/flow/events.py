@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.flow.execution import Execution
+from runtime.flow.execution import Execution, TaskMetric
 from runtime.flow.states import StateType
 
 
@@ -43,6 +43,8 @@ class WorkerResult(_Message, frozen=True, kw_only=True, tag="worker_result"):
     worker_id: str | None = None
     #: when the attempt started; lets a worker skip the RUNNING report of a short task
     started: datetime | None = None
+    #: the metrics the attempt reported (counters, timers)
+    metrics: tuple[TaskMetric, ...] = ()
 
 
 class Kill(_Message, frozen=True, kw_only=True, tag="kill"):

@@ -23,6 +23,21 @@ class Attempt(_Wire, frozen=True, kw_only=True):
     worker_id: str | None = None
 
 
+#: the kinds of metric a task reports, as Kestra's
+METRIC_TYPES = ("counter", "timer")
+
+
+class TaskMetric(_Wire, frozen=True, kw_only=True):
+    """A metric a task reported (Kestra's counters and timers): a counter's value
+    is a count, a timer's is seconds."""
+
+    name: str
+    type: str  # "counter" or "timer"
+    value: float
+    tags: dict[str, str] = {}
+    timestamp: datetime | None = None
+
+
 class TaskRun(_Wire, frozen=True, kw_only=True):
     id: str
     execution_id: str
@@ -38,6 +53,8 @@ class TaskRun(_Wire, frozen=True, kw_only=True):
     #: engine bookkeeping that must survive between events (ForEach values,
     #: WaitFor iterations, the child execution of a Subflow); not part of Kestra's shape
     memo: dict[str, Any] | None = None
+    #: the metrics its attempts reported, served by /api/v1/metrics
+    metrics: tuple[TaskMetric, ...] = ()
 
     def with_state(self, state: StateType, at: datetime) -> TaskRun:
         return msgspec.structs.replace(self, state=self.state.to(state, at))

@@ -114,6 +114,13 @@ class RunContext(Protocol):
         """End this attempt in WARNING instead of SUCCESS."""
         ...
 
+    def metric(
+        self, name: str, type: str, value: float, tags: dict[str, str] | None = None
+    ) -> None:
+        """Report a metric of this attempt: ``type`` "counter" (a count) or "timer"
+        (seconds); stored with the task run and served by /api/v1/metrics."""
+        ...
+
     def on_kill(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the attempt is killed or times out, before the
         cancellation (scripts kill their process group here)."""

@@ -13,8 +13,8 @@ folder (``ctx.workdir``), in a process group of their own:
 3. stdout lines are logged at INFO and stderr lines at ERROR (as Kestra does since
    0.20); lines ``::{"outputs": {...}}::`` become the ``vars`` output (read as
    ``outputs.<task>.vars.<name>``), ``::{"logs": [{"level", "message"}]}::`` are
-   logged at their level and ``::{"metrics": [...]}::`` at DEBUG, none of them as
-   plain text;
+   logged at their level and ``::{"metrics": [...]}::`` become the task run's
+   metrics (counters and timers), none of them as plain text;
 4. a non-zero exit fails the task with the exit code and the last stderr lines;
    with ``warningOnStdErr: true`` any stderr output ends it in WARNING (unset, it
    does not: Kestra dropped that behaviour in 0.23);
@@ -365,6 +365,13 @@ class _Output:
         self.stderr_tail.append(line)
         self.ctx.log.error(line)
 
+    def _metric(self, entry: dict[str, Any]) -> None:
+        metric = _metric_of(entry)
+        if isinstance(metric, str):
+            self.ctx.log.warning(f"{metric} (ignored; see Kestra's script metrics)")
+            return
+        self.ctx.metric(*metric)
+
     def _special(self, line: str) -> bool:
         """Handle a ``::{...}::`` line; False when ``line`` is plain text."""
         match = _SPECIAL_LINE.match(line.strip())
@@ -384,10 +391,22 @@ class _Output:
             level = {"WARNING": "WARN"}.get(level, level)
             log_at(self.ctx, level if level in LEVELS else "INFO", str(entry.get("message", "")))
         for entry in _items(message.get("metrics")):
-            self.ctx.log.debug(
-                f"metric {entry.get('name')} ({entry.get('type')}) = {entry.get('value')}"
-            )
+            self._metric(entry)
         return True
+
+
+def _metric_of(entry: dict[str, Any]) -> tuple[str, str, float, dict[str, str]] | str:
+    """A script's metric line as (name, type, value, tags), or what is wrong with it."""
+    name, kind, value = entry.get("name"), str(entry.get("type", "")).lower(), entry.get("value")
+    if not isinstance(name, str) or not name:
+        return f"a metric without a name: {entry!r}"
+    if kind not in ("counter", "timer"):
+        return f"metric {name!r}: type {entry.get('type')!r} is neither counter nor timer"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"metric {name!r}: value {value!r} is no number"
+    tags = entry.get("tags")
+    tags = {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
+    return name, kind, float(value), tags
 
 
 def _items(value: Any) -> list[dict[str, Any]]:

@@ -159,5 +159,10 @@ class _ChildContext:
     def warn(self, reason: str) -> None:
         self._parent.warn(reason)
 
+    def metric(
+        self, name: str, type: str, value: float, tags: dict[str, str] | None = None
+    ) -> None:
+        self._parent.metric(name, type, value, tags)
+
     def on_kill(self, callback: Callable[[], None]) -> None:
         self._parent.on_kill(callback)

@@ -14,6 +14,7 @@ from backends.protocols import Backend, Storage
 from runtime.config import WebserverConfig
 from runtime.flow.loader import FlowError
 from runtime.log import get_logger
+from services import metrics
 from services.flows import FlowCache, FlowNotFoundError
 from services.webserver import (
     actions_api,
@@ -23,6 +24,7 @@ from services.webserver import (
     flows_io_api,
     instance_api,
     logs_api,
+    metrics_api,
     namespaces_api,
     stats_api,
     triggers_api,
@@ -98,6 +100,7 @@ def create_app(
         *files_api.routes,
         *executions_api.routes,
         *logs_api.routes,
+        *metrics_api.routes,
         *triggers_api.routes,
         *namespaces_api.routes,
         *instance_api.routes,
@@ -109,6 +112,7 @@ def create_app(
         return json_response(document)
 
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
+    routes.append(Route("/metrics", metrics.metrics_endpoint, methods=["GET"]))
     routes = with_tenant_routes(routes)
     middleware = [
         Middleware(RejectNul),
@@ -122,6 +126,8 @@ def create_app(
         middleware.insert(
             0, Middleware(BasicAuth, users=config.users, webhooks=config.webhook_auth)
         )
+    # outermost: refused requests are timed too
+    middleware.insert(0, Middleware(metrics.RequestMetrics))
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -136,6 +142,7 @@ def create_app(
             Exception: _bug,
         },
     )
+    app.state.metrics_backend = backend
     app.state.runtime = AppState(
         backend=backend, storage=storage, config=config, flows=flows or FlowCache(backend)
     )

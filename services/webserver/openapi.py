@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.webserver.metrics_api import SCHEMAS as METRIC_SCHEMAS
+from services.webserver.metrics_api import metric_paths
 from services.webserver.openapi_logs import log_paths
 from services.webserver.openapi_more import SCHEMAS as MORE_SCHEMAS
 from services.webserver.openapi_more import more_paths, sdk_actions, with_tenants
@@ -103,6 +105,16 @@ def _paths() -> dict[str, dict[str, Any]]:
     flow = _json(ref("Flow"))
     return {
         "/health": {"get": _op("Liveness: the process answers", "Health", _json(ref("Health")))},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics of this process (text exposition format)",
+                "Health",
+                {
+                    "description": "OK",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+            )
+        },
         "/health/ready": {
             "get": _op(
                 "Readiness: the backend answers (503 while it does not)",
@@ -590,7 +602,8 @@ def _all_paths() -> dict[str, dict[str, Any]]:
     """Every path, and each again under ``/api/v1/{tenant}`` (Kestra 1.x's form)."""
     paths = _paths()
     # merged, not replaced: /api/v1/namespaces/{namespace}/kv has a GET here already
-    for path, operations in {**more_paths(_op), **log_paths(_op)}.items():
+    added = {**more_paths(_op), **log_paths(_op), **metric_paths(_op)}
+    for path, operations in added.items():
         paths.setdefault(path, {}).update(operations)
     paths.update(sdk_actions(paths))
     return with_tenants(paths)
@@ -609,7 +622,7 @@ def openapi_document() -> dict[str, Any]:
             "basic authentication.",
         },
         "components": {
-            "schemas": {**SCHEMAS, **MORE_SCHEMAS},
+            "schemas": {**SCHEMAS, **MORE_SCHEMAS, **METRIC_SCHEMAS},
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
         },
         "security": [{"basic": []}, {}],

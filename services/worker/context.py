@@ -10,13 +10,14 @@ import binascii
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from backends.protocols import Backend, Storage
 from runtime.actors import ProcessPool
 from runtime.flow import budgeted
+from runtime.flow.execution import METRIC_TYPES, TaskMetric
 from runtime.log import get_logger
 from runtime.messages import LogEntry, WorkerJob
 from runtime.tasks.template_services import WorkerFunctionServices
@@ -113,6 +114,8 @@ class WorkerRunContext:
         self._secrets = secrets
         self.warning: str | None = None
         self.kill_callbacks: list[Callable[[], None]] = []
+        #: what the attempt reported with metric(), sent with its result
+        self.metrics: list[TaskMetric] = []
 
     @property
     def workdir(self) -> Path:
@@ -138,6 +141,24 @@ class WorkerRunContext:
 
     def warn(self, reason: str) -> None:
         self.warning = reason
+
+    def metric(
+        self, name: str, type: str, value: float, tags: dict[str, str] | None = None
+    ) -> None:
+        if type not in METRIC_TYPES:
+            raise ValueError(
+                f"metric {name!r} of task {self.task_id!r}: type {type!r} is none of "
+                f"{', '.join(METRIC_TYPES)}"
+            )
+        self.metrics.append(
+            TaskMetric(
+                name=name,
+                type=type,
+                value=float(value),
+                tags={str(k): str(v) for k, v in (tags or {}).items()},
+                timestamp=datetime.now(UTC),
+            )
+        )
 
     def on_kill(self, callback: Callable[[], None]) -> None:
         self.kill_callbacks.append(callback)

@@ -34,11 +34,13 @@ from runtime.config import WorkerConfig
 from runtime.flow import budgeted, dynamic, template
 from runtime.flow.engine import task_index
 from runtime.flow.events import WorkerResult
+from runtime.flow.execution import TaskMetric
 from runtime.flow.model import RunnableTask, Task
 from runtime.flow.states import StateType
 from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, WorkerJob, decode_job, encode_event
 from runtime.tasks.context import TaskFailure
+from services import metrics
 from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
 from services.poison import requeued_too_often
@@ -116,6 +118,7 @@ class Worker:
         self._broken = broken
         await self.pool.start()
         await self._heartbeat(ServiceState.RUNNING)
+        metrics.watch_worker(self)
         side = [
             asyncio.create_task(self._heartbeats(), name=f"{self.id}.heartbeat"),
             asyncio.create_task(self._watch_kills(), name=f"{self.id}.kills"),
@@ -154,6 +157,7 @@ class Worker:
                 await asyncio.wait(list(self._settling), timeout=5.0)
             await self._reports.idle(within=5.0)
             await asyncio.shield(self._final_flush())
+            metrics.forget_worker(self)
             await self.pool.stop()
             # Said, not left for liveness to infer: `execute --wait` and the instance
             # view see at once that this worker runs nothing any more.
@@ -289,7 +293,7 @@ class Worker:
         finally:
             reporter.cancel()
             await ctx.cleanup()
-        await self._finish(message, job, state, outputs, started)
+        await self._finish(message, job, state, outputs, started, metrics=tuple(ctx.metrics))
         self.completed += 1
 
     async def _cancelled(self, record: RunningJob, started: datetime | None) -> None:
@@ -362,7 +366,12 @@ class Worker:
         return TaskLogger(job, self._logs, self.backend.clock)
 
     def _result(
-        self, job: WorkerJob, state: StateType, outputs: Any, started: datetime | None = None
+        self,
+        job: WorkerJob,
+        state: StateType,
+        outputs: Any,
+        started: datetime | None = None,
+        metrics: tuple[TaskMetric, ...] = (),
     ) -> bytes:
         return encode_event(
             WorkerResult(
@@ -373,6 +382,7 @@ class Worker:
                 outputs=outputs,
                 worker_id=self.id,
                 started=started,
+                metrics=metrics,
             )
         )
 
@@ -383,10 +393,12 @@ class Worker:
         state: StateType,
         outputs: Any,
         started: datetime | None = None,
+        *,
+        metrics: tuple[TaskMetric, ...] = (),
     ) -> None:
         """Publish the final result and ack the job, together (with the results of
         the jobs that end meanwhile: see :class:`~services.worker.reports.Reports`)."""
-        result = self._result(job, state, outputs, started)
+        result = self._result(job, state, outputs, started, metrics)
         report = Report(message, job, result, state is StateType.KILLED)
         await send_until_written(self._reports, report)
 
@@ -411,6 +423,11 @@ class Worker:
                 info={"running": len(self.running), "concurrency": self.settings.concurrency},
             )
         )
+
+    def slots(self) -> tuple[int, int]:
+        """Busy and free task slots (``runtime_worker_slots``)."""
+        busy = len(self.running)
+        return busy, max(0, self.settings.concurrency - busy)
 
     async def _heartbeats(self) -> None:
         while True:

@@ -288,7 +288,6 @@ async def test_kills_and_a_database_restart_lose_nothing(tmp_path: Path) -> None
                     kinds = Counter(s.kind for s in await probe.services.list())
                 return kinds["worker"] >= 2
 
-            # (only workers and schedulers heartbeat)
             await until(components_up, 30, "both workers running", group)
             # The executor handles the backlog breadth first: every `first`, then every
             # `nap` (200 x 0.3 s on 2 x 3 slots, ~10 s), then the `mark`s. Mid-naps,

@@ -292,12 +292,14 @@ async def claim_as(backend: Backend, worker_id: str, task_run_id: str) -> None:
     assert decode_job(message.payload).task_run_id == task_run_id
 
 
-async def register(backend: Backend, worker_id: str, silent_for: float) -> None:
+async def register(
+    backend: Backend, worker_id: str, silent_for: float, kind: str = "worker"
+) -> None:
     now = backend.clock()
     await backend.services.heartbeat(
         ServiceInstance(
             id=worker_id,
-            kind="worker",
+            kind=kind,
             state="RUNNING",
             host="elsewhere",
             pid=1,
@@ -466,3 +468,23 @@ async def test_immediate_stop_leaves_no_worker_task_behind(tmp_path: Path) -> No
     finally:
         if server.worker is not None:
             await cancel_all(server.worker.id)
+
+
+@pytest.mark.asyncio
+async def test_a_long_silent_executor_leaves_the_registry_a_recent_one_stays(
+    tmp_path: Path,
+) -> None:
+    backend = MemoryBackend()
+    async with asyncio.timeout(10), running(tmp_path, backend) as server:
+        assert server.executor is not None
+        await register(backend, "executor-gone", silent_for=3600, kind="executor")
+        await register(backend, "executor-late", silent_for=3, kind="executor")
+
+        async def gone() -> bool:
+            return "executor-gone" not in {i.id for i in await backend.services.list()}
+
+        await until(gone, 5, "the long-silent executor removed")
+        ids = {i.id for i in await backend.services.list()}
+        # silent 3 s, under 4 worker timeouts (2 s here): kept; this server's own beats
+        assert "executor-late" in ids
+        assert server.executor.id in ids

@@ -267,8 +267,7 @@ def test_kv_triggers_and_every_page(page: Any, server: Server) -> None:
     gone.value.close()
     # the instance page lists the live components and the queues
     page.goto("/ui/instance")
-    # (executors do not heartbeat yet: see test_instance_lists_executors)
-    for kind in ("worker", "scheduler", "webserver"):
+    for kind in ("executor", "worker", "scheduler", "webserver"):
         expect(page.locator(f".card[data-kind={kind}] .stat")).to_have_text(re.compile(r"[1-9]"))
     expect(page.locator(".card[data-queue=worker] .stat")).to_have_text(re.compile(r"\d+"))
 

@@ -97,6 +97,7 @@ class TaskContext:
         self.pool = pool or ProcessPool(1, name="tasks-test")
         self.secrets: dict[str, str] = {}
         self.warnings: list[str] = []
+        self.metrics: list[tuple[str, str, float, dict[str, str]]] = []
         self.kill_callbacks: list[Callable[[], None]] = []
 
     async def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
@@ -105,6 +106,11 @@ class TaskContext:
 
     def warn(self, reason: str) -> None:
         self.warnings.append(reason)
+
+    def metric(
+        self, name: str, type: str, value: float, tags: dict[str, str] | None = None
+    ) -> None:
+        self.metrics.append((name, type, value, dict(tags or {})))
 
     def on_kill(self, callback: Callable[[], None]) -> None:
         self.kill_callbacks.append(callback)

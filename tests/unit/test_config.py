@@ -52,3 +52,20 @@ def test_the_medium_configs_use_shared_storage_with_env_overrides() -> None:
         assert override.storage.endpoint_url == "http://127.0.0.1:8333"
         assert override.storage.path_style is True
         assert override.storage.parallel_parts == 4
+
+
+def test_the_metrics_listener_and_tracing_are_off_unless_set() -> None:
+    default = load_config(None, environ={})
+    assert default.metrics.port is None
+    assert default.tracing.endpoint is None
+    set_ = load_config(
+        None,
+        environ={
+            "RUNTIME_METRICS_PORT": "9100",
+            "RUNTIME_TRACING_ENDPOINT": "http://127.0.0.1:4318/v1/traces",
+        },
+    )
+    assert (set_.metrics.host, set_.metrics.port) == ("127.0.0.1", 9100)
+    assert set_.tracing.endpoint == "http://127.0.0.1:4318/v1/traces"
+    with pytest.raises(ConfigError, match="metrics"):
+        load_config(None, environ={"RUNTIME_METRICS_PORT": "many"})

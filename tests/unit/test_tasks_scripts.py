@@ -86,6 +86,27 @@ commands:
     assert ("WARN", "from logs") in ctx.log.lines
     assert not [m for m in ctx.log.messages() if m.startswith("::")]
     assert ctx.warnings == []  # stderr alone changes nothing (Kestra >= 0.23)
+    assert ctx.metrics == [("rows", "counter", 5.0, {})]
+
+
+@pytest.mark.asyncio
+async def test_metrics_lines_are_reported_and_bad_ones_named(ctx: TaskContext) -> None:
+    task = python(
+        """
+script: |
+  import json
+  good = [{"name": "took", "type": "TIMER", "value": 1.5, "tags": {"step": 2}}]
+  bad = [{"name": "n", "type": "gauge", "value": 1}, {"name": "m", "type": "counter",
+          "value": "three"}, {"type": "counter", "value": 1}]
+  print("::" + json.dumps({"metrics": good + bad}) + "::")
+"""
+    )
+    await task.run(ctx)
+    assert ctx.metrics == [("took", "timer", 1.5, {"step": "2"})]
+    warned = [m for level, m in ctx.log.lines if level == "WARN"]
+    assert any("'n'" in m and "gauge" in m for m in warned), warned
+    assert any("'m'" in m and "three" in m for m in warned), warned
+    assert any("without a name" in m for m in warned), warned
 
 
 @pytest.mark.asyncio

@@ -46,11 +46,6 @@ async def test_instance_lists_live_components_and_queue_depths(tmp_path: Path) -
         assert depths[WORKER_QUEUE] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the executor does not heartbeat into the service registry (services/executor.py), "
-    "so the instance page cannot list executors yet",
-)
 @pytest.mark.asyncio
 async def test_instance_lists_executors(tmp_path: Path) -> None:
     async with api(tmp_path) as a:

@@ -150,4 +150,4 @@ async def test_the_document_describes_the_tenant_parameter() -> None:
     tenant = operation["parameters"][0]
     assert (tenant["name"], tenant["in"], tenant["required"]) == ("tenant", "path", True)
     assert "404" in operation["responses"]
-    assert all(re.match(r"^(/health|/api/v1/)", p) for p in paths)
+    assert all(re.match(r"^(/health|/metrics$|/api/v1/)", p) for p in paths)
