@@ -137,9 +137,15 @@ def test_kill_restart_resume_replay(page: Any, server: Server, tmp_path: Path) -
     page.get_by_role("button", name="Labels", exact=True).click()
     page.locator("form.labels-form input[name=labels]").fill("env:prod, team:ops")
     page.get_by_role("button", name="Save labels").click()
-    expect(page.locator("header .label")).to_have_text(["env:prod", "team:ops"])
+    expect(page.locator("header .label:not(.system)")).to_have_text(["env:prod", "team:ops"])
+    # the correlation id every execution carries is shown apart, not editable
+    expect(page.locator("header .label.system")).to_have_text(
+        [re.compile(r"^system\.correlationId:")]
+    )
     labels = server.request("GET", f"/api/v1/executions/{replayed}")["labels"]
-    assert labels == [{"key": "env", "value": "prod"}, {"key": "team", "value": "ops"}]
+    # saved once each: the form does not send the system label back
+    assert [lb["key"] for lb in labels] == ["env", "team", "system.correlationId"]
+    assert labels[:2] == [{"key": "env", "value": "prod"}, {"key": "team", "value": "ops"}]
 
 
 def test_executions_list_filters(page: Any, server: Server) -> None:

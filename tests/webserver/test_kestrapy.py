@@ -348,9 +348,10 @@ async def test_executions_with_inputs_a_file_wait_search_follow_and_logs(
         assert created.inputs["who"] == "Ada"
         assert str(created.inputs["data"]).startswith(f"kestra:///{NS}/")
         assert str(created.inputs["data"]).endswith("/apples.txt")
-        assert {(lb.key, lb.value) for lb in created.labels or []} == {
-            ("team", "data"),
-            ("run", "first"),
+        assert _user_labels(created.labels) == {("team", "data"), ("run", "first")}
+        # every execution carries its correlation id, as in Kestra
+        assert ("system.correlationId", created.id) in {
+            (lb.key, lb.value) for lb in created.labels or []
         }
         assert [r.task_id for r in created.task_run_list or []] == ["greet", "answer"]
         assert all(r.state.current is StateType.SUCCESS for r in created.task_run_list or [])
@@ -549,7 +550,8 @@ async def test_kill_restart_replay_resume_labels_and_status(
             TENANT,
             [Label(key="reviewed", value="yes")],
         )
-        assert [(lb.key, lb.value) for lb in labelled.labels or []] == [("reviewed", "yes")]
+        # the labels given replace the user's; the system ones stay, as in Kestra
+        assert _user_labels(labelled.labels) == {("reviewed", "yes")}
 
         status = await call(ex.update_execution_status, failed.id, StateType.SUCCESS, TENANT)
         assert status.state.current is StateType.SUCCESS
@@ -1011,8 +1013,9 @@ async def test_logs_searched_over_executions_and_deleted(tmp_path: Path, strict:
             size=4,
             filters=[f(QueryFilterField.NAMESPACE, QueryFilterOp.PREFIX, NS)],
         )
-        # parsed by the SDK's CursorOrOffsetPagedResultsLogEntry (strictly, by the fixture)
-        assert page.total == 6
+        # parsed by the SDK's CursorOrOffsetPagedResultsLogEntry (strictly, by the fixture);
+        # three lines a run: the executor's "Flow started", then the tasks' two
+        assert page.total == 9
         assert page.type.value == "OFFSET"
         assert len(page.results) == 4
         stamps = [e.timestamp for e in page.results]
@@ -1026,7 +1029,7 @@ async def test_logs_searched_over_executions_and_deleted(tmp_path: Path, strict:
             size=4,
             filters=[f(QueryFilterField.NAMESPACE, QueryFilterOp.PREFIX, NS)],
         )
-        assert len(second.results) == 2
+        assert len(second.results) == 4
         worried = await call(
             client.logs.search_logs,
             TENANT,
@@ -1048,7 +1051,7 @@ async def test_logs_searched_over_executions_and_deleted(tmp_path: Path, strict:
         # one execution's WARN lines, then the rest of its log
         await call(client.logs.delete_logs_from_execution, runs[0].id, TENANT, min_level="WARN")
         left = await call(client.logs.list_logs_from_execution, runs[0].id, TENANT)
-        assert [e.message for e in left] == ["chatty says hi"]
+        assert [e.message for e in left] == ["Flow started", "chatty says hi"]
         await call(client.logs.delete_logs_from_execution, runs[0].id, TENANT)
         assert await call(client.logs.list_logs_from_execution, runs[0].id, TENANT) == []
         by_execution = await call(
@@ -1056,14 +1059,19 @@ async def test_logs_searched_over_executions_and_deleted(tmp_path: Path, strict:
             TENANT,
             filters=[f(QueryFilterField.EXECUTION_ID, QueryFilterOp.EQUALS, runs[1].id)],
         )
-        assert by_execution.total == 2
+        assert by_execution.total == 3
 
         # a trigger's logs: none are stored, so the flow's execution logs stay
         await call(client.logs.delete_logs_from_flow, f"{NS}.sub", "chatty", "schedule", TENANT)
-        assert (await call(client.logs.search_logs, TENANT)).total == 4
+        assert (await call(client.logs.search_logs, TENANT)).total == 6
         # the SDK drops a None trigger id: the whole flow's logs go
         await call(client.logs.delete_logs_from_flow, f"{NS}.sub", "chatty", None, TENANT)
         assert (await call(client.logs.search_logs, TENANT)).total == 0
 
         with pytest.raises(BadRequestException, match="minLevel"):
             await call(client.logs.delete_logs_from_execution, runs[1].id, TENANT, min_level="LOUD")
+
+
+def _user_labels(labels: list[Label] | None) -> set[tuple[str, str]]:
+    """The labels a user set, without the system ones (``system.correlationId``)."""
+    return {(lb.key, lb.value) for lb in labels or [] if not lb.key.startswith("system.")}

@@ -78,7 +78,7 @@ export async function render(main, params, query) {
       h("h1.mono", execution.id, " ", stateBadge(execution.state.current)),
       h("p.muted", `revision ${execution.flowRevision} · started ${fmtDate(execution.state.histories?.[0]?.date)} · `,
         fmtDuration((Number.isNaN(end) ? Date.now() : end) - start),
-        (execution.labels || []).map((l) => h("span.label", `${l.key}:${l.value}`)),
+        (execution.labels || []).map(labelChip),
         execution.parentId ? h("span", " · subflow of ", h("a.mono", { href: `/ui/executions/${enc(execution.parentId)}` }, execution.parentId)) : null,
         execution.originalId && execution.originalId !== execution.id
           ? h("span", " · original execution ", h("a.mono", { href: `/ui/executions/${enc(execution.originalId)}` }, execution.originalId)) : null)),
@@ -135,7 +135,8 @@ export async function render(main, params, query) {
     h("button", { type: "button", onclick: () => { labelsForm.hidden = true; } }, "Cancel"));
   errors.after(labelsForm);
   function editLabels() {
-    labelsInput.value = (execution.labels || []).map((l) => `${l.key}:${l.value}`).join(", ");
+    // system labels (the correlation id) are the server's: kept whatever is saved
+    labelsInput.value = (execution.labels || []).filter((l) => !isSystemLabel(l)).map((l) => `${l.key}:${l.value}`).join(", ");
     labelsForm.hidden = false;
     labelsInput.focus();
   }
@@ -320,7 +321,7 @@ export async function render(main, params, query) {
       if (run.outputs && Object.keys(run.outputs).length) taskOutputs[run.value != null ? `${run.taskId} [${run.value}]` : run.taskId] = run.outputs;
     }
     clear(bodies.overview, table("Inputs", execution.inputs), table("Flow outputs", execution.outputs), table("Task outputs", taskOutputs),
-      h("div.card", h("h3", "Labels"), (execution.labels || []).map((l) => h("span.label", `${l.key}:${l.value}`))),
+      h("div.card", h("h3", "Labels"), (execution.labels || []).map(labelChip)),
       h("div.card", h("h3", "State history"), h("ol", (execution.state.histories || []).map((x) => h("li", stateBadge(x.state), " ", fmtDate(x.date))))));
   }
 
@@ -365,4 +366,14 @@ export async function render(main, params, query) {
   draw();
   reopen();
   return () => closers.forEach((c) => c());
+}
+
+function isSystemLabel(l) {
+  return l.key.startsWith("system.");
+}
+
+// A label as a chip; a system one (set by the server, as Kestra's system.correlationId)
+// is shown apart and cannot be edited.
+function labelChip(l) {
+  return h(isSystemLabel(l) ? "span.label.system" : "span.label", { title: isSystemLabel(l) ? "set by the server" : "" }, `${l.key}:${l.value}`);
 }
