@@ -126,6 +126,8 @@ class LogFilter(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int | None = None
     #: this level and the more severe ones (TRACE, DEBUG, INFO, WARN, ERROR)
     min_level: str | None = None
+    #: exactly these levels (Kestra's PurgeLogs ``logLevels``); WARN and WARNING are one
+    levels: tuple[str, ...] | None = None
     #: timestamp at or after
     after: datetime | None = None
     #: timestamp strictly before

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from backends.protocols import Backend, ExecutionFilter, TriggerState
+from backends.protocols import Backend, ExecutionFilter, LogFilter, TriggerState
 from runtime.flow.states import StateType
 
 
@@ -58,6 +58,26 @@ class BackendTaskServices:
 
     async def delete_execution(self, execution_id: str) -> bool:
         return await self._backend.executions.delete(execution_id)
+
+    async def delete_logs(
+        self,
+        *,
+        namespace: str | None,
+        flow_id: str | None,
+        execution_id: str | None,
+        levels: tuple[str, ...] | None,
+        after: datetime | None,
+        before: datetime | None,
+    ) -> int:
+        where = LogFilter(
+            namespace=namespace,
+            flow_id=flow_id,
+            execution_id=execution_id,
+            levels=levels,
+            after=after,
+            before=before,
+        )
+        return await self._backend.logs.delete(where)
 
     async def logs(self, execution_id: str, min_level: str) -> list[Any]:
         entries: list[Any] = []

@@ -439,6 +439,14 @@ def log_matcher(where: LogFilter) -> Callable[[LogEntry], bool]:
             f"unknown log level {where.min_level!r}: use one of {', '.join(sorted(LEVELS))}"
         )
     floor = None if where.min_level is None else LEVELS[where.min_level.upper()]
+    ranks = None
+    if where.levels is not None:
+        unknown = [name for name in where.levels if name.upper() not in LEVELS]
+        if unknown:
+            raise ValueError(
+                f"unknown log level {unknown[0]!r}: use one of {', '.join(sorted(LEVELS))}"
+            )
+        ranks = {LEVELS[name.upper()] for name in where.levels}
     text = None if where.query is None else where.query.lower()
     ns = where.namespace
 
@@ -450,6 +458,7 @@ def log_matcher(where: LogFilter) -> Callable[[LogEntry], bool]:
             and (where.task_run_id is None or e.task_run_id == where.task_run_id)
             and (where.attempt is None or e.attempt == where.attempt)
             and (floor is None or level_rank(e.level) >= floor)
+            and (ranks is None or level_rank(e.level) in ranks)
             and (where.after is None or e.timestamp >= where.after)
             and (where.before is None or e.timestamp < where.before)
             and (text is None or text in e.message.lower())

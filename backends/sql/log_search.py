@@ -49,6 +49,11 @@ def conditions(where: LogFilter, params: Params) -> str:
             found.append(f"{column} = {params.add(value)}")
     if where.min_level is not None:
         found.append(f"level_number >= {params.add(level)}")
+    if where.levels is not None:
+        numbers = sorted({min_level_number(name) for name in where.levels})
+        found.append(
+            f"level_number IN ({', '.join(params.add(n) for n in numbers)})" if numbers else "1 = 0"
+        )
     if where.after is not None:
         found.append(f"timestamp >= {params.add(to_micros(where.after))}")
     if where.before is not None:

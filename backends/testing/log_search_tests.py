@@ -167,3 +167,21 @@ class LogSearchConformance(ConformanceBase):
         assert await backend.logs.delete(LogFilter(flow_id="load")) == 1
         assert await self._messages(backend, LogFilter()) == (["m10", "m9", "m6"], 3)
         assert await backend.logs.query("e2") == []
+
+    @pytest.mark.asyncio
+    async def test_log_levels_exactly(self, backend: Backend, clock: ManualClock) -> None:
+        # Kestra's PurgeLogs `logLevels`: these levels and no other; WARN is WARNING
+        await self._corpus(backend, clock)
+        assert await self._messages(backend, LogFilter(levels=("WARN", "TRACE"))) == (
+            ["m8", "m3"],
+            2,
+        )
+        assert await self._messages(backend, LogFilter(levels=("info",), execution_id="e1")) == (
+            ["m9", "m2"],
+            2,
+        )
+        assert await self._messages(backend, LogFilter(levels=())) == ([], 0)
+        with pytest.raises(ValueError, match="LOUD"):
+            await backend.logs.find(LogFilter(levels=("LOUD",)), limit=1)
+        assert await backend.logs.delete(LogFilter(levels=("DEBUG", "ERROR"))) == 2
+        assert (await self._messages(backend, LogFilter()))[1] == 7

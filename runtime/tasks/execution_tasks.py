@@ -1,6 +1,6 @@
 """Core tasks that act on executions, logs, the KV store and triggers:
 ``execution.Labels``, ``execution.Count``, ``execution.PurgeExecutions``,
-``log.Fetch``, ``kv.GetKeys`` and ``trigger.Toggle``.
+``log.Fetch``, ``log.PurgeLogs``, ``kv.GetKeys`` and ``trigger.Toggle``.
 
 They reach the backend through ``ctx.backend_services`` (:class:`ExecutionServices`,
 which the worker provides), so the kernel imports no backend.
@@ -52,6 +52,19 @@ class ExecutionServices(Protocol):
         ...
 
     async def delete_execution(self, execution_id: str) -> bool: ...
+
+    async def delete_logs(
+        self,
+        *,
+        namespace: str | None,
+        flow_id: str | None,
+        execution_id: str | None,
+        levels: tuple[str, ...] | None,
+        after: datetime | None,
+        before: datetime | None,
+    ) -> int:
+        """Delete the log lines matching every condition given; how many went."""
+        ...
 
     async def logs(self, execution_id: str, min_level: str) -> list[Any]: ...
 
@@ -204,7 +217,7 @@ class PurgeExecutions(RunnableTask, kw_only=True, frozen=True):
         after = _instant(await ctx.render(self.start_date), where, "startDate")
         before = _instant(await ctx.render(self.end_date), where, "endDate")
         states = _states(self.states, where)
-        executions = files = 0
+        executions = files = logs = 0
         seen: set[str] = set()
         while True:
             page = await services.ended_executions(namespace, flow_id, states, after, before, 200)
@@ -215,13 +228,20 @@ class PurgeExecutions(RunnableTask, kw_only=True, frozen=True):
                 seen.add(execution_id)
                 if self.purge_storage:
                     files += await _purge_files(ctx, space, flow, execution_id)
+                if self.purge_log:
+                    logs += await services.delete_logs(
+                        namespace=None,
+                        flow_id=None,
+                        execution_id=execution_id,
+                        levels=None,
+                        after=None,
+                        before=None,
+                    )
                 if self.purge_execution and await services.delete_execution(execution_id):
                     executions += 1
-        if self.purge_log:
-            ctx.log.warning(f"{where}: the log store cannot delete logs yet; logs are kept")
         return {
             "executionsCount": executions,
-            "logsCount": 0,
+            "logsCount": logs,
             "storagesCount": files,
             "metricsCount": 0,
         }
@@ -288,6 +308,43 @@ class Fetch(RunnableTask, kw_only=True, frozen=True):
         return {"uri": uri, "size": len(entries)}
 
 
+# -- log.PurgeLogs -----------------------------------------------------------------
+class PurgeLogs(RunnableTask, kw_only=True, frozen=True):
+    """Deletes the log lines of a namespace (and those below it), a flow or an
+    execution, written before ``endDate`` (and from ``startDate``), of some levels."""
+
+    namespace: str | None = None
+    flow_id: str | None = None
+    execution_id: str | None = None
+    log_levels: list[str] | None = None
+    start_date: str | None = None
+    end_date: str
+
+    canonical_type: ClassVar[str] = "io.kestra.plugin.core.log.PurgeLogs"
+    aliases: ClassVar[tuple[str, ...]] = ("io.kestra.core.tasks.log.PurgeLogs",)
+
+    async def run(self, ctx: RunContext) -> Outputs:
+        where = f"PurgeLogs {self.id!r}"
+        services = _services(ctx, where)
+        levels = None
+        if self.log_levels:
+            levels = tuple(str(v).upper() for v in await ctx.render(list(self.log_levels)))
+            unknown = [v for v in levels if v not in _LEVELS]
+            if unknown:
+                raise TaskFailure(
+                    f"{where}: `logLevels` must be among {', '.join(_LEVELS)}, got {unknown[0]!r}"
+                )
+        count = await services.delete_logs(
+            namespace=str(await ctx.render(self.namespace)) if self.namespace else None,
+            flow_id=str(await ctx.render(self.flow_id)) if self.flow_id else None,
+            execution_id=(str(await ctx.render(self.execution_id)) if self.execution_id else None),
+            levels=levels,
+            after=_instant(await ctx.render(self.start_date), where, "startDate"),
+            before=_instant(await ctx.render(self.end_date), where, "endDate"),
+        )
+        return {"count": count}
+
+
 # -- kv.GetKeys --------------------------------------------------------------------
 class KvGetKeys(RunnableTask, kw_only=True, frozen=True):
     """The keys of a namespace's KV store, optionally those starting with ``prefix``."""
@@ -344,6 +401,7 @@ EXECUTION_TASKS: tuple[type[RunnableTask], ...] = (
     Count,
     PurgeExecutions,
     Fetch,
+    PurgeLogs,
     KvGetKeys,
     Toggle,
 )

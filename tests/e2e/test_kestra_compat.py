@@ -271,6 +271,9 @@ CASES: dict[str, Expect] = {
                     "warnings",
                     "say_logs",
                     "read_logs",
+                    "purge_warnings",
+                    "warnings_left",
+                    "say_left",
                     "key_a",
                     "key_b",
                     "key_other",
@@ -290,6 +293,10 @@ CASES: dict[str, Expect] = {
             "warnings": {"size": 1},
             "say_logs": {"size": 1},
             "read_logs": {"value": "hello from say"},
+            # the WARN line went; the INFO ones stayed
+            "purge_warnings": {"count": 1},
+            "warnings_left": {"size": 0},
+            "say_left": {"size": 1},
             "keys": {"keys": ["report_a", "report_b"]},
             "running_here": {
                 "total": 1,
