@@ -1,0 +1,226 @@
+"""Engine rules no other test pinned: each was changed by a mutation and every test
+still passed. They drive the pure engine (``apply``) event by event, as the executor
+does, and hold whatever runs it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from runtime.flow.engine import apply, guess_state
+from runtime.flow.events import (
+    Command,
+    CreateSubflow,
+    DelayElapsed,
+    DelayKind,
+    Event,
+    ExecutionCreated,
+    KillTask,
+    Restart,
+    RunTask,
+    SubflowEnded,
+    WorkerResult,
+)
+from runtime.flow.execution import Execution, TaskRun, new_execution
+from runtime.flow.model import Flow
+from runtime.flow.states import StateType
+from tests.unit.engine_helpers import flow_of
+
+S = StateType
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+LOG = "io.kestra.plugin.core.log.Log"
+
+
+class Run:
+    """One execution driven through ``apply``, keeping every command it produced."""
+
+    def __init__(self, text: str) -> None:
+        self.flow: Flow = flow_of(text)
+        self.execution: Execution = new_execution(
+            id="e", namespace="company.team", flow_id="t", flow_revision=1, at=T0
+        )
+        self.commands: list[Command] = []
+        self.send(ExecutionCreated(at=T0))
+
+    def send(self, event: Event) -> list[Command]:
+        self.execution, commands = apply(self.execution, self.flow, event)
+        self.commands.extend(commands)
+        return commands
+
+    def run_of(self, task_id: str) -> TaskRun:
+        (run,) = self.execution.runs_of(task_id)
+        return run
+
+    def report(self, task_id: str, state: StateType, at: datetime = T0) -> list[Command]:
+        """The worker's end of the task's current attempt (RUNNING first, then ``state``)."""
+        run = self.run_of(task_id)
+        job = [c for c in self.commands if isinstance(c, RunTask) and c.task_run_id == run.id][-1]
+        self.send(WorkerResult(at=at, task_run_id=run.id, attempt=job.attempt, state=S.RUNNING))
+        return self.send(WorkerResult(at=at, task_run_id=run.id, attempt=job.attempt, state=state))
+
+    def children_created(self) -> list[CreateSubflow]:
+        return [c for c in self.commands if isinstance(c, CreateSubflow)]
+
+
+# -- Subflow ---------------------------------------------------------------------------
+SUBFLOW = f"""
+id: t
+namespace: company.team
+tasks:
+  - id: sub
+    type: io.kestra.plugin.core.flow.Subflow
+    namespace: company.team
+    flowId: child
+    TRANSMIT
+    retry:
+      type: constant
+      interval: PT1S
+      maxAttempt: 3
+  - id: after
+    type: {LOG}
+    message: after
+"""
+
+
+def test_a_retried_subflow_ignores_the_late_end_of_its_first_child() -> None:
+    run = Run(SUBFLOW.replace("TRANSMIT", "transmitFailed: true"))
+    (first,) = run.children_created()
+    sub = run.run_of("sub").id
+    run.send(SubflowEnded(at=T0, task_run_id=sub, execution_id=first.execution_id, state=S.FAILED))
+    assert run.run_of("sub").state.current is S.RETRYING
+    run.send(DelayElapsed(at=T0, delay=DelayKind.RETRY, task_run_id=sub, attempt=1))
+    second = run.children_created()[-1]
+    assert second.execution_id != first.execution_id
+    before = run.execution
+
+    # the first child's end, delivered late (or again): the second attempt is running
+    for state in (S.SUCCESS, S.FAILED):
+        late = SubflowEnded(at=T0, task_run_id=sub, execution_id=first.execution_id, state=state)
+        assert run.send(late) == []
+        assert run.execution is before
+
+    run.send(
+        SubflowEnded(at=T0, task_run_id=sub, execution_id=second.execution_id, state=S.SUCCESS)
+    )
+    assert run.run_of("sub").state.current is S.SUCCESS
+    assert len(run.run_of("sub").attempts) == 2
+    assert [c.task_id for c in run.commands if isinstance(c, RunTask)] == ["after"]
+
+
+@pytest.mark.parametrize(
+    ("transmit", "child", "task_end"),
+    [
+        ("true", S.WARNING, S.WARNING),
+        ("false", S.WARNING, S.SUCCESS),
+        ("false", S.FAILED, S.SUCCESS),
+        ("true", S.SUCCESS, S.SUCCESS),
+    ],
+)
+def test_transmit_failed_passes_a_child_warning_on_as_a_warning(
+    transmit: str, child: StateType, task_end: StateType
+) -> None:
+    run = Run(SUBFLOW.replace("TRANSMIT", f"transmitFailed: {transmit}"))
+    (created,) = run.children_created()
+    sub = run.run_of("sub").id
+    run.send(SubflowEnded(at=T0, task_run_id=sub, execution_id=created.execution_id, state=child))
+    assert run.run_of("sub").state.current is task_end
+    assert run.run_of("sub").outputs == {
+        "executionId": created.execution_id,
+        "state": child.value,
+        "outputs": {},
+    }
+    # a warning is not a failure: the flow goes on either way
+    assert [c.task_id for c in run.commands if isinstance(c, RunTask)] == ["after"]
+
+
+# -- scopes ---------------------------------------------------------------------------
+PARALLEL = f"""
+id: t
+namespace: company.team
+tasks:
+  - id: p
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - id: a
+        type: {LOG}
+        message: a
+      - id: b
+        type: {LOG}
+        message: b
+"""
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_a_scope_whose_children_ended_killed_and_failed_is_killed(first: str) -> None:
+    run = Run(PARALLEL)
+    ends = {"a": S.FAILED, "b": S.KILLED}
+    second = "b" if first == "a" else "a"
+    run.report(first, ends[first])
+    assert run.run_of("p").state.current is S.RUNNING  # waits for its other child
+    run.report(second, ends[second])
+    assert run.run_of("p").state.current is S.KILLED
+    assert run.execution.state.current is S.KILLED
+
+
+def test_the_guessed_state_puts_killed_before_failed_before_warning_before_paused() -> None:
+    def guess(*states: StateType, **allow: bool) -> StateType:
+        runs = []
+        for i, state in enumerate(states):
+            run = Run(PARALLEL).run_of("p")
+            runs.append(run.with_state(S.RUNNING, T0).with_state(state, T0 + timedelta(i)))
+        return guess_state(runs, **allow)
+
+    assert guess(S.FAILED, S.KILLED, S.WARNING) is S.KILLED
+    assert guess(S.WARNING, S.FAILED, S.SUCCESS) is S.FAILED
+    assert guess(S.SUCCESS, S.PAUSED, S.WARNING) is S.WARNING
+    assert guess(S.SUCCESS, S.PAUSED) is S.PAUSED
+    assert guess(S.SUCCESS, S.SKIPPED) is S.SUCCESS
+    assert guess(S.SUCCESS, S.FAILED, allow_failure=True) is S.WARNING
+    assert guess(S.FAILED, allow_failure=True, allow_warning=True) is S.SUCCESS
+    assert guess(S.WARNING, allow_warning=True) is S.SUCCESS
+    assert guess(S.WARNING, allow_failure=True) is S.WARNING
+    assert guess(S.KILLED, allow_failure=True, allow_warning=True) is S.KILLED
+
+
+# -- restart ----------------------------------------------------------------------------
+TIMED_OUT = f"""
+id: t
+namespace: company.team
+timeout: PT1M
+tasks:
+  - id: p
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - id: a
+        type: {LOG}
+        message: a
+      - id: b
+        type: {LOG}
+        message: b
+"""
+
+
+def test_a_restart_after_a_flow_timeout_runs_the_failed_branch_and_keeps_the_killed_one() -> None:
+    run = Run(TIMED_OUT)
+    run.report("a", S.FAILED)
+    b = run.run_of("b").id
+    run.send(WorkerResult(at=T0, task_run_id=b, attempt=1, state=S.RUNNING))
+    late = T0 + timedelta(minutes=1)
+    commands = run.send(DelayElapsed(at=late, delay=DelayKind.FLOW_TIMEOUT))
+    assert commands[-1] == KillTask(at=late, task_run_id=b)
+    run.send(WorkerResult(at=late, task_run_id=b, attempt=1, state=S.KILLED))
+    assert run.execution.state.current is S.FAILED  # a flow timeout ends FAILED
+
+    run.send(Restart(at=late))
+    assert run.execution.state.current is S.RUNNING
+    assert run.run_of("a").state.current is S.RESTARTED
+    assert run.run_of("b").state.current is S.KILLED  # restart re-runs FAILED runs only
+    run.report("a", S.SUCCESS, at=late)
+    assert run.run_of("a").state.current is S.SUCCESS
+    assert len(run.run_of("a").attempts) == 2
+    # The timeout was the first attempt's: the restarted execution did not time out,
+    # so it ends as its runs say, KILLED (b) over SUCCESS (a), not FAILED.
+    assert run.run_of("p").state.current is S.KILLED
+    assert run.execution.state.current is S.KILLED
+    assert run.execution.metadata.attempt_number == 2
