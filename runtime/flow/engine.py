@@ -610,8 +610,12 @@ class _Pass:
     ) -> str:
         parent_id = parent.id if parent else None
         run_id = derived_id(self.original.id, parent_id, task.id, value, iteration)
-        if run_id in self.index:  # created before and removed by a restart: new generation
-            run_id = derived_id(run_id, len(self.runs))
+        generation = self.metadata.attempt_number
+        if generation > 1:
+            # Each restart is a new generation: a run it dropped (an errors branch) and
+            # creates again gets a new id, so the old one's wake-ups still queued (its
+            # timeout, a retry) find no run instead of ending the new one early.
+            run_id = derived_id(run_id, generation)
         run = TaskRun(
             id=run_id,
             execution_id=self.original.id,

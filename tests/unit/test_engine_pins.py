@@ -20,6 +20,7 @@ from runtime.flow.events import (
     Restart,
     RunTask,
     SubflowEnded,
+    WakeAt,
     WorkerResult,
 )
 from runtime.flow.execution import Execution, TaskRun, new_execution
@@ -224,3 +225,47 @@ def test_a_restart_after_a_flow_timeout_runs_the_failed_branch_and_keeps_the_kil
     assert run.run_of("p").state.current is S.KILLED
     assert run.execution.state.current is S.KILLED
     assert run.execution.metadata.attempt_number == 2
+
+
+ERRORS_WITH_TIMEOUT = f"""
+id: t
+namespace: company.team
+tasks:
+  - id: a
+    type: {LOG}
+    message: a
+errors:
+  - id: handle
+    type: io.kestra.plugin.core.flow.Sequential
+    timeout: PT1H
+    tasks:
+      - id: notify
+        type: {LOG}
+        message: notify
+"""
+
+
+def test_a_run_recreated_after_a_restart_is_a_new_generation_that_old_wake_ups_miss() -> None:
+    run = Run(ERRORS_WITH_TIMEOUT)
+    run.report("a", S.FAILED)
+    first = run.run_of("handle")
+    (first_timeout,) = [c for c in run.commands if isinstance(c, WakeAt)]
+    assert (first_timeout.delay, first_timeout.task_run_id) == (DelayKind.TIMEOUT, first.id)
+    run.report("notify", S.SUCCESS)
+    assert run.execution.state.current is S.FAILED
+
+    later = T0 + timedelta(minutes=10)
+    run.send(Restart(at=later))
+    assert run.execution.runs_of("handle") == []  # the errors branch is dropped
+    run.report("a", S.FAILED, at=later)
+    again = run.run_of("handle")
+    assert again.id != first.id
+    assert again.state.current is S.RUNNING
+
+    # the first generation's timeout comes due while the new handler still runs
+    stale = DelayElapsed(at=first_timeout.when, delay=DelayKind.TIMEOUT, task_run_id=first.id)
+    assert run.send(stale) == []
+    assert run.run_of("handle").state.current is S.RUNNING
+    run.report("notify", S.SUCCESS, at=first_timeout.when)
+    assert run.run_of("handle").state.current is S.SUCCESS
+    assert run.execution.state.current is S.FAILED
