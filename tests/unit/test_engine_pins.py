@@ -4,18 +4,14 @@ does, and hold whatever runs it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from runtime.flow.engine import apply, guess_state
+from runtime.flow.engine import guess_state
 from runtime.flow.events import (
-    Command,
-    CreateSubflow,
     DelayElapsed,
     DelayKind,
-    Event,
-    ExecutionCreated,
     KillTask,
     Restart,
     RunTask,
@@ -23,45 +19,10 @@ from runtime.flow.events import (
     WakeAt,
     WorkerResult,
 )
-from runtime.flow.execution import Execution, TaskRun, new_execution
-from runtime.flow.model import Flow
 from runtime.flow.states import StateType
-from tests.unit.engine_helpers import flow_of
+from tests.unit.engine_driver import LOG, T0, Run
 
 S = StateType
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-LOG = "io.kestra.plugin.core.log.Log"
-
-
-class Run:
-    """One execution driven through ``apply``, keeping every command it produced."""
-
-    def __init__(self, text: str) -> None:
-        self.flow: Flow = flow_of(text)
-        self.execution: Execution = new_execution(
-            id="e", namespace="company.team", flow_id="t", flow_revision=1, at=T0
-        )
-        self.commands: list[Command] = []
-        self.send(ExecutionCreated(at=T0))
-
-    def send(self, event: Event) -> list[Command]:
-        self.execution, commands = apply(self.execution, self.flow, event)
-        self.commands.extend(commands)
-        return commands
-
-    def run_of(self, task_id: str) -> TaskRun:
-        (run,) = self.execution.runs_of(task_id)
-        return run
-
-    def report(self, task_id: str, state: StateType, at: datetime = T0) -> list[Command]:
-        """The worker's end of the task's current attempt (RUNNING first, then ``state``)."""
-        run = self.run_of(task_id)
-        job = [c for c in self.commands if isinstance(c, RunTask) and c.task_run_id == run.id][-1]
-        self.send(WorkerResult(at=at, task_run_id=run.id, attempt=job.attempt, state=S.RUNNING))
-        return self.send(WorkerResult(at=at, task_run_id=run.id, attempt=job.attempt, state=state))
-
-    def children_created(self) -> list[CreateSubflow]:
-        return [c for c in self.commands if isinstance(c, CreateSubflow)]
 
 
 # -- Subflow ---------------------------------------------------------------------------

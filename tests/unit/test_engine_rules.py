@@ -1,0 +1,628 @@
+"""Engine rules a mutation run found unguarded: wake-ups (retry, pause, WaitFor,
+timeouts), retry dates, replay, subflow requests, flow outputs, loops. Each drives the
+pure engine event by event (tests/unit/engine_driver.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from runtime.flow.engine import EngineError
+from runtime.flow.events import (
+    CreateExecution,
+    CreateSubflow,
+    DelayElapsed,
+    DelayKind,
+    ExecutionEnded,
+    Log,
+    Replay,
+    Resume,
+    RunTask,
+    WakeAt,
+    WorkerResult,
+)
+from runtime.flow.states import StateType
+from tests.unit.engine_driver import LOG, T0, Run
+
+S = StateType
+MINUTE = timedelta(minutes=1)
+
+
+def wakes(run: Run, kind: DelayKind) -> list[WakeAt]:
+    return [c for c in run.commands if isinstance(c, WakeAt) and c.delay is kind]
+
+
+def logs(run: Run) -> list[tuple[str, str, str | None]]:
+    return [(c.level, c.message, c.task_id) for c in run.commands if isinstance(c, Log)]
+
+
+def one(task_id: str, extra: str = "", top: str = "") -> str:
+    return f"""
+id: t
+namespace: company.team
+{top}
+tasks:
+  - id: {task_id}
+    type: {LOG}
+    message: hi
+{extra}
+"""
+
+
+# -- flow timeout ---------------------------------------------------------------------------
+def test_a_flow_timeout_due_after_the_end_changes_nothing() -> None:
+    run = Run(one("a", top="timeout: PT1M"))
+    run.report("a", S.SUCCESS)
+    assert run.execution.state.current is S.SUCCESS
+    ended = run.execution
+    assert run.send(DelayElapsed(at=T0 + MINUTE, delay=DelayKind.FLOW_TIMEOUT)) == []
+    assert run.execution is ended
+
+
+def test_a_flow_timeout_logs_an_error_naming_the_limit() -> None:
+    run = Run(one("a", top="timeout: PT1M"))
+    run.send(DelayElapsed(at=T0 + MINUTE, delay=DelayKind.FLOW_TIMEOUT))
+    assert ("ERROR", "flow timeout of 0:01:00 reached: killing", None) in logs(run)
+    assert run.execution.state.current is S.FAILED
+
+
+# -- retries ---------------------------------------------------------------------------------
+def retrying(retry: str) -> str:
+    return one("a", extra="    retry:\n" + "".join(f"      {line}\n" for line in retry.split(";")))
+
+
+def test_the_next_attempt_is_due_an_interval_after_the_last_one_ended() -> None:
+    run = Run(retrying("type: constant;interval: PT10S;maxAttempt: 3"))
+    a = run.run_of("a").id
+    ended_at = T0 + timedelta(seconds=5)
+    run.send(WorkerResult(at=T0, task_run_id=a, attempt=1, state=S.RUNNING))
+    run.send(WorkerResult(at=ended_at, task_run_id=a, attempt=1, state=S.FAILED))
+    (wake,) = wakes(run, DelayKind.RETRY)
+    assert (wake.when, wake.task_run_id, wake.attempt) == (ended_at + timedelta(seconds=10), a, 1)
+    # a second failure: the wake-up names the second attempt
+    run.send(DelayElapsed(at=wake.when, delay=DelayKind.RETRY, task_run_id=a, attempt=1))
+    run.report("a", S.FAILED, at=wake.when + timedelta(seconds=1))
+    second = wakes(run, DelayKind.RETRY)[-1]
+    assert (second.attempt, second.when) == (2, wake.when + timedelta(seconds=11))
+
+
+def test_a_retry_wake_up_for_an_older_attempt_starts_nothing() -> None:
+    run = Run(retrying("type: constant;interval: PT10S;maxAttempt: 5"))
+    a = run.run_of("a").id
+    run.report("a", S.FAILED)
+    first = DelayElapsed(at=T0, delay=DelayKind.RETRY, task_run_id=a, attempt=1)
+    run.send(first)
+    run.report("a", S.FAILED)
+    assert run.run_of("a").state.current is S.RETRYING
+    before = run.execution
+    assert run.send(first) == []  # delivered again: attempt 3 must wait for its own
+    assert run.execution is before
+    # and a wake-up for a run that is not retrying (it runs) starts nothing either
+    run.send(DelayElapsed(at=T0, delay=DelayKind.RETRY, task_run_id=a, attempt=2))
+    running = run.execution
+    assert run.send(DelayElapsed(at=T0, delay=DelayKind.RETRY, task_run_id=a)) == []
+    assert run.execution is running
+
+
+def test_random_retry_delays_stay_in_range_and_differ_between_attempts() -> None:
+    run = Run(retrying("type: random;minInterval: PT10S;maxInterval: PT20S;maxAttempt: 6"))
+    a = run.run_of("a").id
+    delays = []
+    for attempt in range(1, 6):
+        run.report("a", S.FAILED, at=T0)
+        wake = wakes(run, DelayKind.RETRY)[-1]
+        delays.append(wake.when - T0)
+        run.send(DelayElapsed(at=T0, delay=DelayKind.RETRY, task_run_id=a, attempt=attempt))
+    assert all(timedelta(seconds=10) <= d <= timedelta(seconds=20) for d in delays), delays
+    assert len(set(delays)) > 1, delays  # drawn per attempt, not once
+    # the same events give the same dates: the draw is derived, not random
+    again = Run(retrying("type: random;minInterval: PT10S;maxInterval: PT20S;maxAttempt: 6"))
+    again.report("a", S.FAILED, at=T0)
+    assert wakes(again, DelayKind.RETRY)[0].when - T0 == delays[0]
+
+
+def test_a_retry_due_exactly_at_max_duration_still_runs() -> None:
+    run = Run(retrying("type: constant;interval: PT10S;maxDuration: PT20S;maxAttempt: 9"))
+    a = run.run_of("a").id
+    for attempt, at in ((1, T0), (2, T0 + timedelta(seconds=10))):
+        run.report("a", S.FAILED, at=at)
+        run.send(DelayElapsed(at=at, delay=DelayKind.RETRY, task_run_id=a, attempt=attempt))
+    # the first attempt started at T0; the third would start at T0 + 20 s: allowed
+    run.report("a", S.FAILED, at=T0 + timedelta(seconds=10))
+    assert wakes(run, DelayKind.RETRY)[-1].when == T0 + timedelta(seconds=20)
+    assert run.run_of("a").state.current is S.RETRYING
+
+
+def test_retry_as_a_new_execution_ends_this_one_retried_and_creates_the_next() -> None:
+    retry = "type: constant;interval: PT1M;maxAttempt: 3;behavior: CREATE_NEW_EXECUTION"
+    run = Run(retrying(retry))
+    a = run.run_of("a").id
+    run.report("a", S.FAILED, at=T0)
+    (wake,) = wakes(run, DelayKind.NEW_EXECUTION)
+    assert (wake.when, wake.task_run_id) == (T0 + MINUTE, a)
+    assert run.run_of("a").state.current is S.RETRIED
+    assert run.execution.state.current is S.RETRIED
+    assert [c.state for c in run.commands if isinstance(c, ExecutionEnded)] == [S.RETRIED]
+
+    run.send(DelayElapsed(at=wake.when, delay=DelayKind.NEW_EXECUTION, task_run_id=a))
+    (created,) = [c.execution for c in run.commands if isinstance(c, CreateExecution)]
+    assert created.id != run.execution.id
+    assert created.original_id == run.execution.id
+    assert created.state.current is S.CREATED
+    assert (created.task_run_list, created.outputs, created.memo) == ((), None, None)
+    assert created.metadata.attempt_number == 2
+    assert (created.namespace, created.flow_id) == ("company.team", "t")
+
+
+def test_retry_as_a_new_execution_stops_at_max_attempt_counting_executions() -> None:
+    retry = "type: constant;interval: PT1M;maxAttempt: 2;behavior: CREATE_NEW_EXECUTION"
+    first = Run(retrying(retry))
+    first.report("a", S.FAILED)
+    first.send(DelayElapsed(at=T0 + MINUTE, delay=DelayKind.NEW_EXECUTION))
+    (created,) = [c.execution for c in first.commands if isinstance(c, CreateExecution)]
+    second = Run(retrying(retry))
+    second.execution = created
+    second.send_created()
+    second.report("a", S.FAILED)
+    assert wakes(second, DelayKind.NEW_EXECUTION) == []
+    assert second.execution.state.current is S.FAILED
+
+
+# -- pauses ----------------------------------------------------------------------------------
+def paused(behavior: str = "", duration: str = "pauseDuration: PT1H") -> Run:
+    return Run(f"""
+id: t
+namespace: company.team
+tasks:
+  - id: p
+    type: io.kestra.plugin.core.flow.Pause
+    {duration}
+    {behavior}
+  - id: after
+    type: {LOG}
+    message: after
+""")
+
+
+@pytest.mark.parametrize(
+    ("behavior", "task_end", "execution_end"),
+    [
+        ("RESUME", S.SUCCESS, S.SUCCESS),
+        ("WARN", S.WARNING, S.WARNING),
+        ("FAIL", S.FAILED, S.FAILED),
+        ("CANCEL", S.CANCELLED, S.CANCELLED),
+    ],
+)
+def test_a_pause_ends_as_its_behavior_says_when_its_duration_passes(
+    behavior: str, task_end: StateType, execution_end: StateType
+) -> None:
+    run = paused(f"behavior: {behavior}")
+    assert run.execution.state.current is S.PAUSED
+    (wake,) = wakes(run, DelayKind.PAUSE)
+    assert wake.when == T0 + timedelta(hours=1)
+    p = run.run_of("p").id
+    run.send(DelayElapsed(at=wake.when, delay=DelayKind.PAUSE, task_run_id=p))
+    assert run.run_of("p").state.current is task_end
+    if task_end is not S.FAILED:
+        assert run.execution.state.current is S.RUNNING  # no longer PAUSED
+        run.report("after", S.SUCCESS)
+    assert run.execution.state.current is execution_end
+
+
+def test_a_pause_wake_up_after_a_resume_changes_nothing() -> None:
+    run = paused()
+    p = run.run_of("p").id
+    run.send(Resume(at=T0))
+    assert run.run_of("p").state.current is S.SUCCESS
+    before = run.execution
+    assert run.send(DelayElapsed(at=T0, delay=DelayKind.PAUSE, task_run_id=p)) == []
+    assert run.execution is before
+
+
+def test_the_execution_stays_paused_until_its_last_pause_ends() -> None:
+    run = Run("""
+id: t
+namespace: company.team
+tasks:
+  - id: both
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - id: p1
+        type: io.kestra.plugin.core.flow.Pause
+        pauseDuration: PT1M
+      - id: p2
+        type: io.kestra.plugin.core.flow.Pause
+        pauseDuration: PT2M
+""")
+    assert run.execution.state.current is S.PAUSED
+    run.send(DelayElapsed(at=T0, delay=DelayKind.PAUSE, task_run_id=run.run_of("p1").id))
+    assert run.execution.state.current is S.PAUSED  # p2 still waits
+    run.send(DelayElapsed(at=T0, delay=DelayKind.PAUSE, task_run_id=run.run_of("p2").id))
+    assert run.execution.state.current is S.SUCCESS
+
+
+def test_resuming_one_of_two_pauses_leaves_the_other_paused() -> None:
+    run = Run(f"""
+id: t
+namespace: company.team
+tasks:
+  - id: both
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - {{id: p1, type: io.kestra.plugin.core.flow.Pause}}
+      - {{id: p2, type: io.kestra.plugin.core.flow.Pause}}
+  - {{id: after, type: {LOG}, message: x}}
+""")
+    run.send(Resume(at=T0, task_run_id=run.run_of("p1").id, inputs={"ok": 1}))
+    assert run.run_of("p1").state.current is S.SUCCESS
+    assert run.run_of("p1").outputs == {"onResume": {"ok": 1}}
+    assert run.run_of("p2").state.current is S.PAUSED
+    run.send(Resume(at=T0))
+    assert run.run_of("p2").state.current is S.SUCCESS
+    assert run.run_of("p2").outputs is None
+
+
+# -- flowable timeouts --------------------------------------------------------------------------
+SEQ_TIMEOUT = f"""
+id: t
+namespace: company.team
+tasks:
+  - id: s
+    type: io.kestra.plugin.core.flow.Sequential
+    timeout: PT1M
+    tasks:
+      - {{id: a, type: {LOG}, message: a}}
+      - {{id: b, type: {LOG}, message: b}}
+"""
+
+
+def test_a_flowable_timeout_kills_its_children_and_fails_it() -> None:
+    run = Run(SEQ_TIMEOUT)
+    s, a = run.run_of("s").id, run.run_of("a").id
+    (wake,) = wakes(run, DelayKind.TIMEOUT)
+    assert (wake.when, wake.task_run_id) == (T0 + MINUTE, s)
+    run.send(WorkerResult(at=T0, task_run_id=a, attempt=1, state=S.RUNNING))
+    run.send(DelayElapsed(at=wake.when, delay=DelayKind.TIMEOUT, task_run_id=s))
+    assert ("ERROR", "task 's' timed out after 0:01:00", "s") in logs(run)
+    assert run.run_of("s").state.current is S.RUNNING  # until a reports its end
+    run.send(WorkerResult(at=wake.when, task_run_id=a, attempt=1, state=S.KILLED))
+    assert run.run_of("a").state.current is S.KILLED
+    assert run.run_of("s").state.current is S.FAILED
+    assert run.execution.runs_of("b") == []
+    assert run.execution.state.current is S.FAILED
+
+
+def test_a_flowable_timeout_due_after_it_ended_changes_nothing() -> None:
+    run = Run(SEQ_TIMEOUT)
+    run.report("a", S.SUCCESS)
+    run.report("b", S.SUCCESS)
+    assert run.execution.state.current is S.SUCCESS
+    done = run.execution
+    s = run.run_of("s").id
+    assert run.send(DelayElapsed(at=T0 + MINUTE, delay=DelayKind.TIMEOUT, task_run_id=s)) == []
+    assert run.execution is done
+
+
+def test_a_pause_not_resumed_within_its_timeout_fails_and_the_execution_runs_on() -> None:
+    run = Run(f"""
+id: t
+namespace: company.team
+tasks:
+  - id: both
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - {{id: p, type: io.kestra.plugin.core.flow.Pause, timeout: PT1M}}
+      - {{id: a, type: {LOG}, message: a}}
+""")
+    assert run.execution.state.current is S.PAUSED
+    p = run.run_of("p").id
+    run.send(DelayElapsed(at=T0 + MINUTE, delay=DelayKind.TIMEOUT, task_run_id=p))
+    assert run.run_of("p").state.current is S.FAILED
+    assert run.execution.state.current is S.RUNNING  # a still runs
+    run.report("a", S.SUCCESS)
+    assert run.execution.state.current is S.FAILED
+
+
+# -- WaitFor ---------------------------------------------------------------------------------
+def waiting(condition: str, frequency: str = "interval: PT5S", extra: str = "") -> Run:
+    return Run(f"""
+id: t
+namespace: company.team
+tasks:
+  - id: w
+    type: io.kestra.plugin.core.flow.WaitFor
+    condition: "{condition}"
+    checkFrequency:
+      {frequency}
+    {extra}
+    tasks:
+      - {{id: probe, type: {LOG}, message: x}}
+""")
+
+
+def probe_once(run: Run, iteration: int, at: object = T0) -> None:
+    (probe,) = [r for r in run.execution.runs_of("probe") if r.iteration == iteration]
+    job = [c for c in run.commands if isinstance(c, RunTask) and c.task_run_id == probe.id][-1]
+    run.send(WorkerResult(at=T0, task_run_id=probe.id, attempt=job.attempt, state=S.SUCCESS))
+
+
+def test_wait_for_counts_iterations_and_waits_an_interval_between_them() -> None:
+    run = waiting("{{ false }}", "interval: PT5S\n      maxIterations: 3")
+    w = run.run_of("w").id
+    assert run.run_of("w").outputs == {"iterationCount": 1}
+    for iteration in range(2):
+        probe_once(run, iteration)
+        wake = wakes(run, DelayKind.WAIT_FOR)[-1]
+        assert (wake.when, wake.task_run_id, wake.attempt) == (
+            T0 + timedelta(seconds=5),
+            w,
+            iteration,
+        )
+        assert run.run_of("w").state.current is S.RUNNING
+        stale = DelayElapsed(at=T0, delay=DelayKind.WAIT_FOR, task_run_id=w, attempt=iteration + 1)
+        before = run.execution
+        assert run.send(stale) == []  # a wake-up for a later iteration: not yet
+        assert run.execution is before
+        run.send(DelayElapsed(at=T0, delay=DelayKind.WAIT_FOR, task_run_id=w, attempt=iteration))
+        assert run.run_of("w").outputs == {"iterationCount": iteration + 2}
+        assert len(run.execution.runs_of("probe")) == iteration + 2
+    probe_once(run, 2)
+    # the limit reached, without failOnMaxReached: the loop ends as its runs did
+    assert run.run_of("w").state.current is S.SUCCESS
+    assert ("WARNING", "WaitFor 'w' reached its limit", "w") in logs(run)
+    assert len(run.execution.runs_of("probe")) == 3
+
+
+def test_wait_for_fails_at_its_limit_when_told_to() -> None:
+    run = waiting("{{ false }}", "interval: PT5S\n      maxIterations: 1", "failOnMaxReached: true")
+    probe_once(run, 0)
+    assert run.run_of("w").state.current is S.FAILED
+    assert run.execution.state.current is S.FAILED
+
+
+def test_wait_for_stops_after_its_max_duration() -> None:
+    run = waiting(
+        "{{ false }}", "interval: PT5S\n      maxDuration: PT5S", "failOnMaxReached: true"
+    )
+    w = run.run_of("w").id
+    probe_once(run, 0)
+    assert run.run_of("w").state.current is S.RUNNING  # 0 s of 5 s spent
+    later = T0 + timedelta(seconds=5)
+    run.send(DelayElapsed(at=later, delay=DelayKind.WAIT_FOR, task_run_id=w, attempt=0))
+    (probe,) = [r for r in run.execution.runs_of("probe") if r.iteration == 1]
+    run.send(WorkerResult(at=later, task_run_id=probe.id, attempt=1, state=S.SUCCESS))
+    assert run.run_of("w").state.current is S.FAILED
+
+
+def test_wait_for_with_a_broken_condition_fails_and_says_why() -> None:
+    run = waiting("{{ nothing.here }}")
+    probe_once(run, 0)
+    assert run.run_of("w").state.current is S.FAILED
+    (error,) = [m for level, m, task in logs(run) if level == "ERROR"]
+    assert error.startswith("WaitFor condition of 'w': ")
+
+
+def test_wait_for_ends_once_the_condition_holds() -> None:
+    run = waiting("{{ true }}")
+    probe_once(run, 0)
+    assert run.run_of("w").state.current is S.SUCCESS
+    assert wakes(run, DelayKind.WAIT_FOR) == []
+
+
+# -- loops ----------------------------------------------------------------------------------------
+def looping(values: str) -> Run:
+    return Run(f"""
+id: t
+namespace: company.team
+tasks:
+  - id: each
+    type: io.kestra.plugin.core.flow.ForEach
+    concurrencyLimit: 0
+    values: {values}
+    tasks:
+      - {{id: item, type: {LOG}, message: "{{{{ taskrun.value }}}}"}}
+""")
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ('\'["a", "b", "a"]\'', ["a", "b"]),  # a JSON string; each value once
+        ("[1, {x: 2}, 1]", ["1", '{"x":2}']),  # not strings: JSON, compact
+        ("{k: v, n: 1}", ['{"key":"k","value":"v"}', '{"key":"n","value":1}']),
+    ],
+)
+def test_loop_values_are_strings_each_run_once(values: str, expected: list[str]) -> None:
+    run = looping(values)
+    assert [r.value for r in run.execution.runs_of("item")] == expected
+    assert run.run_of("each").memo == {"values": expected}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ("'not json'", "task 'each': values must be a list or a JSON array, got 'not json'"),
+        ("'3'", "task 'each': values must be a list, got int"),
+    ],
+)
+def test_loop_values_that_are_not_a_list_fail_the_loop(values: str, message: str) -> None:
+    run = looping(values)
+    assert run.run_of("each").state.current is S.FAILED
+    assert ("ERROR", message, "each") in logs(run)
+    assert run.execution.state.current is S.FAILED
+
+
+# -- subflow requests ---------------------------------------------------------------------------
+def test_a_subflow_request_carries_rendered_inputs_labels_and_revision() -> None:
+    run = Run(
+        """
+id: t
+namespace: company.team
+tasks:
+  - id: call
+    type: io.kestra.plugin.core.flow.Subflow
+    namespace: other.ns
+    flowId: child
+    revision: 3
+    inheritLabels: true
+    wait: false
+    inputs:
+      who: "{{ flow.id }}"
+    labels:
+      - {key: from, value: "{{ flow.namespace }}"}
+""",
+        labels={"team": "data"},
+    )
+    (request,) = run.children_created()
+    call = run.run_of("call")
+    assert request == CreateSubflow(
+        at=T0,
+        task_run_id=call.id,
+        execution_id=request.execution_id,
+        namespace="other.ns",
+        flow_id="child",
+        revision=3,
+        inputs={"who": "t"},
+        labels={"team": "data", "from": "company.team"},
+        wait=False,
+    )
+    assert call.state.current is S.SUCCESS
+    assert call.outputs == {"executionId": request.execution_id}
+    assert len(call.attempts) == 1
+
+
+def test_a_subflow_whose_inputs_cannot_render_fails_and_says_why() -> None:
+    run = Run("""
+id: t
+namespace: company.team
+tasks:
+  - id: call
+    type: io.kestra.plugin.core.flow.Subflow
+    namespace: company.team
+    flowId: child
+    inputs:
+      x: "{{ missing.value }}"
+""")
+    assert run.children_created() == []
+    assert run.run_of("call").state.current is S.FAILED
+    (error,) = [m for level, m, task in logs(run) if level == "ERROR" and task == "call"]
+    assert error.startswith("subflow 'call': ")
+    assert run.execution.state.current is S.FAILED
+
+
+# -- flow outputs -----------------------------------------------------------------------------
+def with_output(kind: str, value: str) -> Run:
+    run = Run(one("a", top=f'outputs:\n  - {{id: o, type: {kind}, value: "{value}"}}'))
+    run.report("a", S.SUCCESS)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "expected"),
+    [
+        ("INT", "42", 42),
+        ("FLOAT", "1.5", 1.5),
+        ("BOOLEAN", "true", True),
+        ("BOOLEAN", "false", False),
+        ("JSON", '{\\"a\\": [1]}', {"a": [1]}),
+        ("STRING", "7", "7"),
+    ],
+)
+def test_flow_outputs_take_their_declared_type(kind: str, value: str, expected: object) -> None:
+    run = with_output(kind, value)
+    assert run.execution.state.current is S.SUCCESS
+    assert run.execution.outputs == {"o": expected}
+    ended = [c for c in run.commands if isinstance(c, ExecutionEnded)]
+    assert [e.outputs for e in ended] == [{"o": expected}]
+
+
+def test_a_flow_output_of_the_wrong_type_fails_the_execution_and_says_which() -> None:
+    run = with_output("INT", "forty")
+    assert run.execution.state.current is S.FAILED
+    assert ("ERROR", "flow outputs: output 'o' is not a valid INT: 'forty'", None) in logs(run)
+
+
+# -- replay ---------------------------------------------------------------------------------------
+NESTED = f"""
+id: t
+namespace: company.team
+tasks:
+  - id: first
+    type: {LOG}
+    message: first
+  - id: s
+    type: io.kestra.plugin.core.flow.Sequential
+    tasks:
+      - {{id: a, type: {LOG}, message: a}}
+      - {{id: b, type: {LOG}, message: b}}
+  - id: last
+    type: {LOG}
+    message: last
+"""
+
+
+def finished_nested() -> Run:
+    run = Run(NESTED)
+    for task_id in ("first", "a", "b", "last"):
+        run.report(task_id, S.SUCCESS)
+    assert run.execution.state.current is S.SUCCESS
+    return run
+
+
+def replayed(run: Run, task_id: str | None) -> object:
+    target = run.run_of(task_id).id if task_id else None
+    later = T0 + MINUTE
+    run.send(Replay(at=later, new_execution_id="again", task_run_id=target))
+    (created,) = [c.execution for c in run.commands if isinstance(c, CreateExecution)]
+    return created
+
+
+def test_a_replay_from_a_nested_task_keeps_what_came_before_under_new_ids() -> None:
+    run = finished_nested()
+    source = run.execution
+    again = replayed(run, "b")
+    assert run.execution is source  # the source execution is left alone
+    assert again.id == "again"
+    assert again.original_id == source.id
+    assert (again.outputs, again.memo) == (None, None)
+    assert again.metadata.attempt_number == 2
+    assert [h.state for h in again.state.histories][-1] is S.RESTARTED
+    assert [r.task_id for r in again.task_run_list] == ["first", "s", "a", "b"]
+    ids = {r.task_id: r for r in again.task_run_list}
+    old = {r.task_id: r for r in source.task_run_list}
+    assert all(ids[t].id != old[t].id for t in ids)  # every run renamed
+    assert all(r.execution_id == "again" for r in again.task_run_list)
+    assert ids["a"].parent_task_run_id == ids["s"].id
+    assert ids["b"].parent_task_run_id == ids["s"].id
+    assert ids["s"].parent_task_run_id is None
+    assert ids["first"].state == old["first"].state  # before the cut: as it was
+    assert ids["a"].state == old["a"].state
+    assert ids["s"].state.current is S.RUNNING  # an ancestor runs again
+    assert ids["b"].state.current is S.RESTARTED  # the target starts again
+
+
+def test_a_replay_runs_the_target_again_and_continues_after_it() -> None:
+    run = finished_nested()
+    again = Run(NESTED)
+    again.execution = replayed(run, "b")
+    again.send_created()
+    jobs = [c for c in again.commands if isinstance(c, RunTask)]
+    assert [(j.task_id, j.attempt) for j in jobs][-1:] == [("b", 2)]
+    again.report("b", S.SUCCESS)
+    again.report("last", S.SUCCESS)
+    assert again.execution.state.current is S.SUCCESS
+
+
+def test_a_replay_from_scratch_is_a_new_created_execution() -> None:
+    run = finished_nested()
+    again = replayed(run, None)
+    assert again.state.current is S.CREATED
+    assert again.task_run_list == ()
+    assert again.original_id == run.execution.id
+
+
+def test_a_replay_from_an_unknown_task_run_is_refused() -> None:
+    run = finished_nested()
+    with pytest.raises(EngineError, match="has no task run 'nope' to replay from"):
+        run.send(Replay(at=T0, new_execution_id="again", task_run_id="nope"))
