@@ -5,12 +5,14 @@ backend: the queues, the stored executions, the kill requests."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from backends.memory import MemoryBackend
+from backends.storage_local import LocalStorage
 from runtime.flow.events import ExecutionCreated, Kill, Restart
 from runtime.flow.execution import Execution, new_execution
 from runtime.flow.ids import new_id
@@ -241,3 +243,130 @@ async def test_a_worker_never_runs_more_jobs_at_once_than_its_concurrency(
         at_once += step
         most = max(most, at_once)
     assert most == concurrency
+
+
+# -- what a task run writes: its log lines, its template services ----------------------------
+LOGS_AND_SERVICES = f"""
+id: chatty
+namespace: {NS}
+tasks:
+  - id: say
+    type: io.kestra.plugin.core.log.Log
+    level: LEVEL
+    message: hello
+  - id: use
+    type: io.kestra.plugin.core.debug.Return
+    format: "{{{{ secret('TOKEN') }}}} {{{{ kv('colour') }}}} {{{{ read('FILE') }}}}"
+"""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("level", "stored"), [("INFO", "INFO"), ("WARN", "WARN"), ("ERROR", "ERROR")]
+)
+async def test_task_log_lines_name_their_run_and_the_services_answer_templates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
+) -> None:
+    monkeypatch.setenv("SECRET_TOKEN", base64.b64encode(b"s3cret").decode())
+    backend = MemoryBackend()
+    storage = LocalStorage(tmp_path / "storage")  # the server's storage folder
+    uri = await storage.put(NS, "notes/a.txt", b"from storage")
+    await backend.kv.set(NS, "colour", "blue")
+    flow = LOGS_AND_SERVICES.replace("LEVEL", level).replace("FILE", uri)
+    await deploy_source(backend.flows, flow)
+    async with asyncio.timeout(10), running(tmp_path, backend):
+        execution = await ended(backend, await start(backend, "chatty"))
+        await asyncio.sleep(0.2)  # past the worker's log flush
+        entries = await backend.logs.query(execution.id)
+    assert execution.state.current is S.SUCCESS
+    (say,) = execution.runs_of("say")
+    lines = [e for e in entries if e.task_id == "say"]
+    assert [(e.level, e.message) for e in lines] == [(level, "hello")]
+    line = lines[0]
+    assert (line.execution_id, line.namespace, line.flow_id) == (execution.id, NS, "chatty")
+    assert (line.task_run_id, line.attempt) == (say.id, 1)
+    assert execution.runs_of("use")[0].outputs == {"value": "s3cret blue from storage"}
+
+
+MISSING = f"""
+id: missing
+namespace: {NS}
+tasks:
+  - id: use
+    type: io.kestra.plugin.core.debug.Return
+    format: "WHAT"
+"""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("what", "error"),
+    [
+        ("{{ secret('NOPE') }}", "secret 'NOPE' is not set: export SECRET_NOPE="),
+        ("{{ kv('nothing') }}", f"no KV entry 'nothing' in namespace '{NS}'"),
+    ],
+)
+async def test_a_missing_secret_or_kv_entry_fails_the_task_and_says_which(
+    tmp_path: Path, what: str, error: str
+) -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, MISSING.replace("WHAT", what))
+    async with asyncio.timeout(10), running(tmp_path, backend):
+        execution = await ended(backend, await start(backend, "missing"))
+        await asyncio.sleep(0.2)
+        entries = await backend.logs.query(execution.id)
+    assert execution.state.current is S.FAILED
+    messages = [e.message for e in entries if e.task_id == "use" and e.level == "ERROR"]
+    assert any(error in m for m in messages), messages
+
+
+# -- the executor's own log lines and subflow requests ------------------------------------------
+@pytest.mark.asyncio
+async def test_an_engine_log_line_is_stored_with_its_execution_and_task() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, PARENT.replace("WAIT", "true").replace("child", "absent"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    parent_id = await submitted(backend, "parent")
+    await settle(executor)
+    parent = await stored(backend, parent_id)
+    assert parent.state.current is S.FAILED
+    (call,) = parent.runs_of("call")
+    entries = await backend.logs.query(parent_id)
+    errors = [e for e in entries if e.level == "ERROR"]
+    assert len(errors) == 1, entries
+    (error,) = errors
+    assert error.message.startswith("subflow: ")
+    assert "absent" in error.message
+    assert (error.execution_id, error.namespace, error.flow_id) == (parent_id, NS, "parent")
+    assert error.task_run_id == call.id
+
+
+@pytest.mark.asyncio
+async def test_a_subflow_child_runs_the_revision_asked_for_with_its_labels() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, returns("child", value="first"))
+    await deploy_source(backend.flows, returns("child", value="second"))
+    parent = PARENT.replace("WAIT", "true") + "    revision: 1\n    labels:\n      from: parent\n"
+    await deploy_source(backend.flows, parent)
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    await submitted(backend, "parent")
+    await settle(executor)
+    (child,) = await backend.executions.search(namespace=NS, flow_id="child")
+    assert child.flow_revision == 1
+    assert child.labels == ({"key": "from", "value": "parent"},)
+
+
+@pytest.mark.asyncio
+async def test_a_subflow_child_whose_inputs_are_refused_fails_the_task_and_says_why() -> None:
+    backend = MemoryBackend()
+    child = returns("child", extra="inputs:\n  - {id: n, type: INT}\n")
+    await deploy_source(backend.flows, child)
+    parent = PARENT.replace("WAIT", "true") + "    inputs:\n      n: not-a-number\n"
+    await deploy_source(backend.flows, parent)
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    parent_id = await submitted(backend, "parent")
+    await settle(executor)
+    assert (await stored(backend, parent_id)).state.current is S.FAILED
+    errors = [e for e in await backend.logs.query(parent_id) if e.level == "ERROR"]
+    assert [e.message.split(":")[0] for e in errors] == [f"subflow {NS}.child"]
+    assert await backend.executions.search(namespace=NS, flow_id="child") == []
