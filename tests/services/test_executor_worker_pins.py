@@ -261,9 +261,7 @@ tasks:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("level", "stored"), [("INFO", "INFO"), ("WARN", "WARN"), ("ERROR", "ERROR")]
-)
+@pytest.mark.parametrize("level", ["INFO", "WARN", "ERROR"])
 async def test_task_log_lines_name_their_run_and_the_services_answer_templates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
 ) -> None:
