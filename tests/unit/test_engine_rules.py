@@ -626,3 +626,80 @@ def test_a_replay_from_an_unknown_task_run_is_refused() -> None:
     run = finished_nested()
     with pytest.raises(EngineError, match="has no task run 'nope' to replay from"):
         run.send(Replay(at=T0, new_execution_id="again", task_run_id="nope"))
+
+
+# -- children a task ran itself (WorkingDirectory) ----------------------------------------------
+WORKING_DIRECTORY = f"""
+id: t
+namespace: company.team
+tasks:
+  - id: wd
+    type: io.kestra.plugin.core.flow.WorkingDirectory
+    tasks:
+      - {{id: one, type: {LOG}, message: one}}
+      - {{id: two, type: {LOG}, message: two}}
+      - {{id: three, type: {LOG}, message: three}}
+"""
+
+
+def test_children_a_working_directory_reports_become_its_task_runs() -> None:
+    run = Run(WORKING_DIRECTORY)
+    wd = run.run_of("wd")
+    started = T0 + timedelta(seconds=1)
+    ended = T0 + timedelta(seconds=3)
+    children = [
+        {"taskId": "one", "state": "SUCCESS", "outputs": {"v": 1}},
+        {"taskId": "two", "state": "SKIPPED"},
+        {"taskId": "three", "state": "WARNING"},
+        {"taskId": "stranger", "state": "SUCCESS"},  # not a child of wd: ignored
+        {"taskId": "one", "state": "NOT-A-STATE"},  # unreadable: ignored
+        "not a dict",
+    ]
+    outputs = {"outputs": {"one": {"v": 1}}, "children": children}
+    run.send(
+        WorkerResult(
+            at=ended,
+            task_run_id=wd.id,
+            attempt=1,
+            state=S.SUCCESS,
+            outputs=outputs,
+            started=started,
+        )
+    )
+    assert run.run_of("wd").state.current is S.SUCCESS
+    by_task = {r.task_id: r for r in run.execution.task_run_list if r.task_id != "wd"}
+    assert sorted(by_task) == ["one", "three", "two"]
+    one, two, three = by_task["one"], by_task["two"], by_task["three"]
+    assert all(r.parent_task_run_id == wd.id for r in by_task.values())
+    assert all(r.execution_id == "e" and r.value is None for r in by_task.values())
+    assert (one.state.current, two.state.current, three.state.current) == (
+        S.SUCCESS,
+        S.SKIPPED,
+        S.WARNING,
+    )
+    assert one.outputs == {"v": 1}
+    assert [h.state for h in one.state.histories] == [S.CREATED, S.RUNNING, S.SUCCESS]
+    assert [h.date for h in one.state.histories] == [started, started, ended]
+    assert [h.state for h in two.state.histories] == [S.CREATED, S.SKIPPED]
+    assert two.attempts == ()
+    assert [a.state.current for a in one.attempts] == [S.SUCCESS]
+    assert one.attempts[0].state.start_date == started
+    assert len({one.id, two.id, three.id, wd.id}) == 4
+    assert run.execution.state.current is S.SUCCESS
+
+
+def test_children_reported_again_are_not_added_twice() -> None:
+    run = Run(WORKING_DIRECTORY)
+    wd = run.run_of("wd").id
+    report = WorkerResult(
+        at=T0,
+        task_run_id=wd,
+        attempt=1,
+        state=S.FAILED,
+        outputs={"children": [{"taskId": "one", "state": "SUCCESS"}]},
+    )
+    run.send(report)
+    assert len(run.execution.runs_of("one")) == 1
+    before = run.execution
+    assert run.send(report) == []
+    assert run.execution is before
