@@ -261,7 +261,7 @@ tasks:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("level", ["INFO", "WARN", "ERROR"])
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARN", "ERROR"])
 async def test_task_log_lines_name_their_run_and_the_services_answer_templates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
 ) -> None:
@@ -368,3 +368,29 @@ async def test_a_subflow_child_whose_inputs_are_refused_fails_the_task_and_says_
     errors = [e for e in await backend.logs.query(parent_id) if e.level == "ERROR"]
     assert [e.message.split(":")[0] for e in errors] == [f"subflow {NS}.child"]
     assert await backend.executions.search(namespace=NS, flow_id="child") == []
+
+
+WORKDIR = f"""
+id: workdir
+namespace: {NS}
+tasks:
+  - id: wd
+    type: io.kestra.plugin.core.flow.WorkingDirectory
+    tasks:
+      - {{id: first, type: io.kestra.plugin.core.debug.Return, format: "a"}}
+      - id: second
+        type: io.kestra.plugin.core.debug.Return
+        format: "{{{{ outputs.first.value }}}}-b {{{{ flow.id }}}}"
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_working_directory_child_sees_the_outputs_before_it_and_the_flow(
+    tmp_path: Path,
+) -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, WORKDIR)
+    async with asyncio.timeout(10), running(tmp_path, backend):
+        execution = await ended(backend, await start(backend, "workdir"))
+    assert execution.state.current is S.SUCCESS
+    assert execution.runs_of("second")[0].outputs == {"value": "a-b workdir"}
