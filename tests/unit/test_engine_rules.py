@@ -15,10 +15,12 @@ from runtime.flow.events import (
     DelayElapsed,
     DelayKind,
     ExecutionEnded,
+    Kill,
     Log,
     Replay,
     Resume,
     RunTask,
+    SubflowEnded,
     WakeAt,
     WorkerResult,
 )
@@ -703,3 +705,134 @@ def test_children_reported_again_are_not_added_twice() -> None:
     before = run.execution
     assert run.send(report) == []
     assert run.execution is before
+
+
+# -- more rules found unguarded by the mutation run ------------------------------------------
+def test_a_kill_of_an_ended_execution_changes_nothing() -> None:
+    run = Run(one("a"))
+    run.report("a", S.SUCCESS)
+    done = run.execution
+    assert run.send(Kill(at=T0)) == []
+    assert run.execution is done
+
+
+def test_killing_a_paused_execution_ends_the_pause_killed_at_once() -> None:
+    run = paused(duration="")
+    assert run.execution.state.current is S.PAUSED
+    run.send(Kill(at=T0))
+    assert run.run_of("p").state.current is S.KILLED
+    assert run.execution.state.current is S.KILLED
+    assert run.execution.runs_of("after") == []
+
+
+def test_a_resume_sets_the_execution_running_and_the_flow_goes_on() -> None:
+    run = paused(duration="")
+    commands = run.send(Resume(at=T0))
+    assert run.execution.state.current is S.RUNNING
+    assert [c.task_id for c in commands if isinstance(c, RunTask)] == ["after"]
+
+
+def test_a_subflow_end_closes_the_running_attempt_with_the_childs_state() -> None:
+    run = Run(
+        f"""
+id: t
+namespace: company.team
+tasks:
+  - id: sub
+    type: io.kestra.plugin.core.flow.Subflow
+    namespace: company.team
+    flowId: child
+    transmitFailed: false
+  - {{id: after, type: {LOG}, message: x}}
+"""
+    )
+    (request,) = run.children_created()
+    sub = run.run_of("sub")
+    assert [a.state.current for a in sub.attempts] == [S.RUNNING]
+    later = T0 + MINUTE
+    run.send(
+        SubflowEnded(
+            at=later, task_run_id=sub.id, execution_id=request.execution_id, state=S.FAILED
+        )
+    )
+    (attempt,) = run.run_of("sub").attempts
+    assert attempt.state.current is S.FAILED  # the child's end, though the task succeeds
+    assert attempt.state.end_date == later
+    assert run.run_of("sub").state.current is S.SUCCESS
+
+
+def test_engine_log_lines_name_the_task_run() -> None:
+    run = Run(SEQ_TIMEOUT)
+    s = run.run_of("s").id
+    run.send(DelayElapsed(at=T0 + MINUTE, delay=DelayKind.TIMEOUT, task_run_id=s))
+    (line,) = [c for c in run.commands if isinstance(c, Log)]
+    assert (line.task_run_id, line.task_id, line.level) == (s, "s", "ERROR")
+
+
+def test_a_retry_policy_on_a_flowable_applies_to_its_children_not_to_itself() -> None:
+    run = Run(
+        f"""
+id: t
+namespace: company.team
+tasks:
+  - id: s
+    type: io.kestra.plugin.core.flow.Sequential
+    retry:
+      type: constant
+      interval: PT10S
+      maxAttempt: 2
+    tasks:
+      - {{id: a, type: {LOG}, message: a}}
+"""
+    )
+    a = run.run_of("a").id
+    run.report("a", S.FAILED)
+    assert run.run_of("a").state.current is S.RETRYING  # inherited from s
+    run.send(DelayElapsed(at=T0, delay=DelayKind.RETRY, task_run_id=a, attempt=1))
+    run.report("a", S.FAILED)
+    # a is out of attempts; s, a flowable, is not retried itself
+    assert run.run_of("a").state.current is S.FAILED
+    assert run.run_of("s").state.current is S.FAILED
+    assert run.execution.state.current is S.FAILED
+
+
+@pytest.mark.parametrize(
+    ("behavior", "retried"), [("RETRY_FAILED_TASK", True), ("CREATE_NEW_EXECUTION", False)]
+)
+def test_max_duration_counts_from_the_attempt_or_from_the_first_execution(
+    behavior: str, retried: bool
+) -> None:
+    retry = f"type: constant;interval: PT2M;maxDuration: PT6M;maxAttempt: 9;behavior: {behavior}"
+    run = Run(retrying(retry))
+    a = run.run_of("a").id
+    start = T0 + timedelta(minutes=5)  # the worker took the job 5 minutes after creation
+    run.send(WorkerResult(at=start, task_run_id=a, attempt=1, state=S.RUNNING))
+    run.send(WorkerResult(at=start, task_run_id=a, attempt=1, state=S.FAILED))
+    # next try at T0 + 7 min: within 6 min of the attempt's start, not of the execution's
+    kinds = [w.delay for w in run.commands if isinstance(w, WakeAt)]
+    assert bool(kinds) is retried, kinds
+    assert run.execution.state.current is (S.RUNNING if retried else S.FAILED)
+
+
+def test_each_retry_as_a_new_execution_gets_its_own_stable_id() -> None:
+    retry = "type: constant;interval: PT1M;maxAttempt: 3;behavior: CREATE_NEW_EXECUTION"
+    ids = []
+    for _ in range(2):
+        run = Run(retrying(retry))
+        run.report("a", S.FAILED)
+        run.send(DelayElapsed(at=T0 + MINUTE, delay=DelayKind.NEW_EXECUTION))
+        (created,) = [c.execution for c in run.commands if isinstance(c, CreateExecution)]
+        second = Run(retrying(retry))
+        second.execution = created
+        second.send_created()
+        second.report("a", S.FAILED)
+        second.send(DelayElapsed(at=T0 + 2 * MINUTE, delay=DelayKind.NEW_EXECUTION))
+        (third,) = [c.execution for c in second.commands if isinstance(c, CreateExecution)]
+        ids.append((created.id, third.id))
+        assert third.original_id == "e"  # the first execution of the chain
+        assert third.metadata.attempt_number == 3
+        assert third.metadata.original_created_date == T0
+    assert ids[0] == ids[1]  # derived: the same events, the same ids
+    first, third_id = ids[0]
+    assert isinstance(first, str)
+    assert len({"e", first, third_id}) == 3
