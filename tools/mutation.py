@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="reuse the last run's results (mutants/)"
     )
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="check the last run's survivors again (after adding tests); implies --keep",
+    )
     parser.add_argument("--report-only", action="store_true", help="only print the last result")
     parser.add_argument("--diffs", action="store_true", help="print each survivor's diff")
     parser.add_argument(
@@ -50,13 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     if not args.report_only:
-        if args.group in (None, "engine") and properties() != 0:
+        engine = args.group in (None, "engine")
+        if engine and not args.survivors and properties() != 0:
             print("mutation: the property tests fail: fix them first", file=sys.stderr)
             return 2
-        code = run(args.group, keep=args.keep, max_children=args.max_children)
-        if code != 0:
-            print(f"mutation: mutmut run failed with status {code}", file=sys.stderr)
-            return 2
+        again = survivors_of(args.group) if args.survivors else None
+        if again == []:
+            print("mutation: no survivors to check again")
+        else:
+            code = run(
+                args.group,
+                keep=args.keep or args.survivors,
+                names=again,
+                max_children=args.max_children,
+            )
+            if code != 0:
+                print(f"mutation: mutmut run failed with status {code}", file=sys.stderr)
+                return 2
     minutes = (time.monotonic() - started) / 60
     return report(args.group, diffs=args.diffs, minutes=None if args.report_only else minutes)
 
@@ -75,11 +90,23 @@ def properties() -> int:
     return subprocess.run(command, cwd=ROOT, env=environment(), check=False).returncode
 
 
-def run(group: str | None, *, keep: bool, max_children: int) -> int:
+def survivors_of(group: str | None) -> list[str]:
+    return [
+        name
+        for path, mutants in verdicts().items()
+        if group is None or path.startswith(GROUPS[group])
+        for name, verdict in mutants.items()
+        if verdict in ("survived", "no tests")
+    ]
+
+
+def run(group: str | None, *, keep: bool, names: list[str] | None, max_children: int) -> int:
     if not keep and MUTANTS.exists():
         shutil.rmtree(MUTANTS)  # a fresh run: no verdict carried over from older code
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
-    if group is not None:
+    if names is not None:
+        command += names
+    elif group is not None:
         command.append(GROUPS[group].rstrip("/").replace("/", ".") + ".*")
     return subprocess.run(command, cwd=ROOT, env=environment(), check=False).returncode
 
