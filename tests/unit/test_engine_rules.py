@@ -18,6 +18,7 @@ from runtime.flow.events import (
     Kill,
     Log,
     Replay,
+    Restart,
     Resume,
     RunTask,
     SubflowEnded,
@@ -471,8 +472,10 @@ tasks:
     wait: false
     inputs:
       who: "{{ flow.id }}"
+      me: "{{ task.id }} {{ taskrun.id }}"
     labels:
       - {key: from, value: "{{ flow.namespace }}"}
+      - {key: task, value: "{{ task.id }}/{{ taskrun.id }}"}
 """,
         labels={"team": "data"},
     )
@@ -485,8 +488,8 @@ tasks:
         namespace="other.ns",
         flow_id="child",
         revision=3,
-        inputs={"who": "t"},
-        labels={"team": "data", "from": "company.team"},
+        inputs={"who": "t", "me": f"call {call.id}"},
+        labels={"team": "data", "from": "company.team", "task": f"call/{call.id}"},
         wait=False,
     )
     assert call.state.current is S.SUCCESS
@@ -527,6 +530,7 @@ def with_output(kind: str, value: str) -> Run:
         ("FLOAT", "1.5", 1.5),
         ("BOOLEAN", "true", True),
         ("BOOLEAN", "false", False),
+        ("BOOL", "true", True),
         ("JSON", '{\\"a\\": [1]}', {"a": [1]}),
         ("STRING", "7", "7"),
     ],
@@ -836,3 +840,70 @@ def test_each_retry_as_a_new_execution_gets_its_own_stable_id() -> None:
     first, third_id = ids[0]
     assert isinstance(first, str)
     assert len({"e", first, third_id}) == 3
+
+
+def test_two_subflow_tasks_of_one_execution_create_two_children() -> None:
+    run = Run(
+        """
+id: t
+namespace: company.team
+tasks:
+  - id: both
+    type: io.kestra.plugin.core.flow.Parallel
+    tasks:
+      - {id: one, type: io.kestra.plugin.core.flow.Subflow, namespace: n, flowId: c}
+      - {id: two, type: io.kestra.plugin.core.flow.Subflow, namespace: n, flowId: c}
+"""
+    )
+    ids = [c.execution_id for c in run.children_created()]
+    assert len(ids) == 2
+    assert len(set(ids)) == 2
+
+
+def test_restarting_drops_the_errors_runs_of_a_restarted_flowable() -> None:
+    run = Run(
+        f"""
+id: t
+namespace: company.team
+tasks:
+  - id: s
+    type: io.kestra.plugin.core.flow.Sequential
+    tasks:
+      - {{id: a, type: {LOG}, message: a}}
+    errors:
+      - {{id: handle, type: {LOG}, message: h}}
+"""
+    )
+    run.report("a", S.FAILED)
+    run.report("handle", S.SUCCESS)
+    assert run.execution.state.current is S.FAILED
+    run.send(Restart(at=T0 + MINUTE))
+    assert [r.task_id for r in run.execution.task_run_list] == ["s", "a"]
+    run.report("a", S.SUCCESS)
+    assert run.execution.state.current is S.SUCCESS
+
+
+def test_restarting_without_a_failed_run_is_refused_and_says_so() -> None:
+    run = Run(one("a"))
+    run.report("a", S.WARNING)
+    with pytest.raises(EngineError, match="execution e has no failed task run to restart"):
+        run.send(Restart(at=T0))
+
+
+def test_a_replay_starts_clean_and_two_replays_share_no_run_id() -> None:
+    text = NESTED + 'outputs:\n  - {id: o, type: STRING, value: "{{ flow.id }}"}\n'
+    run = Run(text + "timeout: PT1H\n")
+    for task_id in ("first", "a", "b", "last"):
+        run.report(task_id, S.SUCCESS)
+    assert run.execution.outputs == {"o": "t"}
+    source = run.execution
+    target = run.run_of("b").id
+    copies = []
+    for new_id in ("again", "once-more"):
+        run.send(Replay(at=T0 + MINUTE, new_execution_id=new_id, task_run_id=target))
+        copies.append([c.execution for c in run.commands if isinstance(c, CreateExecution)][-1])
+    for copy in copies:
+        assert (copy.outputs, copy.memo) == (None, None)
+        assert copy.metadata.original_created_date == source.metadata.original_created_date
+    first, second = ({r.id for r in c.task_run_list} for c in copies)
+    assert not first & second
