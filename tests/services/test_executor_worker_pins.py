@@ -268,7 +268,8 @@ async def test_task_log_lines_name_their_run_and_the_services_answer_templates(
     monkeypatch.setenv("SECRET_TOKEN", base64.b64encode(b"s3cret").decode())
     backend = MemoryBackend()
     storage = LocalStorage(tmp_path / "storage")  # the server's storage folder
-    uri = await storage.put(NS, "notes/a.txt", b"from storage")
+    # not UTF-8: read() replaces what it cannot decode rather than failing the task
+    uri = await storage.put(NS, "notes/a.txt", b"from storage \xff")
     await backend.kv.set(NS, "colour", "blue")
     flow = LOGS_AND_SERVICES.replace("LEVEL", level).replace("FILE", uri)
     await deploy_source(backend.flows, flow)
@@ -283,7 +284,7 @@ async def test_task_log_lines_name_their_run_and_the_services_answer_templates(
     line = lines[0]
     assert (line.execution_id, line.namespace, line.flow_id) == (execution.id, NS, "chatty")
     assert (line.task_run_id, line.attempt) == (say.id, 1)
-    assert execution.runs_of("use")[0].outputs == {"value": "s3cret blue from storage"}
+    assert execution.runs_of("use")[0].outputs == {"value": "s3cret blue from storage \ufffd"}
 
 
 MISSING = f"""
@@ -300,7 +301,11 @@ tasks:
 @pytest.mark.parametrize(
     ("what", "error"),
     [
-        ("{{ secret('NOPE') }}", "secret 'NOPE' is not set: export SECRET_NOPE="),
+        (
+            "{{ secret('NOPE') }}",
+            "secret 'NOPE' is not set: export SECRET_NOPE=<base64 of the value> "
+            "in the worker's environment",
+        ),
         ("{{ kv('nothing') }}", f"no KV entry 'nothing' in namespace '{NS}'"),
     ],
 )
