@@ -45,4 +45,4 @@ run: install
 	$(VENV)/bin/runtime run --all --flows examples/flows
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mutants
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mutants mutation-results

@@ -25,6 +25,7 @@ from runtime.flow.events import (
     WakeAt,
     WorkerResult,
 )
+from runtime.flow.execution import Execution, to_kestra_dict
 from runtime.flow.states import StateType
 from tests.unit.engine_driver import LOG, T0, Run
 
@@ -907,3 +908,18 @@ def test_a_replay_starts_clean_and_two_replays_share_no_run_id() -> None:
         assert copy.metadata.original_created_date == source.metadata.original_created_date
     first, second = ({r.id for r in c.task_run_list} for c in copies)
     assert not first & second
+
+
+def test_the_api_view_of_an_execution_leaves_the_engines_bookkeeping_out() -> None:
+    run = looping("[1]")  # the ForEach keeps its values in its memo
+    run.report("item", S.SUCCESS)
+    assert run.run_of("each").memo is not None
+    data = to_kestra_dict(run.execution)
+    assert "memo" not in data
+    assert all("memo" not in r for r in data["taskRunList"])
+    assert [r["outputs"] for r in data["taskRunList"]] == [None, None]
+    assert (data["inputs"], data["outputs"]) == ({}, None)
+    assert data["state"]["current"] == "SUCCESS"
+    bare = Execution(id="x", namespace="n", flow_id="f", flow_revision=1, state=run.execution.state)
+    empty = to_kestra_dict(bare)  # defaults are left out on the wire: put back here
+    assert (empty["taskRunList"], empty["inputs"], empty["outputs"]) == ([], {}, None)
