@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint bench run clean
+.PHONY: install test test-fast lint bench run clean mutation mutation-report
 
 install: $(STAMP)
 
@@ -25,6 +25,19 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Mutation testing of the engine, executor and worker (tools/mutation.py; the modules
+# and tests: [tool.mutmut] in pyproject.toml). Not part of .ci/run: it takes minutes.
+mutation: $(VENV)/.mutation-installed
+	$(PY) tools/mutation.py
+
+# the last result again, with each survivor's diff
+mutation-report: $(VENV)/.mutation-installed
+	$(PY) tools/mutation.py --report-only --diffs
+
+$(VENV)/.mutation-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	touch $@
+
 bench: install
 	$(PY) -m bench --quick
 
@@ -32,4 +45,4 @@ run: install
 	$(VENV)/bin/runtime run --all --flows examples/flows
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mutants mutation-results

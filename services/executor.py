@@ -25,7 +25,7 @@ from runtime.actors import ChildContext, ServiceState
 from runtime.config import ExecutorConfig
 from runtime.flow import budget
 from runtime.flow.context import variables
-from runtime.flow.engine import EngineError, apply, task_index
+from runtime.flow.engine import EngineError, EventRefused, apply, task_index
 from runtime.flow.events import (
     Command,
     CreateExecution,
@@ -206,8 +206,11 @@ class Executor:
                     raise
                 except Exception as exc:
                     if self._give_up(execution_id, messages, exc):
-                        done += len(messages)  # acked: dropped for good, execution quarantined
-                        poisoned.append((execution_id, exc))
+                        done += len(messages)  # acked: dropped for good
+                        if not isinstance(exc, EventRefused):
+                            # a sound execution refused a stale or wrong event: it
+                            # goes on; anything else is poison, and ends it
+                            poisoned.append((execution_id, exc))
                     else:
                         batch.retry(messages, delay_seconds=1.0)
                     continue

@@ -4,7 +4,8 @@ Two rules, each a small function its component calls:
 
 * the executor: an event it failed to apply :data:`MAX_EVENT_ATTEMPTS` times ends
   its execution FAILED, with the reason in the execution's logs (before, it was
-  dropped and the execution stayed RUNNING for good);
+  dropped and the execution stayed RUNNING for good); an event the engine refused
+  (``EventRefused``) is only dropped: the execution is sound;
 * the worker: a job handed back ``worker.max_requeues`` times (its worker died,
   hung past its lease, or was stopped while running it) fails instead of running
   again, so a job that kills its worker cannot take the next one down too.

@@ -68,6 +68,12 @@ class EngineError(Exception):
     """The event cannot apply to this execution (e.g. restarting a running one)."""
 
 
+class EventRefused(EngineError):
+    """The engine's rules refuse this event for this execution as it is now (a restart
+    of a running one, a replay from a task run it lacks): the execution is sound, the
+    event is not. The executor drops it after its retries instead of quarantining."""
+
+
 def apply(execution: Execution, flow: Flow, event: Event) -> tuple[Execution, list[Command]]:
     """Apply one event; return the new execution and the commands to carry out."""
     run = _Pass(execution, flow, event.at)
@@ -607,7 +613,7 @@ class _Pass:
             # Kestra's "mark as": one task run's state, on an ended or paused execution
             current = self.state.current
             if not (current.terminated or current is S.PAUSED):
-                raise EngineError(
+                raise EventRefused(
                     f"execution {self.original.id} is {current.value}: only a terminated or "
                     "paused execution can have a task run marked"
                 )
@@ -615,7 +621,7 @@ class _Pass:
             return
         refusal = restart_refusal(self.original)
         if refusal is not None:
-            raise EngineError(refusal)
+            raise EventRefused(refusal)
         failed = [r for r in self.runs if r.state.current in (S.FAILED, S.PAUSED)]
         restart = self.with_ancestors(failed)
         drop = self.error_and_finally_runs(restart)
@@ -648,9 +654,9 @@ class _Pass:
         next tasks run, after a FAILED the errors branch does."""
         run = self.find(run_id)
         if run is None:
-            raise EngineError(f"execution {self.original.id} has no task run {run_id!r}")
+            raise EventRefused(f"execution {self.original.id} has no task run {run_id!r}")
         if not state.terminated:
-            raise EngineError(f"a task run is marked with an end state, not {state.value}")
+            raise EventRefused(f"a task run is marked with an end state, not {state.value}")
         ancestors = self.with_ancestors([run]) - {run.id}
         drop = self.error_and_finally_runs(ancestors) | {d.id for d in self.descendants(run.id)}
         drop.discard(run.id)
@@ -749,8 +755,12 @@ class _Pass:
     ) -> str:
         parent_id = parent.id if parent else None
         run_id = derived_id(self.original.id, parent_id, task.id, value, iteration)
-        if run_id in self.index:  # created before and removed by a restart: new generation
-            run_id = derived_id(run_id, len(self.runs))
+        generation = self.metadata.attempt_number
+        if generation > 1:
+            # Each restart is a new generation: a run it dropped (an errors branch) and
+            # creates again gets a new id, so the old one's wake-ups still queued (its
+            # timeout, a retry) find no run instead of ending the new one early.
+            run_id = derived_id(run_id, generation)
         run = TaskRun(
             id=run_id,
             execution_id=self.original.id,
@@ -1019,7 +1029,7 @@ class _Pass:
             )
         target = self.find(event.task_run_id)
         if target is None:
-            raise EngineError(
+            raise EventRefused(
                 f"execution {original.id} has no task run {event.task_run_id!r} to replay from"
             )
         keep_ancestors = self.with_ancestors([target]) - {target.id}

@@ -164,11 +164,17 @@ async def test_a_newly_deployed_flow_trigger_sees_the_next_upstream_end(
     backend = MemoryBackend()
     await deploy_source(backend.flows, UPSTREAM)
     async with asyncio.timeout(10), running(tmp_path, backend):
-        await ended(backend, await start(backend, "upstream"))
+        first = await ended(backend, await start(backend, "upstream"))
         await deploy_source(backend.flows, DOWNSTREAM)
         second = await ended(backend, await start(backend, "upstream"))
+        downstream = await ended(backend, downstream_of(second.id))
         await drained(backend)
-        assert await backend.executions.get(downstream_of(second.id)) is not None
+        found = await backend.executions.search(namespace=NS, flow_id="downstream", limit=100)
+    assert (first.state.current, second.state.current) == (S.SUCCESS, S.SUCCESS)
+    # one downstream run, for the end after the deployment only
+    assert [e.id for e in found] == [downstream.id]
+    assert downstream.state.current is S.SUCCESS
+    assert downstream.inputs == {"upstream_id": second.id}
 
 
 @pytest.mark.asyncio

@@ -681,7 +681,9 @@ def new_run():  # type: ignore[no-untyped-def]
 
 
 def test_simulation_runs_to_the_end() -> None:
-    assert isinstance(DryRun(flow_of(seq("a"))).run().state.current, StateType)
+    execution = DryRun(flow_of(seq("a", "b"))).run()
+    assert execution.state.current is S.SUCCESS
+    assert states(execution) == {"a": "SUCCESS", "b": "SUCCESS"}
 
 
 def test_now_in_a_template_is_the_event_time() -> None:

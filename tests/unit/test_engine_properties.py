@@ -670,12 +670,20 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.too_slow],
     derandomize=True,
 )
+
+
+def examples(base: int) -> int:
+    """``base`` examples under the ``ci`` profile, scaled by the profile loaded in
+    tests/conftest.py (``mutation`` runs twice as many)."""
+    return base * settings.default.max_examples // 100
+
+
 #: Shrinking a failure can outlast the suite's 120 s (Hypothesis gives up after 5 min).
 SHRINK_TIMEOUT = pytest.mark.timeout(600)
 
 
 @SHRINK_TIMEOUT
-@settings(PROPERTY, max_examples=300)
+@settings(PROPERTY, max_examples=examples(300))
 @given(scenario=scenarios(), data=st.data())
 def test_every_flow_terminates_once_with_every_run_ended(
     scenario: Scenario, data: st.DataObject
@@ -685,7 +693,7 @@ def test_every_flow_terminates_once_with_every_run_ended(
 
 
 @SHRINK_TIMEOUT
-@settings(PROPERTY, max_examples=160)
+@settings(PROPERTY, max_examples=examples(160))
 @given(scenario=scenarios(), data=st.data())
 def test_delivery_order_does_not_change_the_end(scenario: Scenario, data: st.DataObject) -> None:
     expected = Reference(scenario.outcomes).flow(scenario.doc)
@@ -703,7 +711,7 @@ def test_delivery_order_does_not_change_the_end(scenario: Scenario, data: st.Dat
 
 
 @SHRINK_TIMEOUT
-@settings(PROPERTY, max_examples=250)
+@settings(PROPERTY, max_examples=examples(250))
 @given(scenario=scenarios(), data=st.data())
 def test_duplicate_and_stale_events_change_nothing(scenario: Scenario, data: st.DataObject) -> None:
     trace = drive(scenario, Drawn(data, again=30), echo=True)
@@ -716,7 +724,7 @@ def test_duplicate_and_stale_events_change_nothing(scenario: Scenario, data: st.
 
 
 @SHRINK_TIMEOUT
-@settings(PROPERTY, max_examples=400)
+@settings(PROPERTY, max_examples=examples(400))
 @given(scenario=scenarios(), data=st.data())
 def test_the_end_matches_the_reference_model(scenario: Scenario, data: st.DataObject) -> None:
     expected = Reference(scenario.outcomes).flow(scenario.doc)
@@ -725,7 +733,7 @@ def test_the_end_matches_the_reference_model(scenario: Scenario, data: st.DataOb
 
 
 @SHRINK_TIMEOUT
-@settings(PROPERTY, max_examples=250)
+@settings(PROPERTY, max_examples=examples(250))
 @given(scenario=scenarios(), data=st.data(), kill_at=st.integers(0, 30))
 def test_a_kill_at_any_point_ends_killed_and_starts_nothing(
     scenario: Scenario, data: st.DataObject, kill_at: int

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from runtime.flow import registry as registry_module
 from runtime.flow.model import ForEach
 from runtime.flow.registry import TaskRegistry, UnknownTaskTypeError, default_registry
 from runtime.tasks.core import Log, Return
@@ -66,8 +68,21 @@ def test_plugins_register_through_the_entry_point_group(
         "[runtime.tasks]\nhello = acme_tasks:Hello\nbroken = acme_tasks:broken\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    logged: list[tuple[str, dict[str, Any]]] = []
+
+    class Recorder:
+        def error(self, event: str, **fields: Any) -> None:
+            logged.append((event, fields))
+
+    monkeypatch.setattr(registry_module, "log", Recorder())
     registry = TaskRegistry()
     registry.load_entry_points()  # the broken plugin is logged, not fatal
     hello = registry.resolve("com.acme.Hello")
     assert hello.__name__ == "Hello"
+    assert logged == [
+        (
+            "tasks.plugin_failed",
+            {"entry_point": "broken", "error": "RuntimeError('plugin bug')"},
+        )
+    ]
     sys.modules.pop("acme_tasks", None)

@@ -178,6 +178,10 @@ async def test_transient_child_is_restarted_after_a_crash() -> None:
     await system.start()
     probe.crash("t")
     await eventually(lambda: probe.events.count(("start", "t")) == 2)
+    await settle()
+    # one crash, one restart: the restarted child runs on, nothing else starts
+    assert probe.events.count(("start", "t")) == 2
+    assert dict(system.supervisor.children())["t"].value == "running"
     await system.stop()
 
 
