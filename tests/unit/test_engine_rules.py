@@ -490,7 +490,13 @@ tasks:
         flow_id="child",
         revision=3,
         inputs={"who": "t", "me": f"call {call.id}"},
-        labels={"team": "data", "from": "company.team", "task": f"call/{call.id}"},
+        # the child shares the parent's correlation id (here its execution id, `e`)
+        labels={
+            "team": "data",
+            "system.correlationId": "e",
+            "from": "company.team",
+            "task": f"call/{call.id}",
+        },
         wait=False,
     )
     assert call.state.current is S.SUCCESS
@@ -770,7 +776,8 @@ def test_engine_log_lines_name_the_task_run() -> None:
     run = Run(SEQ_TIMEOUT)
     s = run.run_of("s").id
     run.send(DelayElapsed(at=T0 + MINUTE, delay=DelayKind.TIMEOUT, task_run_id=s))
-    (line,) = [c for c in run.commands if isinstance(c, Log)]
+    # past the execution's own "Flow started" line (no task run)
+    (line,) = [c for c in run.commands if isinstance(c, Log) and c.task_run_id is not None]
     assert (line.task_run_id, line.task_id, line.level) == (s, "s", "ERROR")
 
 
