@@ -27,6 +27,7 @@ from runtime.config import TemplateConfig, WebserverConfig
 from runtime.flow import budget
 from services.standalone import Server
 from services.webserver import create_app
+from tests.hostile.conftest import heap_frozen
 from tests.services.server_helpers import settings
 from tests.webserver.helpers import NS, TERMINAL, YAML, make_backend, until
 
@@ -121,6 +122,7 @@ async def hostile_server(tmp_path: Path, kind: str) -> AsyncIterator[Hostile]:
     )
     async with AsyncExitStack() as stack:
         stack.callback(budget.configure, before_limits)
+        stack.enter_context(heap_frozen())
         schema = None
         if kind == "postgres":
             from backends.postgres.testing import fresh_schema

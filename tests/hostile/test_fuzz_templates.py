@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime.flow import budget, template
+from tests.hostile.conftest import heap_frozen
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +166,8 @@ async def _render_watching_the_loop(source: str) -> tuple[object, float, float]:
 def fuzz_budget() -> object:
     before = budget.limits()
     budget.configure(BUDGET)
-    yield BUDGET
+    with heap_frozen():
+        yield BUDGET
     budget.configure(before)
 
 
