@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,16 @@ SERVER_HELP = (
     "talk to a running server's REST API instead of the backend (env RUNTIME_SERVER); "
     "basic-auth credentials go in the URL: http://user:password@host:8080"
 )
+
+
+def _target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config`` and ``--server``: the backend the command reads, or a server's API."""
+    command = click.option(
+        "--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP
+    )(command)
+    return click.option(
+        "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
+    )(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -383,10 +394,7 @@ def _migrate_kafka(config: Config) -> None:
 )
 @click.option("--wait", is_flag=True, help="wait for the execution to end")
 @click.option("--json", "as_json", is_flag=True, help="print the execution as JSON")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
-)
-@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
+@_target_options
 @click.pass_context
 def execute(
     ctx: click.Context,
@@ -446,10 +454,7 @@ def execute(
 @cli.command("logs")
 @click.argument("execution_id")
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the execution ends")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
-)
-@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
+@_target_options
 @click.pass_context
 def logs(
     ctx: click.Context,
@@ -501,10 +506,7 @@ def executions() -> None:
 @click.option("--label", "labels", multiple=True, metavar="KEY:VALUE", help="with this label")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="print Kestra's JSON: results and total")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
-)
-@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
+@_target_options
 @click.pass_context
 def executions_list(
     ctx: click.Context,
@@ -565,10 +567,7 @@ def executions_list(
 @executions.command("show")
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="print the execution as Kestra's JSON")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
-)
-@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
+@_target_options
 @click.pass_context
 def executions_show(
     ctx: click.Context,
@@ -612,10 +611,7 @@ def triggers() -> None:
 @click.option("--namespace", "-n", help="this namespace and the ones below it")
 @click.option("--flow", "flow_id", help="triggers of this flow id")
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON")
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help=CONFIG_HELP
-)
-@click.option("--server", "server_url", envvar="RUNTIME_SERVER", metavar="URL", help=SERVER_HELP)
+@_target_options
 @click.pass_context
 def triggers_list(
     ctx: click.Context,
