@@ -257,8 +257,10 @@ def _split(members: list[Member], partitions: int) -> bool:
     on_brokers(
         {
             NOIDA_DB: "an offset commit during a rebalance gets IllegalGeneration and the group"
-            " never settles"
-        }
+            " never settles (when a commit lands inside the rebalance window: a matter of"
+            " timing, so on a slow or quiet run the test may pass)"
+        },
+        strict=False,
     ),
     indirect=True,
 )

