@@ -29,6 +29,7 @@ from runtime.messages import LogEntry
 from services import flow_test
 from services.cli import cli
 from tests.e2e.helpers import FlowRun, http_server, matches, max_overlap
+from tests.requirements import missing
 
 FLOWS = Path(__file__).resolve().parent / "flows_compat"
 BACKENDS = ("memory", "sqlite", "postgres")
@@ -479,7 +480,7 @@ def _on_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         from backends.postgres import PostgresBackend
         from backends.postgres.testing import admin_connection, server_dsn
     except ImportError:
-        pytest.skip("the postgres extra is not installed")
+        missing("the postgres extra is not installed")
 
     async def admin(sql: str) -> None:
         connection = await admin_connection()
@@ -492,7 +493,7 @@ def _on_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         asyncio.run(admin(f"CREATE SCHEMA {schema}"))
     except OSError as exc:
-        pytest.skip(f"no PostgreSQL server: {exc}")
+        missing(f"no PostgreSQL server: {exc}")
     monkeypatch.setattr(
         flow_test, "BACKEND_FACTORY", lambda: PostgresBackend(server_dsn(), schema=schema)
     )

@@ -16,6 +16,7 @@ import pytest
 from backends.sqlite import SqliteBackend
 from runtime.config import TracingConfig
 from services.tracing import make_tracer
+from tests.requirements import missing
 from tests.services.server_helpers import NS, ended, running, settings, start
 
 FLOW = f"""id: traced
@@ -69,7 +70,10 @@ def otlp() -> Iterator[tuple[str, list[bytes]]]:
 async def test_an_ended_execution_is_exported_as_one_trace(
     tmp_path: Path, otlp: tuple[str, list[bytes]]
 ) -> None:
-    pytest.importorskip("opentelemetry.sdk", reason="the opentelemetry extra is not installed")
+    try:
+        import opentelemetry.sdk  # noqa: F401
+    except ImportError:
+        missing("the opentelemetry extra is not installed")
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import sync_playwright
 
+from tests.requirements import missing
+
 CHROMIUM = os.environ.get("RUNTIME_UI_CHROMIUM", "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(os.environ.get("RUNTIME_UI_SCREENSHOTS", ROOT / "build" / "ui-screenshots"))
@@ -127,7 +129,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: run .ci/services.d/chromium.sh")
+        missing(f"no Chromium at {CHROMIUM}: run .ci/services.d/chromium.sh")
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import ui
+from tests.requirements import missing
 from tests.ui.conftest import CHROMIUM
 
 pytestmark = pytest.mark.slow
@@ -17,7 +18,7 @@ def test_the_ui_benchmark_measures_both_pages(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: run .ci/services.d/chromium.sh")
+        missing(f"no Chromium at {CHROMIUM}: run .ci/services.d/chromium.sh")
     out = tmp_path / "figures.json"
     shots = tmp_path / "shots"
     argv = ["--executions", "60", "--task-runs", "200", "--repeat", "1"]
