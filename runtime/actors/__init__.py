@@ -1,6 +1,14 @@
 """The actor kernel: actors, mailboxes, supervisors, the actor system, the process pool."""
 
-from runtime.actors.actor import Actor, ActorCell, ActorRef, AskTimeoutError, actor_spec
+from runtime.actors.actor import (
+    Actor,
+    ActorCell,
+    ActorRef,
+    AskTimeoutError,
+    BatchActor,
+    SideActor,
+    actor_spec,
+)
 from runtime.actors.clock import Clock, FakeClock, SystemClock
 from runtime.actors.lifecycle import IllegalTransitionError, Lifecycle, ServiceState
 from runtime.actors.mailbox import (
@@ -50,6 +58,8 @@ __all__ = [
     "ActorRef",
     "ActorSystem",
     "AskTimeoutError",
+    "BatchActor",
+    "SideActor",
     "Backoff",
     "ChildContext",
     "ChildSpec",

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from runtime.actors.clock import Clock, SystemClock
 from runtime.actors.mailbox import (
     Delivery,
     Inbox,
@@ -20,6 +21,7 @@ from runtime.actors.mailbox import (
     OverflowPolicy,
     Postbox,
 )
+from runtime.actors.registry import Registry
 from runtime.actors.supervisor import ChildContext, ChildSpec, Restart
 from runtime.log import get_logger
 
@@ -49,11 +51,12 @@ class ActorRef(Generic[M]):
         """Send without waiting; raises MailboxFullError when the mailbox is full."""
         self._postbox.put_nowait(message)
 
-    async def ask(self, message: M, timeout: float) -> Any:  # noqa: ASYNC109 - the API asked for
+    async def ask(self, message: M, timeout: float | None) -> Any:  # noqa: ASYNC109 - the API asked for
         """Send and wait for the handler's return value (or its exception).
 
         The reply travels through a future owned by this call, never through a
         mailbox; on timeout the future is cancelled, so a late reply is dropped.
+        ``timeout=None`` waits for as long as the actor takes.
         """
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
@@ -100,6 +103,23 @@ class Actor(Generic[M]):
 
     async def on_stop(self) -> None:
         """Called when the actor stops, gracefully or not (not after a crash of on_start)."""
+
+
+class BatchActor(Actor[M]):
+    """An actor that handles every message its mailbox holds at once (up to
+    ``batch_size``) in :meth:`receive_batch`: a group commit. Messages arriving while
+    a batch is handled wait in the mailbox and make the next batch together.
+
+    Each asker of the batch gets ``receive_batch``'s return value, or its exception.
+    An exception of ``answered_errors`` only answers the askers (they decide whether
+    to send again); any other also crashes the actor, as ``receive`` would.
+    """
+
+    #: errors that answer the batch's askers without crashing the actor
+    answered_errors: tuple[type[Exception], ...] = ()
+
+    async def receive_batch(self, messages: Sequence[M]) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement receive_batch()")
 
 
 class _StopSignal(Exception):
@@ -169,7 +189,10 @@ class ActorCell(Generic[M]):
                 except MailboxClosedError:
                     break
                 busy = True
-                await self._handle_batch(actor, inbox, batch, lambda: stopping)
+                if isinstance(actor, BatchActor):
+                    await self._handle_at_once(actor, inbox, batch)
+                else:
+                    await self._handle_batch(actor, inbox, batch, lambda: stopping)
                 busy = False
         finally:
             # Shielded from nothing but our own stop: on_stop runs even on a crash.
@@ -210,6 +233,31 @@ class ActorCell(Generic[M]):
         await inbox.ack(batch[:done])
         if done < len(batch):
             await inbox.nack(batch[done:])
+
+    @staticmethod
+    async def _handle_at_once(
+        actor: BatchActor[M], inbox: Inbox[M], batch: Sequence[Delivery[M]]
+    ) -> None:
+        try:
+            result = await actor.receive_batch([delivery.message for delivery in batch])
+        except Exception as exc:
+            # answered, not redelivered: each asker decides whether to send again
+            for delivery in batch:
+                reply = delivery.reply
+                if reply is not None and not reply.done():
+                    reply.set_exception(exc)
+            await inbox.ack(batch)
+            if isinstance(exc, actor.answered_errors):
+                return
+            raise
+        except BaseException:
+            await inbox.nack(batch)  # cancelled mid-batch: not handled, give it back
+            raise
+        for delivery in batch:
+            reply = delivery.reply
+            if reply is not None and not reply.done():
+                reply.set_result(result)
+        await inbox.ack(batch)
 
     def terminate(self, ctx: ChildContext) -> None:
         """The supervisor dropped the child: close the mailbox, forget the name."""
@@ -254,3 +302,35 @@ def actor_spec(
         start_timeout=start_timeout,
         terminate=cell.terminate,
     )
+
+
+class SideActor(Generic[M]):
+    """An actor run as a task of the component that owns it (the worker's report
+    writer), not as a supervisor's child: the owner watches :attr:`task` with its other
+    side tasks, so the actor's crash is the owner's failure, and the owner's restart
+    builds a fresh one. Start it inside the running loop."""
+
+    def __init__(
+        self,
+        name: str,
+        actor: Actor[M],
+        *,
+        mailbox_size: int,
+        clock: Clock | None = None,
+    ) -> None:
+        self._mailbox: Mailbox[M] = Mailbox(mailbox_size, OverflowPolicy.BLOCK, name)
+        cell: ActorCell[M] = ActorCell(name, lambda: actor, lambda: self._mailbox, False)
+        self.ref: ActorRef[M] = cell.ref
+        self._ctx = ChildContext(name, Registry(), clock or SystemClock())
+        self.task: asyncio.Task[None] = asyncio.create_task(cell.run(self._ctx), name=name)
+
+    async def stop(self, within: float) -> None:
+        """Refuse new messages, let the actor handle what its mailbox holds, and wait
+        for it at most ``within`` seconds (then it is cancelled)."""
+        self._mailbox.close()  # the receive loop drains the mailbox, then ends
+        if self.task.done():
+            return
+        _, pending = await asyncio.wait({self.task}, timeout=within)
+        if pending:
+            self.task.cancel()
+            await asyncio.wait({self.task})

@@ -3,7 +3,7 @@
 runs (``context``)."""
 
 from services.worker.context import WorkerRunContext, secrets_from_env
-from services.worker.reports import Report, Reports
+from services.worker.reports import Report, ReportWriter
 from services.worker.worker import RunningJob, Worker
 
-__all__ = ["Report", "Reports", "RunningJob", "Worker", "WorkerRunContext", "secrets_from_env"]
+__all__ = ["Report", "ReportWriter", "RunningJob", "Worker", "WorkerRunContext", "secrets_from_env"]

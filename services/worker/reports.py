@@ -5,11 +5,12 @@ database is away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from backends.errors import Transient
 from backends.protocols import Inbox, QueueMessage
+from runtime.actors import ActorRef, BatchActor, SideActor
 from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, WorkerJob
 from services.worker.context import LogBuffer
@@ -31,68 +32,42 @@ class Report(NamedTuple):
     killed: bool
 
 
-class Reports:
-    """Group commit of job reports: a report is written at once when no write is in
-    flight; reports arriving during a write go together in the next one. An idle
-    worker's report waits for nothing, a busy worker's cost one transaction per
-    group instead of one per job."""
+class ReportWriter(BatchActor[Report]):
+    """Group commit of job reports, as an actor on a bounded mailbox: a report is
+    written at once when no write is in flight; reports arriving during a write wait
+    in the mailbox and go together in the next one. An idle worker's report waits for
+    nothing, a busy worker's cost one transaction per group instead of one per job.
 
-    def __init__(
-        self, write: Callable[[list[Report]], Awaitable[None]], name: str = "worker.reports"
-    ) -> None:
+    A write the database refused (:class:`Transient`) answers its reports' senders,
+    who send again; any other failure also crashes the writer, and with it the worker
+    that owns it (a supervised restart builds a fresh one)."""
+
+    answered_errors = (Transient,)
+
+    def __init__(self, write: Callable[[list[Report]], Awaitable[None]], batch: int) -> None:
         self._write = write
-        self._name = name
-        self._pending: list[tuple[Report, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self.batch_size = batch
 
-    async def send(self, report: Report) -> None:
-        """Return once ``report`` is committed; raise what its write raised."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((report, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name=self._name)
-        await future
-
-    async def idle(self, within: float) -> None:
-        """Until no write is in flight (at most ``within`` seconds, then it is
-        cancelled): the worker's stop leaves no writer behind."""
-        writer = self._writer
-        if writer is None or writer.done():
-            return
-        _, pending = await asyncio.wait({writer}, timeout=within)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-
-    async def _drain(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                await self._write([report for report, _ in group])
-            except asyncio.CancelledError:
-                for _, future in [*group, *self._pending]:
-                    future.cancel()
-                self._pending = []
-                raise
-            except Exception as exc:
-                # each sender decides (a Transient is retried by its job)
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for _, future in group:
-                    if not future.done():
-                        future.set_result(None)
+    async def receive_batch(self, messages: Sequence[Report]) -> None:
+        await self._write(list(messages))
 
 
-async def send_until_written(reports: Reports, report: Report) -> None:
+def start_report_writer(
+    write: Callable[[list[Report]], Awaitable[None]], *, name: str, concurrency: int
+) -> SideActor[Report]:
+    """The writer of a worker running ``concurrency`` jobs: each job has at most one
+    report in the mailbox, so it never blocks a sender, and one write takes them all."""
+    size = max(1, concurrency) + 8  # jobs settled from outside after a cancellation
+    return SideActor(name, ReportWriter(write, size), mailbox_size=size)
+
+
+async def send_until_written(writer: ActorRef[Report], report: Report) -> None:
     """Send ``report``, however long the database is away: given up, the job would
     stay leased to this live worker (a day) and then run a second time."""
     attempt = 0
     while True:
         try:
-            await reports.send(report)
+            await writer.ask(report, timeout=None)
             return
         except Transient as exc:
             log.warning(
@@ -128,7 +103,8 @@ __all__ = [
     "RESULT_RETRY_FIRST",
     "RESULT_RETRY_MAX",
     "Report",
-    "Reports",
+    "ReportWriter",
     "send_until_written",
+    "start_report_writer",
     "write_reports",
 ]

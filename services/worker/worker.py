@@ -29,7 +29,7 @@ from typing import Any
 
 from backends.errors import Transient
 from backends.protocols import Backend, QueueMessage, ServiceInstance, Storage
-from runtime.actors import ChildContext, ProcessPool, ServiceState
+from runtime.actors import ChildContext, ProcessPool, ServiceState, SideActor
 from runtime.config import WorkerConfig
 from runtime.flow import budgeted, dynamic, template
 from runtime.flow.engine import task_index
@@ -45,7 +45,12 @@ from services.common import host, sleep_or_stop, wait_or_stop
 from services.flows import FlowCache, FlowNotFoundError
 from services.poison import requeued_too_often
 from services.worker.context import LogBuffer, TaskLogger, WorkerRunContext, call_kill_callbacks
-from services.worker.reports import Report, Reports, send_until_written, write_reports
+from services.worker.reports import (
+    Report,
+    send_until_written,
+    start_report_writer,
+    write_reports,
+)
 
 log = get_logger("services.worker")
 
@@ -98,10 +103,9 @@ class Worker:
         #: tasks settling jobs cancelled before they began
         self._settling: set[asyncio.Task[None]] = set()
         self._logs = LogBuffer()
-        self._reports = Reports(
-            lambda reports: write_reports(self.inbox, self._logs, reports),
-            name=f"{worker_id}.reports",
-        )
+        #: the report writer, an actor on a bounded mailbox: started with the worker
+        #: (or by the first report, for a worker driven without ``run``)
+        self._reports: SideActor[Report] | None = None
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         #: set with the error when a job's own bookkeeping (its report, its give-back)
@@ -119,6 +123,7 @@ class Worker:
         await self.pool.start()
         await self._heartbeat(ServiceState.RUNNING)
         metrics.watch_worker(self)
+        reports = self._report_writer()
         side = [
             asyncio.create_task(self._heartbeats(), name=f"{self.id}.heartbeat"),
             asyncio.create_task(self._watch_kills(), name=f"{self.id}.kills"),
@@ -127,7 +132,7 @@ class Worker:
         ctx.ready()
         log.info("worker.started", worker=self.id, concurrency=self.settings.concurrency)
         receive = asyncio.create_task(self._receive_loop(), name=f"{self.id}.receive")
-        watched: list[asyncio.Future[None]] = [receive, *side, broken]
+        watched: list[asyncio.Future[None]] = [receive, *side, reports.task, broken]
         try:
             # A side task (heartbeat, kill poll, log flush, report write) that dies fails
             # the worker, loudly: its supervisor restarts a fresh one.
@@ -155,7 +160,7 @@ class Worker:
             if self._settling:
                 # bounded: with the database away, liveness hands the jobs on instead
                 await asyncio.wait(list(self._settling), timeout=5.0)
-            await self._reports.idle(within=5.0)
+            await reports.stop(within=5.0)
             await asyncio.shield(self._final_flush())
             metrics.forget_worker(self)
             await self.pool.stop()
@@ -397,10 +402,19 @@ class Worker:
         metrics: tuple[TaskMetric, ...] = (),
     ) -> None:
         """Publish the final result and ack the job, together (with the results of
-        the jobs that end meanwhile: see :class:`~services.worker.reports.Reports`)."""
+        the jobs that end meanwhile: see :class:`~services.worker.reports.ReportWriter`)."""
         result = self._result(job, state, outputs, started, metrics)
         report = Report(message, job, result, state is StateType.KILLED)
-        await send_until_written(self._reports, report)
+        await send_until_written(self._report_writer().ref, report)
+
+    def _report_writer(self) -> SideActor[Report]:
+        if self._reports is None:
+            self._reports = start_report_writer(
+                lambda reports: write_reports(self.inbox, self._logs, reports),
+                name=f"{self.id}.reports",
+                concurrency=self.settings.concurrency,
+            )
+        return self._reports
 
     async def _give_back(self, message: QueueMessage) -> None:
         try:

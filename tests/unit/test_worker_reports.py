@@ -1,4 +1,5 @@
-"""The worker's group commit of job reports (services.worker.reports)."""
+"""The worker's group commit of job reports (services.worker.reports): an actor on a
+bounded mailbox, run as a side task of its worker."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 
 from backends.errors import Transient
 from backends.protocols import QueueMessage
+from runtime.actors import SideActor
 from runtime.messages import WorkerJob
-from services.worker.reports import Report, Reports
+from services.worker.reports import Report, start_report_writer
 
 
 async def settle() -> None:
@@ -32,6 +34,16 @@ def report(n: int) -> Report:
     )
     message = QueueMessage(id=n, queue="worker", key=None, payload=b"")
     return Report(message, job, f"result {n}".encode(), killed=False)
+
+
+class Reports:
+    """A writer as its worker holds one, for the tests to send and stop."""
+
+    def __init__(self, write: Any) -> None:
+        self.writer: SideActor[Report] = start_report_writer(write, name="w.reports", concurrency=8)
+
+    async def send(self, report: Report) -> None:
+        await self.writer.ref.ask(report, timeout=None)
 
 
 @pytest.mark.asyncio
@@ -56,6 +68,7 @@ async def test_reports_arriving_during_a_write_share_the_next_one() -> None:
     assert groups == [[1], [2, 3, 4]]
     await reports.send(report(5))
     assert groups == [[1], [2, 3, 4], [5]]
+    await reports.writer.stop(within=1.0)
 
 
 @pytest.mark.asyncio
@@ -75,6 +88,8 @@ async def test_a_failed_write_fails_each_report_of_its_group_only() -> None:
     assert [type(r) for r in results] == [Transient, Transient]
     await reports.send(report(3))  # the next write succeeds
     assert calls == 2
+    assert not reports.writer.task.done(), "a refused write does not stop the writer"
+    await reports.writer.stop(within=1.0)
 
 
 @pytest.mark.asyncio
@@ -96,6 +111,46 @@ async def test_a_sender_cancelled_while_waiting_leaves_the_write_going() -> None
     await reports.send(report(2))
     # the cancelled sender's report was written anyway: a result is never dropped
     assert written == [1, 2]
+    await reports.writer.stop(within=1.0)
+
+
+@pytest.mark.asyncio
+async def test_a_write_failing_otherwise_answers_its_senders_and_crashes_the_writer() -> None:
+    """Its worker watches the writer's task: the crash fails the worker, whose
+    supervisor starts a fresh one with a fresh writer."""
+
+    async def write(reports: list[Report]) -> None:
+        raise ValueError("a bug in the write")
+
+    reports = Reports(write)
+    with pytest.raises(ValueError, match="a bug"):
+        await reports.send(report(1))
+    await asyncio.wait({reports.writer.task}, timeout=1.0)
+    assert isinstance(reports.writer.task.exception(), ValueError)
+
+
+@pytest.mark.asyncio
+async def test_stopping_the_writer_writes_what_its_mailbox_holds_first() -> None:
+    written: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def write(reports: list[Report]) -> None:
+        await release.wait()
+        written.append([r.message.id for r in reports])
+
+    reports = Reports(write)
+    senders = [asyncio.create_task(reports.send(report(1)))]
+    await settle()  # 1 is being written
+    senders += [asyncio.create_task(reports.send(report(n))) for n in (2, 3)]
+    await settle()  # 2 and 3 wait in the mailbox
+    stopping = asyncio.create_task(reports.writer.stop(within=5.0))
+    await settle()
+    release.set()
+    await stopping
+    await asyncio.gather(*senders)
+    assert written == [[1], [2, 3]]
+    assert reports.writer.task.done()
+    assert reports.writer.task.exception() is None
 
 
 @pytest.mark.asyncio
@@ -142,6 +197,8 @@ async def test_a_report_is_retried_for_as_long_as_the_database_is_away(
     assert isinstance(event, WorkerResult)
     assert (result.key, event.state) == ("e1", StateType.SUCCESS)
     assert await backend.queues.depth(WORKER_QUEUE) == 0  # the job is acked with it
+    assert worker._reports is not None  # the first report started the writer
+    await worker._reports.stop(within=1.0)
     await worker.pool.stop()
     await backend.stop()
 
@@ -182,5 +239,7 @@ async def test_a_job_cancelled_before_it_started_is_given_back_or_killed(
     assert isinstance(event, WorkerResult)
     assert (event.task_run_id, event.state) == ("r2", StateType.KILLED)
     assert worker.running == {}
+    assert worker._reports is not None  # the first report started the writer
+    await worker._reports.stop(within=1.0)
     await worker.pool.stop()
     await backend.stop()
