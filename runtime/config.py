@@ -267,7 +267,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     try:
         return msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as exc:
-        message, _, where = str(exc).rpartition(" - at `$")
+        message, found, where = str(exc).rpartition(" - at `$")
+        if not found:  # at the top level msgspec names no path
+            message, where = str(exc), ""
         key = where.rstrip("`").lstrip(".") if where else ""
         if "unknown field `" in message:
             field = message.split("unknown field `", 1)[1].split("`", 1)[0]

@@ -1,5 +1,7 @@
-"""The metrics listener: ``GET /metrics`` alone, for a process without a webserver
-(an executor or a worker on its own host), on ``metrics.host``/``metrics.port``."""
+"""The metrics listener: ``GET /metrics`` for a process without a webserver (an
+executor or a worker on its own host), on ``metrics.host``/``metrics.port``, with the
+probes a service manager or Kubernetes asks: ``/health`` (the process answers) and
+``/health/ready`` (its backend answers), never behind authentication."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ import socket
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from backends.errors import BackendError
 from backends.protocols import Backend
 from runtime.actors import ChildContext
 from runtime.config import MetricsConfig, WebserverUser
@@ -22,11 +27,33 @@ from services.webserver.server import _Uvicorn
 log = get_logger(__name__)
 
 
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "UP"})
+
+
+async def _ready(request: Request) -> Response:
+    """UP once the backend answers; 503 while it does not."""
+    backend: Backend | None = request.app.state.metrics_backend
+    if backend is not None:
+        try:
+            await backend.executions.get("readiness-probe")
+        except Exception as exc:  # a stopped or broken backend: not ready, whatever it raised
+            message = str(exc) if isinstance(exc, BackendError) else repr(exc)
+            return JSONResponse({"status": "DOWN", "message": message}, status_code=503)
+    return JSONResponse({"status": "UP"})
+
+
 def create_metrics_app(backend: Backend | None, users: tuple[WebserverUser, ...] = ()) -> Starlette:
-    """``/metrics`` only; the webserver's accounts guard it when there are any."""
+    """``/metrics`` and the probes; the webserver's accounts guard the metrics when
+    there are any (the probes stay public, as on the webserver)."""
     middleware = [Middleware(BasicAuth, users=users)] if users else []
     app = Starlette(
-        routes=[Route("/metrics", metrics_endpoint, methods=["GET"])], middleware=middleware
+        routes=[
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/health", _health, methods=["GET"]),
+            Route("/health/ready", _ready, methods=["GET"]),
+        ],
+        middleware=middleware,
     )
     app.state.metrics_backend = backend
     return app

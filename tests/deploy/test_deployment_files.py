@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,14 +128,68 @@ def test_kubernetes_validate_refuses_a_wrong_manifest(tmp_path: Path) -> None:
     assert _kubernetes_validate(wrong).returncode != 0
 
 
-def test_the_pods_stop_no_sooner_than_the_components() -> None:
+def _sizes() -> list[Path]:
+    return sorted(k.parent for k in KUBERNETES.glob("*/kustomization.yaml"))
+
+
+def _settings_text(size: Path) -> str:
     import yaml
 
-    worker = yaml.safe_load((KUBERNETES / "medium" / "worker.yaml").read_text())
-    settings = yaml.safe_load(
-        yaml.safe_load((KUBERNETES / "medium" / "configmap.yaml").read_text())["data"][
-            "runtime.yml"
-        ]
-    )
+    configmap = yaml.safe_load((size / "configmap.yaml").read_text())
+    text: str = configmap["data"]["runtime.yml"]
+    return text
+
+
+def _deployments(size: Path) -> list[dict[str, Any]]:
+    import yaml
+
+    found = []
+    for path in sorted(size.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Deployment":
+                found.append(doc)
+    return found
+
+
+@pytest.mark.parametrize("size", _sizes(), ids=lambda p: p.name)
+def test_the_pods_stop_no_sooner_than_the_components(size: Path) -> None:
+    import yaml
+
+    worker = yaml.safe_load((size / "worker.yaml").read_text())
+    settings = yaml.safe_load(_settings_text(size))
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > settings["worker"]["grace_seconds"]
+
+
+@pytest.mark.parametrize("size", _sizes(), ids=lambda p: p.name)
+def test_every_pod_is_probed_where_its_process_answers(size: Path) -> None:
+    """The webserver answers on its port; the others on the metrics listener's,
+    which the settings must then turn on at that port."""
+    import yaml
+
+    settings = yaml.safe_load(_settings_text(size))
+    deployments = _deployments(size)
+    assert deployments
+    for deployment in deployments:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for probe in ("readinessProbe", "livenessProbe"):
+            port = ports[container[probe]["httpGet"]["port"]]
+            component = container["args"][1]
+            section = "webserver" if component == "webserver" else "metrics"
+            assert settings[section]["port"] == port, (deployment["metadata"]["name"], probe)
+            assert settings[section]["host"] == "0.0.0.0"  # reachable from the kubelet
+
+
+@pytest.mark.parametrize("size", _sizes(), ids=lambda p: p.name)
+def test_the_settings_of_each_size_load_and_share_the_storage(
+    size: Path, tmp_path: Path
+) -> None:
+    from runtime.config import load_config
+
+    path = tmp_path / "runtime.yml"
+    path.write_text(_settings_text(size))
+    config = load_config(path, environ={})
+    # pods on several hosts: files written by a worker are read by the webserver
+    assert config.storage.type != "local"
+

@@ -33,6 +33,11 @@ def test_errors_name_the_key_the_variable_and_the_file(tmp_path: Path) -> None:
         load_config(path, environ={})
     with pytest.raises(ConfigError, match=r"RUNTIME_WORKER_CONCURRENCY.*Expected `int`"):
         load_config(None, environ={"RUNTIME_WORKER_CONCURRENCY": "lots"})
+    path.write_text("wroker:\n  concurrency: 3\n")  # a section nobody knows
+    with pytest.raises(
+        ConfigError, match=r"c\.yml: setting `wroker` \(or RUNTIME_WROKER\): unknown setting$"
+    ):
+        load_config(path, environ={})
 
 
 def test_the_medium_configs_use_shared_storage_with_env_overrides() -> None:

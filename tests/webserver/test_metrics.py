@@ -197,6 +197,13 @@ async def test_the_metrics_listener_serves_a_process_without_webserver(tmp_path:
             assert (await client.get("/api/v1/flows/search")).status_code in (401, 404)
             authed = await client.get("/api/v1/flows/search", auth=("admin", "s3cret"))
             assert authed.status_code == 404  # metrics only, no API here
+            # the probes of a pod without a webserver, public as the webserver's
+            assert (await client.get("/health")).json() == {"status": "UP"}
+            assert (await client.get("/health/ready")).json() == {"status": "UP"}
+            await server.backend.stop()
+            down = await client.get("/health/ready")
+            assert down.status_code == 503
+            assert down.json()["status"] == "DOWN"
 
 
 def test_the_grafana_dashboard_reads_only_families_that_exist() -> None:
