@@ -182,9 +182,7 @@ def test_every_pod_is_probed_where_its_process_answers(size: Path) -> None:
 
 
 @pytest.mark.parametrize("size", _sizes(), ids=lambda p: p.name)
-def test_the_settings_of_each_size_load_and_share_the_storage(
-    size: Path, tmp_path: Path
-) -> None:
+def test_the_settings_of_each_size_load_and_share_the_storage(size: Path, tmp_path: Path) -> None:
     from runtime.config import load_config
 
     path = tmp_path / "runtime.yml"
@@ -192,4 +190,3 @@ def test_the_settings_of_each_size_load_and_share_the_storage(
     config = load_config(path, environ={})
     # pods on several hosts: files written by a worker are read by the webserver
     assert config.storage.type != "local"
-
