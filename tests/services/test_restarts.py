@@ -211,6 +211,44 @@ async def test_a_failed_webserver_is_restarted_on_its_port_while_executions_go_o
         assert (await ended(backend, in_flight, within=15.0)).state.current is S.SUCCESS
 
 
+@pytest.mark.asyncio
+async def test_a_failed_flow_deployer_is_restarted_and_redeploys_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployer's watch dies on an error it does not expect; its restart deploys
+    the folder again, the file that failed included, while executions go on."""
+    from services import standalone
+
+    fault = Fault(monkeypatch, standalone, "deploy_file")
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "quick.yml").write_text(returns("quick"))
+    backend = MemoryBackend()
+    server = Server(
+        settings(),
+        components=("executor", "worker"),
+        flows_dir=folder,
+        backend=backend,
+        storage=LocalStorage(tmp_path / "storage"),
+        watch=True,
+    )
+    async with server:
+        assert await backend.flows.get(NS, "quick") is not None
+        fault.arm()
+        (folder / "later.yml").write_text(returns("later"))
+        await until(lambda: _async(fault.fired == 1), 10, "deploying later.yml failed")
+        await until(lambda: _async(restarts(server) >= 1), 5, "the deployer restarted")
+        quick = await start(backend, "quick")  # the others went on meanwhile
+        assert (await ended(backend, quick)).state.current is S.SUCCESS
+        await until(lambda: _deployed(backend, "later"), 10, "the restart deployed later.yml")
+        assert restarts(server) == 1
+        assert children(server)["deployer"] == "running"
+
+
+async def _deployed(backend: MemoryBackend, flow_id: str) -> bool:
+    return await backend.flows.get(NS, flow_id) is not None
+
+
 async def _serves(client: httpx.AsyncClient) -> bool:
     try:
         await api_serves(client)
