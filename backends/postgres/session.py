@@ -235,7 +235,7 @@ class Session:
 
     async def send_deferred(self, connection: Conn, deferred: Deferred) -> None:
         """Send ``deferred`` as one statement on ``connection``."""
-        sql, args, acked = deferred.statement(self.queries["execution_save"], self.sender)
+        sql, args, acked = deferred.statement(self.sender)
         row = await connection.fetchrow(sql, *args)
         for queue in deferred.publishes:
             self.committed(queue)

@@ -1,6 +1,7 @@
 """Round trips on PostgreSQL, counted on the wire: an executor batch is 4 statements
-(BEGIN, claim, the writes, COMMIT) whatever its size, and a task's way through a
-worker is 2 (the claim, the report). Against the real server of
+(BEGIN, claim, the writes, COMMIT) whatever its size, each the same text whatever the
+size (so each is one prepared statement), and a task's way through a worker is 2 (the
+claim, the report). Against the real server of
 ``RUNTIME_TEST_POSTGRES_DSN``, in a fresh schema."""
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ class Wire:
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+        #: the same, whole
+        self.texts: list[str] = []
         self.on = False
 
     def log(self, record: Any) -> None:
         if self.on:
             self.statements.append(" ".join(str(record.query).split())[:80])
+            self.texts.append(str(record.query))
 
 
 @pytest_asyncio.fixture
@@ -75,6 +79,7 @@ async def test_an_executor_batch_is_four_statements_whatever_its_size(
     backend, wire = counted
     record = await deploy_source(backend.flows, FLOW)
     executor = Executor(backend, FlowCache(backend), consumer_id="executor-trips")
+    texts: dict[int, list[str]] = {}
 
     async def start(names: list[str]) -> None:
         for name in names:
@@ -90,13 +95,20 @@ async def test_an_executor_batch_is_four_statements_whatever_its_size(
     # the first batch also reads the flow and creates the worker queue's table
     await start(["warm"])
     assert await executor.step() == 1
-    await start([f"e{n}" for n in range(5)])
-    wire.on = True
-    assert await executor.step() == 5
-    wire.on = False
-    assert len(wire.statements) == 4, wire.statements
-    assert await backend.queues.depth(WORKER_QUEUE) == 6
+    for size in (1, 5):
+        await start([f"e{size}-{n}" for n in range(size)])
+        wire.on = True
+        assert await executor.step() == size
+        wire.on = False
+        assert len(wire.statements) == 4, wire.statements
+        texts[size], wire.texts, wire.statements = wire.texts, [], []
+    # one execution or five: the same four statement texts (the writes carry arrays)
+    assert texts[1] == texts[5]
+    assert await backend.queues.depth(WORKER_QUEUE) == 7
     assert await backend.queues.depth(EXECUTOR_QUEUE) == 0
+    saved = await backend.executions.get("e5-4")
+    assert saved is not None  # the five were saved, not only the first
+    assert saved.task_run_list
 
 
 @pytest.mark.asyncio
