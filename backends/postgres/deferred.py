@@ -18,6 +18,11 @@ order, and ids follow it), one delete per queue table, one insert of log lines.
 Every piece takes its rows as arrays (``unnest``), so the statement's text depends on
 which pieces a transaction has, never on how many rows: a batch of 1 execution and one
 of 50 are the same prepared statement, parsed and planned once per connection.
+
+Other processes are woken after the commit (``backends.postgres.notifier``: a
+notifying commit holds a cluster-wide lock through its WAL flush); only a statement
+committing on its own while no other one of its process is under way notifies in
+itself (``notify``), saving the wait for a separate notification.
 """
 
 from __future__ import annotations
@@ -156,11 +161,12 @@ class Deferred:
             entry = self.acks[queue] = (table, [])
         entry[1].extend(ids)
 
-    def statement(self, sender: str) -> tuple[str, list[Any], list[str]]:
+    def statement(self, sender: str, *, notify: bool = False) -> tuple[str, list[Any], list[str]]:
         """The statement, its arguments, and the queues whose acks it reports (its row
         holds, per such queue in that order, how many messages wait behind the keys the
         acks freed). Its text depends only on which kinds of writes there are (and on
-        which queues), not on how many."""
+        which queues), not on how many. ``notify``: it also notifies the consumers of
+        the queues it makes messages claimable in (``$1``, the sender, as payload)."""
         ctes: list[str] = []
         counts: list[str] = []
         notifies: list[str] = []
@@ -183,8 +189,10 @@ class Deferred:
                 f" ${base + 2}::bytea[], ${base + 3}::bigint[]) WITH ORDINALITY"
                 " AS u(key, payload, at, ord) ORDER BY u.ord)"
             )
-            notifies.append(f"pg_notify(${base + 4}, $1)")
-            args.extend((keys, payloads, instants, table.channel))
+            args.extend((keys, payloads, instants))
+            if notify:
+                notifies.append(f"pg_notify(${len(args) + 1}, $1)")
+                args.append(table.channel)
         acked: list[str] = []
         for n, (queue, (table, ids)) in enumerate(
             sorted(self.acks.items(), key=lambda item: item[0])
@@ -195,15 +203,17 @@ class Deferred:
                 " RETURNING key)"
             )
             # Only an ack that frees a key with a message waiting behind it makes
-            # something claimable (what is published later wakes consumers itself): no
-            # wake-up otherwise, so a consumer is not woken by its own ack for nothing.
+            # something claimable (what is published later wakes consumers itself): the
+            # caller wakes consumers only then, so none is woken by its own ack for nothing.
             waiting = (
                 f"(SELECT count(*) FROM {table.name} AS w WHERE w.lease_until IS NULL"
                 f" AND w.key IN (SELECT key FROM a{n} WHERE key IS NOT NULL))"
             )
             counts.append(waiting)
-            notifies.append(f"CASE WHEN {waiting} > 0 THEN pg_notify(${base + 2}, $1) END")
-            args.extend((ids, table.channel))
+            args.append(ids)
+            if notify:
+                notifies.append(f"CASE WHEN {waiting} > 0 THEN pg_notify(${len(args) + 1}, $1) END")
+                args.append(table.channel)
             acked.append(queue)
         # $1 is typed even when nothing notifies
         selects = ", ".join([*counts, *notifies, "$1::text"])

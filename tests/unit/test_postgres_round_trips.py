@@ -1,8 +1,10 @@
 """Round trips on PostgreSQL, counted on the wire: an executor batch is 4 statements
 (BEGIN, claim, the writes, COMMIT) whatever its size, each the same text whatever the
 size (so each is one prepared statement), and a task's way through a worker is 2 (the
-claim, the report). Against the real server of
-``RUNTIME_TEST_POSTGRES_DSN``, in a fresh schema."""
+claim, the report). Other processes are woken after the commit
+(``backends.postgres.notifier``): in the COMMIT's round trip, or, for a statement
+that commits on its own (the report), in the statement when it is alone under way.
+Against the real server of ``RUNTIME_TEST_POSTGRES_DSN``, in a fresh schema."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from backends.postgres import PostgresBackend
+from backends.postgres.notifier import NOTIFY
 from backends.postgres.testing import fresh_schema, server_dsn
 from runtime.flow.events import WorkerResult
 from runtime.flow.execution import new_execution
@@ -36,6 +39,11 @@ tasks:
 """
 
 
+#: asyncpg's type introspection (and its switching JIT off around it), sent before a
+#: connection's first use of a type
+_INTROSPECTION = ("typeinfo_tree", "current_setting('jit')")
+
+
 class Wire:
     """Every statement the backend's pool sends, via asyncpg's query loggers."""
 
@@ -45,10 +53,26 @@ class Wire:
         self.texts: list[str] = []
         self.on = False
 
+        #: the notifications sent after commits
+        self.notifications = 0
+
     def log(self, record: Any) -> None:
-        if self.on:
-            self.statements.append(" ".join(str(record.query).split())[:80])
-            self.texts.append(str(record.query))
+        if not self.on:
+            return
+        if record.query == NOTIFY:
+            self.notifications += 1
+            return
+        if any(part in record.query for part in _INTROSPECTION):
+            return  # asyncpg's, once per connection and array type, not per batch
+        self.statements.append(" ".join(str(record.query).split())[:80])
+        self.texts.append(str(record.query))
+
+
+async def notified(backend: PostgresBackend) -> None:
+    """Until the notifications of what committed are sent."""
+    assert backend._core is not None
+    assert backend._core.notifier is not None
+    await backend._core.notifier.flushed()
 
 
 @pytest_asyncio.fixture
@@ -97,11 +121,18 @@ async def test_an_executor_batch_is_four_statements_whatever_its_size(
     assert await executor.step() == 1
     for size in (1, 5):
         await start([f"e{size}-{n}" for n in range(size)])
+        await notified(backend)
         wire.on = True
         assert await executor.step() == size
+        await notified(backend)
         wire.on = False
         assert len(wire.statements) == 4, wire.statements
+        # the worker queue's consumers are notified after the commit, in its round trip
+        assert wire.statements[-1].startswith("COMMIT; SELECT"), wire.statements
+        assert "pg_notify" in wire.texts[-1]
+        assert wire.notifications == 0
         texts[size], wire.texts, wire.statements = wire.texts, [], []
+        wire.notifications = 0
     # one execution or five: the same four statement texts (the writes carry arrays)
     assert texts[1] == texts[5]
     assert await backend.queues.depth(WORKER_QUEUE) == 7
@@ -122,12 +153,17 @@ async def test_a_task_s_way_through_a_worker_is_two_statements(
         await backend.queues.ack(queue, [warm.id])
     await backend.queues.publish(WORKER_QUEUE, [(None, b"job")])
     inbox = backend.inbox(WORKER_QUEUE, "worker-trips", lease_seconds=3600)
+    await notified(backend)
     wire.on = True
     [job] = await inbox.receive(8)
     result = WorkerResult(at=backend.clock(), task_run_id="tr", attempt=1, state=StateType.SUCCESS)
     async with inbox.settle([job]) as tx:
         await tx.queues.publish(EXECUTOR_QUEUE, [("e1", encode_event(result))])
+    await notified(backend)
     wire.on = False
     assert len(wire.statements) == 2, wire.statements
+    # the report, alone under way in its process, notifies the executor in itself
+    assert "pg_notify" in wire.texts[-1]
+    assert wire.notifications == 0
     assert await backend.queues.depth(WORKER_QUEUE) == 0
     assert await backend.queues.depth(EXECUTOR_QUEUE) == 1
