@@ -21,7 +21,7 @@ from backends.postgres.testing import fresh_schema, server_dsn
 from runtime.flow.events import WorkerResult
 from runtime.flow.execution import new_execution
 from runtime.flow.states import StateType
-from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, encode_event
+from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, decode_job, encode_event
 from services.executor import Executor
 from services.flows import FlowCache, deploy_source
 from services.submit import submit
@@ -140,6 +140,69 @@ async def test_an_executor_batch_is_four_statements_whatever_its_size(
     saved = await backend.executions.get("e5-4")
     assert saved is not None  # the five were saved, not only the first
     assert saved.task_run_list
+
+
+ONE_STEP = """
+id: one_step
+namespace: trips
+tasks:
+  - id: only
+    type: io.kestra.plugin.core.debug.Return
+    format: one
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_batch_in_which_an_execution_ends_reads_the_flows_without_sending_its_writes(
+    counted: tuple[PostgresBackend, Wire],
+) -> None:
+    """An execution ending lists the flows (Flow triggers) inside the batch; its writes
+    never touch flows, so the saves held back so far wait for the commit: 5 statements
+    (BEGIN, claim, the flows, the writes, COMMIT), not 6."""
+    backend, wire = counted
+    revisions = {
+        flow: (await deploy_source(backend.flows, source)).revision
+        for flow, source in (("two_steps", FLOW), ("one_step", ONE_STEP))
+    }
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-trips")
+    for name, flow in (("goes-on", "two_steps"), ("ends", "one_step")):
+        execution = new_execution(
+            id=name,
+            namespace="trips",
+            flow_id=flow,
+            flow_revision=revisions[flow],
+            at=backend.clock(),
+        )
+        await submit(backend, execution)
+    assert await executor.step() == 2
+    jobs = {
+        job.execution_id: job
+        for job in (
+            decode_job(m.payload) for m in await backend.queues.claim(WORKER_QUEUE, "w", 8, 60)
+        )
+    }
+    for name in ("goes-on", "ends"):  # in this order: the one going on is processed first
+        job = jobs[name]
+        result = WorkerResult(
+            at=backend.clock(),
+            task_run_id=job.task_run_id,
+            attempt=job.attempt,
+            state=StateType.SUCCESS,
+        )
+        await backend.queues.publish(EXECUTOR_QUEUE, [(name, encode_event(result))])
+    await notified(backend)
+    wire.on = True
+    assert await executor.step() == 2
+    await notified(backend)
+    wire.on = False
+    assert len(wire.statements) == 5, wire.statements
+    assert "flows" in wire.texts[2]
+    ended = await backend.executions.get("ends")
+    going = await backend.executions.get("goes-on")
+    assert ended is not None
+    assert ended.state.current == StateType.SUCCESS
+    assert going is not None
+    assert len(going.task_run_list) == 2
 
 
 @pytest.mark.asyncio
