@@ -7,14 +7,26 @@ keep-alive connections (asyncio streams) and reads the answer's status line, hea
 and body, parsing only the execution's id: a few tens of microseconds per request.
 Requests that find every connection busy open another one (up to ``max_connections``)
 rather than wait, so the schedule stays open-loop.
+
+As a real client does, it does not reuse a connection idle for longer than the
+server keeps one (:data:`IDLE_EXPIRY_S`), and a request written on a kept-alive
+connection that closes before any byte of an answer is sent again on a new one (the
+server had closed it; the request never reached the application). Every request
+that still gets no execution is counted by cause (:class:`Outcome`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from urllib.parse import urlsplit
 
 import msgspec
+
+#: a keep-alive connection idle this long is closed rather than reused: the server
+#: closes idle ones itself (uvicorn after 5 s, its ``timeout_keep_alive``), and a
+#: request written on a connection the server is closing gets no answer
+IDLE_EXPIRY_S = 4.0
 
 
 class _Answer(msgspec.Struct):
@@ -24,9 +36,26 @@ class _Answer(msgspec.Struct):
 _decode_answer = msgspec.json.Decoder(_Answer).decode
 
 
+class Outcome(msgspec.Struct, frozen=True):
+    """What one request got: the execution's id, or why not (``cause``)."""
+
+    id: str | None = None
+    #: None when accepted; else ``http <status>``, ``connection reset`` (closed
+    #: before a whole answer came), ``timeout``, ``connect failed``, ``bad answer``
+    cause: str | None = None
+    #: it was written on a kept-alive connection the server had closed, and sent again
+    #: on a new one (as a real client does when no byte of an answer came)
+    retried: bool = False
+
+
+class _StaleConnection(Exception):
+    """A reused connection closed with no byte of an answer: the request never reached
+    the application (the server had closed the idle connection), so it may be sent again."""
+
+
 class Poster:
-    """POSTs ``{}`` to one URL; :meth:`post` returns the answer's execution id, or
-    None when it was not a 2xx with one. Use as an async context manager."""
+    """POSTs ``{}`` to one URL; :meth:`post` returns an :class:`Outcome`. Use as an
+    async context manager."""
 
     def __init__(self, url: str, *, max_connections: int = 512, timeout: float = 30.0) -> None:
         parts = urlsplit(url)
@@ -39,48 +68,93 @@ class Poster:
             f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
             "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
         ).encode()
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self._open = 0
-        self._max = max_connections
+        #: kept-alive connections and when each was last used (most recent last)
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._timeout = timeout
+        #: connections closed unused for IDLE_EXPIRY_S
+        self.expired = 0
 
     async def __aenter__(self) -> Poster:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for _, writer in self._idle:
+        for _, writer, _ in self._idle:
             writer.close()
         self._idle.clear()
 
-    async def post(self) -> str | None:
+    def _reuse(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        now = time.monotonic()
+        while self._idle:
+            reader, writer, used = self._idle.pop()
+            if now - used < IDLE_EXPIRY_S and not reader.at_eof():
+                return reader, writer
+            writer.close()
+            self.expired += 1
+        return None
+
+    async def post(self) -> Outcome:
         async with self._slots:
-            if self._idle:
-                reader, writer = self._idle.pop()
-            else:
-                reader, writer = await asyncio.open_connection(self._host, self._port)
             try:
                 async with asyncio.timeout(self._timeout):
-                    writer.write(self._request)
-                    status, body, keep = await _read_answer(reader)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
-                writer.close()
-                return None
-            if keep:
-                self._idle.append((reader, writer))
-            else:
-                writer.close()
-        if not 200 <= status < 300:
-            return None
+                    kept = self._reuse()
+                    if kept is not None:
+                        try:
+                            return await self._exchange(*kept)
+                        except _StaleConnection:
+                            outcome = await self._fresh()
+                            return msgspec.structs.replace(outcome, retried=True)
+                    return await self._fresh()
+            except TimeoutError:
+                return Outcome(cause="timeout")
+
+    async def _fresh(self) -> Outcome:
         try:
-            return _decode_answer(body).id
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+        except OSError:
+            return Outcome(cause="connect failed")
+        try:
+            return await self._exchange(reader, writer)
+        except _StaleConnection:
+            return Outcome(cause="connection reset")
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Outcome:
+        answered = False
+        try:
+            writer.write(self._request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            answered = True
+            status, body, keep = await _read_answer(head, reader)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            writer.close()
+            partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+            if not answered and not partial:
+                raise _StaleConnection from exc
+            return Outcome(cause="connection reset")
+        except (ValueError, asyncio.LimitOverrunError):
+            writer.close()
+            return Outcome(cause="bad answer")
+        except BaseException:
+            writer.close()  # a timeout or a cancel: the answer may still come, unread
+            raise
+        if keep:
+            self._idle.append((reader, writer, time.monotonic()))
+        else:
+            writer.close()
+        if not 200 <= status < 300:
+            return Outcome(cause=f"http {status}")
+        try:
+            execution_id = _decode_answer(body).id
         except msgspec.DecodeError:
-            return None
+            return Outcome(cause="bad answer")
+        return Outcome(id=execution_id) if execution_id else Outcome(cause="bad answer")
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """(status, body, whether the connection stays open) of one HTTP/1.1 answer."""
-    head = await reader.readuntil(b"\r\n\r\n")
+async def _read_answer(head: bytes, reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """(status, body, whether the connection stays open) of one HTTP/1.1 answer whose
+    head (status line and headers) was read."""
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     length = 0

@@ -67,6 +67,15 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     cpu_server: list[float] = []
     #: cores busy in the harness's process (the load generator and the reading)
     cpu_generator: float = 0.0
+    #: cores busy in the database server's processes serving the server's connections
+    #: (PostgreSQL: its backends; None where not measured)
+    cpu_database: float | None = None
+    #: requests that got no execution, by cause (``http 503``, ``connection reset``,
+    #: ``timeout``, ``connect failed``, ``bad answer``)
+    failures: dict[str, int] = {}
+    #: requests sent again on a new connection after the server had closed the kept-alive
+    #: one they were written on (not failures: a real client does the same)
+    retried: int = 0
 
 
 class Result(msgspec.Struct, kw_only=True):

@@ -16,8 +16,10 @@ import statistics
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from backends.postgres.connection import close_quietly, connect
+from bench.procs import cpu_seconds, local_ports_to
 
 
 @asynccontextmanager
@@ -89,3 +91,43 @@ async def floor_samples(
         return samples
     finally:
         await close_quietly(conn)
+
+
+# -- the server's CPU ----------------------------------------------------------------------
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends serving given client processes.
+
+    PostgreSQL serves each connection in a process of its own; which ones serve the
+    measured server is found from the client side (the local ports of the processes'
+    connections to the server's port, :func:`bench.procs.local_ports_to`) matched
+    with ``pg_stat_activity.client_port``. Only on the same machine as the database
+    (its processes' ``/proc`` entries are read); the WAL writer and the checkpointer,
+    shared with whatever else uses the cluster, are not counted.
+    """
+
+    def __init__(self, dsn: str, clients: list[int]) -> None:
+        self.dsn = dsn
+        self.port = urlsplit(dsn).port or 5432
+        self.clients = clients
+
+    async def sample(self) -> dict[int, float]:
+        """Backend pid -> its CPU seconds so far."""
+        ports = sorted(local_ports_to(self.clients, self.port))
+        if not ports:
+            return {}
+        conn = await connect(
+            self.dsn, "public", connect_timeout=5.0, application_name="runtime-bench"
+        )
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])", ports
+            )
+        finally:
+            await close_quietly(conn)
+        return {int(r["pid"]): cpu_seconds(int(r["pid"])) for r in rows}
+
+    @staticmethod
+    def spent(before: dict[int, float], after: dict[int, float]) -> float:
+        """CPU seconds between two samples (a backend first seen in ``after`` started
+        in between: all of its time counts)."""
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())

@@ -137,7 +137,10 @@ def _throughput(report: Report) -> list[str]:
             "",
             f"{r.settings['step_seconds']:g} s per step; processes: "
             f"{'; '.join(r.settings['processes'])}. Latency: request sent → execution "
-            "ended. CPU: cores busy per process over the step and its drain.",
+            "ended. Unanswered: requests that got no execution, by cause; retried: sent "
+            "again after the server had closed the kept-alive connection they were written "
+            "on (as a real client does). CPU: cores busy per process over the step and its "
+            "drain; database: its processes serving the server's connections.",
             "",
         ]
         rows = [
@@ -147,11 +150,14 @@ def _throughput(report: Report) -> list[str]:
                 _f(s.achieved_per_s, 0),
                 f"{s.completed}/{s.sent}",
                 str(s.failed),
+                _causes(s.failures),
+                str(s.retried),
                 _f(s.p50_ms, 0),
                 _f(s.p95_ms, 0),
                 _f(s.p99_ms, 0),
                 _f(s.p99_ms / r.floor_ms if s.p99_ms is not None and r.floor_ms else None, 0),
                 " + ".join(f"{c:.2f}" for c in s.cpu_server) + f" / {s.cpu_generator:.2f}",
+                _f(s.cpu_database, 2),
                 "yes" if s.sustained else "no",
             ]
             for s in r.steps
@@ -163,16 +169,23 @@ def _throughput(report: Report) -> list[str]:
                 "achieved/s",
                 "ended",
                 "failed",
+                "unanswered",
+                "retried",
                 "p50 ms",
                 "p95 ms",
                 "p99 ms",
                 "p99 xfloor",
                 "CPU server / generator",
+                "CPU database",
                 "sustained",
             ],
             rows,
         )
     return lines
+
+
+def _causes(failures: dict[str, int]) -> str:
+    return ", ".join(f"{count} {cause}" for cause, count in failures.items()) or "0"
 
 
 def _capacity(report: Report) -> list[str]:

@@ -43,15 +43,16 @@ import yaml
 
 from bench import profiling
 from bench.e2e import backend_environment
-from bench.loadgen import Poster
+from bench.loadgen import Outcome, Poster
 from bench.model import Result, Step, Target, percentile
+from bench.postgres import BackendCpu
 from bench.procs import cpu_seconds, runtime_command, spawned
 from bench.targets import KEEP_UP, P99_BOUND_MS, THROUGHPUT, THROUGHPUT_PER_S
 from runtime.config import load_config
 from runtime.flow.execution import Execution
 from services.standalone import make_backend
 
-RATES = (50, 100, 200, 400, 800)
+RATES = (100, 200, 300, 400, 500, 600, 800)
 NAMESPACE = "bench"
 FLOW_ID = "pair"
 
@@ -189,14 +190,13 @@ async def wait_ready(
 # -- one step --------------------------------------------------------------------------------
 async def offer(
     poster: Poster, rate: float, seconds: float
-) -> tuple[list[tuple[datetime, str | None]], float]:
+) -> tuple[list[tuple[datetime, Outcome]], float]:
     """Send ``rate``/s requests for ``seconds`` on a fixed schedule (open loop).
 
-    Returns (sent at, execution id or None when refused) per request, and the
-    seconds the sending took.
+    Returns (sent at, what it got) per request, and the seconds the sending took.
     """
     total = max(1, round(rate * seconds))
-    sent: list[tuple[datetime, str | None]] = []
+    sent: list[tuple[datetime, Outcome]] = []
 
     async def one() -> None:
         at = datetime.now(UTC)
@@ -244,7 +244,7 @@ async def collect(backend: Any, ids: list[str], drain_s: float) -> dict[str, Exe
 def summarise(
     rate: float,
     seconds: float,
-    sent: list[tuple[datetime, str | None]],
+    sent: list[tuple[datetime, Outcome]],
     took: float,
     ended: dict[str, Execution],
     p99_bound_ms: float,
@@ -253,8 +253,11 @@ def summarise(
     failed = 0
     first = min((at for at, _ in sent), default=None)
     last_end: datetime | None = None
-    for at, execution_id in sent:
-        execution = ended.get(execution_id or "")
+    failures: dict[str, int] = {}
+    for at, outcome in sent:
+        if outcome.cause is not None:
+            failures[outcome.cause] = failures.get(outcome.cause, 0) + 1
+        execution = ended.get(outcome.id or "")
         if execution is None:
             continue
         end = execution.state.end_date
@@ -263,7 +266,7 @@ def summarise(
             failed += 1
         latencies.append((end - at).total_seconds() * 1e3)
         last_end = end if last_end is None or end > last_end else last_end
-    accepted = sum(1 for _, i in sent if i)
+    accepted = sum(1 for _, outcome in sent if outcome.id)
     span = (last_end - first).total_seconds() if last_end and first else 0.0
     achieved = len(latencies) / span if span > 0 else 0.0
     p99 = percentile(latencies, 0.99)
@@ -279,6 +282,8 @@ def summarise(
         p50_ms=percentile(latencies, 0.50),
         p95_ms=percentile(latencies, 0.95),
         p99_ms=p99,
+        failures=dict(sorted(failures.items())),
+        retried=sum(1 for _, outcome in sent if outcome.retried),
         sustained=(
             len(latencies) == len(sent)
             and failed == 0
@@ -329,9 +334,21 @@ async def throughput(
                     try:
                         # warm-up: connections open, statements prepared, caches filled
                         sent, _ = await offer(poster, 20, 1.0)
-                        await collect(reader, [i for _, i in sent if i], 10.0)
+                        await collect(reader, [o.id for _, o in sent if o.id], 10.0)
+                        database = (
+                            BackendCpu(environ["RUNTIME_BACKEND_DSN"], [p.pid for p in procs])
+                            if backend == "postgres"
+                            else None
+                        )
                         steps = await _steps(
-                            poster, reader, procs, folder, rates, step_seconds, p99_bound_ms
+                            poster,
+                            reader,
+                            procs,
+                            folder,
+                            rates,
+                            step_seconds,
+                            p99_bound_ms,
+                            database,
                         )
                     finally:
                         await reader.stop()
@@ -353,23 +370,29 @@ async def _steps(
     rates: Sequence[float],
     step_seconds: float,
     p99_bound_ms: float,
+    database: BackendCpu | None = None,
 ) -> list[Step]:
     steps: list[Step] = []
     for rate in rates:
         for proc in procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"a server process exited:\n{_logs(folder)}")
+        db_before = await database.sample() if database is not None else {}
         cpu = [cpu_seconds(p.pid) for p in procs], time.process_time(), time.perf_counter()
         sent, took = await offer(poster, rate, step_seconds)
-        ids = [i for _, i in sent if i]
+        ids = [o.id for _, o in sent if o.id]
         ended = await collect(reader, ids, max(10.0, 2 * step_seconds))
         wall = time.perf_counter() - cpu[2]
+        db_after = await database.sample() if database is not None else {}
         step = msgspec.structs.replace(
             summarise(rate, step_seconds, sent, took, ended, p99_bound_ms),
             cpu_server=[
                 (cpu_seconds(p.pid) - was) / wall for p, was in zip(procs, cpu[0], strict=True)
             ],
             cpu_generator=(time.process_time() - cpu[1]) / wall,
+            cpu_database=(
+                BackendCpu.spent(db_before, db_after) / wall if database is not None else None
+            ),
         )
         steps.append(step)
         if not step.sustained:
@@ -406,7 +429,10 @@ def _result(
             "keep_up": KEEP_UP,
             "worker_concurrency": concurrency,
             "processes": [" ".join(c[c.index("run") :]) for c in commands],
-            "generator": "httpx, open loop, in the harness's process on the same machine",
+            "generator": (
+                "bench.loadgen (keep-alive connections, open loop), in the harness's"
+                " process on the same machine"
+            ),
             "cpus": os.cpu_count(),
         },
         figures=figures,

@@ -36,6 +36,7 @@ from backends.postgres.connection import (
 )
 from backends.postgres.leader import PostgresLeader
 from backends.postgres.listener import Listener
+from backends.postgres.notifier import Notifier
 from backends.postgres.schema import MIGRATIONS, QUERIES, check_schema, migrate_on
 from backends.postgres.session import QUEUE_QUERIES, AutoSession, Core, TxSession
 from backends.postgres.stores import PostgresStores
@@ -152,6 +153,7 @@ class PostgresBackend(SqlBackendBase):
                 poll_seconds=self._poll_seconds,
                 queue_tables={str(row[0]): str(row[1]) for row in tables},
             )
+            core.notifier = Notifier(pool, self._sender, self.where)
             if self._listen:
                 listener = Listener(
                     self._connect,
@@ -181,6 +183,8 @@ class PostgresBackend(SqlBackendBase):
         self._core = None
         self._stores = self._services = self._leader = None
         try:
+            if core.notifier is not None:
+                await finish(core.notifier.close())
             if core.listener is not None:
                 await finish(core.listener.stop())
             if leader is not None:

@@ -11,9 +11,18 @@ else sends that one statement without ``BEGIN``/``COMMIT`` (a statement is atomi
 its own).
 
 CTEs of one statement run concurrently and must not modify a row twice, so the pieces
-are merged: one upsert per execution id (the last save wins, as it would in sequence),
-one insert per queue table (arrays with ordinality keep publication order, and ids
-follow it), one delete per queue table, one insert of log lines.
+are merged: one upsert of every saved execution (the last save of an id wins, as it
+would in sequence), one insert per queue table (arrays with ordinality keep publication
+order, and ids follow it), one delete per queue table, one insert of log lines.
+
+Every piece takes its rows as arrays (``unnest``), so the statement's text depends on
+which pieces a transaction has, never on how many rows: a batch of 1 execution and one
+of 50 are the same prepared statement, parsed and planned once per connection.
+
+Other processes are woken after the commit (``backends.postgres.notifier``: a
+notifying commit holds a cluster-wide lock through its WAL flush); only a statement
+committing on its own while no other one of its process is under way notifies in
+itself (``notify``), saving the wait for a separate notification.
 """
 
 from __future__ import annotations
@@ -21,10 +30,54 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from backends.sql.dialect import UPSERTS
+
 if TYPE_CHECKING:
     from backends.postgres.session import QueueTable
 
 _PARAM = re.compile(r"\$(\d+)")
+
+#: the array type each ``execution_save`` column is sent as (labels: one JSON list per
+#: execution, as an array column cannot be unnested row by row)
+_SAVE_TYPES = {
+    "id": "text",
+    "namespace": "text",
+    "flow_id": "text",
+    "state": "text",
+    "start_date": "bigint",
+    "end_date": "bigint",
+    "data": "bytea",
+    "labels": "text",
+}
+_SAVE_TABLE, _SAVE_COLUMNS, _SAVE_KEY, _SAVE_UPDATE = UPSERTS["execution_save"]
+if set(_SAVE_COLUMNS) != set(_SAVE_TYPES):  # pragma: no cover - caught by any test run
+    raise RuntimeError(f"execution_save's columns changed: {_SAVE_COLUMNS}; update _SAVE_TYPES")
+_LABELS = _SAVE_COLUMNS.index("labels")
+_labels_json = msgspec.json.Encoder()
+
+
+def _saved(column: str) -> str:
+    if column == "labels":
+        return (
+            "ARRAY(SELECT l FROM jsonb_array_elements_text(u.labels::jsonb)"
+            " WITH ORDINALITY AS x(l, n) ORDER BY n)"
+        )
+    return f"u.{column}"
+
+
+#: every saved execution, one upsert (``$1``... one array per column, renumbered)
+SAVE_CTE = (
+    f"saved AS (INSERT INTO {_SAVE_TABLE} ({', '.join(_SAVE_COLUMNS)})"
+    f" SELECT {', '.join(_saved(c) for c in _SAVE_COLUMNS)}"
+    " FROM unnest("
+    + ", ".join(f"${n}::{_SAVE_TYPES[c]}[]" for n, c in enumerate(_SAVE_COLUMNS, 1))
+    + f") AS u({', '.join(_SAVE_COLUMNS)})"
+    f" ON CONFLICT ({', '.join(_SAVE_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _SAVE_UPDATE)
+    + ")"
+)
 
 
 def renumber(sql: str, offset: int) -> str:
@@ -108,23 +161,27 @@ class Deferred:
             entry = self.acks[queue] = (table, [])
         entry[1].extend(ids)
 
-    def statement(self, save_sql: str, sender: str) -> tuple[str, list[Any], list[str]]:
+    def statement(self, sender: str, *, notify: bool = False) -> tuple[str, list[Any], list[str]]:
         """The statement, its arguments, and the queues whose acks it reports (its row
         holds, per such queue in that order, how many messages wait behind the keys the
-        acks freed).
-
-        ``save_sql`` is the single-row execution upsert (``$1``... its columns)."""
+        acks freed). Its text depends only on which kinds of writes there are (and on
+        which queues), not on how many. ``notify``: it also notifies the consumers of
+        the queues it makes messages claimable in (``$1``, the sender, as payload)."""
         ctes: list[str] = []
         counts: list[str] = []
         notifies: list[str] = []
         args: list[Any] = [sender]  # $1
-        for n, row in enumerate(self.saves.values()):
-            ctes.append(f"s{n} AS ({renumber(save_sql, len(args))})")
-            args.extend(row)
+        if self.saves:
+            ctes.append(renumber(SAVE_CTE, len(args)))
+            columns = [list(column) for column in zip(*self.saves.values(), strict=True)]
+            columns[_LABELS] = [_labels_json.encode(items).decode() for items in columns[_LABELS]]
+            args.extend(columns)
         if self.logs:
             ctes.append(renumber(LOG_CTES, len(args)))
             args.extend(self.logs)
-        for n, (table, keys, payloads, instants) in enumerate(self.publishes.values()):
+        # queues in name order: the same kinds of writes make the same text
+        publishes = [self.publishes[queue] for queue in sorted(self.publishes)]
+        for n, (table, keys, payloads, instants) in enumerate(publishes):
             base = len(args)
             ctes.append(
                 f"p{n} AS (INSERT INTO {table.name} (key, payload, available_at)"
@@ -132,25 +189,31 @@ class Deferred:
                 f" ${base + 2}::bytea[], ${base + 3}::bigint[]) WITH ORDINALITY"
                 " AS u(key, payload, at, ord) ORDER BY u.ord)"
             )
-            notifies.append(f"pg_notify(${base + 4}, $1)")
-            args.extend((keys, payloads, instants, table.channel))
+            args.extend((keys, payloads, instants))
+            if notify:
+                notifies.append(f"pg_notify(${len(args) + 1}, $1)")
+                args.append(table.channel)
         acked: list[str] = []
-        for n, (queue, (table, ids)) in enumerate(self.acks.items()):
+        for n, (queue, (table, ids)) in enumerate(
+            sorted(self.acks.items(), key=lambda item: item[0])
+        ):
             base = len(args)
             ctes.append(
                 f"a{n} AS (DELETE FROM {table.name} WHERE id = ANY(${base + 1}::bigint[])"
                 " RETURNING key)"
             )
             # Only an ack that frees a key with a message waiting behind it makes
-            # something claimable (what is published later wakes consumers itself): no
-            # wake-up otherwise, so a consumer is not woken by its own ack for nothing.
+            # something claimable (what is published later wakes consumers itself): the
+            # caller wakes consumers only then, so none is woken by its own ack for nothing.
             waiting = (
                 f"(SELECT count(*) FROM {table.name} AS w WHERE w.lease_until IS NULL"
                 f" AND w.key IN (SELECT key FROM a{n} WHERE key IS NOT NULL))"
             )
             counts.append(waiting)
-            notifies.append(f"CASE WHEN {waiting} > 0 THEN pg_notify(${base + 2}, $1) END")
-            args.extend((ids, table.channel))
+            args.append(ids)
+            if notify:
+                notifies.append(f"CASE WHEN {waiting} > 0 THEN pg_notify(${len(args) + 1}, $1) END")
+                args.append(table.channel)
             acked.append(queue)
         # $1 is typed even when nothing notifies
         selects = ", ".join([*counts, *notifies, "$1::text"])

@@ -3,7 +3,9 @@
 -- Parameters are positional ($1, $2, ...); instants are epoch microseconds (UTC).
 -- Queries on one queue's table say {table}; they are rendered once per queue, and
 -- asyncpg prepares each text once per connection.
--- Statements that wake consumers call pg_notify($channel, $sender) themselves: the
+-- The statements below that wake consumers (nack, requeues: rare) call
+-- pg_notify($channel, $sender) themselves (publishes and acks are woken after their
+-- commit by backends/postgres/notifier.py): the
 -- notification is delivered when the statement's transaction commits, and never if it
 -- rolls back. $sender names the backend instance, whose own listener ignores it (it
 -- wakes its waiters in-process instead).

@@ -35,9 +35,11 @@ one of them keeps the key (at worst both give back, and wake consumers to try ag
 A claim inside a transaction needs its locks instead, since its leases stay invisible
 until it commits.
 
-Wake-ups: every write that may make a message claimable calls pg_notify in the same
-statement (delivered on commit, to other processes), and wakes this process's waiters
-through in-process events after its commit.
+Wake-ups: every write that may make a message claimable wakes this process's waiters
+through in-process events after its commit, and other processes by a notification:
+the hot writes (publish, ack: ``backends.postgres.deferred``) hand their channels to
+``backends.postgres.notifier`` once committed; the rare ones (nack, requeues) call
+pg_notify in their own statement.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from backends.errors import Transient
 from backends.postgres.connection import channel, lock_key32, lock_key64, translated
 from backends.postgres.deferred import Deferred
 from backends.postgres.listener import Listener
+from backends.postgres.notifier import Notifier, notify_literal
 from backends.protocols import Clock
 from backends.sql.aio import finish
 from backends.sql.dialect import PostgresDialect
@@ -96,6 +97,10 @@ class Core(Wakeups):
         self.sender = sender
         self.poll_seconds = poll_seconds
         self.listener: Listener | None = None
+        #: other processes' wake-ups, sent after commits (None: this process only)
+        self.notifier: Notifier | None = None
+        #: deferred statements committing on their own now under way
+        self.alone_in_flight = 0
         self._queue_queries = queue_queries
         #: queue name -> table, for tables known to exist
         self._tables: dict[str, QueueTable] = {}
@@ -156,6 +161,26 @@ class Core(Wakeups):
             return self.remember(queue, table)
 
     # -- wake-ups ------------------------------------------------------------------------
+    def channels(self, queues: set[str] | list[str]) -> list[str]:
+        return sorted({channel(self.schema, queue_table(queue)) for queue in queues})
+
+    def committed(self, queues: set[str] | list[str]) -> None:
+        """Messages of ``queues`` may have become claimable by a statement that
+        committed on its own: wake this process's consumers now, other processes' by a
+        notification (``backends.postgres.notifier``)."""
+        if not queues:
+            return
+        self.wake(queues)
+        if self.notifier is not None:
+            self.notifier.notify(self.channels(queues))
+
+    def commit_statement(self, queues: set[str] | list[str]) -> str:
+        """``COMMIT``, followed in the same round trip by the notifications of ``queues``
+        in a transaction of their own (``backends.postgres.notifier``)."""
+        if not queues:
+            return "COMMIT"
+        return "COMMIT; " + notify_literal(self.channels(queues), self.sender)
+
     def subscribe(self, queue: str) -> None:
         """Have the listener LISTEN for ``queue``'s notifications."""
         if self.listener is not None:
@@ -206,6 +231,11 @@ class Session:
     async def select(self, sql: str, *args: Any) -> list[Record]:
         return await self.fetch(sql, *args)
 
+    async def select_unwritten(self, sql: str, *args: Any) -> list[Record]:
+        """A read of tables the deferred writes never touch (flows): a transaction
+        need not send its deferred writes before it (a round trip less)."""
+        return await self.fetch(sql, *args)
+
     async def change(self, sql: str, *args: Any) -> int:
         """Run a write; how many rows it changed."""
         raise NotImplementedError
@@ -224,8 +254,8 @@ class Session:
         raise NotImplementedError
 
     def committed(self, queue: str) -> None:
-        """Wake this process's consumers of ``queue`` once this session commits (other
-        processes are woken by the pg_notify in the statement itself)."""
+        """Wake the consumers of ``queue`` once this session commits (this process's at
+        once, other processes' by a notification: ``backends.postgres.notifier``)."""
         raise NotImplementedError
 
     async def defer(self, write: Callable[[Deferred], None]) -> None:
@@ -233,15 +263,34 @@ class Session:
         back by a transaction, sent at once in autocommit."""
         raise NotImplementedError
 
-    async def send_deferred(self, connection: Conn, deferred: Deferred) -> None:
-        """Send ``deferred`` as one statement on ``connection``."""
-        sql, args, acked = deferred.statement(self.queries["execution_save"], self.sender)
-        row = await connection.fetchrow(sql, *args)
-        for queue in deferred.publishes:
-            self.committed(queue)
+    async def send_deferred(
+        self, connection: Conn, deferred: Deferred, *, alone: bool = False
+    ) -> None:
+        """Send ``deferred`` as one statement on ``connection``; ``alone``: it commits
+        on its own (no transaction around it)."""
+        core = self.core
+        # Committing alone, the statement notifies in itself when no other one of this
+        # process is under way (no wait for a separate notification; the lock it then
+        # holds through its WAL flush is contended only under load), else the notifier
+        # sends the notifications after it (backends.postgres.notifier).
+        inline = alone and core.alone_in_flight == 0
+        sql, args, acked = deferred.statement(self.sender, notify=inline)
+        if alone:
+            core.alone_in_flight += 1
+        try:
+            row = await connection.fetchrow(sql, *args)
+        finally:
+            if alone:
+                core.alone_in_flight -= 1
+        woken = list(deferred.publishes)
         for n, queue in enumerate(acked):
             if row is not None and row[n]:
                 # a freed key has a message waiting: it may be claimable now
+                woken.append(queue)
+        if inline:
+            core.wake(woken)  # the other processes were notified by the statement
+        else:
+            for queue in woken:
                 self.committed(queue)
 
     async def find_table(self, queue: str) -> QueueTable | None:
@@ -299,7 +348,7 @@ class AutoSession(Session):
                 return await op(connection)
 
     def committed(self, queue: str) -> None:
-        self.core.wake([queue])
+        self.core.committed([queue])
 
     async def defer(self, write: Callable[[Deferred], None]) -> None:
         deferred = Deferred()
@@ -308,7 +357,7 @@ class AutoSession(Session):
         core.check_reentry()
         with translated(f"at {core.where}"):
             async with core.pool.acquire() as connection:
-                await self.send_deferred(connection, deferred)
+                await self.send_deferred(connection, deferred, alone=True)
 
 
 class TxSession(Session):
@@ -335,13 +384,16 @@ class TxSession(Session):
     async def begin(self) -> None:
         """Nothing yet: BEGIN goes with the transaction's first statement."""
 
-    async def _ready(self) -> None:
-        """Before a statement: BEGIN if not yet, and the deferred writes it must see."""
+    async def _begin(self) -> None:
         self._check()
         if not self._begun:
             with translated(f"at {self.core.where}"):
                 await self.connection.execute("BEGIN")
             self._begun = True
+
+    async def _ready(self) -> None:
+        """Before a statement: BEGIN if not yet, and the deferred writes it must see."""
+        await self._begin()
         if self._deferred:
             deferred, self._deferred = self._deferred, Deferred()
             with translated(f"at {self.core.where}"):
@@ -358,6 +410,12 @@ class TxSession(Session):
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
         await self._ready()
+        with translated(f"at {self.core.where}"):
+            rows: list[Record] = await self.connection.fetch(sql, *args)
+            return rows
+
+    async def select_unwritten(self, sql: str, *args: Any) -> list[Record]:
+        await self._begin()
         with translated(f"at {self.core.where}"):
             rows: list[Record] = await self.connection.fetch(sql, *args)
             return rows
@@ -402,7 +460,7 @@ class TxSession(Session):
                     # deferred writes only: one statement, atomic without BEGIN
                     if deferred:
                         with translated(f"at {self.core.where}"):
-                            await self.send_deferred(connection, deferred)
+                            await self.send_deferred(connection, deferred, alone=True)
                 else:
                     if deferred:
                         try:
@@ -411,9 +469,13 @@ class TxSession(Session):
                         except BaseException:
                             await _rollback(connection)
                             raise
+                    # (a notification failing after a COMMIT that succeeded would be
+                    # reported as a failed commit: pg_notify fails only on a full queue)
                     with translated(f"at {self.core.where}: COMMIT"):
-                        await connection.execute("COMMIT")
-                self.core.wake(list(self._to_wake))
+                        await connection.execute(self.core.commit_statement(self._to_wake))
+                    self._to_wake, woken = set(), self._to_wake
+                    self.core.wake(list(woken))
+                self.core.committed(list(self._to_wake))
             elif self._begun:
                 # (a closed connection took its transaction with it)
                 await _rollback(connection)

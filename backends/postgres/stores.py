@@ -4,12 +4,14 @@ lines numbered by one array statement, kill requests inserted from an array."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 
 from backends.postgres.connection import lock_key32
 from backends.postgres.queues import PostgresQueues
 from backends.postgres.session import Session
-from backends.sql.mapping import decode_execution, log_row, to_micros
+from backends.protocols import FlowRecord
+from backends.sql.mapping import decode_execution, flow_record, log_row, to_micros
 from backends.sql.stores import (
     SqlExecutions,
     SqlFlows,
@@ -57,6 +59,18 @@ class PostgresExecutions(SqlExecutions):
 
 
 class PostgresFlows(SqlFlows):
+    _s: Session
+
+    async def list(self, namespace: str | None = None) -> builtins.list[FlowRecord]:
+        """As the shared one; in a transaction, without first sending its deferred
+        writes (they never touch flows): an executor's batch in which an execution
+        ends lists the flows with Flow triggers."""
+        if namespace is None:
+            rows = await self._s.select_unwritten(self._q["flow_list"])
+        else:
+            rows = await self._s.select_unwritten(self._q["flow_list_namespace"], namespace)
+        return [flow_record(row) for row in rows]
+
     async def lock_flow(self, tx: SqlSession, namespace: str, flow_id: str) -> None:
         # A new flow has no row to lock yet; the next statement's snapshot sees the
         # revision a deploy that held the lock before us committed.

@@ -285,7 +285,7 @@ def test_profiled_block_leaves_a_profile_and_its_top_entries(tmp_path: Path) -> 
 async def test_the_load_generator_reads_each_kind_of_answer() -> None:
     """bench.loadgen against a real socket: a sized body, a chunked one, an error, a
     closed connection; the connection is reused while the server keeps it."""
-    from bench.loadgen import Poster
+    from bench.loadgen import Outcome, Poster
 
     answers = [
         b'HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{"id":"one"}',
@@ -314,7 +314,75 @@ async def test_the_load_generator_reads_each_kind_of_answer() -> None:
     port = server.sockets[0].getsockname()[1]
     async with server, Poster(f"http://127.0.0.1:{port}/hook/ns/flow/key") as poster:
         got = [await poster.post() for _ in range(4)]
-    assert got == ["one", "two", None, "three"]
+    assert got == [
+        Outcome(id="one"),
+        Outcome(id="two"),
+        Outcome(cause="http 404"),
+        Outcome(id="three"),
+    ]
     assert connections == 1  # kept alive until the server said close
     assert requests[0].startswith(b"POST /hook/ns/flow/key HTTP/1.1\r\n")
     assert requests[0].endswith(b"\r\n\r\n{}")
+
+
+@pytest.mark.asyncio
+async def test_the_load_generator_resends_on_a_kept_alive_connection_the_server_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that closes an idle kept-alive connection (as uvicorn does after 5 s)
+    makes the next request written on it get no answer: the generator sends it again on
+    a new connection and counts it as retried, not failed; a connection idle longer than
+    the expiry is not reused at all; answers cut short and refusals count by cause."""
+    from bench import loadgen
+    from bench.loadgen import Outcome, Poster
+
+    served: list[int] = []
+
+    def answer(writer: asyncio.StreamWriter) -> None:
+        served.append(1)
+        body = b'{"id":"e%d"}' % len(served)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        if b"/cut" in head:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{")
+        elif b"/busy" in head:
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+        elif b"/race" in head:
+            # answers, then closes the kept-alive connection as the next request arrives
+            answer(writer)
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")
+        else:
+            answer(writer)
+        await writer.drain()
+        writer.close()  # no "Connection: close": the client believes it kept alive
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        async with Poster(f"http://127.0.0.1:{port}/hook") as poster:
+            first = await poster.post()
+            await asyncio.sleep(0.05)  # the server's close has arrived
+            second = await poster.post()
+        assert first == Outcome(id="e1")
+        assert second == Outcome(id="e2")  # its kept-alive connection was seen closed
+        async with Poster(f"http://127.0.0.1:{port}/race") as poster:
+            await poster.post()
+            # written on the kept-alive connection, which closes with no answer: sent
+            # again on a new one
+            again = await poster.post()
+        assert again == Outcome(id="e4", retried=True)
+        monkeypatch.setattr(loadgen, "IDLE_EXPIRY_S", 0.0)
+        async with Poster(f"http://127.0.0.1:{port}/race") as poster:
+            await poster.post()
+            assert await poster.post() == Outcome(id="e6")  # not reused: no retry needed
+            assert poster.expired == 1
+        async with Poster(f"http://127.0.0.1:{port}/cut") as poster:
+            assert await poster.post() == Outcome(cause="connection reset")
+        async with Poster(f"http://127.0.0.1:{port}/busy") as poster:
+            assert await poster.post() == Outcome(cause="http 503")
+    async with Poster(f"http://127.0.0.1:{port}/hook") as poster:  # nobody listens now
+        assert await poster.post() == Outcome(cause="connect failed")

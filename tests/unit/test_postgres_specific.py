@@ -294,6 +294,37 @@ async def test_a_publish_on_one_backend_wakes_a_wait_on_the_other(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("way", ["notifier", "commit"])
+async def test_notifications_sent_after_the_commit_wake_the_other_backend(
+    pair: tuple[PostgresBackend, PostgresBackend], way: str
+) -> None:
+    """The two ways a commit's notification goes out besides the statement itself
+    (backends.postgres.notifier): by the notifier, for a statement committing on its
+    own while another is under way; in the COMMIT's round trip, for a transaction."""
+    first, second = pair
+    waiter = asyncio.create_task(first.queues.wait(Q, at_most=10))
+    try:
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        published = time.monotonic()
+        core = second._started()
+        if way == "notifier":
+            core.alone_in_flight += 1  # as if another statement were under way
+            try:
+                await second.queues.publish(Q, [(None, b"wake")])
+            finally:
+                core.alone_in_flight -= 1
+        else:
+            async with second.transaction() as tx:
+                await tx.queues.depth(Q)  # a read: BEGIN, so the commit is a COMMIT
+                await tx.queues.publish(Q, [(None, b"wake")])
+        await asyncio.wait_for(waiter, timeout=5)
+        assert time.monotonic() - published < 1.0
+    finally:
+        await cancel_quietly(waiter)
+
+
+@pytest.mark.asyncio
 async def test_the_listener_reconnects_after_its_connection_is_killed(
     pair: tuple[PostgresBackend, PostgresBackend], admin: Any
 ) -> None:
