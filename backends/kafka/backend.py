@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from backends.errors import Transient
+from backends.kafka.logs import KafkaLogs, LogTopic, log_records
 from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
 from backends.kafka.settings import KafkaSettings
 from backends.kafka.tables import BY_ID, ENCODED, EXECUTIONS, FLOWS, Table
@@ -30,6 +31,7 @@ from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
 from backends.memory.data import Data, Overlay, View
 from backends.memory.stores import MemoryExecutions, MemoryFlows, MemoryKV, MemoryTriggers
 from backends.protocols import Clock, QueueMessage, ServiceInstance
+from runtime.messages import LogEntry
 
 _Items = Sequence[tuple[str | None, bytes]]
 #: a record to produce: topic, key, value (None: a tombstone), headers
@@ -65,6 +67,9 @@ class _Staged:
         self.view: View | None = None
         #: the queue partition whose producer commits this unit (None: the process's)
         self.partition: tuple[Member, int] | None = None
+        #: log lines appended, and the deletion markers of the log lines removed
+        self.logs: list[LogEntry] = []
+        self.log_deletes: list[_Record] = []
 
 
 #: the unit of work open in this task: an autocommit write inside it would wait for
@@ -270,7 +275,8 @@ class _TableSession:
 
 class KafkaStores:
     """The stores of one unit of work (or autocommit). Executions, flows, triggers and
-    KV are tables (``backends.kafka.tables``); logs and kills are not written yet."""
+    KV are tables (``backends.kafka.tables``); logs a topic of their own
+    (``backends.kafka.logs``)."""
 
     def __init__(self, backend: KafkaBackend, staged: _Staged | None = None) -> None:
         session = _TableSession(backend, staged)
@@ -279,7 +285,7 @@ class KafkaStores:
         self.flows = MemoryFlows(session)
         self.triggers = MemoryTriggers(session)
         self.kv = MemoryKV(session)
-        self.logs: Any = _NotYet("logs")
+        self.logs = KafkaLogs(backend, backend._logs, staged)
         self.kills = KafkaKills(session)
 
 
@@ -395,6 +401,7 @@ class KafkaBackend:
             self._kills,
         ]
         self._services = Table(settings, "services", BY_ID)
+        self._logs = LogTopic(settings)
         stores = KafkaStores(self)
         self.queues = stores.queues
         self.executions = stores.executions
@@ -442,6 +449,7 @@ class KafkaBackend:
             await member.stop()
         for table in [*self._tables, self._services]:
             await table.stop()
+        await self._logs.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             await asyncio.shield(producer.stop())
@@ -552,6 +560,9 @@ class KafkaBackend:
             ]
             for table, changed in zip(self._tables, changes, strict=True):
                 records += [(table.topic, k, v, []) for k, v in table.records(changed)]
+        if staged.logs or staged.log_deletes:
+            await self._logs.ensure_started()
+            records += log_records(self._logs.topic, staged.logs) + staged.log_deletes
         await self._produce(records, offsets, staged.partition)
         woken = {queue for queue, _, _ in staged.publishes}
         for queue in woken:
