@@ -1,11 +1,11 @@
 """KafkaBackend: queues as topics read by consumer-group members, and the transactional
 inbox as one producer transaction carrying a batch's outputs and consumed offsets.
 
-First layer of issue 22 (docs/architecture.md, "Kafka backend"): queues, the inbox,
-and executions, flows, triggers, KV, kills and services as compacted topics read
-whole (``backends.kafka.tables``). Logs and the leader lock are not written yet;
-using one raises NotImplementedError naming it. The backend is not in
-``make_backend``'s registry until the executor runs a flow end to end on it.
+Issue 22 (docs/architecture.md, "Kafka backend"): queues, the inbox, and
+executions, flows, triggers, KV, kills and services as compacted topics read whole
+(``backends.kafka.tables``); logs on a topic keyed by execution id
+(``backends.kafka.logs``); the leader lock as leases ordered by a one-partition
+topic (``backends.kafka.leader``).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from backends.errors import Transient
+from backends.kafka.leader import KafkaLeader
 from backends.kafka.logs import KafkaLogs, LogTopic, log_records
 from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
 from backends.kafka.settings import KafkaSettings
@@ -161,19 +162,6 @@ class KafkaQueues:
     async def wait(self, queue: str, at_most: float) -> None:
         member = await self._backend._member(queue)
         await member.wait(at_most)
-
-
-class _NotYet:
-    """A store the Kafka backend does not provide yet."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attribute: str) -> NoReturn:
-        raise NotImplementedError(
-            f"the Kafka backend has no {self._name} store yet (issue 22, first layer:"
-            f" queues and the inbox only); `{self._name}.{attribute}` needs another backend"
-        )
 
 
 class _KafkaView(View):
@@ -411,7 +399,7 @@ class KafkaBackend:
         self.logs = stores.logs
         self.kills = stores.kills
         self.services = KafkaServices(self, self._services)
-        self.leader: Any = _NotYet("leader")
+        self.leader = KafkaLeader(settings, self._clock)
 
     @property
     def clock(self) -> Clock:
@@ -450,6 +438,7 @@ class KafkaBackend:
         for table in [*self._tables, self._services]:
             await table.stop()
         await self._logs.stop()
+        await self.leader.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             await asyncio.shield(producer.stop())

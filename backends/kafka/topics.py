@@ -62,6 +62,20 @@ def logs_spec(settings: KafkaSettings) -> TopicSpec:
     )
 
 
+def leader_spec(settings: KafkaSettings) -> TopicSpec:
+    """The leader lock's claims: one partition, so every process reads one order
+    (``backends.kafka.leader``); six hours of them, far longer than any lease."""
+    return TopicSpec(
+        name=f"{settings.topic_prefix}leader",
+        partitions=1,
+        config={
+            "cleanup.policy": "delete",
+            "retention.ms": str(6 * 3600 * 1000),
+            "segment.ms": str(3600 * 1000),
+        },
+    )
+
+
 def all_specs(settings: KafkaSettings) -> list[TopicSpec]:
     """Every topic ``runtime migrate`` makes. The executions table has the partitions of
     the executions queue, so an execution's state and its events share a partition
@@ -73,7 +87,7 @@ def all_specs(settings: KafkaSettings) -> list[TopicSpec]:
         )
         for t in TABLES
     ]
-    specs.append(logs_spec(settings))
+    specs += [logs_spec(settings), leader_spec(settings)]
     return specs
 
 

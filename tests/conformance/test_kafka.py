@@ -24,9 +24,6 @@ from backends.kafka.settings import KafkaSettings
 from backends.kafka.testing import NOIDA_DB, BrokerProcess, running_broker
 from backends.protocols import Backend, Clock
 from backends.testing import BackendConformance
-from backends.testing.state_tests import (
-    LeaderConformance,
-)
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +32,7 @@ def _tests_of(*suites: type) -> list[str]:
     return sorted({name for suite in suites for name in vars(suite) if name.startswith("test_")})
 
 
-_NOT_YET = dict.fromkeys(
-    _tests_of(LeaderConformance),
-    "the Kafka backend has no leader lock yet (issue 22, first layer)",
-)
+_NOT_YET: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
