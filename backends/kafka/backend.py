@@ -407,7 +407,9 @@ class KafkaBackend:
 
     async def start(self) -> None:
         """Start the transactional producer (InitProducerId: the broker must support
-        transactions)."""
+        transactions). Calling it again once started is harmless."""
+        if self._producer is not None:
+            return
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.servers,
             client_id=f"{self.settings.topic_prefix}producer",
