@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from backends.errors import Transient
 from backends.kafka.leader import KafkaLeader
 from backends.kafka.logs import KafkaLogs, LogTopic, log_records
 from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
+from backends.kafka.quiet import quiet_aiokafka
 from backends.kafka.settings import KafkaSettings
 from backends.kafka.tables import BY_ID, ENCODED, EXECUTIONS, FLOWS, Table
 from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
@@ -369,6 +370,7 @@ class KafkaBackend:
     name = "kafka"
 
     def __init__(self, settings: KafkaSettings, clock: Clock | None = None) -> None:
+        quiet_aiokafka()
         self.settings = settings
         self._clock: Clock = clock or utc_now
         self._members: dict[str, Member] = {}
@@ -423,6 +425,13 @@ class KafkaBackend:
             # transactions is reported at start, not at the first publish.
             await producer.begin_transaction()
             await producer.abort_transaction()
+        except KafkaConnectionError as exc:
+            await producer.stop()
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: no broker answers ({exc});"
+                " check that the brokers run and that `backend.bootstrap_servers`"
+                " (RUNTIME_BACKEND_BOOTSTRAP_SERVERS) names them"
+            ) from exc
         except KafkaError as exc:
             await producer.stop()
             raise Transient(
