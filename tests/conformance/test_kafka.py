@@ -1,12 +1,11 @@
-"""The backend conformance suite on the Kafka backend (issue 22, first layer), on a
-noida-db broker this module starts (one per module, a topic prefix per test).
+"""The backend conformance suite on the Kafka backend, on a noida-db broker this
+module starts (one per module, a topic prefix per test).
 
-Executions, flows, triggers and KV are global tables (``backends.kafka.tables``).
-The queues run on one partition here: the suite checks the publication order of
-unkeyed messages across a whole queue, which Kafka keeps per partition only (the
-spread over partitions is tested in ``tests/kafka/test_backend.py``). The stores the
-backend does not have yet (logs, the leader lock) are strict xfails, so each
-shows up when it is written.
+Executions, flows, triggers and KV are global tables (``backends.kafka.tables``),
+logs a topic keyed by execution id, the leader lock leases on a one-partition
+topic. The queues run on one partition here: the suite checks the publication order
+of unkeyed messages across a whole queue, which Kafka keeps per partition only (the
+spread over partitions is tested in ``tests/kafka/test_backend.py``).
 Tansu cannot run any of this: it has no transactional producer (see
 ``tests/kafka/test_backend.py``).
 """
