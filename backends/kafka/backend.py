@@ -150,10 +150,16 @@ class KafkaQueues:
         return sum(m.requeue(None, now) for m in self._backend._members.values())
 
     async def depth(self, queue: str) -> int:
-        """Messages waiting in this process's partitions of the queue, leased or not."""
+        """Messages waiting in this process's partitions of the queue, leased or not;
+        inside a unit of work, with its own publishes and acks counted as done."""
         member = await self._backend._member(queue)
         await member.catch_up()
-        return sum(len(b) for b in member.buffers.values())
+        count = sum(len(b) for b in member.buffers.values())
+        staged = self._staged
+        if staged is not None:
+            count += sum(len(items) for q, items, _ in staged.publishes if q == queue)
+            count -= len(staged.acks.get(queue, ()))
+        return count
 
     async def next_available(self, queue: str) -> datetime | None:
         member = await self._backend._member(queue)

@@ -27,27 +27,13 @@ from backends.testing import BackendConformance
 pytestmark = pytest.mark.slow
 
 
-def _tests_of(*suites: type) -> list[str]:
-    return sorted({name for suite in suites for name in vars(suite) if name.startswith("test_")})
-
-
-_NOT_YET: dict[str, str] = {}
-
-
 @pytest.fixture(scope="module")
 def noida_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     with running_broker(NOIDA_DB, data_dir=tmp_path_factory.mktemp("noida-db")) as broker:
         yield broker
 
 
-_NOT_YET["test_transaction_reads_its_own_writes"] = (
-    "a unit of work's publishes are produced at its commit, so its own depth() does not count them"
-)
-
-
 class TestKafka(BackendConformance):
-    known_gaps = _NOT_YET
-
     @pytest.fixture(autouse=True)
     def _broker(self, noida_db: BrokerProcess) -> None:
         self.broker = noida_db
