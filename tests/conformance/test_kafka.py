@@ -1,12 +1,11 @@
-"""The backend conformance suite on the Kafka backend (issue 22, first layer), on a
-noida-db broker this module starts (one per module, a topic prefix per test).
+"""The backend conformance suite on the Kafka backend, on a noida-db broker this
+module starts (one per module, a topic prefix per test).
 
-Executions, flows, triggers and KV are global tables (``backends.kafka.tables``).
-The queues run on one partition here: the suite checks the publication order of
-unkeyed messages across a whole queue, which Kafka keeps per partition only (the
-spread over partitions is tested in ``tests/kafka/test_backend.py``). The stores the
-backend does not have yet (logs, the leader lock) are strict xfails, so each
-shows up when it is written.
+Executions, flows, triggers and KV are global tables (``backends.kafka.tables``),
+logs a topic keyed by execution id, the leader lock leases on a one-partition
+topic. The queues run on one partition here: the suite checks the publication order
+of unkeyed messages across a whole queue, which Kafka keeps per partition only (the
+spread over partitions is tested in ``tests/kafka/test_backend.py``).
 Tansu cannot run any of this: it has no transactional producer (see
 ``tests/kafka/test_backend.py``).
 """
@@ -24,23 +23,8 @@ from backends.kafka.settings import KafkaSettings
 from backends.kafka.testing import NOIDA_DB, BrokerProcess, running_broker
 from backends.protocols import Backend, Clock
 from backends.testing import BackendConformance
-from backends.testing.log_search_tests import LogSearchConformance
-from backends.testing.state_tests import (
-    LeaderConformance,
-)
-from backends.testing.store_tests import LogConformance
 
 pytestmark = pytest.mark.slow
-
-
-def _tests_of(*suites: type) -> list[str]:
-    return sorted({name for suite in suites for name in vars(suite) if name.startswith("test_")})
-
-
-_NOT_YET = dict.fromkeys(
-    _tests_of(LogConformance, LogSearchConformance, LeaderConformance),
-    "the Kafka backend has no log store or leader lock yet (issue 22, first layer)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +33,7 @@ def noida_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess
         yield broker
 
 
-_NOT_YET["test_transaction_rollback_covers_every_store"] = (
-    "it writes logs, which the Kafka backend does not store yet"
-)
-_NOT_YET["test_transaction_reads_its_own_writes"] = (
-    "it writes logs, which the Kafka backend does not store yet; and a unit of work's"
-    " publishes are produced at its commit, so its own depth() does not count them"
-)
-
-
 class TestKafka(BackendConformance):
-    known_gaps = _NOT_YET
-
     @pytest.fixture(autouse=True)
     def _broker(self, noida_db: BrokerProcess) -> None:
         self.broker = noida_db
