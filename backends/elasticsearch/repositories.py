@@ -64,10 +64,16 @@ def _window(limit: int, offset: int) -> tuple[int, int]:
     return min(limit, MAX_WINDOW - offset), offset
 
 
-def _wildcard(text: str) -> str:
-    """A wildcard pattern matching ``text`` (lower-cased) anywhere."""
-    escaped = text.lower().replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
-    return f"*{escaped}*"
+#: the characters Lucene's regular expressions (all flags on) give a meaning to
+_REGEX_SPECIAL = frozenset('.?+*|{}[]()"\\#@&<>~^$')
+
+
+def _contains(field: str, text: str) -> Query:
+    """``field`` (lower-cased) holds ``text`` (lower-cased) anywhere. A regexp query
+    with every character escaped, not a wildcard: noida-db ignores a wildcard's
+    escapes, so a text with ``*`` or ``?`` would match other texts."""
+    escaped = "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text.lower())
+    return {"regexp": {field: {"value": f".*{escaped}.*", "flags": "NONE"}}}
 
 
 def _namespace(field: str, namespace: str, below: bool = True) -> Query:
@@ -105,7 +111,7 @@ def execution_query(where: ExecutionFilter) -> Query:
     for key, value in dict.fromkeys(where.labels):
         found.append({"term": {"labels": label_item(key, value)}})
     if where.query:
-        found.append({"wildcard": {"text": {"value": _wildcard(where.query)}}})
+        found.append(_contains("text", where.query))
     return _bool(found)
 
 
@@ -326,7 +332,7 @@ def log_query(where: LogFilter) -> Query:
     if dates:
         found.append({"range": {"timestamp": dates}})
     if where.query is not None:
-        found.append({"wildcard": {"message": {"value": _wildcard(where.query)}}})
+        found.append(_contains("message", where.query))
     return _bool(found)
 
 
