@@ -217,7 +217,8 @@ async def test_flows_and_triggers(search_server: SearchServer) -> None:
         async with indexer(d):
 
             async def caught_up() -> bool:
-                return len(await d.store.flows.list()) == 2 and len(await d.store.triggers.list()) == 2
+                flows, triggers = await d.store.flows.list(), await d.store.triggers.list()
+                return len(flows) == 2 and len(triggers) == 2
 
             await until(caught_up, 30, "flows and triggers indexed")
         for namespace in (None, "co", "co.team", "none"):

@@ -92,7 +92,7 @@ def test_search_needs_kafka(tmp_path: Path) -> None:
             "RUNTIME_SEARCH_HOSTS": "http://127.0.0.1:9",
         }
     )
-    with pytest.raises(ConfigError, match="needs `backend.type: kafka`"):
+    with pytest.raises(ConfigError, match=r"needs `backend\.type: kafka`"):
         Server(config, components=["webserver"])
 
 
