@@ -168,11 +168,14 @@ class Indexer:
         settings: IndexerConfig | None = None,
         *,
         member_id: str = "indexer",
+        group_id: str | None = None,
     ) -> None:
         self.kafka = kafka
         self.search = search
         self.settings = settings or IndexerConfig()
         self.id = member_id
+        #: the consumer group (another one re-reads every topic from its start)
+        self.group = group_id or group(kafka)
         self.translator = Translator(kafka, search)
         #: topic -> records not indexed yet over this member's partitions
         self.lag: dict[str, int] = {}
@@ -191,7 +194,7 @@ class Indexer:
             consumer = AIOKafkaConsumer(
                 *topics(self.kafka),
                 bootstrap_servers=self.kafka.servers,
-                group_id=group(self.kafka),
+                group_id=self.group,
                 client_id=self.id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -203,7 +206,7 @@ class Indexer:
             await consumer.start()
             try:
                 ctx.ready()
-                log.info("indexer.started", group=group(self.kafka), search=self.search.where)
+                log.info("indexer.started", group=self.group, search=self.search.where)
                 await self._loop(consumer, store)
             finally:
                 await asyncio.shield(consumer.stop())

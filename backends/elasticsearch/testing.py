@@ -5,6 +5,7 @@ its last second of writes to a SIGKILL)."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -50,8 +51,34 @@ class SearchServer(BrokerProcess):
             str(self.es_port),
         ]
 
+    def _service(self, action: str) -> None:
+        subprocess.run(
+            [
+                str(binary(NOIDA_DB)),
+                action,
+                "elasticsearch",
+                "--data-dir",
+                str(self.data_dir / "data"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    def stop_search(self) -> None:
+        """Stop the Elasticsearch API alone (its data kept; Kafka keeps running)."""
+        self._service("stop")
+
+    def start_search(self) -> None:
+        """Start the Elasticsearch API again, once it answers."""
+        self._service("start")
+        self._wait_search()
+
     def start(self) -> None:
         super().start()
+        self._wait_search()
+
+    def _wait_search(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while not answers_elasticsearch(self.es_url):
             if time.monotonic() > deadline:
