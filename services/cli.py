@@ -386,11 +386,11 @@ def _migrate_kafka(config: Config) -> None:
 
 def _migrate_search(config: Config) -> None:
     """Create the search store's indices and aliases (new mapping versions included)."""
-    from backends.elasticsearch.settings import require_search
+    from backends.elasticsearch.settings import SearchSettings
     from backends.errors import BackendError
 
     try:
-        settings = require_search(config)
+        settings = SearchSettings.from_config(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if settings is None:

@@ -85,6 +85,28 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
     ]
 
 
+#: header naming a logs record's kind (``backends.kafka.logs``); absent on a line
+_KIND = "runtime.kind"
+_DELETE = b"delete"
+_seqs = msgspec.json.Decoder(list[int])
+
+
+class LogLine(msgspec.Struct, frozen=True):
+    offset: int
+    partition: int
+    entry: LogEntry
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    """What a batch of records asks of the search store."""
+
+    writes: list[Write] = []
+    #: execution id -> its new lines, in offset order (numbered when indexed)
+    lines: dict[str, list[LogLine]] = {}
+    #: (execution id, the seqs a purge removed)
+    purges: list[tuple[str, list[int]]] = []
+
+
 class Translator:
     """Records as versioned writes to the search store's aliases."""
 
@@ -92,11 +114,14 @@ class Translator:
         self._kinds = topics(kafka)
         self._index = {spec.name: indices.alias(search, spec) for spec in indices.ALL}
 
-    def writes(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Write]:
-        found: list[Write] = []
+    def batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> Batch:
+        found = Batch()
         for record in records:
             try:
-                found += self._one(record)
+                if self._kinds[record.topic] == "logs":
+                    self._log(record, found)
+                else:
+                    found.writes += self._one(record)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 log.error(
                     "indexer.record_unreadable",
@@ -140,21 +165,33 @@ class Translator:
             state = _trigger.decode(value)
             source = documents.trigger_doc(state)
             return [Write(index=self._index["triggers"], id=doc_id, version=version, source=source)]
-        # logs: immutable; the id is the record's place, so a redelivery is the same
-        # document; the offset numbers one execution's lines (one key, one partition)
-        if value is None:
-            return []
-        line = _log.decode(value)
-        if line.seq == 0:
-            line = msgspec.structs.replace(line, seq=record.offset + 1)
-        doc_id = f"{record.partition}-{record.offset}"
+        raise ValueError(f"no documents come from topic {record.topic!r}")
+
+    def _log(self, record: ConsumerRecord[bytes, bytes], into: Batch) -> None:
+        if record.value is None or record.key is None:
+            return
+        execution_id = record.key.decode()
+        if (_KIND, _DELETE) in [(k, bytes(v)) for k, v in record.headers]:
+            into.purges.append((execution_id, _seqs.decode(record.value)))
+            return
+        line = LogLine(record.offset, record.partition, _log.decode(record.value))
+        into.lines.setdefault(execution_id, []).append(line)
+
+    def log_writes(self, lines: list[LogLine], first_seq: int) -> list[Write]:
+        """One execution's new lines as writes, numbered from ``first_seq`` (a line's
+        seq is its place among its execution's lines in the topic, as the Kafka
+        backend numbers them). The id is the record's place: a redelivery is the same
+        document, refused as not newer."""
         return [
             Write(
                 index=self._index["logs"],
-                id=doc_id,
-                version=version,
-                source=documents.log_doc(line),
+                id=f"{line.partition}-{line.offset}",
+                version=line.offset,
+                source=documents.log_doc(
+                    msgspec.structs.replace(line.entry, seq=first_seq + n), line.offset
+                ),
             )
+            for n, line in enumerate(lines)
         ]
 
 
@@ -220,8 +257,8 @@ class Indexer:
             await wait_or_stop(self._stopping, self._fetch(consumer, fetched))
             if fetched:
                 records = [r for batch in fetched.values() for r in batch]
-                writes = self.translator.writes(records)
-                if not await self._retrying("index a batch", partial(self._bulk, store, writes)):
+                batch = self.translator.batch(records)
+                if not await self._retrying("index a batch", partial(self._index, store, batch)):
                     return  # stopped before the bulk went through: nothing committed
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items()}
                 try:
@@ -245,6 +282,28 @@ class Indexer:
                 timeout_ms=self.settings.fetch_wait_ms, max_records=self.settings.batch
             )
         )
+
+    async def _index(self, store: SearchStore, batch: Batch) -> None:
+        """The batch's writes in one bulk request, its lines numbered first; then its
+        purges (which may name lines of this very batch)."""
+        writes = list(batch.writes)
+        executions = list(batch.lines)
+        counts = await asyncio.gather(
+            *(store.logs.count_before(e, batch.lines[e][0].offset) for e in executions)
+        )
+        for execution_id, before in zip(executions, counts, strict=True):
+            writes += self.translator.log_writes(batch.lines[execution_id], before + 1)
+        await self._bulk(store, writes)
+        for execution_id, seqs in batch.purges:
+            query = {
+                "bool": {
+                    "filter": [
+                        {"term": {"execution_id": execution_id}},
+                        {"terms": {"seq": seqs}},
+                    ]
+                }
+            }
+            await store.logs.hide(query)
 
     async def _bulk(self, store: SearchStore, writes: list[Write]) -> None:
         result = await store.bulk(writes)

@@ -158,6 +158,16 @@ class _Logs:
         after_seq: int = 0,
         limit: int = 1000,
     ) -> list[LogEntry]:
+        # one execution's lines: the primary has them at once (read your writes) where
+        # it can read them (Kafka reads the execution's partition)
+        with contextlib.suppress(NotImplementedError):
+            return await self._primary.query(
+                execution_id,
+                task_run_id=task_run_id,
+                min_level=min_level,
+                after_seq=after_seq,
+                limit=limit,
+            )
         return await self._search.logs.query(
             execution_id,
             task_run_id=task_run_id,

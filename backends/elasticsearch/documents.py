@@ -78,8 +78,10 @@ def flow_of(source: dict[str, Any]) -> FlowRecord:
     return record
 
 
-def log_doc(entry: LogEntry) -> dict[str, Any]:
+def log_doc(entry: LogEntry, offset: int = 0) -> dict[str, Any]:
     return {
+        "offset": offset,
+        "deleted": False,
         "execution_id": entry.execution_id,
         "namespace": entry.namespace,
         "flow_id": entry.flow_id,

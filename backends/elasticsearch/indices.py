@@ -87,6 +87,11 @@ LOGS = IndexSpec(
         "rank": _LONG,
         "timestamp": _DATE,
         "seq": _LONG,
+        # where the line is in the logs topic's partition (its execution's lines
+        # are numbered by it), and whether a purge removed it (kept: the numbering
+        # of the lines after it counts it)
+        "offset": _LONG,
+        "deleted": _BOOL,
         "message": _LOWER,
         "raw": _RAW,
     },

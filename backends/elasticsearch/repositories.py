@@ -305,8 +305,11 @@ def _level_floor(level: str | None) -> int | None:
     return LEVELS[level.upper()]
 
 
+_LIVE: Query = {"bool": {"must_not": [{"term": {"deleted": True}}]}}
+
+
 def log_query(where: LogFilter) -> Query:
-    found: list[Query] = []
+    found: list[Query] = [_LIVE]
     if where.namespace is not None:
         found.append(_namespace("namespace", where.namespace, where.below))
     for field, value in (
@@ -356,6 +359,7 @@ class SearchLogs:
         if limit <= 0:
             return []
         found: list[Query] = [
+            _LIVE,
             {"term": {"execution_id": execution_id}},
             {"range": {"seq": {"gt": after_seq}}},
         ]
@@ -395,13 +399,48 @@ class SearchLogs:
         return [_log_with_seq(h["_source"]) for h in hits["hits"]], int(hits["total"]["value"])
 
     async def delete(self, where: LogFilter) -> int:
+        """Mark the lines matching ``where`` deleted; how many were. A deleted line
+        stays in the index, hidden: the numbering of its execution's later lines
+        counts it (as the logs topic does)."""
+        return await self.hide(log_query(where))
+
+    async def hide(self, query: Query) -> int:
+        hits = await _every_hit(
+            self._es, self._settings, self._index, query, [{"execution_id": "asc"}, {"seq": "asc"}]
+        )
+        if not hits:
+            return 0
+        operations: list[dict[str, Any]] = []
+        for hit in hits:
+            meta = {
+                "_index": self._index,
+                "_id": hit["_id"],
+                # the same version: replaces the line, while its redelivery
+                # (an external version not above it) stays refused
+                "version": hit["_version"],
+                "version_type": "external_gte",
+            }
+            operations += [{"index": meta}, {**hit["_source"], "deleted": True}]
+        await call(self._settings, self._es.bulk(operations=operations, refresh=True))
+        return len(hits)
+
+    async def count_before(self, execution_id: str, offset: int) -> int:
+        """Lines of the execution indexed from before ``offset`` (deleted ones too)."""
         response = await call(
             self._settings,
-            self._es.delete_by_query(
-                index=self._index, query=log_query(where), refresh=True, conflicts="proceed"
+            self._es.search(
+                index=self._index,
+                query=_bool(
+                    [
+                        {"term": {"execution_id": execution_id}},
+                        {"range": {"offset": {"lt": offset}}},
+                    ]
+                ),
+                size=0,
+                track_total_hits=True,
             ),
         )
-        return int(response.body.get("deleted", 0))
+        return int(response.body["hits"]["total"]["value"])
 
 
 def _log_with_seq(source: dict[str, Any]) -> LogEntry:
@@ -410,6 +449,29 @@ def _log_with_seq(source: dict[str, Any]) -> LogEntry:
     if seq and entry.seq != seq:
         entry = msgspec.structs.replace(entry, seq=seq)
     return entry
+
+
+async def _every_hit(
+    es: AsyncElasticsearch,
+    settings: SearchSettings,
+    index: str,
+    query: Query,
+    sort: list[Query],
+) -> list[dict[str, Any]]:
+    """Every matching hit (id, version, source), paged with search_after."""
+    found: list[dict[str, Any]] = []
+    after: list[Any] | None = None
+    while True:
+        extra: dict[str, Any] = {} if after is None else {"search_after": after}
+        response = await call(
+            settings,
+            es.search(index=index, query=query, sort=sort, size=_PAGE, version=True, **extra),
+        )
+        hits = response.body["hits"]["hits"]
+        found += hits
+        if len(hits) < _PAGE:
+            return found
+        after = hits[-1]["sort"]
 
 
 async def _every(
