@@ -219,6 +219,10 @@ class IndexerConfig(_Section, frozen=True, kw_only=True):
     retry_max_seconds: float = 30.0
     #: how often the lag is logged
     lag_log_seconds: float = 30.0
+    #: the consumer group's rebalance timeout: how long a rebalance waits for a member
+    #: that stopped polling (one stuck on a long outage of the search store rejoins
+    #: after it, and re-reads its uncommitted batch: versioned, so harmless)
+    rebalance_timeout_seconds: float = 60.0
 
 
 class Config(_Section, frozen=True, kw_only=True):

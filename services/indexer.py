@@ -216,8 +216,10 @@ class Indexer:
         self.translator = Translator(kafka, search)
         #: topic -> records not indexed yet over this member's partitions
         self.lag: dict[str, int] = {}
-        #: documents written since start (stale and rejected ones apart)
+        #: documents written since start, refused as not newer, and bulk retries
         self.written = 0
+        self.stale = 0
+        self.retries = 0
         self._stopping = asyncio.Event()
 
     async def run(self, ctx: ChildContext) -> None:
@@ -237,8 +239,7 @@ class Indexer:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 fetch_max_wait_ms=self.settings.fetch_wait_ms,
-                # a store down for long keeps one batch unsent: the member stays
-                max_poll_interval_ms=3600 * 1000,
+                max_poll_interval_ms=int(self.settings.rebalance_timeout_seconds * 1000),
             )
             await consumer.start()
             try:
@@ -258,7 +259,12 @@ class Indexer:
             if fetched:
                 records = [r for batch in fetched.values() for r in batch]
                 batch = self.translator.batch(records)
-                if not await self._retrying("index a batch", partial(self._index, store, batch)):
+                # until committed, the batch is lag too
+                pending = {tp: records[0].offset for tp, records in fetched.items()}
+                attempt = partial(self._index, store, batch)
+                if not await self._retrying(
+                    "index a batch", attempt, partial(self._measure_lag, consumer, pending)
+                ):
                     return  # stopped before the bulk went through: nothing committed
                 offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items()}
                 try:
@@ -308,6 +314,7 @@ class Indexer:
     async def _bulk(self, store: SearchStore, writes: list[Write]) -> None:
         result = await store.bulk(writes)
         self.written += result.written
+        self.stale += result.stale
         for outcome, count in (
             ("written", result.written),
             ("stale", result.stale),
@@ -316,16 +323,20 @@ class Indexer:
             if count:
                 metrics.INDEXER_DOCUMENTS.labels("all", outcome).inc(count)
 
-    async def _retrying(self, what: str, attempt: Any) -> bool:
+    async def _retrying(self, what: str, attempt: Any, measure: Any = None) -> bool:
         """Run ``attempt`` until it succeeds (True) or a stop is asked (False),
-        backing off while the search store is unreachable."""
+        backing off while the search store is unreachable (``measure``: how the lag
+        is kept current meanwhile)."""
         delay = self.settings.retry_first_seconds
         while not self._stopping.is_set():
             try:
                 await attempt()
                 return True
             except Transient as exc:
+                if measure is not None:
+                    await measure()
                 metrics.INDEXER_RETRIES.inc()
+                self.retries += 1
                 log.warning(
                     "indexer.search_unreachable", doing=what, retry_in=delay, error=str(exc)
                 )
@@ -333,14 +344,20 @@ class Indexer:
                 delay = min(delay * 2, self.settings.retry_max_seconds)
         return False
 
-    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+    async def _measure_lag(
+        self, consumer: AIOKafkaConsumer, pending: dict[TopicPartition, int] | None = None
+    ) -> None:
+        """Records not indexed yet per topic: from the first record of a batch not
+        committed yet (``pending``), else from the position, to the partition's end."""
         lag: dict[str, int] = {}
         for tp in consumer.assignment():
             # read_committed: the end is the last stable offset, not the high watermark
             end = consumer.last_stable_offset(tp)
             if end is None:
                 continue
-            position = await consumer.position(tp)
+            position = (pending or {}).get(tp)
+            if position is None:
+                position = await consumer.position(tp)
             lag[tp.topic] = lag.get(tp.topic, 0) + max(end - position, 0)
         for topic in topics(self.kafka):
             self.lag[topic] = lag.get(topic, 0)

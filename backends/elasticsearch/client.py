@@ -28,9 +28,13 @@ def make_client(settings: SearchSettings) -> AsyncElasticsearch:
     """A client for ``settings``; it connects on its first request."""
     options: dict[str, Any] = {
         "request_timeout": settings.request_timeout_seconds,
-        # retries are the callers' business (the indexer backs off; the API answers 503)
-        "max_retries": 0,
+        # one retry, for a pooled connection the server closed (a restart); past it
+        # the callers decide (the indexer backs off; the API answers 503)
+        "max_retries": 1,
         "retry_on_timeout": False,
+        # a node that failed is tried again within a second: the callers back off
+        # themselves, and with one node a long quarantine only delays the recovery
+        "max_dead_node_backoff": 1.0,
     }
     if settings.username is not None and settings.password is not None:
         options["basic_auth"] = (settings.username, settings.password)
