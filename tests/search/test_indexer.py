@@ -132,7 +132,7 @@ async def test_search_store_down_is_lag_not_loss(search_server: SearchServer) ->
 
             await until(lagging, 20, "the lag shows while the store is down")
             assert metrics.INDEXER_LAG.labels(topic)._value.get() > 0
-            with pytest.raises(Transient, match="search store .* is unreachable"):
+            with pytest.raises(Transient, match=r"search store .* is unreachable"):
                 await d.store.executions.find(ExecutionFilter())
         finally:
             search_server.start_search()
