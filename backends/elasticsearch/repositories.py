@@ -18,6 +18,7 @@ from elasticsearch import AsyncElasticsearch
 from backends.elasticsearch import documents, indices
 from backends.elasticsearch.client import call
 from backends.elasticsearch.settings import SearchSettings
+from backends.errors import OutOfRange
 from backends.memory.stores import LEVELS
 from backends.protocols import (
     DailyCount,
@@ -50,7 +51,7 @@ _SORT_FIELDS = {
 }
 
 
-class PageTooDeep(ValueError):
+class PageTooDeep(OutOfRange):
     """A page past the search store's result window."""
 
 

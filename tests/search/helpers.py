@@ -7,24 +7,32 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+import httpx
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from backends.elasticsearch.backend import SearchBackend
 from backends.elasticsearch.settings import SearchSettings
 from backends.elasticsearch.store import SearchStore
 from backends.elasticsearch.testing import SearchServer
 from backends.kafka.backend import KafkaBackend
 from backends.kafka.settings import KafkaSettings
+from backends.storage_local import LocalStorage
 from runtime.actors import ActorSystem, ChildSpec
-from runtime.config import IndexerConfig
+from runtime.config import BackendConfig, IndexerConfig, SearchConfig, WebserverConfig
 from runtime.flow.execution import Execution, new_execution
 from runtime.flow.states import StateType
 from runtime.messages import LogEntry
 from services.indexer import Indexer, logs_topic
+from services.standalone import Server
+from services.webserver import create_app
+from tests.services.server_helpers import settings as server_settings
+from tests.webserver.helpers import Api
 
 FAST = IndexerConfig(fetch_wait_ms=50, retry_first_seconds=0.1, retry_max_seconds=0.5)
 
@@ -113,3 +121,46 @@ def execution(
     for n, state in enumerate(states, start=1):
         e = msgspec.structs.replace(e, state=e.state.to(state, at.replace(second=n)))
     return e
+
+
+@asynccontextmanager
+async def ha_api(
+    server: SearchServer,
+    tmp_path: Path,
+    *,
+    components: tuple[str, ...] = ("executor", "worker", "indexer"),
+) -> AsyncIterator[Api]:
+    """The API as the high-availability size serves it: the Kafka backend with an
+    executor, a worker and the indexer running, the webserver's reads through the
+    search store; reached in-process through httpx."""
+    kafka, search = names(server)
+    base = server_settings()
+    config = msgspec.structs.replace(
+        base,
+        backend=BackendConfig(
+            type="kafka",
+            bootstrap_servers=kafka.bootstrap_servers,
+            topic_prefix=kafka.topic_prefix,
+            partitions=kafka.partitions,
+        ),
+        search=SearchConfig(
+            type="elasticsearch", hosts=search.hosts[0], index_prefix=search.index_prefix
+        ),
+        indexer=FAST,
+    )
+    async with AsyncExitStack() as stack:
+        running = Server(
+            config, components=components, storage=LocalStorage(tmp_path / "storage"), watch=False
+        )
+        await stack.enter_async_context(running)
+        store = SearchStore(search)
+        stack.push_async_callback(store.close)
+        await store.migrate()
+        web = SearchBackend(running.backend, store)
+        app = create_app(
+            web, running.storage, WebserverConfig(poll_seconds=0.02), flows=running.flows
+        )
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        )
+        yield Api(client, running, app)

@@ -164,10 +164,10 @@ async def test_searches_answer_as_the_memory_store(search_server: SearchServer) 
             LogFilter(task_run_id=logs[0].task_run_id),
             LogFilter(after=T0 + timedelta(days=1), before=T0 + timedelta(days=3)),
         ]
-        for where in log_filters:
-            got_logs, total = await d.store.logs.find(where, limit=9, offset=1)
-            want_logs, want_total = await memory.logs.find(where, limit=9, offset=1)
-            assert (got_logs, total) == (want_logs, want_total), where
+        for log_where in log_filters:
+            got_logs, total = await d.store.logs.find(log_where, limit=9, offset=1)
+            want_logs, want_total = await memory.logs.find(log_where, limit=9, offset=1)
+            assert (got_logs, total) == (want_logs, want_total), log_where
         target = logs[0].execution_id
         mine = await d.store.logs.query(target)
         assert mine == await memory.logs.query(target)
@@ -249,11 +249,11 @@ async def test_flows_and_triggers(search_server: SearchServer) -> None:
                 return len(flows) == 2 and len(triggers) == 2
 
             await until(caught_up, 30, "flows and triggers indexed")
-        for namespace in (None, "co", "co.team", "none"):
-            assert _flows(await d.store.flows.list(namespace)) == _flows(
-                await memory.flows.list(namespace)
+        for within in (None, "co", "co.team", "none"):
+            assert _flows(await d.store.flows.list(within)) == _flows(
+                await memory.flows.list(within)
             )
-            assert await d.store.triggers.list(namespace) == await memory.triggers.list(namespace)
+            assert await d.store.triggers.list(within) == await memory.triggers.list(within)
         for flow in ("a", "b", "missing"):
             assert _flows(await d.store.flows.revisions("co", flow)) == _flows(
                 await memory.flows.revisions("co", flow)
