@@ -140,6 +140,8 @@ class SearchExecutions:
         self._index = indices.alias(settings, indices.EXECUTIONS)
 
     async def get(self, execution_id: str) -> Execution | None:
+        if not execution_id:
+            return None  # the client refuses an empty id; no document has one
         response = await call(
             self._settings,
             self._es.options(ignore_status=404).get(index=self._index, id=execution_id),
@@ -287,6 +289,8 @@ class SearchTriggers:
         return [documents.trigger_of(s) for s in sources]
 
     async def get(self, namespace: str, flow_id: str, trigger_id: str) -> TriggerState | None:
+        if not (namespace and flow_id and trigger_id):
+            return None
         response = await call(
             self._settings,
             self._es.options(ignore_status=404).get(

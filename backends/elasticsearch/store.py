@@ -37,6 +37,8 @@ class SearchStore:
 
     async def delete_execution(self, execution_id: str) -> None:
         """Remove an execution's document (the API deleted the execution)."""
+        if not execution_id:
+            return
         await call(
             self.settings,
             self.es.options(ignore_status=404).delete(
