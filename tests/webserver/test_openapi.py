@@ -66,9 +66,7 @@ def _sqlite_server(tmp: Path, config: Config) -> Server:
 class Running:
     """The server ``build`` makes, in a thread with its own event loop, until ``stop``."""
 
-    def __init__(
-        self, tmp: Path, build: Callable[[Path, Config], Server] = _sqlite_server
-    ) -> None:
+    def __init__(self, tmp: Path, build: Callable[[Path, Config], Server] = _sqlite_server) -> None:
         self.tmp = tmp
         self.build = build
         self.port: int | None = None
