@@ -7,23 +7,26 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from click.testing import CliRunner
 
 from backends.elasticsearch import documents, indices
 from backends.elasticsearch.testing import SearchServer
 from backends.elasticsearch.writer import Write
 from backends.errors import Transient
+from backends.kafka.testing import free_port
 from backends.kafka.topics import table_topic
 from backends.protocols import ExecutionFilter
 from runtime.flow.execution import Execution, TaskRun
 from runtime.flow.states import State, StateType
 from services import metrics
-from tests.search.helpers import deployment, execution, indexer, until
+from services.cli import cli
+from tests.search.helpers import deployment, execution, indexer, names, until
 
-pytestmark = pytest.mark.asyncio
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
+@pytest.mark.asyncio
 async def test_executions_reach_the_index(search_server: SearchServer) -> None:
     async with deployment(search_server) as d:
         first = execution("e1", "co.team", "f", T0)
@@ -63,6 +66,7 @@ def _states(n: int) -> list[Execution]:
     return states
 
 
+@pytest.mark.asyncio
 async def test_out_of_order_and_duplicated_writes_end_with_the_newest(
     search_server: SearchServer,
 ) -> None:
@@ -91,6 +95,7 @@ async def test_out_of_order_and_duplicated_writes_end_with_the_newest(
         assert await d.store.executions.get("ex") == states[-1]
 
 
+@pytest.mark.asyncio
 async def test_a_rereading_indexer_never_goes_back(search_server: SearchServer) -> None:
     async with deployment(search_server) as d:
         states = _states(6)
@@ -113,6 +118,7 @@ async def test_a_rereading_indexer_never_goes_back(search_server: SearchServer) 
             assert await d.store.executions.get("ex") == states[-1]
 
 
+@pytest.mark.asyncio
 async def test_search_store_down_is_lag_not_loss(search_server: SearchServer) -> None:
     async with deployment(search_server) as d, indexer(d) as running:
         await d.backend.executions.save(execution("e0", "co", "f", T0))
@@ -142,3 +148,58 @@ async def test_search_store_down_is_lag_not_loss(search_server: SearchServer) ->
             return total == 21 and running.lag.get(topic) == 0
 
         await until(all_indexed, 60, "every execution indexed once the store is back")
+
+
+@pytest.mark.asyncio
+async def test_a_mapping_change_moves_the_data_behind_the_alias(
+    search_server: SearchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with deployment(search_server) as d:
+        states = _states(3)
+        index = d.store.index(indices.EXECUTIONS)
+        await d.store.bulk(
+            [Write(index=index, id="ex", version=5, source=documents.execution_doc(states[1]))]
+        )
+        newer = msgspec.structs.replace(
+            indices.EXECUTIONS,
+            version=2,
+            properties={**indices.EXECUTIONS.properties, "extra": {"type": "keyword"}},
+        )
+        monkeypatch.setattr(
+            indices, "ALL", tuple(newer if s.name == "executions" else s for s in indices.ALL)
+        )
+        created = await d.store.migrate()
+        assert created == [indices.concrete(d.search, newer)]
+        aliases = await d.store.es.indices.get_alias(name=index)
+        assert list(aliases.body) == [indices.concrete(d.search, newer)]
+        # the document moved with its version: an older state is still refused
+        assert await d.store.executions.get("ex") == states[1]
+        stale = await d.store.bulk(
+            [Write(index=index, id="ex", version=4, source=documents.execution_doc(states[0]))]
+        )
+        assert stale.stale == 1
+        assert await d.store.migrate() == []  # nothing left to do
+
+
+def test_runtime_migrate_makes_the_indices(search_server: SearchServer) -> None:
+    kafka, search = names(search_server)
+    env = {
+        "RUNTIME_BACKEND_TYPE": "kafka",
+        "RUNTIME_BACKEND_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "RUNTIME_BACKEND_TOPIC_PREFIX": kafka.topic_prefix,
+        "RUNTIME_SEARCH_TYPE": "elasticsearch",
+        "RUNTIME_SEARCH_HOSTS": search.hosts[0],
+        "RUNTIME_SEARCH_INDEX_PREFIX": search.index_prefix,
+    }
+    first = CliRunner().invoke(cli, ["migrate"], env=env)
+    assert first.exit_code == 0, first.output
+    assert first.output.count("created index") == len(indices.ALL)
+    assert "search indices on" in first.output
+    again = CliRunner().invoke(cli, ["migrate"], env=env)
+    assert again.exit_code == 0, again.output
+    assert "created index" not in again.output
+    down = CliRunner().invoke(
+        cli, ["migrate"], env={**env, "RUNTIME_SEARCH_HOSTS": f"http://127.0.0.1:{free_port()}"}
+    )
+    assert down.exit_code == 1
+    assert "search store (Elasticsearch at http://127.0.0.1:" in down.output
