@@ -22,7 +22,6 @@ from services import metrics
 from services.cli import cli
 from tests.search.helpers import deployment, execution, indexer, names, until
 
-
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
