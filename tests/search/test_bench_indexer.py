@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 async def test_the_indexer_bench_runs() -> None:
     try:
-        figures = await main(executions=200, rate=50, seconds=1.0, rounds=1)
+        figures = await main(executions=1000, rate=50, seconds=1.0, rounds=1)
     except BrokerUnavailable as exc:
         missing(str(exc))
     assert figures["raw_bulk_docs_per_s"] > 0
