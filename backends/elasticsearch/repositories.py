@@ -29,6 +29,7 @@ from backends.protocols import (
     TriggerState,
 )
 from backends.sql.mapping import label_item
+from backends.sql.search import SORT_COLUMNS
 from runtime.flow.execution import Execution
 from runtime.flow.states import StateType
 from runtime.messages import LogEntry
@@ -41,14 +42,8 @@ _PAGE = 1_000
 Query = dict[str, Any]
 _Filters = list[Query]
 
-_SORT_FIELDS = {
-    "start_date": "start_date",
-    "end_date": "end_date",
-    "id": "id",
-    "namespace": "namespace",
-    "flow_id": "flow_id",
-    "state": "state",
-}
+#: the API's sort fields are the SQL stores' column names, and the fields here
+_SORT_FIELDS = SORT_COLUMNS
 
 
 class PageTooDeep(OutOfRange):
@@ -462,19 +457,23 @@ async def _every_hit(
     index: str,
     query: Query,
     sort: list[Query],
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every matching hit (id, version, source), paged with search_after."""
+    """Every matching hit (id, version, source) in ``sort`` order, paged with
+    search_after, so past the result window too (``sort`` must be unique per
+    document: Elasticsearch 8 does not sort on ``_id``); ``limit`` stops early."""
     found: list[dict[str, Any]] = []
     after: list[Any] | None = None
     while True:
+        size = _PAGE if limit is None else min(_PAGE, limit - len(found))
         extra: dict[str, Any] = {} if after is None else {"search_after": after}
         response = await call(
             settings,
-            es.search(index=index, query=query, sort=sort, size=_PAGE, version=True, **extra),
+            es.search(index=index, query=query, sort=sort, size=size, version=True, **extra),
         )
         hits = response.body["hits"]["hits"]
         found += hits
-        if len(hits) < _PAGE:
+        if len(hits) < size or (limit is not None and len(found) >= limit):
             return found
         after = hits[-1]["sort"]
 
@@ -487,20 +486,6 @@ async def _every(
     sort: list[Query],
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every matching document's source in ``sort`` order (paged with search_after,
-    so past the result window too; ``sort`` must be unique per document: Elasticsearch
-    8 does not sort on ``_id``); ``limit`` stops early."""
-    sources: list[dict[str, Any]] = []
-    after: list[Any] | None = None
-    while True:
-        size = _PAGE if limit is None else min(_PAGE, limit - len(sources))
-        extra: dict[str, Any] = {} if after is None else {"search_after": after}
-        response = await call(
-            settings,
-            es.search(index=index, query=_bool(filters), sort=sort, size=size, **extra),
-        )
-        hits = response.body["hits"]["hits"]
-        sources += [h["_source"] for h in hits]
-        if len(hits) < size or (limit is not None and len(sources) >= limit):
-            return sources
-        after = hits[-1]["sort"]
+    """The sources of ``_every_hit`` over ``filters``."""
+    hits = await _every_hit(es, settings, index, _bool(filters), sort, limit)
+    return [h["_source"] for h in hits]

@@ -24,7 +24,7 @@ from backends.kafka.backend import KafkaBackend
 from backends.kafka.settings import KafkaSettings
 from backends.storage_local import LocalStorage
 from runtime.actors import ActorSystem, ChildSpec
-from runtime.config import BackendConfig, IndexerConfig, SearchConfig, WebserverConfig
+from runtime.config import BackendConfig, Config, IndexerConfig, SearchConfig, WebserverConfig
 from runtime.flow.execution import Execution, new_execution
 from runtime.flow.states import StateType
 from runtime.messages import LogEntry
@@ -123,19 +123,9 @@ def execution(
     return e
 
 
-@asynccontextmanager
-async def ha_api(
-    server: SearchServer,
-    tmp_path: Path,
-    *,
-    components: tuple[str, ...] = ("executor", "worker", "indexer"),
-) -> AsyncIterator[Api]:
-    """The API as the high-availability size serves it: the Kafka backend with an
-    executor, a worker and the indexer running, the webserver's reads through the
-    search store; reached in-process through httpx."""
-    kafka, search = names(server)
-    base = server_settings()
-    config = msgspec.structs.replace(
+def ha_config(base: Config, kafka: KafkaSettings, search: SearchSettings) -> Config:
+    """``base`` on the Kafka backend with the search store, the indexer quick."""
+    return msgspec.structs.replace(
         base,
         backend=BackendConfig(
             type="kafka",
@@ -148,6 +138,20 @@ async def ha_api(
         ),
         indexer=FAST,
     )
+
+
+@asynccontextmanager
+async def ha_api(
+    server: SearchServer,
+    tmp_path: Path,
+    *,
+    components: tuple[str, ...] = ("executor", "worker", "indexer"),
+) -> AsyncIterator[Api]:
+    """The API as the high-availability size serves it: the Kafka backend with an
+    executor, a worker and the indexer running, the webserver's reads through the
+    search store; reached in-process through httpx."""
+    kafka, search = names(server)
+    config = ha_config(server_settings(), kafka, search)
     async with AsyncExitStack() as stack:
         running = Server(
             config, components=components, storage=LocalStorage(tmp_path / "storage"), watch=False

@@ -9,16 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
-import schemathesis
 
 from backends.elasticsearch.testing import SearchServer
 from backends.storage_local import LocalStorage
-from runtime.config import BackendConfig, Config, SearchConfig
+from runtime.config import Config
 from services.standalone import Server
-from tests.search.helpers import FAST, names
-from tests.webserver.test_openapi import CHECKS, Running, fuzz_every_operation, seed
+from tests.search.helpers import ha_config, names
+from tests.webserver.test_openapi import CHECKS, Running, fuzz_every_operation, seeded_schema
 
 
 @pytest.fixture(scope="module")
@@ -28,37 +26,14 @@ def ha_schema(
     kafka, search = names(search_server)
 
     def build(tmp: Path, config: Config) -> Server:
-        config = msgspec.structs.replace(
-            config,
-            backend=BackendConfig(
-                type="kafka",
-                bootstrap_servers=kafka.bootstrap_servers,
-                topic_prefix=kafka.topic_prefix,
-                partitions=kafka.partitions,
-            ),
-            search=SearchConfig(
-                type="elasticsearch", hosts=search.hosts[0], index_prefix=search.index_prefix
-            ),
-            indexer=FAST,
-        )
         return Server(
-            config,
+            ha_config(config, kafka, search),
             components=("executor", "worker", "indexer", "webserver"),
             storage=LocalStorage(tmp / "storage"),
             watch=False,
         )
 
-    running = Running(tmp_path_factory.mktemp("openapi-ha"), build)
-    running.thread.start()
-    running.started.wait(60)
-    if running.error is not None:
-        raise running.error
-    base = f"http://127.0.0.1:{running.port}"
-    try:
-        seed(base)
-        yield schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
-    finally:
-        running.stop()
+    yield from seeded_schema(Running(tmp_path_factory.mktemp("openapi-ha"), build), 60.0)
 
 
 @pytest.mark.slow

@@ -119,11 +119,10 @@ def seed(base: str) -> None:
         client.put(f"/api/v1/namespaces/{NS}/kv/answer", content="42")
 
 
-@pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    running = Running(tmp_path_factory.mktemp("openapi"))
+def seeded_schema(running: Running, start_timeout: float = 30.0) -> Iterator[Any]:
+    """Start ``running``, seed it, and yield its OpenAPI schema until the end."""
     running.thread.start()
-    running.started.wait(30)
+    running.started.wait(start_timeout)
     if running.error is not None:
         raise running.error
     base = f"http://127.0.0.1:{running.port}"
@@ -132,6 +131,11 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield from seeded_schema(Running(tmp_path_factory.mktemp("openapi")))
 
 
 @pytest.mark.slow
