@@ -225,11 +225,28 @@ class Indexer:
     async def run(self, ctx: ChildContext) -> None:
         ctx.on_stop_requested(self._stopping.set)
         store = SearchStore(self.search)
+        # running from here: an unreachable store or broker is waited for, with
+        # backoff and a log line per attempt, not a failed start
+        ctx.ready()
         try:
             await self._retrying("create the indices", store.migrate)
             if self._stopping.is_set():
                 return
-            await ensure_topics(self.kafka, topic_specs(self.kafka))
+            consumer = await self._consumer()
+            if consumer is None:
+                return
+            try:
+                log.info("indexer.started", group=self.group, search=self.search.where)
+                await self._loop(consumer, store)
+            finally:
+                await asyncio.shield(consumer.stop())
+        finally:
+            await asyncio.shield(store.close())
+
+    async def _consumer(self) -> AIOKafkaConsumer | None:
+        """The group member, once the brokers answer (None: stopped first)."""
+        delay = self.settings.retry_first_seconds
+        while not self._stopping.is_set():
             consumer = AIOKafkaConsumer(
                 *topics(self.kafka),
                 bootstrap_servers=self.kafka.servers,
@@ -241,15 +258,21 @@ class Indexer:
                 fetch_max_wait_ms=self.settings.fetch_wait_ms,
                 max_poll_interval_ms=int(self.settings.rebalance_timeout_seconds * 1000),
             )
-            await consumer.start()
             try:
-                ctx.ready()
-                log.info("indexer.started", group=self.group, search=self.search.where)
-                await self._loop(consumer, store)
-            finally:
+                await ensure_topics(self.kafka, topic_specs(self.kafka))
+                await consumer.start()
+                return consumer
+            except (KafkaError, Transient) as exc:
                 await asyncio.shield(consumer.stop())
-        finally:
-            await asyncio.shield(store.close())
+                log.warning(
+                    "indexer.kafka_unreachable",
+                    brokers=self.kafka.bootstrap_servers,
+                    retry_in=delay,
+                    error=str(exc),
+                )
+                await sleep_or_stop(self._stopping, delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+        return None
 
     async def _loop(self, consumer: AIOKafkaConsumer, store: SearchStore) -> None:
         logged = time.monotonic()

@@ -16,7 +16,7 @@ import msgspec
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk, async_scan
 
-from backends.elasticsearch.client import call
+from backends.elasticsearch.client import SearchError, call
 from backends.elasticsearch.settings import SearchSettings
 from runtime.log import get_logger
 
@@ -142,11 +142,7 @@ async def migrate(es: AsyncElasticsearch, settings: SearchSettings) -> list[str]
         before = await _current(es, settings, spec)
         if before == [target]:
             continue
-        if not await call(settings, es.indices.exists(index=target)):
-            await call(
-                settings,
-                es.indices.create(index=target, mappings=_body(spec), settings=_SETTINGS),
-            )
+        if await _create(es, settings, target, spec):
             created.append(target)
         for old in before:
             if old != target:
@@ -160,9 +156,28 @@ async def migrate(es: AsyncElasticsearch, settings: SearchSettings) -> list[str]
         await call(settings, es.indices.update_aliases(actions=actions))
         for old in before:
             if old != target:
-                await call(settings, es.indices.delete(index=old))
+                # another process migrating at the same time may have deleted it
+                await call(settings, es.options(ignore_status=404).indices.delete(index=old))
         log.info("search.index_ready", index=target, alias=alias(settings, spec), moved_from=before)
     return created
+
+
+async def _create(
+    es: AsyncElasticsearch, settings: SearchSettings, target: str, spec: IndexSpec
+) -> bool:
+    """Create ``target``; False if it exists (several indexers and webservers may
+    migrate at once: the loser of the race finds it made)."""
+    if await call(settings, es.indices.exists(index=target)):
+        return False
+    try:
+        await call(
+            settings, es.indices.create(index=target, mappings=_body(spec), settings=_SETTINGS)
+        )
+    except SearchError as exc:
+        if "resource_already_exists_exception" not in str(exc):
+            raise
+        return False
+    return True
 
 
 async def _copy(es: AsyncElasticsearch, settings: SearchSettings, source: str, target: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime
 
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from backends.elasticsearch import documents, indices
+from backends.elasticsearch.store import SearchStore
 from backends.elasticsearch.testing import SearchServer
 from backends.elasticsearch.writer import Write
 from backends.errors import Transient
@@ -202,3 +204,15 @@ def test_runtime_migrate_makes_the_indices(search_server: SearchServer) -> None:
     )
     assert down.exit_code == 1
     assert "search store (Elasticsearch at http://127.0.0.1:" in down.output
+
+
+@pytest.mark.asyncio
+async def test_migrations_at_the_same_time_agree(search_server: SearchServer) -> None:
+    _, search = names(search_server)
+    stores = [SearchStore(search) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(s.migrate() for s in stores))
+        made = sorted(name for created in results for name in created)
+        assert made == sorted(indices.concrete(search, spec) for spec in indices.ALL)
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
