@@ -344,7 +344,7 @@ class Indexer:
             ("rejected", result.rejected),
         ):
             if count:
-                metrics.INDEXER_DOCUMENTS.labels("all", outcome).inc(count)
+                metrics.INDEXER_DOCUMENTS.labels(outcome).inc(count)
 
     async def _retrying(self, what: str, attempt: Any, measure: Any = None) -> bool:
         """Run ``attempt`` until it succeeds (True) or a stop is asked (False),

@@ -101,9 +101,9 @@ QUEUE_OLDEST_AGE = Gauge(
 )
 INDEXER_DOCUMENTS = Counter(
     "runtime_indexer_documents",
-    "Documents the indexer sent to the search store, by index and outcome (written;"
-    " stale: an older state than the one indexed; rejected).",
-    ["index", "outcome"],
+    "Documents the indexer sent to the search store, by outcome (written; stale: not"
+    " newer than the one indexed; rejected).",
+    ["outcome"],
 )
 INDEXER_LAG = Gauge(
     "runtime_indexer_lag_records",

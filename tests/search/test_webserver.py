@@ -170,6 +170,10 @@ async def test_executions_logs_and_stats(search_server: SearchServer, tmp_path: 
         assert one not in ids(after.json())
         assert (await a.client.get(f"/api/v1/executions/{one}")).status_code == 404
         assert (await a.client.get("/api/v1/executions/nope")).status_code == 404
+        # the indexer's lag and documents, on the process's metrics endpoint
+        served = (await a.client.get("/metrics")).text
+        assert "runtime_indexer_lag_records{topic=" in served
+        assert 'runtime_indexer_documents_total{outcome="written"}' in served
         print(f"searches caught up {lag:.2f} s after the executions ended")
 
 
