@@ -40,6 +40,9 @@ _Items = Sequence[tuple[str | None, bytes]]
 _Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 T = TypeVar("T")
 
+#: the longest one producer transaction may take before it is given up and aborted
+TRANSACTION_SECONDS = 30.0
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -150,10 +153,16 @@ class KafkaQueues:
         return sum(m.requeue(None, now) for m in self._backend._members.values())
 
     async def depth(self, queue: str) -> int:
-        """Messages waiting in this process's partitions of the queue, leased or not."""
+        """Messages waiting in this process's partitions of the queue, leased or not;
+        inside a unit of work, with its own publishes and acks counted as done."""
         member = await self._backend._member(queue)
         await member.catch_up()
-        return sum(len(b) for b in member.buffers.values())
+        count = sum(len(b) for b in member.buffers.values())
+        staged = self._staged
+        if staged is not None:
+            count += sum(len(items) for q, items, _ in staged.publishes if q == queue)
+            count -= len(staged.acks.get(queue, ()))
+        return count
 
     async def next_available(self, queue: str) -> datetime | None:
         member = await self._backend._member(queue)
@@ -376,6 +385,8 @@ class KafkaBackend:
         self._members: dict[str, Member] = {}
         self._topics_made: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
+        #: the process producer's, unique to this instance (nothing to fence)
+        self._transactional_id = f"{settings.topic_prefix}tx.{uuid.uuid4()}"
         self._lock = asyncio.Lock()
         self._executions = Table(settings, "executions", EXECUTIONS)
         self._flows = Table(settings, "flows", FLOWS)
@@ -412,10 +423,13 @@ class KafkaBackend:
         transactions). Calling it again once started is harmless."""
         if self._producer is not None:
             return
+        self._producer = await self._new_producer(self._transactional_id)
+
+    async def _new_producer(self, transactional_id: str) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.servers,
             client_id=f"{self.settings.topic_prefix}producer",
-            transactional_id=f"{self.settings.topic_prefix}tx.{uuid.uuid4()}",
+            transactional_id=transactional_id,
             enable_idempotence=True,
             acks="all",
         )
@@ -440,7 +454,7 @@ class KafkaBackend:
                 " transactional producers (Kafka 0.11+ semantics, InitProducerId); check that"
                 " the brokers run and support them"
             ) from exc
-        self._producer = producer
+        return producer
 
     async def stop(self) -> None:
         members, self._members = list(self._members.values()), {}
@@ -453,6 +467,16 @@ class KafkaBackend:
         producer, self._producer = self._producer, None
         if producer is not None:
             await asyncio.shield(producer.stop())
+
+    async def _renew_producer(self, stuck: AIOKafkaProducer) -> None:
+        """Replace the process's producer by one with its transactional.id, whose
+        InitProducerId aborts the transaction ``stuck`` left open."""
+        current = self._producer
+        if current is None or current is not stuck:
+            return  # renewed already
+        self._producer = None
+        await asyncio.shield(current.stop())
+        self._producer = await self._new_producer(self._transactional_id)
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[KafkaStores]:
         return self._transaction()
@@ -585,18 +609,19 @@ class KafkaBackend:
         producer of ``partition`` (a queue partition consumed) or the process's own."""
         if not records and not any(offsets.values()):
             return
-        producer = self._producer
-        if producer is None:
+        own = self._producer
+        if own is None:
             raise RuntimeError("KafkaBackend: start() the backend before using it")
-        if partition is not None:
-            member, number = partition
-            producer = await member.producer_for(number)
+        producer: AIOKafkaProducer = own
         deliveries: list[asyncio.Future[Any]] = []
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if _open.get() is not self:
                     await stack.enter_async_context(self._lock)
-                async with producer.transaction():
+                if partition is not None:
+                    member, number = partition
+                    producer = await stack.enter_async_context(member.producer_in_use(number))
+                async with asyncio.timeout(TRANSACTION_SECONDS), producer.transaction():
                     for topic, key, value, headers in records:
                         deliveries.append(
                             await producer.send(topic, value=value, key=key, headers=headers)
@@ -612,6 +637,18 @@ class KafkaBackend:
                 f"Kafka at {self.settings.bootstrap_servers}: a transaction failed ({exc!r});"
                 " it was aborted, or its outcome is unknown: the batch comes again (at least once)"
             ) from exc
+        except TimeoutError:
+            # Left open, the transaction would hide every later record of its
+            # partitions from read_committed readers (noida-db never times one out):
+            # a new producer with the same transactional.id aborts it.
+            if partition is not None:
+                await partition[0].discard_producer(partition[1])
+            else:
+                await self._renew_producer(own)
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: a transaction did not end within"
+                f" {TRANSACTION_SECONDS:g} s; it is aborted and the batch comes again"
+            ) from None
         finally:
             # A failed transaction fails its records' deliveries too; the error above
             # says it once, so each delivery's own is only marked as seen.

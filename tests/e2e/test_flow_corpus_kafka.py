@@ -5,6 +5,12 @@ transactions; Tansu has none, see tests/kafka), each under a topic prefix of its
 own, with the executor, the worker and the scheduler in one process as
 ``runtime run --all`` runs them. Two partitions per topic, so an execution's events
 and the others' are spread as in production.
+
+Without asyncio's debug mode (on for every other test, ``tests/conftest.py``): it
+records a stack for every future created, and aiokafka creates many per request,
+so a task-to-task hop here took ~250-300 ms with it against ~35 ms without, past
+the corpus's timing-bound flows (kv_store's key lives 0.2 s). The Kafka backend's
+own tests (``tests/kafka``, the conformance suite) keep debug mode on.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ def on_kafka(noida_db: BrokerProcess, monkeypatch: pytest.MonkeyPatch) -> KafkaS
         partitions=2,
     )
     monkeypatch.setattr(flow_test, "BACKEND_FACTORY", lambda: KafkaBackend(settings))
+    # read by each new event loop (asyncio.run in `flow test`); see the module doc
+    monkeypatch.delenv("PYTHONASYNCIODEBUG", raising=False)
     return settings
 
 
