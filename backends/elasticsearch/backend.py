@@ -62,10 +62,10 @@ class _Executions:
 
     async def delete(self, execution_id: str) -> bool:
         deleted = await self._primary.delete(execution_id)
-        indexed = await self._search.executions.get(execution_id)
-        if indexed is not None:
-            await self._search.delete_execution(execution_id)
-        return deleted or indexed is not None
+        # unreachable store: Transient (503) after the primary's deletion; asked
+        # again, the primary has nothing left and the document goes
+        indexed = await self._search.delete_execution(execution_id)
+        return deleted or indexed
 
     async def search(
         self,

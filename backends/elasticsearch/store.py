@@ -35,16 +35,18 @@ class SearchStore:
     async def bulk(self, writes: list[writer.Write]) -> writer.BulkResult:
         return await writer.bulk(self.es, self.settings, writes)
 
-    async def delete_execution(self, execution_id: str) -> None:
-        """Remove an execution's document (the API deleted the execution)."""
+    async def delete_execution(self, execution_id: str) -> bool:
+        """Remove an execution's document (the API deleted the execution); whether
+        there was one."""
         if not execution_id:
-            return
-        await call(
+            return False
+        response = await call(
             self.settings,
             self.es.options(ignore_status=404).delete(
                 index=self.index(indices.EXECUTIONS), id=execution_id, refresh=True
             ),
         )
+        return bool(response.body.get("result") == "deleted")
 
     async def ping(self) -> None:
         """Raise Transient unless the store answers."""
