@@ -16,3 +16,8 @@ class NotFound(BackendError):
 
 class Conflict(BackendError):
     """The write clashes with the current state (a duplicate, a stale revision)."""
+
+
+class OutOfRange(BackendError):
+    """The request asks for more than the store serves (a page past a search store's
+    result window): the caller must narrow it."""

@@ -189,6 +189,42 @@ class TemplateConfig(_Section, frozen=True, kw_only=True):
     loop_slice_seconds: float = 0.02
 
 
+class SearchConfig(_Section, frozen=True, kw_only=True):
+    """The search store the webserver lists, searches and aggregates in (the
+    high-availability size), fed by the indexer (issue 14)."""
+
+    #: elasticsearch, or none (the backend's database serves the searches itself)
+    type: str = "none"
+    #: comma-separated Elasticsearch URLs, e.g. http://127.0.0.1:9200
+    hosts: str | None = None
+    #: put before every index and alias name, to share a cluster
+    index_prefix: str = "runtime_"
+    #: basic-authentication credentials, or an API key (base64 id:key)
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    #: how long one request may take before the store counts as unreachable
+    request_timeout_seconds: float = 10.0
+
+
+class IndexerConfig(_Section, frozen=True, kw_only=True):
+    """The indexer: topics to the search store, in bulk requests."""
+
+    #: records per bulk request at most
+    batch: int = 500
+    #: how long a fetch waits for records to fill a batch (milliseconds)
+    fetch_wait_ms: int = 200
+    #: the first and the longest wait between bulk attempts while the store is down
+    retry_first_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+    #: how often the lag is logged
+    lag_log_seconds: float = 30.0
+    #: the consumer group's rebalance timeout: how long a rebalance waits for a member
+    #: that stopped polling (one stuck on a long outage of the search store rejoins
+    #: after it, and re-reads its uncommitted batch: versioned, so harmless)
+    rebalance_timeout_seconds: float = 60.0
+
+
 class Config(_Section, frozen=True, kw_only=True):
     #: where the embedded database and the local storage live by default
     data_dir: str | None = None
@@ -204,6 +240,8 @@ class Config(_Section, frozen=True, kw_only=True):
     tracing: TracingConfig = TracingConfig()
     template: TemplateConfig = TemplateConfig()
     variables: VariablesConfig = VariablesConfig()
+    search: SearchConfig = SearchConfig()
+    indexer: IndexerConfig = IndexerConfig()
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir:

@@ -68,7 +68,7 @@ def _config(path: Path | None) -> Config:
 @click.argument(
     "components",
     nargs=-1,
-    type=click.Choice(["executor", "worker", "scheduler", "webserver"]),
+    type=click.Choice(["executor", "worker", "scheduler", "webserver", "indexer"]),
 )
 @click.option("--all", "all_", is_flag=True, help="run every component in this process")
 @click.option(
@@ -102,8 +102,9 @@ def run(
       runtime run --all --flows examples/flows
       runtime run executor --config config/medium.yml
       runtime run webserver   # the REST API and the UI alone (medium deployment)
+      runtime run indexer     # Kafka topics into Elasticsearch (high availability)
     """
-    from services.standalone import ALL_COMPONENTS, Server
+    from services.standalone import Server, all_components
 
     if all_ and components:
         raise click.UsageError("give --all or component names, not both")
@@ -113,7 +114,7 @@ def run(
     _logging(ctx, config.log_level)
     try:
         server = Server(
-            config, components=ALL_COMPONENTS if all_ else components, flows_dir=flows_dir
+            config, components=all_components(config) if all_ else components, flows_dir=flows_dir
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -325,7 +326,8 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
     Components also migrate when they start (once, under a lock, even when several
     start together); run this to do it ahead of a deployment. On Kafka it creates
     the missing topics (backend.partitions, backend.replication_factor; existing
-    topics are left as they are); the Kafka backend cannot run components yet.
+    topics are left as they are), and with `search.type: elasticsearch` the search
+    indices (a mapping change moves the data to a new index behind the alias).
 
     \b
     Example:
@@ -341,6 +343,7 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
     _logging(ctx, "WARNING")
     if config.backend.type.lower() == "kafka":
         _migrate_kafka(config)
+        _migrate_search(config)
         return
 
     async def go() -> None:
@@ -379,6 +382,43 @@ def _migrate_kafka(config: Config) -> None:
     for name in created:
         click.echo(f"created topic {name}")
     click.echo(f"the Kafka topics under prefix {settings.topic_prefix!r} exist")
+
+
+def _migrate_search(config: Config) -> None:
+    """Create the search store's indices and aliases (new mapping versions included)."""
+    from backends.elasticsearch.settings import SearchSettings
+    from backends.errors import BackendError
+
+    try:
+        settings = SearchSettings.from_config(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings is None:
+        return
+    try:
+        from backends.elasticsearch.store import SearchStore
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in ("elasticsearch", "elastic_transport"):
+            raise
+        raise click.ClickException(
+            "setting `search.type`: Elasticsearch needs the driver 'elasticsearch', which this"
+            " install lacks; install it with: pip install 'runtime[elasticsearch]'"
+        ) from None
+
+    async def go() -> list[str]:
+        store = SearchStore(settings)
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    try:
+        created = asyncio.run(go())
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    for name in created:
+        click.echo(f"created index {name}")
+    click.echo(f"the search indices on {settings.where} are up to date")
 
 
 # -- execute, logs ------------------------------------------------------------------------

@@ -99,6 +99,20 @@ QUEUE_OLDEST_AGE = Gauge(
     "How long the earliest claimable message has been waiting (0: none; read on scrape).",
     ["queue"],
 )
+INDEXER_DOCUMENTS = Counter(
+    "runtime_indexer_documents",
+    "Documents the indexer sent to the search store, by outcome (written; stale: not"
+    " newer than the one indexed; rejected).",
+    ["outcome"],
+)
+INDEXER_LAG = Gauge(
+    "runtime_indexer_lag_records",
+    "Records of the topic not indexed yet, over this indexer's partitions.",
+    ["topic"],
+)
+INDEXER_RETRIES = Counter(
+    "runtime_indexer_bulk_retries", "Bulk requests tried again (the search store was down)."
+)
 for _event in ("instance_dead", "jobs_requeued", "leases_expired"):
     LIVENESS_EVENTS.labels(_event)  # present at 0 before anything happens
 

@@ -14,7 +14,7 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -35,12 +35,27 @@ from services.tracing import make_tracer
 from services.webserver.server import Webserver
 from services.worker import Worker, secrets_from_env
 
+if TYPE_CHECKING:  # the indexer needs the kafka and elasticsearch extras
+    from services.indexer import Indexer
+
 log = get_logger(__name__)
 
 #: what a Server runs unless told otherwise (tests, `runtime flow test`): no listening socket
 COMPONENTS = ("executor", "worker", "scheduler")
-#: what `runtime run --all` runs
+#: what `runtime run --all` runs (and the indexer when a search store is configured:
+#: ``all_components``)
 ALL_COMPONENTS = (*COMPONENTS, "webserver")
+#: every component a process can run
+KNOWN_COMPONENTS = (*ALL_COMPONENTS, "indexer")
+
+
+def all_components(config: Config) -> tuple[str, ...]:
+    """What `runtime run --all` runs with ``config``: the indexer too when the
+    search store is configured (the high-availability size)."""
+    if config.search.type.lower() not in ("", "none"):
+        return (*ALL_COMPONENTS, "indexer")
+    return ALL_COMPONENTS
+
 
 _BACKENDS = {
     "memory": ("backends.memory", "MemoryBackend"),
@@ -119,6 +134,21 @@ def _import_backend(kind: str, module_name: str) -> Any:
         ) from None
 
 
+def _search_settings(config: Config) -> Any:
+    """The search store's settings (None: none configured); on the Kafka backend they
+    are required, and the search store is fed from Kafka only."""
+    from backends.elasticsearch.settings import require_search
+
+    settings = require_search(config)
+    if settings is not None and config.backend.type.lower() != "kafka":
+        raise ConfigError(
+            f"setting `search.type`: the search store is fed by the indexer from the Kafka"
+            f" topics, so it needs `backend.type: kafka` (here {config.backend.type!r});"
+            " the SQL backends search their own database: leave `search.type` unset"
+        )
+    return settings
+
+
 def make_storage(config: Config) -> Storage:
     """The storage named by ``storage.type`` (backends/storage_common/factory.py)."""
     from backends.storage_common.factory import make_storage as build
@@ -139,10 +169,10 @@ class Server:
         storage: Storage | None = None,
         watch: bool = True,
     ) -> None:
-        unknown = set(components) - set(ALL_COMPONENTS)
+        unknown = set(components) - set(KNOWN_COMPONENTS)
         if unknown:
             raise ConfigError(
-                f"unknown component(s) {sorted(unknown)}: use {', '.join(ALL_COMPONENTS)}"
+                f"unknown component(s) {sorted(unknown)}: use {', '.join(KNOWN_COMPONENTS)}"
             )
         self.config = config
         try:
@@ -163,7 +193,21 @@ class Server:
         self.components = tuple(components)
         self.flows_dir = flows_dir
         self.watch = watch
+        self.search = _search_settings(config)
+        if "indexer" in components and self.search is None:
+            raise ConfigError(
+                "the indexer fills the search store: set `search.type: elasticsearch` and"
+                " `search.hosts` (or RUNTIME_SEARCH_TYPE / RUNTIME_SEARCH_HOSTS)"
+            )
         self.backend = backend if backend is not None else make_backend(config)
+        #: what the webserver reads: the backend, with the search store in front of its
+        #: lists, searches and stats when one is configured
+        self.web_backend = self.backend
+        if self.search is not None and "webserver" in components:
+            from backends.elasticsearch.backend import SearchBackend
+            from backends.elasticsearch.store import SearchStore
+
+            self.web_backend = SearchBackend(self.backend, SearchStore(self.search))
         self.storage = storage if storage is not None else make_storage(config)
         self.flows = FlowCache(self.backend)
         #: one per process, kept across executor restarts (None: tracing off)
@@ -181,6 +225,7 @@ class Server:
         self.worker: Worker | None = None
         self.scheduler: Scheduler | None = None
         self.webserver: Webserver | None = None
+        self.indexer: Indexer | None = None
         self.metrics_listener: MetricsListener | None = None
 
     def _children(self) -> list[ChildSpec]:
@@ -202,6 +247,8 @@ class Server:
             children.append(self._spec("worker", self._new_worker, grace))
         if "scheduler" in wanted:
             children.append(self._spec("scheduler", self._new_scheduler, 5.0))
+        if "indexer" in wanted:
+            children.append(self._spec("indexer", self._new_indexer, 15.0))
         if config.metrics.port is not None:
             children.append(self._spec("metrics", self._new_metrics_listener, 5.0))
         if "webserver" in wanted:
@@ -284,8 +331,21 @@ class Server:
         if previous is not None and previous.port:
             # a restart listens where clients already connect (port 0 picked one)
             settings = msgspec.structs.replace(settings, port=previous.port)
-        self.webserver = Webserver(self.backend, self.storage, self.flows, settings)
+        self.webserver = Webserver(self.web_backend, self.storage, self.flows, settings)
         return self.webserver
+
+    def _new_indexer(self) -> Indexer:
+        from backends.kafka.settings import KafkaSettings
+        from services.indexer import Indexer
+
+        assert self.search is not None  # checked at construction
+        self.indexer = Indexer(
+            KafkaSettings.from_config(self.config),
+            self.search,
+            self.config.indexer,
+            member_id=instance_id("indexer"),
+        )
+        return self.indexer
 
     async def _deployer(self, ctx: ChildContext) -> None:
         """Deploy the flows folder, then redeploy files as they change."""
@@ -342,6 +402,8 @@ class Server:
             finally:
                 await self._stop_tracer()
                 await self.storage.stop()
+                if self.web_backend is not self.backend:
+                    await self.web_backend.search.close()  # type: ignore[attr-defined]
                 await self.backend.stop()
 
     async def connect(self, *, max_delay: float = 30.0) -> None:

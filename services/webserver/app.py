@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from backends.errors import Conflict, NotFound, Transient
+from backends.errors import Conflict, NotFound, OutOfRange, Transient
 from backends.protocols import Backend, Storage
 from runtime.config import WebserverConfig
 from runtime.flow.loader import FlowError
@@ -60,6 +60,8 @@ async def _backend_error(request: Request, exc: Exception) -> Response:
     status = 404 if isinstance(exc, NotFound | FlowNotFoundError) else 409
     if isinstance(exc, Transient):
         status = 503
+    elif isinstance(exc, OutOfRange):
+        status = 400
     return json_response({"message": str(exc), "status": status}, status=status)
 
 
@@ -138,6 +140,7 @@ def create_app(
             FlowNotFoundError: _backend_error,
             Conflict: _backend_error,
             Transient: _backend_error,
+            OutOfRange: _backend_error,
             FlowError: _flow_error,
             Exception: _bug,
         },

@@ -48,6 +48,9 @@ async def test_a_standby_scheduler_takes_over_without_double_fires(tmp_path: Pat
             RUNTIME_DATA_DIR=str(data),
             RUNTIME_SCHEDULER_LEADER_TTL_SECONDS="3",
             RUNTIME_SCHEDULER_TICK_SECONDS="0.5",
+            # required on Kafka (issue 14); schedulers never read the search store
+            RUNTIME_SEARCH_TYPE="elasticsearch",
+            RUNTIME_SEARCH_HOSTS="http://127.0.0.1:9",
         )
         backend = KafkaBackend(settings)
         await backend.start()

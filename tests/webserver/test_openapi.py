@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,22 @@ SEED_FLOWS = [
 ]
 
 
-class _Running:
-    """The server in a thread with its own event loop, until ``stop``."""
+def _sqlite_server(tmp: Path, config: Config) -> Server:
+    return Server(
+        config,
+        components=("executor", "worker", "webserver"),
+        backend=SqliteBackend(tmp / "runtime.db", synchronous="NORMAL"),
+        storage=LocalStorage(tmp / "storage"),
+        watch=False,
+    )
 
-    def __init__(self, tmp: Path) -> None:
+
+class Running:
+    """The server ``build`` makes, in a thread with its own event loop, until ``stop``."""
+
+    def __init__(self, tmp: Path, build: Callable[[Path, Config], Server] = _sqlite_server) -> None:
         self.tmp = tmp
+        self.build = build
         self.port: int | None = None
         self.started = threading.Event()
         self.error: BaseException | None = None
@@ -81,13 +92,7 @@ class _Running:
             liveness=base.liveness,
             webserver=WebserverConfig(port=0, poll_seconds=0.02, shutdown_seconds=1.0),
         )
-        server = Server(
-            config,
-            components=("executor", "worker", "webserver"),
-            backend=SqliteBackend(self.tmp / "runtime.db", synchronous="NORMAL"),
-            storage=LocalStorage(self.tmp / "storage"),
-            watch=False,
-        )
+        server = self.build(self.tmp, config)
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with server:
@@ -102,7 +107,7 @@ class _Running:
         self.thread.join(timeout=30)
 
 
-def _seed(base: str) -> None:
+def seed(base: str) -> None:
     with httpx.Client(base_url=base, timeout=30) as client:
         for source in SEED_FLOWS:
             response = client.post(
@@ -114,23 +119,31 @@ def _seed(base: str) -> None:
         client.put(f"/api/v1/namespaces/{NS}/kv/answer", content="42")
 
 
-@pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    running = _Running(tmp_path_factory.mktemp("openapi"))
+def seeded_schema(running: Running, start_timeout: float = 30.0) -> Iterator[Any]:
+    """Start ``running``, seed it, and yield its OpenAPI schema until the end."""
     running.thread.start()
-    running.started.wait(30)
+    running.started.wait(start_timeout)
     if running.error is not None:
         raise running.error
     base = f"http://127.0.0.1:{running.port}"
     try:
-        _seed(base)
+        seed(base)
         yield schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
     finally:
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield from seeded_schema(Running(tmp_path_factory.mktemp("openapi")))
+
+
 @pytest.mark.slow
 def test_api_conforms_to_its_openapi_document(api_schema: Any) -> None:
+    fuzz_every_operation(api_schema, CHECKS)
+
+
+def fuzz_every_operation(api_schema: Any, checks: list[Any]) -> None:
     """Every operation, fuzzed in turn (schemathesis' pytest plugin does not run under
     this pytest, so the operations are driven through hypothesis directly)."""
     failures = []
@@ -150,7 +163,7 @@ def test_api_conforms_to_its_openapi_document(api_schema: Any) -> None:
             database=None,
         )
         def fuzz(case: Any) -> None:
-            case.call_and_validate(checks=CHECKS, timeout=30)
+            case.call_and_validate(checks=checks, timeout=30)
 
         try:
             fuzz()
