@@ -63,7 +63,8 @@ class Rig:
         self.backend = backend
         self.flows = FlowCache(backend)
         self.changed: list[Execution] = []
-        #: the running components' tasks, by name ("executor", "worker")
+        #: the running components and their tasks, by name ("executor", "worker")
+        self.components: dict[str, Component] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.executor = Executor(
             backend,
@@ -107,11 +108,15 @@ async def rig(
         for component in running:
             await component.ready()
             built.tasks[component.ctx.name] = component.task
+            built.components[component.ctx.name] = component
         yield built
     finally:
         try:
             for component in reversed(running):
-                await component.stop()
+                if not component.task.done():
+                    await component.stop()
+                elif not component.task.cancelled():
+                    component.task.result()  # raises what it failed with
         finally:
             for component in running:
                 component.task.cancel()

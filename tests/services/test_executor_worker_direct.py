@@ -439,6 +439,47 @@ async def test_a_graceful_stop_lets_a_running_task_finish_within_the_grace(
     assert r.worker.completed == 1
 
 
+async def test_a_draining_worker_says_it_is_terminating(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    await deployed(backend, SHORT)
+    async with rig(tmp_path, backend, worker=False):
+        await start(backend, "short")
+        await until(lambda: queued(backend), 2, "the job queued")
+    async with rig(tmp_path, backend, executor=False) as r:
+        await until(lambda: _true(bool(r.worker.running)), 2, "the job running")
+        stopping = asyncio.create_task(r.components["worker"].stop())
+
+        async def terminating() -> bool:
+            return await worker_states(backend) == ["TERMINATING"]
+
+        await until(terminating, 2, "the worker's TERMINATING heartbeat")
+        await stopping
+    assert r.worker.completed == 1
+
+
+async def test_an_immediate_stop_gives_the_running_jobs_back(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    await deployed(backend, NAPPER)
+    async with rig(tmp_path, backend, worker=False):
+        await start(backend, "napper")
+        await until(lambda: queued(backend), 2, "the job queued")
+    async with rig(tmp_path, backend, executor=False) as r:
+        await until(lambda: _true(bool(r.worker.running)), 2, "the job running")
+        worker = r.tasks["worker"]
+        worker.cancel()  # a supervisor's kill, with no grace
+        with pytest.raises(asyncio.CancelledError):
+            await worker
+    assert r.worker.running == {}
+    assert [e for e in await results(backend) if e.state is not S.RUNNING] == []
+    (again,) = await backend.queues.claim(WORKER_QUEUE, "next", 5, 30)
+    assert again.attempts == 1
+    assert await worker_states(backend) == ["TERMINATED_GRACEFULLY"]
+
+
+async def worker_states(backend: MemoryBackend) -> list[str]:
+    return [i.state for i in await backend.services.list() if i.kind == "worker"]
+
+
 async def queued(backend: MemoryBackend) -> bool:
     return await backend.queues.depth(WORKER_QUEUE) == 1
 

@@ -401,3 +401,111 @@ async def test_a_working_directory_child_sees_the_outputs_before_it_and_the_flow
         execution = await ended(backend, await start(backend, "workdir"))
     assert execution.state.current is S.SUCCESS
     assert execution.runs_of("second")[0].outputs == {"value": "a-b workdir"}
+
+
+# -- the executor's extras: traces, idle waits, quarantine ---------------------------------------
+ABSENT_CHILD = PARENT.replace("WAIT", "true").replace("child", "absent")
+
+
+@pytest.mark.asyncio
+async def test_an_ended_execution_is_traced_once_with_its_task_types() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, ABSENT_CHILD)
+    traced: list[tuple[str, StateType, dict[str, str]]] = []
+    executor = Executor(
+        backend,
+        FlowCache(backend),
+        consumer_id="executor-test",
+        tracer=lambda e, types: traced.append((e.id, e.state.current, types)),
+    )
+    parent_id = await submitted(backend, "parent")
+    await settle(executor)
+    assert traced == [(parent_id, S.FAILED, {"call": "io.kestra.plugin.core.flow.Subflow"})]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_trace_costs_the_trace_only() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, ABSENT_CHILD)
+    seen: list[StateType] = []
+
+    def broken(execution: Execution, types: dict[str, str]) -> None:
+        raise RuntimeError("exporter down")
+
+    executor = Executor(
+        backend,
+        FlowCache(backend),
+        consumer_id="executor-test",
+        tracer=broken,
+        listeners=[lambda e: seen.append(e.state.current)],
+    )
+    parent_id = await submitted(backend, "parent")
+    await settle(executor)
+    assert (await stored(backend, parent_id)).state.current is S.FAILED
+    assert seen[-1] is S.FAILED
+
+
+@pytest.mark.asyncio
+async def test_the_idle_wait_lasts_until_the_next_delayed_event_at_most() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    most = executor.settings.idle_wait_seconds
+    assert executor._idle_wait() == most  # nothing delayed
+    executor._next_due = clock() + timedelta(seconds=most / 4)
+    assert executor._idle_wait() == pytest.approx(most / 4)
+    executor._next_due = clock() + timedelta(seconds=most * 10)
+    assert executor._idle_wait() == most
+    executor._next_due = clock() - timedelta(seconds=5)  # overdue: claim at once
+    assert executor._idle_wait() == 0.0
+
+
+@pytest.mark.asyncio
+async def test_an_execution_whose_events_keep_failing_is_quarantined_failed() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    await deploy_source(backend.flows, returns("plain"))
+    changed: list[Execution] = []
+    executor = Executor(
+        backend, FlowCache(backend), consumer_id="executor-test", listeners=[changed.append]
+    )
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug while dispatching")
+
+    executor._job = broken  # type: ignore[assignment,method-assign]
+    execution_id = await submitted(backend, "plain")
+    deliveries = 0
+    while await backend.queues.depth(EXECUTOR_QUEUE) > 0:
+        assert deliveries <= MAX_EVENT_ATTEMPTS
+        deliveries += await executor.step()
+        clock.advance(5)
+        if deliveries < MAX_EVENT_ATTEMPTS:
+            assert changed == []  # retried, nothing saved yet
+    assert deliveries == MAX_EVENT_ATTEMPTS
+    execution = await stored(backend, execution_id)
+    assert execution.state.current is S.FAILED
+    assert [e.id for e in changed] == [execution_id]
+    (line,) = [e for e in await backend.logs.query(execution_id) if e.level == "ERROR"]
+    assert "(RuntimeError: a bug while dispatching)" in line.message
+    assert line.message.startswith("execution quarantined: ")
+    assert await jobs_for(backend, execution_id) == []
+    assert executor.processed == 1  # handled once: the retries were not
+
+
+@pytest.mark.asyncio
+async def test_an_execution_whose_flow_is_gone_is_quarantined_with_its_log_line() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    await deploy_source(backend.flows, returns("plain"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    orphan = new_execution(id=new_id(), namespace=NS, flow_id="plain", flow_revision=99, at=clock())
+    await submit(backend, orphan)
+    for _ in range(MAX_EVENT_ATTEMPTS):
+        await executor.step()
+        clock.advance(5)
+    assert await backend.queues.depth(EXECUTOR_QUEUE) == 0
+    assert (await stored(backend, orphan.id)).state.current is S.FAILED
+    (line,) = await backend.logs.query(orphan.id)
+    assert "(FlowNotFoundError: " in line.message
+    assert line.level == "ERROR"
