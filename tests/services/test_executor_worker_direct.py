@@ -59,7 +59,7 @@ CHAIN = flow(
     format: "one"
   - id: second
     type: io.kestra.plugin.core.debug.Return
-    format: "{{ outputs.first.value }}-two {{ taskrun.id }} {{ secret('TOKEN') }}"
+    format: "{{ outputs.first.value }}-two {{ taskrun.id }} {{ task.id }} {{ secret('TOKEN') }}"
 """,
 )
 
@@ -70,7 +70,7 @@ async def test_a_flow_runs_task_after_task_with_the_outputs_before_it(tmp_path: 
         execution = await ended(r.backend, await start(r.backend, "chain"))
         assert execution.state.current is S.SUCCESS
         (second,) = execution.runs_of("second")
-        assert second.outputs == {"value": f"one-two {second.id} s3cret"}
+        assert second.outputs == {"value": f"one-two {second.id} second s3cret"}
         # each run's one attempt, run by this worker, from its start to its end
         for run in execution.task_run_list:
             (attempt,) = run.attempts
@@ -395,6 +395,25 @@ async def test_a_kill_ends_a_running_task_killed_at_once_and_clears_the_request(
         assert await flushed(r.backend, execution_id, "nap", "WARN") == ["killed on request"]
         assert r.worker.running == {}
         assert r.worker.completed == 0  # killed, not completed
+
+
+METRICS = flow(
+    "metrics",
+    """  - id: sh
+    type: io.kestra.plugin.scripts.shell.Commands
+    commands:
+      - echo '::{"metrics":[{"name":"rows","type":"counter","value":3}]}::'
+""",
+)
+
+
+async def test_a_tasks_metrics_reach_its_task_run(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        await deployed(r.backend, METRICS)
+        execution = await ended(r.backend, await start(r.backend, "metrics"))
+        assert execution.state.current is S.SUCCESS
+        (sh,) = execution.runs_of("sh")
+        assert [(m.name, m.type, m.value) for m in sh.metrics] == [("rows", "counter", 3.0)]
 
 
 async def test_a_job_killed_while_queued_ends_killed_without_running(tmp_path: Path) -> None:
@@ -784,3 +803,99 @@ async def test_a_concurrency_limit_queues_the_next_execution_until_one_ends(
         second = await ended(r.backend, second_id)
         assert (first.state.current, second.state.current) == (S.SUCCESS, S.SUCCESS)
         assert second.runs_of("nap")[0].state.start_date >= first.state.end_date
+
+
+# -- what the components do when a part of the backend fails ------------------------------------
+async def test_a_backlog_larger_than_a_batch_is_consumed_without_idle_waits(
+    tmp_path: Path,
+) -> None:
+    backend = MemoryBackend()
+    await deployed(backend, returns("plain"))
+    ids = [await start(backend, "plain") for _ in range(4)]
+    async with rig(tmp_path, backend, worker=False, idle_wait=5.0) as r:
+        r.executor.settings = r.executor.settings.__class__(
+            batch=1, idle_wait_seconds=5.0, heartbeat_seconds=0.05
+        )
+
+        async def all_running() -> bool:
+            return all([(await get(backend, i)).state.current is S.RUNNING for i in ids])
+
+        # a full batch claims again at once; only a partial one waits for a publish
+        await until(all_running, 3, "every execution started")
+
+
+async def test_failed_heartbeats_are_retried_at_the_next_beat(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    real = backend.services.heartbeat
+    calls = 0
+
+    async def flaky(instance: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if 2 <= calls <= 5:  # after the worker's first beat, which it needs to start
+            raise (Transient if calls % 2 else RuntimeError)("registry away")
+        await real(instance)
+
+    backend.services.heartbeat = flaky  # type: ignore[method-assign]
+    async with rig(tmp_path, backend) as r:
+
+        async def beating_again() -> bool:
+            return calls > 8 and len(await backend.services.list()) == 2
+
+        await until(beating_again, 3, "heartbeats after the failures")
+        assert not r.tasks["executor"].done()
+        assert not r.tasks["worker"].done()
+
+
+async def test_a_job_whose_report_cannot_be_written_fails_the_worker_and_goes_back(
+    tmp_path: Path,
+) -> None:
+    backend = MemoryBackend()
+    await deployed(backend, CHAIN)
+    first = WorkerJob(
+        execution_id="e1",
+        task_run_id="r1",
+        task_id="first",
+        attempt=1,
+        namespace=NS,
+        flow_id="chain",
+        flow_revision=1,
+        variables={},
+    )
+
+    async def run_until_it_fails() -> None:
+        async with rig(tmp_path, backend, executor=False) as r:
+
+            def refused(messages: Any) -> Any:
+                raise ValueError("constraint violated")
+
+            r.worker.inbox.settle = refused  # type: ignore[method-assign]
+            await backend.queues.publish(WORKER_QUEUE, [("e1", encode_job(first))])
+            await until(lambda: _true(r.tasks["worker"].done()), 3, "the worker failed")
+
+    with pytest.raises(RuntimeError, match=r"side task job settlement died: .*job r1 could not be"):
+        await run_until_it_fails()
+    # the job is back in the queue for the next worker, not lost with this one
+    (again,) = await backend.queues.claim(WORKER_QUEUE, "next", 5, 30)
+    assert again.attempts == 1
+    assert await results(backend) == []
+
+
+async def test_a_worker_goes_on_receiving_after_the_queue_was_briefly_away(
+    tmp_path: Path,
+) -> None:
+    backend = MemoryBackend()
+    await deployed(backend, returns("plain"))
+    async with rig(tmp_path, backend) as r:
+        real = r.worker.inbox.receive
+        failures = [Transient("away")]
+
+        async def flaky(limit: int) -> Any:
+            if failures:
+                raise failures.pop()
+            return await real(limit)
+
+        r.worker.inbox.receive = flaky  # type: ignore[method-assign]
+        execution = await ended(backend, await start(backend, "plain"), within=4)
+        assert execution.state.current is S.SUCCESS
+        assert failures == []

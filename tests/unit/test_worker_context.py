@@ -85,14 +85,16 @@ def test_the_context_carries_the_jobs_identity(tmp_path: Path) -> None:
 async def test_secrets_render_by_name_or_upper_case_and_are_masked_in_logs(
     tmp_path: Path,
 ) -> None:
-    ctx, buffer = context(tmp_path, secrets={"API_KEY": "abc123", "PIN": "42", "mixed": "MiXeD"})
+    secrets = {"API_KEY": "abc123", "PIN": "42", "mixed": "MiXeD", "CODE": "xyz"}
+    ctx, buffer = context(tmp_path, secrets=secrets)
     assert await ctx.render("{{ secret('api_key') }}") == "abc123"
     assert await ctx.render("{{ secret('mixed') }}") == "MiXeD"
     assert await ctx.render("{{ secret('PIN') }}") == "42"
-    ctx.log.info("key abc123, pin 42, MiXeD")
+    assert await ctx.render("{{ secret('code') }}") == "xyz"
+    ctx.log.info("key abc123, pin 42, MiXeD, code xyz")
     (entry,) = buffer.take()
     # a value of two letters is not masked: it would garble every line
-    assert entry.message == "key ***, pin 42, ***"
+    assert entry.message == "key ***, pin 42, ***, code ***"
 
 
 @pytest.mark.asyncio
@@ -133,6 +135,7 @@ async def test_render_sees_the_jobs_variables_and_the_extra_ones(tmp_path: Path)
 
 def test_a_metric_is_kept_with_its_type_value_and_tags(tmp_path: Path) -> None:
     ctx, _ = context(tmp_path)
+    before = datetime.now(UTC)
     ctx.metric("rows", "counter", 3, {"table": "t", "n": 1})  # type: ignore[dict-item]
     ctx.metric("took", "timer", 0.5)
     first, second = ctx.metrics
@@ -143,8 +146,10 @@ def test_a_metric_is_kept_with_its_type_value_and_tags(tmp_path: Path) -> None:
         {"table": "t", "n": "1"},
     )
     assert isinstance(first.value, float)
+    assert before <= first.timestamp <= datetime.now(UTC)  # when it was reported
     assert (second.name, second.type, second.tags) == ("took", "timer", {})
-    with pytest.raises(ValueError, match=r"metric 'x' of task 'task': type 'gauge' is none of "):
+    refusal = "metric 'x' of task 'task': type 'gauge' is none of counter, timer"
+    with pytest.raises(ValueError, match=f"^{refusal}$"):
         ctx.metric("x", "gauge", 1)
     assert len(ctx.metrics) == 2
 

@@ -184,3 +184,33 @@ async def test_a_job_cancelled_before_it_started_is_given_back_or_killed(
     assert worker.running == {}
     await worker.pool.stop()
     await backend.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_refused_report_is_retried_with_a_doubling_delay_up_to_a_ceiling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Soon after a short outage, without hammering a database that stays away."""
+    from services.worker import reports as reports_module
+
+    refusals = 12
+    sent: list[int] = []
+
+    async def write(group: list[Report]) -> None:
+        nonlocal refusals
+        if refusals > 0:
+            refusals -= 1
+            raise Transient("database restarting")
+        sent.extend(r.message.id for r in group)
+
+    delays: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(reports_module.asyncio, "sleep", sleep)
+    await reports_module.send_until_written(Reports(write), report(7))
+    assert sent == [7]
+    assert delays == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
