@@ -214,3 +214,41 @@ async def test_a_refused_report_is_retried_with_a_doubling_delay_up_to_a_ceiling
     await reports_module.send_until_written(Reports(write), report(7))
     assert sent == [7]
     assert delays == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+
+
+@pytest.mark.asyncio
+async def test_log_lines_of_a_failed_report_write_go_first_in_the_next_one() -> None:
+    """Nothing lost, nothing reordered: lines logged while the write failed follow."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+    from datetime import UTC, datetime
+
+    from runtime.messages import LogEntry
+    from services.worker.context import LogBuffer
+    from services.worker.reports import write_reports
+
+    def line(message: str) -> LogEntry:
+        return LogEntry(
+            execution_id="e1",
+            namespace="ns",
+            flow_id="f",
+            timestamp=datetime.now(UTC),
+            level="INFO",
+            message=message,
+        )
+
+    buffer = LogBuffer()
+    buffer.add(line("a"))
+    buffer.add(line("b"))
+
+    class Refusing:
+        @asynccontextmanager
+        async def settle(self, messages: Any) -> AsyncIterator[Any]:
+            buffer.add(line("meanwhile 1"))  # tasks go on logging during the write
+            buffer.add(line("meanwhile 2"))
+            raise Transient("database restarting")
+            yield
+
+    with pytest.raises(Transient):
+        await write_reports(Refusing(), buffer, [report(1)])  # type: ignore[arg-type]
+    assert [e.message for e in buffer.take()] == ["a", "b", "meanwhile 1", "meanwhile 2"]
