@@ -17,14 +17,34 @@ from runtime.flow.events import Kill, WorkerResult
 from runtime.flow.execution import Execution
 from runtime.flow.states import StateType
 from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, WorkerJob, decode_event, encode_job
+from services import executor as executor_module
+from services.common import sleep_or_stop
 from services.executor import send_event
 from services.flows import deploy_source
+from services.worker import worker as worker_module
 from tests.services.direct_rig import rig
 from tests.services.server_helpers import NS, ended, get, returns, running_task, start, until
 
 S = StateType
 
 pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses of a second the executor and the worker take after a backend
+    failure, recorded and shortened: the tests see them without waiting them out."""
+    asked: list[float] = []
+
+    async def quick(stopping: asyncio.Event, seconds: float) -> None:
+        if seconds >= 1.0:
+            asked.append(seconds)
+            seconds /= 50
+        await sleep_or_stop(stopping, seconds)
+
+    monkeypatch.setattr(executor_module, "sleep_or_stop", quick)
+    monkeypatch.setattr(worker_module, "sleep_or_stop", quick)
+    return asked
 
 
 async def deployed(backend: MemoryBackend, *sources: str) -> None:
@@ -193,7 +213,7 @@ LONG = flow(
     "long",
     """  - id: nap
     type: io.kestra.plugin.core.flow.Sleep
-    duration: PT0.4S
+    duration: PT0.25S
 """,
 )
 
@@ -210,14 +230,14 @@ async def test_a_longer_task_is_reported_running_before_it_ends(tmp_path: Path) 
         (done,) = execution.runs_of("nap")
         # the start date of the RUNNING report is kept: the attempt lasted the sleep
         attempt = done.attempts[0].state
-        assert (attempt.end_date - attempt.start_date).total_seconds() >= 0.39
+        assert (attempt.end_date - attempt.start_date).total_seconds() >= 0.24
 
 
 async def test_a_short_task_reports_only_its_end(tmp_path: Path) -> None:
     async with rig(tmp_path, running_report_seconds=5.0) as r:
         await deployed(r.backend, LONG)
         execution_id = await start(r.backend, "long")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.15)
         # still running on the worker, but nobody was told
         assert len(r.worker.running) == 1
         (nap,) = (await get(r.backend, execution_id)).runs_of("nap")
@@ -225,7 +245,7 @@ async def test_a_short_task_reports_only_its_end(tmp_path: Path) -> None:
         execution = await ended(r.backend, execution_id)
         attempt = execution.runs_of("nap")[0].attempts[0].state
         # the end report carries the start date all the same
-        assert (attempt.end_date - attempt.start_date).total_seconds() >= 0.39
+        assert (attempt.end_date - attempt.start_date).total_seconds() >= 0.24
 
 
 # -- jobs the worker cannot or must not run -------------------------------------------------------
@@ -530,7 +550,7 @@ NAPS = flow(
     + "".join(
         f"""      - id: nap{i}
         type: io.kestra.plugin.core.flow.Sleep
-        duration: PT0.15S
+        duration: PT0.1S
 """
         for i in range(3)
     ),
@@ -617,7 +637,7 @@ RETRIED = flow(
     type: io.kestra.plugin.core.execution.Fail
     retry:
       type: constant
-      interval: PT0.3S
+      interval: PT0.2S
       maxAttempt: 2
 """,
 )
@@ -631,12 +651,12 @@ async def test_a_retry_runs_when_its_delay_is_due_not_before(tmp_path: Path) -> 
         (run,) = execution.runs_of("boom")
         first, second = run.attempts
         gap = (second.state.start_date - first.state.end_date).total_seconds()
-        assert 0.29 <= gap < 2.5  # woken for the due date, not at the next idle poll
+        assert 0.19 <= gap < 2.5  # woken for the due date, not at the next idle poll
 
 
 @pytest.mark.parametrize("error", [Transient("away"), BackendError("a bad statement")])
 async def test_the_executor_goes_on_after_the_backend_fails_a_batch(
-    tmp_path: Path, error: BackendError
+    tmp_path: Path, error: BackendError, pauses: list[float]
 ) -> None:
     backend = MemoryBackend()
     failures: list[BaseException] = [error]
@@ -653,6 +673,7 @@ async def test_the_executor_goes_on_after_the_backend_fails_a_batch(
         execution = await ended(backend, await start(backend, "plain"), within=4)
         assert execution.state.current is S.SUCCESS
         assert failures == []
+        assert pauses == [1.0]  # it paused before claiming again
 
 
 async def test_a_failing_listener_spares_the_others(tmp_path: Path) -> None:
@@ -882,7 +903,7 @@ async def test_a_job_whose_report_cannot_be_written_fails_the_worker_and_goes_ba
 
 
 async def test_a_worker_goes_on_receiving_after_the_queue_was_briefly_away(
-    tmp_path: Path,
+    tmp_path: Path, pauses: list[float]
 ) -> None:
     backend = MemoryBackend()
     await deployed(backend, returns("plain"))
@@ -899,3 +920,4 @@ async def test_a_worker_goes_on_receiving_after_the_queue_was_briefly_away(
         execution = await ended(backend, await start(backend, "plain"), within=4)
         assert execution.state.current is S.SUCCESS
         assert failures == []
+        assert pauses == [1.0]  # it paused before claiming again

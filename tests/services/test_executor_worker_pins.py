@@ -5,7 +5,6 @@ backend: the queues, the stored executions, the kill requests."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from runtime.flow.states import StateType
 from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, decode_job
 from services.executor import MAX_EVENT_ATTEMPTS, Executor, send_event, submit
 from services.flows import FlowCache, deploy_source
+from tests.services.direct_rig import rig
 from tests.services.server_helpers import (
     NS,
     ended,
@@ -191,7 +191,7 @@ tasks:
 async def test_a_killed_report_clears_the_kill_request(tmp_path: Path) -> None:
     backend = MemoryBackend()
     await deploy_source(backend.flows, NAPPER)
-    async with asyncio.timeout(10), running(tmp_path, backend):
+    async with asyncio.timeout(10), rig(tmp_path, backend):
         execution_id = await start(backend, "napper")
         await running_task(backend, execution_id, "nap")
         (nap,) = (await stored(backend, execution_id)).runs_of("nap")
@@ -263,19 +263,18 @@ tasks:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARN", "ERROR"])
 async def test_task_log_lines_name_their_run_and_the_services_answer_templates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
+    tmp_path: Path, level: str
 ) -> None:
-    monkeypatch.setenv("SECRET_TOKEN", base64.b64encode(b"s3cret").decode())
-    backend = MemoryBackend()
-    storage = LocalStorage(tmp_path / "storage")  # the server's storage folder
+    backend = MemoryBackend()  # the rig's worker has the secret TOKEN: s3cret
+    storage = LocalStorage(tmp_path / "storage")  # the worker's storage folder
     # not UTF-8: read() replaces what it cannot decode rather than failing the task
     uri = await storage.put(NS, "notes/a.txt", b"from storage \xff")
     await backend.kv.set(NS, "colour", "blue")
     flow = LOGS_AND_SERVICES.replace("LEVEL", level).replace("FILE", uri)
     await deploy_source(backend.flows, flow)
-    async with asyncio.timeout(10), running(tmp_path, backend):
+    async with asyncio.timeout(10), rig(tmp_path, backend):
         execution = await ended(backend, await start(backend, "chatty"))
-        await asyncio.sleep(0.2)  # past the worker's log flush
+        await asyncio.sleep(0.1)  # past the worker's log flush
         entries = await backend.logs.query(execution.id)
     assert execution.state.current is S.SUCCESS
     (say,) = execution.runs_of("say")
@@ -314,9 +313,9 @@ async def test_a_missing_secret_or_kv_entry_fails_the_task_and_says_which(
 ) -> None:
     backend = MemoryBackend()
     await deploy_source(backend.flows, MISSING.replace("WHAT", what))
-    async with asyncio.timeout(10), running(tmp_path, backend):
+    async with asyncio.timeout(10), rig(tmp_path, backend):
         execution = await ended(backend, await start(backend, "missing"))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)  # past the worker's log flush
         entries = await backend.logs.query(execution.id)
     assert execution.state.current is S.FAILED
     messages = [e.message for e in entries if e.task_id == "use" and e.level == "ERROR"]
@@ -397,7 +396,7 @@ async def test_a_working_directory_child_sees_the_outputs_before_it_and_the_flow
 ) -> None:
     backend = MemoryBackend()
     await deploy_source(backend.flows, WORKDIR)
-    async with asyncio.timeout(10), running(tmp_path, backend):
+    async with asyncio.timeout(10), rig(tmp_path, backend):
         execution = await ended(backend, await start(backend, "workdir"))
     assert execution.state.current is S.SUCCESS
     assert execution.runs_of("second")[0].outputs == {"value": "a-b workdir"}
