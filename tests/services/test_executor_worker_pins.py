@@ -508,3 +508,19 @@ async def test_an_execution_whose_flow_is_gone_is_quarantined_with_its_log_line(
     (line,) = await backend.logs.query(orphan.id)
     assert "(FlowNotFoundError: " in line.message
     assert line.level == "ERROR"
+
+
+@pytest.mark.asyncio
+async def test_a_subflow_childs_template_defaults_see_the_time_of_the_call() -> None:
+    clock = Clock()  # 2024-01-01, far from the wall clock
+    backend = MemoryBackend(clock)
+    child = returns(
+        "child", extra='inputs:\n  - {id: when, type: STRING, defaults: "{{ now() }}"}\n'
+    )
+    await deploy_source(backend.flows, child)
+    await deploy_source(backend.flows, PARENT.replace("WAIT", "true"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    await submitted(backend, "parent")
+    await settle(executor)
+    (created,) = await backend.executions.search(namespace=NS, flow_id="child")
+    assert str(created.inputs["when"]).startswith("2024-01-01")

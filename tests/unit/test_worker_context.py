@@ -201,3 +201,14 @@ def test_secrets_from_the_environment_are_base64_and_prefixed() -> None:
         "MY_SECRET_X": base64.b64encode(b"no").decode(),
     }
     assert secrets_from_env(environ) == {"TOKEN": "s3cret"}
+
+
+@pytest.mark.asyncio
+async def test_cleanup_of_a_working_directory_a_task_removed_itself_is_quiet(
+    tmp_path: Path,
+) -> None:
+    ctx, _ = context(tmp_path)
+    folder = ctx.workdir
+    folder.rmdir()  # the task's own doing: the job must still settle
+    await ctx.cleanup()
+    assert not folder.exists()
