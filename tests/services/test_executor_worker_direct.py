@@ -591,7 +591,7 @@ async def test_a_worker_whose_log_writes_break_for_good_fails_loudly(tmp_path: P
         await run_until_it_fails()
 
 
-def _entry() -> Any:
+def _entry(message: str = "m") -> Any:
     from datetime import UTC, datetime
 
     from runtime.messages import LogEntry
@@ -602,7 +602,7 @@ def _entry() -> Any:
         flow_id="chain",
         timestamp=datetime.now(UTC),
         level="INFO",
-        message="m",
+        message=message,
     )
 
 
@@ -615,6 +615,8 @@ async def test_log_lines_survive_a_log_store_that_is_briefly_away(tmp_path: Path
         nonlocal refusals
         if refusals > 0:
             refusals -= 1
+            if refusals == 2:
+                r.worker._logs.add(_entry("n"))  # tasks go on logging meanwhile
             raise Transient("log store restarting")
         await real(entries)
 
@@ -623,11 +625,12 @@ async def test_log_lines_survive_a_log_store_that_is_briefly_away(tmp_path: Path
         r.worker._logs.add(_entry())
 
         async def written() -> bool:
-            return len(await backend.logs.query("e1")) == 1
+            return len(await backend.logs.query("e1")) == 2
 
-        await until(written, 2, "the line written")
+        await until(written, 2, "the lines written")
     assert refusals == 0
-    assert [e.message for e in await backend.logs.query("e1")] == ["m"]
+    # nothing lost, nothing reordered
+    assert [e.message for e in await backend.logs.query("e1")] == ["m", "n"]
 
 
 # -- the executor's loop -------------------------------------------------------------------------
@@ -921,3 +924,86 @@ async def test_a_worker_goes_on_receiving_after_the_queue_was_briefly_away(
         assert execution.state.current is S.SUCCESS
         assert failures == []
         assert pauses == [1.0]  # it paused before claiming again
+
+
+async def test_a_worker_sends_one_killed_report_for_a_killed_job(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    await deployed(backend, NAPPER)
+    nap = WorkerJob(
+        execution_id="e1",
+        task_run_id="r1",
+        task_id="nap",
+        attempt=1,
+        namespace=NS,
+        flow_id="napper",
+        flow_revision=1,
+        variables={},
+    )
+    async with rig(tmp_path, backend, executor=False) as r:
+        await backend.queues.publish(WORKER_QUEUE, [("e1", encode_job(nap))])
+
+        async def began() -> bool:
+            return any(record.ctx is not None for record in r.worker.running.values())
+
+        await until(began, 2, "the job running")
+        await backend.kills.request(["r1"])
+        await until(lambda: _true(not r.worker.running), 2, "the job killed")
+        await asyncio.sleep(0.05)  # any second report would be out by now
+    ends = [e for e in await results(backend) if e.state is not S.RUNNING]
+    assert [(e.task_run_id, e.state) for e in ends] == [("r1", S.KILLED)]
+    assert await backend.queues.depth(WORKER_QUEUE) == 0
+    assert await backend.kills.requested(["r1"]) == set()
+
+
+async def test_a_job_runs_the_task_of_its_own_flow_revision(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    await deployed(backend, CHAIN, CHAIN.replace('format: "one"', 'format: "uno"'))
+    first = WorkerJob(
+        execution_id="e1",
+        task_run_id="r1",
+        task_id="first",
+        attempt=1,
+        namespace=NS,
+        flow_id="chain",
+        flow_revision=1,
+        variables={},
+    )
+    found, _ = await worker_alone_runs_deployed(tmp_path, backend, [first])
+    assert [(e.state, e.outputs) for e in found] == [(S.SUCCESS, {"value": "one"})]
+
+
+async def worker_alone_runs_deployed(
+    tmp_path: Path, backend: MemoryBackend, jobs: list[WorkerJob], **settings: Any
+) -> Any:
+    async with rig(tmp_path, backend, executor=False, **settings) as r:
+        await backend.queues.publish(WORKER_QUEUE, [(j.execution_id, encode_job(j)) for j in jobs])
+
+        async def done() -> bool:
+            return await backend.queues.depth(WORKER_QUEUE) == 0 and not r.worker.running
+
+        await until(done, 3, "the jobs done")
+    found = await results(backend)
+    entries = [e for j in jobs for e in await backend.logs.query(j.execution_id)]
+    return found, entries
+
+
+WHERE = flow(
+    "where",
+    """  - id: sh
+    type: io.kestra.plugin.scripts.shell.Commands
+    commands:
+      - echo "::{\\"outputs\\":{\\"dir\\":\\"$PWD\\"}}::"
+""",
+)
+
+
+async def test_task_working_directories_are_made_where_the_worker_is_told(tmp_path: Path) -> None:
+    parent = tmp_path / "work"
+    parent.mkdir()
+    async with rig(tmp_path, workdir=str(parent)) as r:
+        await deployed(r.backend, WHERE)
+        execution = await ended(r.backend, await start(r.backend, "where"))
+    assert execution.state.current is S.SUCCESS
+    (sh,) = execution.runs_of("sh")
+    assert sh.outputs is not None
+    assert Path(sh.outputs["vars"]["dir"]).parent == parent

@@ -524,3 +524,43 @@ async def test_a_subflow_childs_template_defaults_see_the_time_of_the_call() -> 
     await settle(executor)
     (created,) = await backend.executions.search(namespace=NS, flow_id="child")
     assert str(created.inputs["when"]).startswith("2024-01-01")
+
+
+@pytest.mark.asyncio
+async def test_every_event_of_a_batch_counts_as_processed_once() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, returns("plain"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    for _ in range(3):
+        await submitted(backend, "plain")
+    assert await executor.step() == 3
+    assert executor.processed == 3  # what the instance page shows
+
+
+@pytest.mark.asyncio
+async def test_an_event_that_changes_nothing_is_not_reported_to_listeners() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, ABSENT_CHILD)
+    changed: list[Execution] = []
+    executor = Executor(
+        backend, FlowCache(backend), consumer_id="executor-test", listeners=[changed.append]
+    )
+    parent_id = await submitted(backend, "parent")
+    await settle(executor)
+    assert changed[-1].state.current is S.FAILED
+    seen = len(changed)
+    await send_event(backend, parent_id, Kill(at=backend.clock()))  # it has ended already
+    await settle(executor)
+    assert len(changed) == seen
+
+
+@pytest.mark.asyncio
+async def test_a_failing_event_is_retried_a_second_later() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    await deploy_source(backend.flows, returns("plain"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    orphan = new_execution(id=new_id(), namespace=NS, flow_id="plain", flow_revision=99, at=clock())
+    await submit(backend, orphan)
+    await executor.step()
+    assert await backend.queues.next_available(EXECUTOR_QUEUE) == clock() + timedelta(seconds=1)
