@@ -17,6 +17,7 @@ failed or left mutants unchecked.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -217,22 +218,28 @@ def report(
     return status
 
 
+@functools.cache
+def _bodies(source: Path) -> dict[str, list[str]]:
+    """Each function's lines in a mutated source (parsed once: it holds every mutant)."""
+    import ast
+
+    lines = source.read_text().splitlines()
+    return {
+        node.name: lines[node.lineno : node.end_lineno]
+        for node in ast.walk(ast.parse("\n".join(lines)))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
 def _diff(path: str, mutant: str) -> str:
     """The mutant's changed lines, from the mutated source kept with the results."""
-    import ast
     import difflib
 
     for folder in RESULTS.iterdir():
         source = folder / path
         if not source.exists():
             continue
-        text = source.read_text()
-        lines = text.splitlines()
-        bodies = {
-            node.name: lines[node.lineno : node.end_lineno]
-            for node in ast.walk(ast.parse(text))
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        }
+        bodies = _bodies(source)
         short = mutant.rsplit(".", 1)[-1]
         original = bodies.get(short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
         mutated = bodies.get(short)
