@@ -5,6 +5,7 @@ for ``make mutation``, ``dev`` for a random search while working)."""
 import os
 
 import pytest
+import structlog
 from hypothesis import settings
 
 # Read by asyncio each time a loop is created: slow callbacks and never-awaited
@@ -21,6 +22,20 @@ settings.register_profile("mutation", derandomize=True, database=None, max_examp
 # Working on the engine: a fresh random search each run, failures remembered locally.
 settings.register_profile("dev", max_examples=100)
 settings.load_profile(os.environ.get("RUNTIME_HYPOTHESIS_PROFILE", "ci"))
+
+
+if settings.default.max_examples == settings.get_profile("mutation").max_examples:
+    # Mutation testing runs the same tests once per mutant: a log line with a
+    # traceback (the executor logs one for each event it fails on) is rendered plainly
+    # rather than by rich, which costs a good part of a second each.
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            ),
+        ]
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,6 +17,7 @@ failed or left mutants unchecked.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -72,10 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="only print the last result")
     parser.add_argument("--diffs", action="store_true", help="print each survivor's diff")
     parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the survivors as docs/testing.md lists them (reasons kept from there)",
+    )
+    parser.add_argument(
         "--max-children", type=int, default=os.cpu_count() or 2, help="mutants run at once"
     )
     args = parser.parse_args(argv)
     chosen = [args.group] if args.group else list(known)
+    if args.markdown:
+        print(markdown(chosen, known))
+        return 0
     started = time.monotonic()
     if not args.report_only:
         if "engine" in chosen and not args.survivors and properties() != 0:
@@ -209,22 +218,28 @@ def report(
     return status
 
 
+@functools.cache
+def _bodies(source: Path) -> dict[str, list[str]]:
+    """Each function's lines in a mutated source (parsed once: it holds every mutant)."""
+    import ast
+
+    lines = source.read_text().splitlines()
+    return {
+        node.name: lines[node.lineno : node.end_lineno]
+        for node in ast.walk(ast.parse("\n".join(lines)))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
 def _diff(path: str, mutant: str) -> str:
     """The mutant's changed lines, from the mutated source kept with the results."""
-    import ast
     import difflib
 
     for folder in RESULTS.iterdir():
         source = folder / path
         if not source.exists():
             continue
-        text = source.read_text()
-        lines = text.splitlines()
-        bodies = {
-            node.name: lines[node.lineno : node.end_lineno]
-            for node in ast.walk(ast.parse(text))
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        }
+        bodies = _bodies(source)
         short = mutant.rsplit(".", 1)[-1]
         original = bodies.get(short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig")
         mutated = bodies.get(short)
@@ -234,6 +249,57 @@ def _diff(path: str, mutant: str) -> str:
                 line.strip() for line in changed if line[:1] in "+-" and line[:3] not in "+++---"
             )
     return "(source not kept)"
+
+
+DOCS = ROOT / "docs" / "testing.md"
+
+
+def markdown(chosen: list[str], known: dict[str, dict[str, Any]]) -> str:
+    """The last result's survivors, by group, module and function, each with its
+    changed lines; a function's reason is the one docs/testing.md gives it, if any
+    (check it still holds), else REASON for the writer to fill in."""
+    import re
+
+    reasons: dict[tuple[str, str, str], str] = {}
+    heading = ("", "")
+    for line in DOCS.read_text().splitlines() if DOCS.exists() else []:
+        if found := re.match(r"#### ([\w-]+): `([^`]+)`", line):
+            heading = (found[1], found[2])
+        elif found := re.match(r"- \*\*`([^`]+)`\*\* — (.*)", line):
+            reasons[(*heading, found[1])] = found[2]
+    out: list[str] = []
+    for name in chosen:
+        for path, mutants in verdicts(name).items():
+            left = sorted((m for m, v in mutants.items() if v in UNCAUGHT), key=_natural)
+            if not left:
+                continue
+            out += ["", f"#### {name}: `{path}`", ""]
+            by_function: dict[str, list[str]] = {}
+            for mutant in left:
+                by_function.setdefault(_function(mutant), []).append(mutant)
+            for function, names in by_function.items():
+                reason = reasons.get((name, path, function), "REASON")
+                out.append(f"- **`{function}`** — {reason}")
+                for mutant in names:
+                    number = mutant.rsplit("_", 1)[-1]
+                    note = " (no test reaches it)" if mutants[mutant] == "no tests" else ""
+                    out.append(f"  - `{number}`{note}: `{_arrow(_diff(path, mutant))}`")
+    return "\n".join(out).strip()
+
+
+def _function(mutant: str) -> str:
+    """``m.xǁClassǁmethod__mutmut_3`` -> ``Class.method``; ``m.x_f__mutmut_3`` -> ``f``."""
+    short = mutant.rsplit(".", 1)[-1].rsplit("__mutmut_", 1)[0]
+    if short.startswith("xǁ"):
+        return short.removeprefix("xǁ").replace("ǁ", ".")
+    return short.removeprefix("x_")
+
+
+def _arrow(diff: str, width: int = 150) -> str:
+    parts = diff.split(" | ")
+    if len(parts) == 2 and parts[0].startswith("-") and parts[1].startswith("+"):
+        diff = " ⟶ ".join(parts)
+    return diff if len(diff) <= width else diff[:width]
 
 
 def _score(counts: Counter[str]) -> float:

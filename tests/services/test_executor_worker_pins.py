@@ -5,7 +5,6 @@ backend: the queues, the stored executions, the kill requests."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from runtime.flow.states import StateType
 from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE, decode_job
 from services.executor import MAX_EVENT_ATTEMPTS, Executor, send_event, submit
 from services.flows import FlowCache, deploy_source
+from tests.services.direct_rig import rig
 from tests.services.server_helpers import (
     NS,
     ended,
@@ -191,7 +191,7 @@ tasks:
 async def test_a_killed_report_clears_the_kill_request(tmp_path: Path) -> None:
     backend = MemoryBackend()
     await deploy_source(backend.flows, NAPPER)
-    async with asyncio.timeout(10), running(tmp_path, backend):
+    async with asyncio.timeout(10), rig(tmp_path, backend):
         execution_id = await start(backend, "napper")
         await running_task(backend, execution_id, "nap")
         (nap,) = (await stored(backend, execution_id)).runs_of("nap")
@@ -263,19 +263,18 @@ tasks:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARN", "ERROR"])
 async def test_task_log_lines_name_their_run_and_the_services_answer_templates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
+    tmp_path: Path, level: str
 ) -> None:
-    monkeypatch.setenv("SECRET_TOKEN", base64.b64encode(b"s3cret").decode())
-    backend = MemoryBackend()
-    storage = LocalStorage(tmp_path / "storage")  # the server's storage folder
+    backend = MemoryBackend()  # the rig's worker has the secret TOKEN: s3cret
+    storage = LocalStorage(tmp_path / "storage")  # the worker's storage folder
     # not UTF-8: read() replaces what it cannot decode rather than failing the task
     uri = await storage.put(NS, "notes/a.txt", b"from storage \xff")
     await backend.kv.set(NS, "colour", "blue")
     flow = LOGS_AND_SERVICES.replace("LEVEL", level).replace("FILE", uri)
     await deploy_source(backend.flows, flow)
-    async with asyncio.timeout(10), running(tmp_path, backend):
+    async with asyncio.timeout(10), rig(tmp_path, backend):
         execution = await ended(backend, await start(backend, "chatty"))
-        await asyncio.sleep(0.2)  # past the worker's log flush
+        await asyncio.sleep(0.1)  # past the worker's log flush
         entries = await backend.logs.query(execution.id)
     assert execution.state.current is S.SUCCESS
     (say,) = execution.runs_of("say")
@@ -314,9 +313,9 @@ async def test_a_missing_secret_or_kv_entry_fails_the_task_and_says_which(
 ) -> None:
     backend = MemoryBackend()
     await deploy_source(backend.flows, MISSING.replace("WHAT", what))
-    async with asyncio.timeout(10), running(tmp_path, backend):
+    async with asyncio.timeout(10), rig(tmp_path, backend):
         execution = await ended(backend, await start(backend, "missing"))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)  # past the worker's log flush
         entries = await backend.logs.query(execution.id)
     assert execution.state.current is S.FAILED
     messages = [e.message for e in entries if e.task_id == "use" and e.level == "ERROR"]
@@ -397,7 +396,171 @@ async def test_a_working_directory_child_sees_the_outputs_before_it_and_the_flow
 ) -> None:
     backend = MemoryBackend()
     await deploy_source(backend.flows, WORKDIR)
-    async with asyncio.timeout(10), running(tmp_path, backend):
+    async with asyncio.timeout(10), rig(tmp_path, backend):
         execution = await ended(backend, await start(backend, "workdir"))
     assert execution.state.current is S.SUCCESS
     assert execution.runs_of("second")[0].outputs == {"value": "a-b workdir"}
+
+
+# -- the executor's extras: traces, idle waits, quarantine ---------------------------------------
+ABSENT_CHILD = PARENT.replace("WAIT", "true").replace("child", "absent")
+
+
+@pytest.mark.asyncio
+async def test_an_ended_execution_is_traced_once_with_its_task_types() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, ABSENT_CHILD)
+    traced: list[tuple[str, StateType, dict[str, str]]] = []
+    executor = Executor(
+        backend,
+        FlowCache(backend),
+        consumer_id="executor-test",
+        tracer=lambda e, types: traced.append((e.id, e.state.current, types)),
+    )
+    parent_id = await submitted(backend, "parent")
+    await settle(executor)
+    assert traced == [(parent_id, S.FAILED, {"call": "io.kestra.plugin.core.flow.Subflow"})]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_trace_costs_the_trace_only() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, ABSENT_CHILD)
+    seen: list[StateType] = []
+
+    def broken(execution: Execution, types: dict[str, str]) -> None:
+        raise RuntimeError("exporter down")
+
+    executor = Executor(
+        backend,
+        FlowCache(backend),
+        consumer_id="executor-test",
+        tracer=broken,
+        listeners=[lambda e: seen.append(e.state.current)],
+    )
+    parent_id = await submitted(backend, "parent")
+    await settle(executor)
+    assert (await stored(backend, parent_id)).state.current is S.FAILED
+    assert seen[-1] is S.FAILED
+
+
+@pytest.mark.asyncio
+async def test_the_idle_wait_lasts_until_the_next_delayed_event_at_most() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    most = executor.settings.idle_wait_seconds
+    assert executor._idle_wait() == most  # nothing delayed
+    executor._next_due = clock() + timedelta(seconds=most / 4)
+    assert executor._idle_wait() == pytest.approx(most / 4)
+    executor._next_due = clock() + timedelta(seconds=most * 10)
+    assert executor._idle_wait() == most
+    executor._next_due = clock() - timedelta(seconds=5)  # overdue: claim at once
+    assert executor._idle_wait() == 0.0
+
+
+@pytest.mark.asyncio
+async def test_an_execution_whose_events_keep_failing_is_quarantined_failed() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    await deploy_source(backend.flows, returns("plain"))
+    changed: list[Execution] = []
+    executor = Executor(
+        backend, FlowCache(backend), consumer_id="executor-test", listeners=[changed.append]
+    )
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug while dispatching")
+
+    executor._job = broken  # type: ignore[assignment,method-assign]
+    execution_id = await submitted(backend, "plain")
+    deliveries = 0
+    while await backend.queues.depth(EXECUTOR_QUEUE) > 0:
+        assert deliveries <= MAX_EVENT_ATTEMPTS
+        deliveries += await executor.step()
+        clock.advance(5)
+        if deliveries < MAX_EVENT_ATTEMPTS:
+            assert changed == []  # retried, nothing saved yet
+    assert deliveries == MAX_EVENT_ATTEMPTS
+    execution = await stored(backend, execution_id)
+    assert execution.state.current is S.FAILED
+    assert [e.id for e in changed] == [execution_id]
+    (line,) = [e for e in await backend.logs.query(execution_id) if e.level == "ERROR"]
+    assert "(RuntimeError: a bug while dispatching)" in line.message
+    assert line.message.startswith("execution quarantined: ")
+    assert await jobs_for(backend, execution_id) == []
+    assert executor.processed == 1  # handled once: the retries were not
+
+
+@pytest.mark.asyncio
+async def test_an_execution_whose_flow_is_gone_is_quarantined_with_its_log_line() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    await deploy_source(backend.flows, returns("plain"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    orphan = new_execution(id=new_id(), namespace=NS, flow_id="plain", flow_revision=99, at=clock())
+    await submit(backend, orphan)
+    for _ in range(MAX_EVENT_ATTEMPTS):
+        await executor.step()
+        clock.advance(5)
+    assert await backend.queues.depth(EXECUTOR_QUEUE) == 0
+    assert (await stored(backend, orphan.id)).state.current is S.FAILED
+    (line,) = await backend.logs.query(orphan.id)
+    assert "(FlowNotFoundError: " in line.message
+    assert line.level == "ERROR"
+
+
+@pytest.mark.asyncio
+async def test_a_subflow_childs_template_defaults_see_the_time_of_the_call() -> None:
+    clock = Clock()  # 2024-01-01, far from the wall clock
+    backend = MemoryBackend(clock)
+    child = returns(
+        "child", extra='inputs:\n  - {id: when, type: STRING, defaults: "{{ now() }}"}\n'
+    )
+    await deploy_source(backend.flows, child)
+    await deploy_source(backend.flows, PARENT.replace("WAIT", "true"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    await submitted(backend, "parent")
+    await settle(executor)
+    (created,) = await backend.executions.search(namespace=NS, flow_id="child")
+    assert str(created.inputs["when"]).startswith("2024-01-01")
+
+
+@pytest.mark.asyncio
+async def test_every_event_of_a_batch_counts_as_processed_once() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, returns("plain"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    for _ in range(3):
+        await submitted(backend, "plain")
+    assert await executor.step() == 3
+    assert executor.processed == 3  # what the instance page shows
+
+
+@pytest.mark.asyncio
+async def test_an_event_that_changes_nothing_is_not_reported_to_listeners() -> None:
+    backend = MemoryBackend()
+    await deploy_source(backend.flows, ABSENT_CHILD)
+    changed: list[Execution] = []
+    executor = Executor(
+        backend, FlowCache(backend), consumer_id="executor-test", listeners=[changed.append]
+    )
+    parent_id = await submitted(backend, "parent")
+    await settle(executor)
+    assert changed[-1].state.current is S.FAILED
+    seen = len(changed)
+    await send_event(backend, parent_id, Kill(at=backend.clock()))  # it has ended already
+    await settle(executor)
+    assert len(changed) == seen
+
+
+@pytest.mark.asyncio
+async def test_a_failing_event_is_retried_a_second_later() -> None:
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    await deploy_source(backend.flows, returns("plain"))
+    executor = Executor(backend, FlowCache(backend), consumer_id="executor-test")
+    orphan = new_execution(id=new_id(), namespace=NS, flow_id="plain", flow_revision=99, at=clock())
+    await submit(backend, orphan)
+    await executor.step()
+    assert await backend.queues.next_available(EXECUTOR_QUEUE) == clock() + timedelta(seconds=1)

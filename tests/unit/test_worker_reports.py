@@ -243,3 +243,71 @@ async def test_a_job_cancelled_before_it_started_is_given_back_or_killed(
     await worker._reports.stop(within=1.0)
     await worker.pool.stop()
     await backend.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_refused_report_is_retried_with_a_doubling_delay_up_to_a_ceiling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Soon after a short outage, without hammering a database that stays away."""
+    from services.worker import reports as reports_module
+
+    refusals = 12
+    sent: list[int] = []
+
+    async def write(group: list[Report]) -> None:
+        nonlocal refusals
+        if refusals > 0:
+            refusals -= 1
+            raise Transient("database restarting")
+        sent.extend(r.message.id for r in group)
+
+    delays: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(reports_module.asyncio, "sleep", sleep)
+    await reports_module.send_until_written(Reports(write), report(7))
+    assert sent == [7]
+    assert delays == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+
+
+@pytest.mark.asyncio
+async def test_log_lines_of_a_failed_report_write_go_first_in_the_next_one() -> None:
+    """Nothing lost, nothing reordered: lines logged while the write failed follow."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+    from datetime import UTC, datetime
+
+    from runtime.messages import LogEntry
+    from services.worker.context import LogBuffer
+    from services.worker.reports import write_reports
+
+    def line(message: str) -> LogEntry:
+        return LogEntry(
+            execution_id="e1",
+            namespace="ns",
+            flow_id="f",
+            timestamp=datetime.now(UTC),
+            level="INFO",
+            message=message,
+        )
+
+    buffer = LogBuffer()
+    buffer.add(line("a"))
+    buffer.add(line("b"))
+
+    class Refusing:
+        @asynccontextmanager
+        async def settle(self, messages: Any) -> AsyncIterator[Any]:
+            buffer.add(line("meanwhile 1"))  # tasks go on logging during the write
+            buffer.add(line("meanwhile 2"))
+            raise Transient("database restarting")
+            yield
+
+    with pytest.raises(Transient):
+        await write_reports(Refusing(), buffer, [report(1)])  # type: ignore[arg-type]
+    assert [e.message for e in buffer.take()] == ["a", "b", "meanwhile 1", "meanwhile 2"]
