@@ -38,11 +38,13 @@ class ReportWriter(BatchActor[Report]):
     in the mailbox and go together in the next one. An idle worker's report waits for
     nothing, a busy worker's cost one transaction per group instead of one per job.
 
-    A write the database refused (:class:`Transient`) answers its reports' senders,
-    who send again; any other failure also crashes the writer, and with it the worker
-    that owns it (a supervised restart builds a fresh one)."""
+    A failed write answers its reports' senders and the writer goes on: each job
+    decides, sending again after a :class:`Transient` refusal, failing its worker
+    (through the job's settlement) on anything else, so one failure is reported
+    once, by the job it concerns. The writer's own task fails only if the actor
+    does, which its worker watches like its other side tasks."""
 
-    answered_errors = (Transient,)
+    answered_errors = (Exception,)
 
     def __init__(self, write: Callable[[list[Report]], Awaitable[None]], batch: int) -> None:
         self._write = write

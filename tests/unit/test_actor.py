@@ -13,9 +13,11 @@ from runtime.actors import (
     ActorSystem,
     AskTimeoutError,
     Backoff,
+    BatchActor,
     MailboxClosedError,
     MailboxFullError,
     OverflowPolicy,
+    SideActor,
     actor_spec,
 )
 from tests.unit.helpers import eventually, settle
@@ -149,3 +151,46 @@ async def test_graceful_stop_finishes_the_current_message_and_keeps_the_rest() -
     await system.stop()
     assert journal == [("sleep", 0.1)]
     assert not ref.alive
+
+
+class Grouping(BatchActor[int]):
+    """Records each batch; a negative number fails it, -1 as an answered error."""
+
+    answered_errors = (KeyError,)
+
+    def __init__(self, batches: list[list[int]], gate: asyncio.Event) -> None:
+        self.batches = batches
+        self.gate = gate
+
+    async def receive_batch(self, messages: Any) -> Any:
+        await self.gate.wait()
+        self.batches.append(list(messages))
+        if -1 in messages:
+            raise KeyError("answered")
+        if -2 in messages:
+            raise ValueError("a crash")
+        return sum(messages)
+
+
+@pytest.mark.asyncio
+async def test_a_batch_actor_gets_what_its_mailbox_holds_at_once() -> None:
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+    side = SideActor("grouping", Grouping(batches, gate), mailbox_size=8)
+    asks = [asyncio.create_task(side.ref.ask(n, timeout=5)) for n in (1, 2, 3)]
+    await settle()
+    gate.set()
+    # every asker of a batch gets the batch's answer
+    assert await asyncio.gather(*asks) == [6, 6, 6]
+    assert batches == [[1, 2, 3]]
+    # an answered error reaches its askers only; the actor goes on
+    with pytest.raises(KeyError):
+        await side.ref.ask(-1, timeout=5)
+    assert await side.ref.ask(4, timeout=5) == 4
+    assert not side.task.done()
+    # any other error reaches its askers and crashes the actor: its owner sees it
+    with pytest.raises(ValueError, match="a crash"):
+        await side.ref.ask(-2, timeout=5)
+    await asyncio.wait({side.task}, timeout=5)
+    assert isinstance(side.task.exception(), ValueError)
+    assert batches == [[1, 2, 3], [-1], [4], [-2]]

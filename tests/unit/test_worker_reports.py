@@ -115,18 +115,23 @@ async def test_a_sender_cancelled_while_waiting_leaves_the_write_going() -> None
 
 
 @pytest.mark.asyncio
-async def test_a_write_failing_otherwise_answers_its_senders_and_crashes_the_writer() -> None:
-    """Its worker watches the writer's task: the crash fails the worker, whose
-    supervisor starts a fresh one with a fresh writer."""
+async def test_a_write_failing_otherwise_answers_its_senders_and_the_writer_goes_on() -> None:
+    """The job whose report it was fails its worker (through its settlement): one
+    failure, reported once, by the job it concerns."""
+    calls = 0
 
     async def write(reports: list[Report]) -> None:
-        raise ValueError("a bug in the write")
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("a bug in the write")
 
     reports = Reports(write)
     with pytest.raises(ValueError, match="a bug"):
         await reports.send(report(1))
-    await asyncio.wait({reports.writer.task}, timeout=1.0)
-    assert isinstance(reports.writer.task.exception(), ValueError)
+    await reports.send(report(2))
+    assert not reports.writer.task.done()
+    await reports.writer.stop(within=1.0)
 
 
 @pytest.mark.asyncio
@@ -270,8 +275,10 @@ async def test_a_refused_report_is_retried_with_a_doubling_delay_up_to_a_ceiling
         await real_sleep(0)
 
     monkeypatch.setattr(reports_module.asyncio, "sleep", sleep)
-    await reports_module.send_until_written(Reports(write), report(7))
+    reports = Reports(write)
+    await reports_module.send_until_written(reports.writer.ref, report(7))
     assert sent == [7]
+    await reports.writer.stop(within=1.0)
     assert delays == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
 
 
