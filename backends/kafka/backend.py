@@ -23,13 +23,16 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from backends.errors import Transient
+from backends.kafka.executions import KafkaExecutions
 from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
 from backends.kafka.settings import KafkaSettings
+from backends.kafka.state import ENDED, ExecutionState
 from backends.kafka.tables import BY_ID, ENCODED, EXECUTIONS, FLOWS, Table
 from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
 from backends.memory.data import Data, Overlay, View
-from backends.memory.stores import MemoryExecutions, MemoryFlows, MemoryKV, MemoryTriggers
+from backends.memory.stores import MemoryFlows, MemoryKV, MemoryTriggers
 from backends.protocols import Clock, QueueMessage, ServiceInstance
+from runtime.messages import EXECUTOR_QUEUE
 
 _Items = Sequence[tuple[str | None, bytes]]
 #: a record to produce: topic, key, value (None: a tombstone), headers
@@ -251,6 +254,10 @@ class _TableSession:
         self._backend = backend
         self._staged = staged
 
+    def staged_view(self) -> View | None:
+        """The unit of work's view, once a store call made it."""
+        return None if self._staged is None else self._staged.view
+
     async def read(self, op: Callable[[View], T]) -> T:
         if self._staged is not None:
             return op(await self._backend._view_of(self._staged))
@@ -275,7 +282,7 @@ class KafkaStores:
     def __init__(self, backend: KafkaBackend, staged: _Staged | None = None) -> None:
         session = _TableSession(backend, staged)
         self.queues = KafkaQueues(backend, staged)
-        self.executions = MemoryExecutions(session)
+        self.executions = KafkaExecutions(backend, session)
         self.flows = MemoryFlows(session)
         self.triggers = MemoryTriggers(session)
         self.kv = MemoryKV(session)
@@ -394,7 +401,12 @@ class KafkaBackend:
             self._kv,
             self._kills,
         ]
+        #: the tables a unit of work reads caught up (the executions' global reader
+        #: only on demand: see ``backends.kafka.executions``)
+        self._read_tables = self._tables[1:]
         self._services = Table(settings, "services", BY_ID)
+        #: the running executions of the executor queue's partitions this process owns
+        self.state = ExecutionState(settings)
         stores = KafkaStores(self)
         self.queues = stores.queues
         self.executions = stores.executions
@@ -442,6 +454,7 @@ class KafkaBackend:
             await member.stop()
         for table in [*self._tables, self._services]:
             await table.stop()
+        await self.state.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             await asyncio.shield(producer.stop())
@@ -471,14 +484,24 @@ class KafkaBackend:
     async def _member(self, queue: str) -> Member:
         member = self._members.get(queue)
         if member is None:
-            member = self._members[queue] = Member(self.settings, queue, self._clock)
+            ownership = self if queue == EXECUTOR_QUEUE else None
+            member = self._members[queue] = Member(self.settings, queue, self._clock, ownership)
         await self._ensure_topic(queue)
         await member.ensure_started()
         return member
 
+    async def assigned(self, member: Member, partitions: list[int]) -> None:
+        """The executor queue's ``partitions`` are this process's now: fence their
+        previous owner (start each partition's producer), then restore their state."""
+        fence = member.producer_for if self.settings.exactly_once else None
+        await self.state.assign(partitions, fence)
+
+    async def revoked(self, member: Member, partitions: list[int]) -> None:
+        await self.state.revoke(partitions)
+
     async def _catch_up_tables(self) -> None:
         # side by side: each is a ListOffsets round trip, then a wait for the fetch
-        await asyncio.gather(*(table.catch_up() for table in self._tables))
+        await asyncio.gather(*(table.catch_up() for table in self._read_tables))
 
     def _fresh_view(self) -> View:
         """A memory View whose committed data are the tables' dicts (read live)."""
@@ -551,7 +574,16 @@ class KafkaBackend:
                 _kills_of(view).staged(),
             ]
             for table, changed in zip(self._tables, changes, strict=True):
+                if changed:
+                    await table.ensure_topic()
                 records += [(table.topic, k, v, []) for k, v in table.records(changed)]
+            # an ended execution is written a last time (the indexer reads it), then
+            # leaves the executors' state stores
+            records += [
+                (self._executions.topic, execution_id.encode(), None, [(ENDED, b"1")])
+                for execution_id, execution in changes[0].items()
+                if execution is not None and execution.state.current.terminated
+            ]
         await self._produce(records, offsets, staged.partition)
         woken = {queue for queue, _, _ in staged.publishes}
         for queue in woken:

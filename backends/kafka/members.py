@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -85,6 +86,14 @@ def partition_of(message_id: int) -> int:
     return message_id % MAX_PARTITIONS
 
 
+class Ownership(Protocol):
+    """What else follows this member's partitions (the executor's state store)."""
+
+    async def assigned(self, member: Member, partitions: list[int]) -> None: ...
+
+    async def revoked(self, member: Member, partitions: list[int]) -> None: ...
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, member: Member) -> None:
         self._member = member
@@ -92,23 +101,44 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Leases on a revoked partition are lost: the new owner re-reads the messages
         # from the committed offset (at least once).
-        for tp in revoked:
-            self._member.buffers.pop(tp.partition, None)
-            self._member.fetched.pop(tp.partition, None)
-            await self._member.discard_producer(tp.partition)
+        member = self._member
+        gone = sorted(tp.partition for tp in revoked)
+        for partition in gone:
+            member.buffers.pop(partition, None)
+            member.fetched.pop(partition, None)
+            await member.discard_producer(partition)
+        if member.ownership is not None and gone:
+            await member.ownership.revoked(member, gone)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        for tp in assigned:
-            self._member.buffers.setdefault(tp.partition, {})
-        self._member.joined.set()
-        self._member.wake.set()
+        member = self._member
+        taken = sorted(tp.partition for tp in assigned)
+        if member.ownership is not None and taken:
+            # before any message of these partitions is handed out: the fetch of this
+            # member waits for the listener, so nothing is claimed on missing state
+            try:
+                await member.ownership.assigned(member, taken)
+            except Exception:
+                # the batch's own catch-up retries; a partition is never skipped
+                log.exception("kafka: restoring the state of %s %s failed", member.topic, taken)
+        for partition in taken:
+            member.buffers.setdefault(partition, {})
+        member.joined.set()
+        member.wake.set()
 
 
 class Member:
     """This process's member of ``queue``'s consumer group, with its buffer."""
 
-    def __init__(self, settings: KafkaSettings, queue: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        queue: str,
+        clock: Clock,
+        ownership: Ownership | None = None,
+    ) -> None:
         self.settings = settings
+        self.ownership = ownership
         self.queue = queue
         self.topic = queue_topic(settings, queue)
         self.group = queue_group(settings, queue)
