@@ -42,7 +42,7 @@ class BackendConfig(_Section, frozen=True, kw_only=True):
     #: mysql: the longest an idle queue's consumers wait between polls (seconds): how
     #: late, at most, a message another process published is seen once all is quiet
     poll_seconds: float = 0.5
-    #: kafka: the brokers, comma-separated host:port (not selectable yet: issue 22)
+    #: kafka: the brokers, comma-separated host:port
     bootstrap_servers: str | None = None
     #: kafka: the prefix of every topic and consumer group name
     topic_prefix: str = "runtime."

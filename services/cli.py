@@ -358,7 +358,7 @@ def migrate(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def _migrate_kafka(config: Config) -> None:
-    """Create the Kafka backend's topics (the backend itself is not selectable yet)."""
+    """Create the Kafka backend's topics (``backends.kafka.topics.migrate``)."""
     from backends.errors import BackendError
 
     try:

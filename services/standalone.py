@@ -47,11 +47,13 @@ _BACKENDS = {
     "sqlite": ("backends.sqlite", "SqliteBackend"),
     "postgres": ("backends.postgres", "PostgresBackend"),
     "mysql": ("backends.mysql", "MysqlBackend"),
+    "kafka": ("backends.kafka.backend", "KafkaBackend"),
 }
 #: drivers the base install leaves out: backend -> (driver modules, the extra adding them)
 _EXTRAS = {
     "postgres": (frozenset({"asyncpg"}), "postgres"),
     "mysql": (frozenset({"aiomysql", "pymysql"}), "mysql"),
+    "kafka": (frozenset({"aiokafka"}), "kafka"),
 }
 #: backends only one process uses at a time (liveness may re-queue every foreign lease)
 _EXCLUSIVE = frozenset({"memory", "sqlite"})
@@ -96,6 +98,10 @@ def make_backend(config: Config) -> Backend:
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if kind == "kafka":
+        from backends.kafka.settings import KafkaSettings
+
+        return cls(KafkaSettings.from_config(config))  # type: ignore[no-any-return]
     return cls()  # type: ignore[no-any-return]
 
 

@@ -1,11 +1,11 @@
 """KafkaBackend: queues as topics read by consumer-group members, and the transactional
 inbox as one producer transaction carrying a batch's outputs and consumed offsets.
 
-First layer of issue 22 (docs/architecture.md, "Kafka backend"): queues, the inbox,
-and executions, flows, triggers, KV, kills and services as compacted topics read
-whole (``backends.kafka.tables``). Logs and the leader lock are not written yet;
-using one raises NotImplementedError naming it. The backend is not in
-``make_backend``'s registry until the executor runs a flow end to end on it.
+Issue 22 (docs/architecture.md, "Kafka backend"): queues, the inbox, and
+executions, flows, triggers, KV, kills and services as compacted topics read whole
+(``backends.kafka.tables``); logs on a topic keyed by execution id
+(``backends.kafka.logs``); the leader lock as leases ordered by a one-partition
+topic (``backends.kafka.leader``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from backends.errors import Transient
 from backends.kafka.executions import KafkaExecutions
+from backends.kafka.leader import KafkaLeader
+from backends.kafka.logs import KafkaLogs, LogTopic, log_records
 from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
+from backends.kafka.quiet import quiet_aiokafka
 from backends.kafka.settings import KafkaSettings
 from backends.kafka.state import ENDED, ExecutionState
 from backends.kafka.tables import BY_ID, ENCODED, EXECUTIONS, FLOWS, Table
@@ -32,7 +35,7 @@ from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
 from backends.memory.data import Data, Overlay, View
 from backends.memory.stores import MemoryFlows, MemoryKV, MemoryTriggers
 from backends.protocols import Clock, QueueMessage, ServiceInstance
-from runtime.messages import EXECUTOR_QUEUE
+from runtime.messages import EXECUTOR_QUEUE, LogEntry
 
 _Items = Sequence[tuple[str | None, bytes]]
 #: a record to produce: topic, key, value (None: a tombstone), headers
@@ -68,6 +71,9 @@ class _Staged:
         self.view: View | None = None
         #: the queue partition whose producer commits this unit (None: the process's)
         self.partition: tuple[Member, int] | None = None
+        #: log lines appended, and the deletion markers of the log lines removed
+        self.logs: list[LogEntry] = []
+        self.log_deletes: list[_Record] = []
 
 
 #: the unit of work open in this task: an autocommit write inside it would wait for
@@ -159,19 +165,6 @@ class KafkaQueues:
     async def wait(self, queue: str, at_most: float) -> None:
         member = await self._backend._member(queue)
         await member.wait(at_most)
-
-
-class _NotYet:
-    """A store the Kafka backend does not provide yet."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attribute: str) -> NoReturn:
-        raise NotImplementedError(
-            f"the Kafka backend has no {self._name} store yet (issue 22, first layer:"
-            f" queues and the inbox only); `{self._name}.{attribute}` needs another backend"
-        )
 
 
 class _KafkaView(View):
@@ -277,7 +270,8 @@ class _TableSession:
 
 class KafkaStores:
     """The stores of one unit of work (or autocommit). Executions, flows, triggers and
-    KV are tables (``backends.kafka.tables``); logs and kills are not written yet."""
+    KV are tables (``backends.kafka.tables``); logs a topic of their own
+    (``backends.kafka.logs``)."""
 
     def __init__(self, backend: KafkaBackend, staged: _Staged | None = None) -> None:
         session = _TableSession(backend, staged)
@@ -286,7 +280,7 @@ class KafkaStores:
         self.flows = MemoryFlows(session)
         self.triggers = MemoryTriggers(session)
         self.kv = MemoryKV(session)
-        self.logs: Any = _NotYet("logs")
+        self.logs = KafkaLogs(backend, backend._logs, staged)
         self.kills = KafkaKills(session)
 
 
@@ -382,6 +376,7 @@ class KafkaBackend:
     name = "kafka"
 
     def __init__(self, settings: KafkaSettings, clock: Clock | None = None) -> None:
+        quiet_aiokafka()
         self.settings = settings
         self._clock: Clock = clock or utc_now
         self._members: dict[str, Member] = {}
@@ -407,6 +402,7 @@ class KafkaBackend:
         self._services = Table(settings, "services", BY_ID)
         #: the running executions of the executor queue's partitions this process owns
         self.state = ExecutionState(settings)
+        self._logs = LogTopic(settings)
         stores = KafkaStores(self)
         self.queues = stores.queues
         self.executions = stores.executions
@@ -416,7 +412,7 @@ class KafkaBackend:
         self.logs = stores.logs
         self.kills = stores.kills
         self.services = KafkaServices(self, self._services)
-        self.leader: Any = _NotYet("leader")
+        self.leader = KafkaLeader(settings, self._clock)
 
     @property
     def clock(self) -> Clock:
@@ -424,7 +420,9 @@ class KafkaBackend:
 
     async def start(self) -> None:
         """Start the transactional producer (InitProducerId: the broker must support
-        transactions)."""
+        transactions). Calling it again once started is harmless."""
+        if self._producer is not None:
+            return
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.servers,
             client_id=f"{self.settings.topic_prefix}producer",
@@ -438,6 +436,13 @@ class KafkaBackend:
             # transactions is reported at start, not at the first publish.
             await producer.begin_transaction()
             await producer.abort_transaction()
+        except KafkaConnectionError as exc:
+            await producer.stop()
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: no broker answers ({exc});"
+                " check that the brokers run and that `backend.bootstrap_servers`"
+                " (RUNTIME_BACKEND_BOOTSTRAP_SERVERS) names them"
+            ) from exc
         except KafkaError as exc:
             await producer.stop()
             raise Transient(
@@ -455,6 +460,8 @@ class KafkaBackend:
         for table in [*self._tables, self._services]:
             await table.stop()
         await self.state.stop()
+        await self._logs.stop()
+        await self.leader.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             await asyncio.shield(producer.stop())
@@ -584,6 +591,9 @@ class KafkaBackend:
                 for execution_id, execution in changes[0].items()
                 if execution is not None and execution.state.current.terminated
             ]
+        if staged.logs or staged.log_deletes:
+            await self._logs.ensure_started()
+            records += log_records(self._logs.topic, staged.logs) + staged.log_deletes
         await self._produce(records, offsets, staged.partition)
         woken = {queue for queue, _, _ in staged.publishes}
         for queue in woken:

@@ -21,6 +21,8 @@ TABLES = ("executions", "flows", "triggers", "kv", "kills", "services")
 _COMPACT = {"cleanup.policy": "compact"}
 #: a week: events are consumed in seconds; the margin is for a long outage
 _QUEUE_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
+#: log lines stay 30 days unless purged sooner (a purge only hides them: see logs.py)
+_LOGS_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)}
 
 
 class TopicSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +53,29 @@ def queue_spec(settings: KafkaSettings, queue: str) -> TopicSpec:
     )
 
 
+def logs_spec(settings: KafkaSettings) -> TopicSpec:
+    """The log lines, keyed by execution id (``backends.kafka.logs``)."""
+    return TopicSpec(
+        name=f"{settings.topic_prefix}logs",
+        partitions=settings.partitions,
+        config=dict(_LOGS_CONFIG),
+    )
+
+
+def leader_spec(settings: KafkaSettings) -> TopicSpec:
+    """The leader lock's claims: one partition, so every process reads one order
+    (``backends.kafka.leader``); six hours of them, far longer than any lease."""
+    return TopicSpec(
+        name=f"{settings.topic_prefix}leader",
+        partitions=1,
+        config={
+            "cleanup.policy": "delete",
+            "retention.ms": str(6 * 3600 * 1000),
+            "segment.ms": str(3600 * 1000),
+        },
+    )
+
+
 def all_specs(settings: KafkaSettings) -> list[TopicSpec]:
     """Every topic ``runtime migrate`` makes. The executions table has the partitions of
     the executions queue, so an execution's state and its events share a partition
@@ -62,6 +87,7 @@ def all_specs(settings: KafkaSettings) -> list[TopicSpec]:
         )
         for t in TABLES
     ]
+    specs += [logs_spec(settings), leader_spec(settings)]
     return specs
 
 

@@ -24,11 +24,6 @@ from backends.kafka.settings import KafkaSettings
 from backends.kafka.testing import NOIDA_DB, BrokerProcess, running_broker
 from backends.protocols import Backend, Clock
 from backends.testing import BackendConformance
-from backends.testing.log_search_tests import LogSearchConformance
-from backends.testing.state_tests import (
-    LeaderConformance,
-)
-from backends.testing.store_tests import LogConformance
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +32,7 @@ def _tests_of(*suites: type) -> list[str]:
     return sorted({name for suite in suites for name in vars(suite) if name.startswith("test_")})
 
 
-_NOT_YET = dict.fromkeys(
-    _tests_of(LogConformance, LogSearchConformance, LeaderConformance),
-    "the Kafka backend has no log store or leader lock yet (issue 22, first layer)",
-)
+_NOT_YET: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +41,8 @@ def noida_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess
         yield broker
 
 
-_NOT_YET["test_transaction_rollback_covers_every_store"] = (
-    "it writes logs, which the Kafka backend does not store yet"
-)
 _NOT_YET["test_transaction_reads_its_own_writes"] = (
-    "it writes logs, which the Kafka backend does not store yet; and a unit of work's"
-    " publishes are produced at its commit, so its own depth() does not count them"
+    "a unit of work's publishes are produced at its commit, so its own depth() does not count them"
 )
 
 

@@ -13,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "config" / "systemd" / "runtime@.service"
+#: the high-availability size's template (Kafka)
+HA_UNIT = ROOT / "config" / "systemd" / "runtime-ha@.service"
 
 
 def _hadolint() -> str:
@@ -67,8 +69,9 @@ def _problems(ran: subprocess.CompletedProcess[str], instance: str) -> list[str]
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 @pytest.mark.parametrize("component", ["executor", "worker", "scheduler", "webserver"])
-def test_the_systemd_unit_verifies(tmp_path: Path, component: str) -> None:
-    ran = _verify(UNIT.read_text(), tmp_path, component)
+@pytest.mark.parametrize("template", [UNIT, HA_UNIT], ids=["medium", "ha"])
+def test_the_systemd_unit_verifies(tmp_path: Path, component: str, template: Path) -> None:
+    ran = _verify(template.read_text(), tmp_path, component)
     assert ran.returncode == 0, ran.stderr
     assert _problems(ran, component) == []
 

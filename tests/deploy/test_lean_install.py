@@ -16,7 +16,9 @@ from services import standalone
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(("kind", "driver"), [("postgres", "asyncpg"), ("mysql", "aiomysql")])
+@pytest.mark.parametrize(
+    ("kind", "driver"), [("postgres", "asyncpg"), ("mysql", "aiomysql"), ("kafka", "aiokafka")]
+)
 def test_a_missing_driver_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, kind: str, driver: str
 ) -> None:

@@ -12,13 +12,10 @@ script CI relies on to have it running.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -31,18 +28,17 @@ from runtime.config import load_config
 from runtime.messages import EXECUTOR_QUEUE, WORKER_QUEUE
 from services.client import LocalClient
 from services.flows import deploy_source
+from tests.faults.standby import standby_takes_over
 from tests.faults.test_postgres_faults import (
     EXECUTIONS,
     NAMESPACE,
     REPO,
-    TICK_FLOW,
     WORK_FLOW,
     check_task_runs,
     flow_executions,
     mark_count,
     processes,
     stuck,
-    tick_flow,
     until,
     work_flow,
 )
@@ -214,54 +210,9 @@ async def test_a_standby_scheduler_takes_over_without_double_fires(tmp_path: Pat
             dsn, data, scheduler_leader_ttl_seconds="3", scheduler_tick_seconds="0.5"
         )
         async with processes(tmp_path, env) as group, MysqlBackend(dsn) as backend:
-            await deploy_source(backend.flows, tick_flow())
-            schedulers = {group.start(f"scheduler-{n}", "run", "scheduler").pid: n for n in (1, 2)}
-
-            async def leaders() -> list[int]:
-                return [
-                    s.pid
-                    for s in await backend.services.list()
-                    if s.kind == "scheduler" and s.info.get("leader") and s.pid in schedulers
-                ]
-
-            async def both_up_one_leads() -> bool:
-                listed = [s for s in await backend.services.list() if s.kind == "scheduler"]
-                return len(listed) == 2 and len(await leaders()) == 1
-
-            await until(both_up_one_leads, 30, "two schedulers, one leading", group)
-
-            def fired(count: int) -> Callable[[], Awaitable[bool]]:
-                async def check() -> bool:
-                    return len(await flow_executions(backend, TICK_FLOW)) >= count
-
-                return check
-
-            await until(fired(3), 15, "three ticks fired", group)
-            (leader,) = await leaders()
-            victim = next(p for _, p, _ in group.started if p.pid == leader)
-            await asyncio.to_thread(group.kill, victim)
-            before = len(await flow_executions(backend, TICK_FLOW))
-
-            async def standby_leads() -> bool:
-                return [p for p in await leaders() if p != leader] != []
-
-            # the killed leader's GET_LOCK went with its connection: the standby takes
+            # the killed leader's GET_LOCK goes with its connection: the standby takes
             # over at its next tick, well before the lease's TTL would have run out
-            await until(standby_leads, 15, "the standby took the lead", group)
-            await until(fired(before + 5), 20, "five more ticks after the kill", group)
-            (standby,) = [p for _, p, _ in group.started if p.pid != leader]
-            assert standby.poll() is None, group.tails()
-            await asyncio.to_thread(group.kill, standby)
-            executions = await flow_executions(backend, TICK_FLOW)
-            published = await backend.queues.depth(EXECUTOR_QUEUE)
-
-    assert published == len(executions), (published, len(executions))
-    dates = sorted(str(e.trigger["date"]) for e in executions if e.trigger)
-    assert len(dates) == len(executions), "an execution without a trigger"
-    assert len(dates) == len(set(dates)), f"a date fired twice: {dates}"
-    parsed = [datetime.fromisoformat(d) for d in dates]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(parsed)]
-    assert all(gap == 1.0 for gap in gaps), f"dates skipped or not one second apart: {dates}"
+            await standby_takes_over(group, backend)
 
 
 # -- the transaction of a connection the server ended -------------------------------------

@@ -10,7 +10,6 @@ the queues drain) and no schedule date fires twice or is skipped.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import secrets
 import signal
@@ -20,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -364,6 +362,8 @@ triggers:
 
 @pytest.mark.asyncio
 async def test_a_standby_scheduler_takes_over_without_double_fires(tmp_path: Path) -> None:
+    from tests.faults.standby import standby_takes_over
+
     data = tmp_path / "data"
     data.mkdir()
     async with asyncio.timeout(90), schema_for_test("pgsched") as schema:
@@ -374,58 +374,7 @@ async def test_a_standby_scheduler_takes_over_without_double_fires(tmp_path: Pat
             processes(tmp_path, env) as group,
             PostgresBackend(server_dsn(), schema=schema) as backend,
         ):
-            await deploy_source(backend.flows, tick_flow())
-            schedulers = {group.start(f"scheduler-{n}", "run", "scheduler").pid: n for n in (1, 2)}
-
-            async def leaders() -> list[int]:
-                return [
-                    s.pid
-                    for s in await backend.services.list()
-                    if s.kind == "scheduler" and s.info.get("leader") and s.pid in schedulers
-                ]
-
-            async def both_up_one_leads() -> bool:
-                listed = [s for s in await backend.services.list() if s.kind == "scheduler"]
-                return len(listed) == 2 and len(await leaders()) == 1
-
-            await until(both_up_one_leads, 30, "two schedulers, one leading", group)
-
-            def fired(count: int) -> Callable[[], Awaitable[bool]]:
-                async def check() -> bool:
-                    return len(await flow_executions(backend, TICK_FLOW)) >= count
-
-                return check
-
-            await until(fired(3), 15, "three ticks fired", group)
-            (leader,) = await leaders()
-            victim = next(p for _, p, _ in group.started if p.pid == leader)
-            await asyncio.to_thread(group.kill, victim)
-            killed_at = time.monotonic()
-            before = len(await flow_executions(backend, TICK_FLOW))
-
-            async def standby_leads() -> bool:
-                return [p for p in await leaders() if p != leader] != []
-
-            await until(standby_leads, 15, "the standby took the lead", group)
-            await until(fired(before + 5), 20, "five more ticks after the kill", group)
-            took = time.monotonic() - killed_at
-            (standby,) = [p for _, p, _ in group.started if p.pid != leader]
-            assert standby.poll() is None, group.tails()
-            await asyncio.to_thread(group.kill, standby)
-            executions = await flow_executions(backend, TICK_FLOW)
-            # No executor runs: one ExecutionCreated each, none published twice (a
-            # date fired twice finds its execution stored and publishes nothing, but
-            # two leaders at once could each publish one).
-            published = await backend.queues.depth(EXECUTOR_QUEUE)
-
-    assert took < 20, took
-    assert published == len(executions), (published, len(executions))
-    dates = sorted(str(e.trigger["date"]) for e in executions if e.trigger)
-    assert len(dates) == len(executions), "an execution without a trigger"
-    assert len(dates) == len(set(dates)), f"a date fired twice: {dates}"
-    parsed = [datetime.fromisoformat(d) for d in dates]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(parsed)]
-    assert all(gap == 1.0 for gap in gaps), f"dates skipped or not one second apart: {dates}"
+            await standby_takes_over(group, backend)
 
 
 # -- the transaction of a connection the server ended -------------------------------------

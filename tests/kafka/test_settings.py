@@ -7,6 +7,7 @@ import secrets
 import pytest
 from click.testing import CliRunner
 
+from backends.kafka.backend import KafkaBackend
 from backends.kafka.settings import KafkaSettings
 from backends.kafka.testing import BrokerProcess, free_port
 from backends.kafka.topics import all_specs
@@ -59,13 +60,23 @@ def test_missing_brokers_are_named() -> None:
         KafkaSettings.from_config(load_config(environ={"RUNTIME_BACKEND_TYPE": "kafka"}))
 
 
-def test_kafka_is_not_selectable_for_components_yet() -> None:
-    """Until the executor runs a flow on Kafka, make_backend refuses it (README)."""
+def test_kafka_is_selected_by_the_environment() -> None:
     config = load_config(
-        environ={"RUNTIME_BACKEND_TYPE": "kafka", "RUNTIME_BACKEND_BOOTSTRAP_SERVERS": "h:1"}
+        environ={
+            "RUNTIME_BACKEND_TYPE": "kafka",
+            "RUNTIME_BACKEND_BOOTSTRAP_SERVERS": "127.0.0.1:9092, h2:9093",
+            "RUNTIME_BACKEND_TOPIC_PREFIX": "prod.",
+        }
     )
-    with pytest.raises(ConfigError, match="unknown backend 'kafka'"):
-        make_backend(config)
+    backend = make_backend(config)
+    assert isinstance(backend, KafkaBackend)
+    assert backend.settings.servers == ["127.0.0.1:9092", "h2:9093"]
+    assert backend.settings.topic_prefix == "prod."
+
+
+def test_kafka_without_brokers_is_refused_by_make_backend() -> None:
+    with pytest.raises(ConfigError, match=r"backend\.bootstrap_servers.*required"):
+        make_backend(load_config(environ={"RUNTIME_BACKEND_TYPE": "kafka"}))
 
 
 @pytest.mark.slow
@@ -78,7 +89,7 @@ def test_runtime_migrate_creates_the_topics(broker: BrokerProcess) -> None:
     }
     result = CliRunner().invoke(cli, ["migrate"], env=env)
     assert result.exit_code == 0, result.output
-    assert result.output.count("created topic") == 8
+    assert result.output.count("created topic") == 10
     assert "topics under prefix" in result.output
     again = CliRunner().invoke(cli, ["migrate"], env=env)
     assert again.exit_code == 0, again.output

@@ -35,8 +35,23 @@ def test_errors_name_the_key_the_variable_and_the_file(tmp_path: Path) -> None:
         load_config(None, environ={"RUNTIME_WORKER_CONCURRENCY": "lots"})
 
 
+def test_the_ha_config_selects_kafka_with_env_overrides() -> None:
+    from backends.kafka.settings import KafkaSettings
+
+    config = load_config(ROOT / "config" / "ha-kafka.yml", environ={})
+    settings = KafkaSettings.from_config(config)
+    assert config.backend.type == "kafka"
+    assert len(settings.servers) == 3
+    assert settings.replication_factor == 3
+    override = load_config(
+        ROOT / "config" / "ha-kafka.yml",
+        environ={"RUNTIME_BACKEND_BOOTSTRAP_SERVERS": "127.0.0.1:9092"},
+    )
+    assert KafkaSettings.from_config(override).servers == ["127.0.0.1:9092"]
+
+
 def test_the_medium_configs_use_shared_storage_with_env_overrides() -> None:
-    for name in ("medium-postgres.yml", "medium-mysql.yml"):
+    for name in ("medium-postgres.yml", "medium-mysql.yml", "ha-kafka.yml"):
         config = load_config(ROOT / "config" / name, environ={})
         assert (config.storage.type, config.storage.bucket) == ("s3", "runtime-storage")
         override = load_config(

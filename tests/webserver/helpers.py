@@ -99,8 +99,10 @@ async def api(
     kind: str = "sqlite",
     web: WebserverConfig | None = None,
     components: Sequence[str] = ("executor", "worker"),
+    backend: Backend | None = None,
 ) -> AsyncIterator[Api]:
-    """The API over a running server of ``components`` on a ``kind`` backend."""
+    """The API over a running server of ``components`` on a ``kind`` backend (or on
+    ``backend``, made by the caller)."""
     async with AsyncExitStack() as stack:
         schema = None
         if kind == "postgres":
@@ -110,7 +112,7 @@ async def api(
         server = Server(
             settings(),
             components=components,
-            backend=make_backend(kind, tmp_path, schema),
+            backend=backend or make_backend(kind, tmp_path, schema),
             storage=LocalStorage(tmp_path / "storage"),
             watch=False,
         )
