@@ -35,6 +35,7 @@ from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
 from backends.memory.data import Data, Overlay, View
 from backends.memory.stores import MemoryFlows, MemoryKV, MemoryTriggers
 from backends.protocols import Clock, QueueMessage, ServiceInstance
+from runtime.flow.states import StateType
 from runtime.messages import EXECUTOR_QUEUE, LogEntry
 
 _Items = Sequence[tuple[str | None, bytes]]
@@ -423,6 +424,9 @@ class KafkaBackend:
         transactions). Calling it again once started is harmless."""
         if self._producer is not None:
             return
+        if not self.settings.exactly_once:
+            await self._start_plain()
+            return
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.servers,
             client_id=f"{self.settings.topic_prefix}producer",
@@ -450,6 +454,27 @@ class KafkaBackend:
                 f" not start ({exc!r}). The backend needs a broker with idempotent and"
                 " transactional producers (Kafka 0.11+ semantics, InitProducerId); check that"
                 " the brokers run and support them"
+            ) from exc
+        self._producer = producer
+
+    async def _start_plain(self) -> None:
+        """At least once (``backend.exactly_once: false``): a plain producer, for brokers
+        without transactions; ``_produce`` writes a unit's records one by one, then
+        commits its offsets."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.servers,
+            client_id=f"{self.settings.topic_prefix}producer",
+            enable_idempotence=False,
+            acks="all",
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: no broker answers ({exc!r});"
+                " check that the brokers run and that `backend.bootstrap_servers`"
+                " (RUNTIME_BACKEND_BOOTSTRAP_SERVERS) names them"
             ) from exc
         self._producer = producer
 
@@ -500,8 +525,16 @@ class KafkaBackend:
     async def assigned(self, member: Member, partitions: list[int]) -> None:
         """The executor queue's ``partitions`` are this process's now: fence their
         previous owner (start each partition's producer), then restore their state."""
-        fence = member.producer_for if self.settings.exactly_once else None
-        await self.state.assign(partitions, fence)
+
+        async def fence(partition: int) -> None:
+            # InitProducerId on the partition's transactional id aborts what a previous
+            # owner left open and fences it. The producer is not kept: one started in
+            # the rebalance listener was seen (noida-db, aiokafka 0.14) to leave its
+            # first transaction's batches unsent; the unit of work starts its own.
+            await member.producer_for(partition)
+            await member.discard_producer(partition)
+
+        await self.state.assign(partitions, fence if self.settings.exactly_once else None)
 
     async def revoked(self, member: Member, partitions: list[int]) -> None:
         await self.state.revoke(partitions)
@@ -567,7 +600,10 @@ class KafkaBackend:
         for queue, entries in staged.acks.items():
             if entries:
                 offsets[self._members[queue].group] = self._members[queue].offsets_after(entries)
+        #: new executions' first records go before the messages about them (at least
+        #: once, a message must not reach its reader before its execution)
         records: list[_Record] = []
+        early: list[_Record] = []
         for queue, items, available_at in staged.publishes:
             await self._ensure_topic(queue)
             records += self._publish_records(queue, items, available_at)
@@ -584,6 +620,17 @@ class KafkaBackend:
                 if changed:
                     await table.ensure_topic()
                 records += [(table.topic, k, v, []) for k, v in table.records(changed)]
+            new = [
+                execution_id
+                for execution_id, execution in changes[0].items()
+                if execution is not None and execution.state.current is StateType.CREATED
+            ]
+            if new:
+                early = [
+                    (self._executions.topic, k, v, [])
+                    for k, v in self._executions.records({i: changes[0][i] for i in new})
+                ]
+                records = [r for r in records if r not in early]
             # an ended execution is written a last time (the indexer reads it), then
             # leaves the executors' state stores
             records += [
@@ -594,7 +641,7 @@ class KafkaBackend:
         if staged.logs or staged.log_deletes:
             await self._logs.ensure_started()
             records += log_records(self._logs.topic, staged.logs) + staged.log_deletes
-        await self._produce(records, offsets, staged.partition)
+        await self._produce(early + records, offsets, staged.partition)
         woken = {queue for queue, _, _ in staged.publishes}
         for queue in woken:
             member = self._members.get(queue)
@@ -619,6 +666,9 @@ class KafkaBackend:
         producer = self._producer
         if producer is None:
             raise RuntimeError("KafkaBackend: start() the backend before using it")
+        if not self.settings.exactly_once:
+            await self._produce_plain(producer, records, offsets)
+            return
         if partition is not None:
             member, number = partition
             producer = await member.producer_for(number)
@@ -648,3 +698,29 @@ class KafkaBackend:
             # says it once, so each delivery's own is only marked as seen.
             for delivery in deliveries:
                 delivery.add_done_callback(_seen)
+
+    async def _produce_plain(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[_Record],
+        offsets: dict[str, dict[TopicPartition, int]],
+    ) -> None:
+        """At least once: each record acknowledged before the next is sent (their
+        order holds without an idempotent producer, and a broker whose end offsets
+        count batches, as Tansu's, still answers right), then the consumed offsets
+        committed. A crash in between hands the batch out again; the engine's dedup
+        absorbs what it had done."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if _open.get() is not self:
+                    await stack.enter_async_context(self._lock)
+                for topic, key, value, headers in records:
+                    await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        except KafkaError as exc:
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: a write failed ({exc!r}); the"
+                " batch comes again (at least once)"
+            ) from exc
+        members = {member.group: member for member in self._members.values()}
+        for group, group_offsets in offsets.items():
+            await members[group].commit(group_offsets)

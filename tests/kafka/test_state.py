@@ -1,5 +1,6 @@
 """The executor's execution state per owned partition (``backends.kafka.state``), on
-noida-db: restored from the changelog when the executor queue's partitions are
+noida-db (exactly once) and on Tansu (at least once, ``exactly_once: false``: it has
+no transactions): restored from the changelog when the executor queue's partitions are
 assigned, tailed for other processes' writes, dropped on revocation; an ended
 execution leaves the store but stays readable by id through the global reader."""
 
@@ -17,7 +18,7 @@ import pytest
 from backends.kafka.backend import KafkaBackend
 from backends.kafka.settings import KafkaSettings
 from backends.kafka.state import partition_for
-from backends.kafka.testing import BrokerProcess
+from backends.kafka.testing import BROKERS, TANSU, BrokerProcess
 from backends.testing.base import make_execution, with_state
 from runtime.flow.states import StateType
 from runtime.messages import EXECUTOR_QUEUE
@@ -28,12 +29,17 @@ AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 PARTITIONS = 4
 
 
+#: every broker; Tansu without transactions
+ON_EACH = pytest.mark.parametrize("broker", BROKERS, indirect=True)
+
+
 def _settings(broker: BrokerProcess, prefix: str, **more: object) -> KafkaSettings:
     return msgspec.convert(
         {
             "bootstrap_servers": broker.bootstrap_servers,
             "topic_prefix": prefix,
             "partitions": PARTITIONS,
+            "exactly_once": broker.kind != TANSU,
             **more,
         },
         KafkaSettings,
@@ -60,6 +66,7 @@ async def _own_executor_partitions(backend: KafkaBackend) -> None:
         pass
 
 
+@ON_EACH
 @pytest.mark.parametrize("store", ["memory", "sqlite"])
 async def test_an_executor_restores_its_partitions_running_executions_only(
     broker: BrokerProcess, tmp_path: Path, store: str
@@ -112,6 +119,7 @@ async def test_an_executor_restores_its_partitions_running_executions_only(
         assert not _files(tmp_path), "the store's file goes with the process"
 
 
+@ON_EACH
 async def test_partitions_move_with_their_state_and_a_delete_removes_everywhere(
     broker: BrokerProcess,
 ) -> None:
