@@ -36,7 +36,13 @@ from backends.memory.data import Data, Overlay, View
 from backends.memory.stores import MemoryFlows, MemoryKV, MemoryTriggers
 from backends.protocols import Clock, QueueMessage, ServiceInstance
 from runtime.flow.states import StateType
+from runtime.log import get_logger
 from runtime.messages import EXECUTOR_QUEUE, LogEntry
+
+log = get_logger(__name__)
+
+#: a transaction that has not committed after this long is given up (see _transact)
+TRANSACTION_SECONDS = 20.0
 
 _Items = Sequence[tuple[str | None, bytes]]
 #: a record to produce: topic, key, value (None: a tombstone), headers
@@ -383,6 +389,8 @@ class KafkaBackend:
         self._members: dict[str, Member] = {}
         self._topics_made: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
+        #: the process producer's, kept when it is replaced (the new one fences it)
+        self._transactional_id = f"{settings.topic_prefix}tx.{uuid.uuid4()}"
         self._lock = asyncio.Lock()
         self._executions = Table(settings, "executions", EXECUTIONS)
         self._flows = Table(settings, "flows", FLOWS)
@@ -430,7 +438,7 @@ class KafkaBackend:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.servers,
             client_id=f"{self.settings.topic_prefix}producer",
-            transactional_id=f"{self.settings.topic_prefix}tx.{uuid.uuid4()}",
+            transactional_id=self._transactional_id,
             enable_idempotence=True,
             acks="all",
         )
@@ -677,18 +685,14 @@ class KafkaBackend:
             async with contextlib.AsyncExitStack() as stack:
                 if _open.get() is not self:
                     await stack.enter_async_context(self._lock)
-                async with producer.transaction():
-                    for topic, key, value, headers in records:
-                        deliveries.append(
-                            await producer.send(topic, value=value, key=key, headers=headers)
-                        )
-                    for group, group_offsets in offsets.items():
-                        if group_offsets:
-                            await producer.send_offsets_to_transaction(group_offsets, group)
-        except KafkaError as exc:
+                await self._transact(producer, records, offsets, deliveries)
+        except (KafkaError, TimeoutError) as exc:
+            # fenced, stalled, or in an unknown state: a new producer (the same
+            # transactional id, so it fences this one) is made for the next unit
             if partition is not None:
-                # fenced, or in an unknown state: a new one is made for the next unit
                 await partition[0].discard_producer(partition[1])
+            else:
+                await self._replace_producer()
             raise Transient(
                 f"Kafka at {self.settings.bootstrap_servers}: a transaction failed ({exc!r});"
                 " it was aborted, or its outcome is unknown: the batch comes again (at least once)"
@@ -698,6 +702,52 @@ class KafkaBackend:
             # says it once, so each delivery's own is only marked as seen.
             for delivery in deliveries:
                 delivery.add_done_callback(_seen)
+
+    async def _transact(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[_Record],
+        offsets: dict[str, dict[TopicPartition, int]],
+        deliveries: list[asyncio.Future[Any]],
+    ) -> None:
+        """One transaction, given up after ``TRANSACTION_SECONDS``: a producer whose
+        first transaction's batches were never sent was seen on noida-db (after a
+        broker restart, or started inside a rebalance), and waiting on it would stall
+        the component for good. A stalled transaction is not aborted (the abort would
+        wait on the same batches); the next producer's InitProducerId aborts it."""
+        await producer.begin_transaction()
+        try:
+            async with asyncio.timeout(TRANSACTION_SECONDS):
+                for topic, key, value, headers in records:
+                    deliveries.append(
+                        await producer.send(topic, value=value, key=key, headers=headers)
+                    )
+                for group, group_offsets in offsets.items():
+                    if group_offsets:
+                        await producer.send_offsets_to_transaction(group_offsets, group)
+                await producer.commit_transaction()
+        except TimeoutError:
+            log.warning(
+                "kafka.transaction_stalled",
+                seconds=TRANSACTION_SECONDS,
+                producer=getattr(producer.client, "_client_id", "?"),
+            )
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(producer.abort_transaction())
+            raise
+
+    async def _replace_producer(self) -> None:
+        """Stop the process's producer and start another with its transactional id."""
+        old, self._producer = self._producer, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(old.stop())
+        with contextlib.suppress(Transient):
+            await self.start()
 
     async def _produce_plain(
         self,

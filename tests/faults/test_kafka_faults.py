@@ -21,6 +21,7 @@ import os
 import secrets
 from collections import Counter
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
 
@@ -55,9 +56,7 @@ tasks:
     message: "done {{{{ execution.id }}}}"
 """
 
-NEVER_EXPIRES = (
-    "noida-db never expires a killed member: its partitions stay with the dead process"
-)
+NEVER_EXPIRES = "noida-db never expires a killed member: its partitions stay with the dead process"
 EMPTIED = "Tansu's memory storage comes back empty from a restart"
 
 
@@ -109,7 +108,9 @@ def _summary(executions: list[Execution]) -> str:
     return f"{len(executions)} executions, states {dict(states)}; not ended: {waiting[:5]}"
 
 
-async def _fault(scenario: str, group: Processes, broker: BrokerProcess, victims: dict) -> None:
+async def _fault(
+    scenario: str, group: Processes, broker: BrokerProcess, victims: dict[str, Popen[bytes]]
+) -> None:
     if scenario == "kill-executor":
         await asyncio.to_thread(group.kill, victims["executor"])
     elif scenario == "kill-worker":
