@@ -685,14 +685,17 @@ class KafkaBackend:
             async with contextlib.AsyncExitStack() as stack:
                 if _open.get() is not self:
                     await stack.enter_async_context(self._lock)
-                await self._transact(producer, records, offsets, deliveries)
-        except (KafkaError, TimeoutError) as exc:
-            # fenced, stalled, or in an unknown state: a new producer (the same
-            # transactional id, so it fences this one) is made for the next unit
-            if partition is not None:
-                await partition[0].discard_producer(partition[1])
-            else:
-                await self._replace_producer()
+                try:
+                    await self._transact(producer, records, offsets, deliveries)
+                except BaseException:
+                    # fenced, stalled, cancelled mid-commit or in an unknown state: it
+                    # may never begin another transaction, so a new producer (the same
+                    # transactional id, so it fences this one) is made for the next unit
+                    await asyncio.shield(self._drop_producer(partition))
+                    raise
+        # AssertionError: aiokafka asserts its transaction states (one left half-way
+        # by a cancelled commit refuses the next begin)
+        except (KafkaError, TimeoutError, AssertionError) as exc:
             raise Transient(
                 f"Kafka at {self.settings.bootstrap_servers}: a transaction failed ({exc!r});"
                 " it was aborted, or its outcome is unknown: the batch comes again (at least once)"
@@ -738,6 +741,12 @@ class KafkaBackend:
                 async with asyncio.timeout(5.0):
                     await asyncio.shield(producer.abort_transaction())
             raise
+
+    async def _drop_producer(self, partition: tuple[Member, int] | None) -> None:
+        if partition is not None:
+            await partition[0].discard_producer(partition[1])
+        else:
+            await self._replace_producer()
 
     async def _replace_producer(self) -> None:
         """Stop the process's producer and start another with its transactional id."""
