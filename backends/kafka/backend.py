@@ -26,7 +26,13 @@ from backends.errors import Transient
 from backends.kafka.executions import KafkaExecutions
 from backends.kafka.leader import KafkaLeader
 from backends.kafka.logs import KafkaLogs, LogTopic, log_records
-from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
+from backends.kafka.members import (
+    AVAILABLE_AT,
+    Entry,
+    Member,
+    close_producer,
+    encode_available_at,
+)
 from backends.kafka.quiet import quiet_aiokafka
 from backends.kafka.settings import KafkaSettings
 from backends.kafka.state import ENDED, ExecutionState
@@ -497,7 +503,7 @@ class KafkaBackend:
         await self.leader.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
-            await asyncio.shield(producer.stop())
+            await asyncio.shield(close_producer(producer))
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[KafkaStores]:
         return self._transaction()
@@ -752,9 +758,7 @@ class KafkaBackend:
         """Stop the process's producer and start another with its transactional id."""
         old, self._producer = self._producer, None
         if old is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5.0):
-                    await asyncio.shield(old.stop())
+            await close_producer(old)
         with contextlib.suppress(Transient):
             await self.start()
 

@@ -219,7 +219,7 @@ class Member:
         """Stop the partition's producer (revoked, or fenced: it cannot be used again)."""
         producer = self._producers.pop(partition, None)
         if producer is not None:
-            await asyncio.shield(producer.stop())
+            await asyncio.shield(close_producer(producer))
 
     async def stop(self) -> None:
         for partition in list(self._producers):
@@ -464,6 +464,30 @@ class Member:
         self.wake.clear()
 
 
+#: how long a producer's stop may wait for its unsent batches
+CLOSE_SECONDS = 5.0
+
+
+async def close_producer(producer: AIOKafkaProducer) -> None:
+    """Stop ``producer``; after ``CLOSE_SECONDS`` give up on its unsent batches (aiokafka's
+    stop waits for every batch to be delivered, forever for a stalled transaction's)
+    and close its sender and connections."""
+    stopping = asyncio.ensure_future(producer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=CLOSE_SECONDS)
+    if done:
+        if not stopping.cancelled():
+            stopping.exception()  # seen: a failed stop is a closed producer all the same
+        return
+    stopping.cancel()
+    await asyncio.wait({stopping})
+    log.warning("kafka: a producer's unsent batches were dropped at its stop (it had stalled)")
+    sender = getattr(producer, "_sender", None)
+    with contextlib.suppress(Exception):
+        if sender is not None:
+            await sender.close()
+        await producer.client.close()
+
+
 def _due(headers: Sequence[tuple[str, bytes]], now: datetime, topic: str, offset: int) -> datetime:
     """When a record becomes claimable: its ``available-at`` header, else now. A
     header that does not parse (another writer's record) makes it due now, with a
@@ -493,4 +517,4 @@ def encode_available_at(when: datetime) -> bytes:
     return when.astimezone(UTC).isoformat().encode()
 
 
-__all__ = ["AVAILABLE_AT", "Entry", "Member", "encode_available_at"]
+__all__ = ["AVAILABLE_AT", "Entry", "Member", "close_producer", "encode_available_at"]

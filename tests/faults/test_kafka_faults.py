@@ -10,7 +10,8 @@ Each runs on the broker that can do what it checks:
 - the kills need the group to expire a killed member: Tansu does, noida-db never does
   (its partitions stay with the dead process); Tansu has no transactions, so they run
   at least once (``backend.exactly_once: false``);
-- the broker restart needs the broker to keep its data: noida-db does (exactly once),
+- the broker restart needs the broker to keep its data: noida-db should (exactly
+  once), but lost unconsumed queue records in two runs of three (a non-strict xfail);
   Tansu's memory storage comes back empty.
 """
 
@@ -59,6 +60,11 @@ tasks:
 
 NEVER_EXPIRES = "noida-db never expires a killed member: its partitions stay with the dead process"
 EMPTIED = "Tansu's memory storage comes back empty from a restart"
+RESTART_LOSES = (
+    "after a graceful restart the components' fetches were answered 'offset out of"
+    " range' on queue partitions (unconsumed records gone) and transactions stalled"
+    " 20 s before being given up; some executions then never end"
+)
 
 
 def _environment(settings: KafkaSettings, data: Path) -> dict[str, str]:
@@ -162,7 +168,12 @@ async def _fault(
             marks=pytest.mark.xfail(strict=True, reason=f"{NOIDA_DB}: {NEVER_EXPIRES}"),
         ),
         pytest.param("kill-worker", TANSU),
-        pytest.param("restart-broker", NOIDA_DB),
+        pytest.param(
+            "restart-broker",
+            NOIDA_DB,
+            # not strict: it passed one run of three; the fault shows by timing
+            marks=pytest.mark.xfail(strict=False, reason=f"{NOIDA_DB}: {RESTART_LOSES}"),
+        ),
         pytest.param(
             "restart-broker",
             TANSU,
