@@ -47,13 +47,13 @@ from runtime.messages import EXECUTOR_QUEUE, LogEntry
 
 log = get_logger(__name__)
 
-#: a transaction that has not committed after this long is given up (see _transact)
-TRANSACTION_SECONDS = 20.0
-
 _Items = Sequence[tuple[str | None, bytes]]
 #: a record to produce: topic, key, value (None: a tombstone), headers
 _Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 T = TypeVar("T")
+
+#: the longest one producer transaction may take before it is given up (``_transact``)
+TRANSACTION_SECONDS = 30.0
 
 
 def utc_now() -> datetime:
@@ -165,10 +165,16 @@ class KafkaQueues:
         return sum(m.requeue(None, now) for m in self._backend._members.values())
 
     async def depth(self, queue: str) -> int:
-        """Messages waiting in this process's partitions of the queue, leased or not."""
+        """Messages waiting in this process's partitions of the queue, leased or not;
+        inside a unit of work, with its own publishes and acks counted as done."""
         member = await self._backend._member(queue)
         await member.catch_up()
-        return sum(len(b) for b in member.buffers.values())
+        count = sum(len(b) for b in member.buffers.values())
+        staged = self._staged
+        if staged is not None:
+            count += sum(len(items) for q, items, _ in staged.publishes if q == queue)
+            count -= len(staged.acks.get(queue, ()))
+        return count
 
     async def next_available(self, queue: str) -> datetime | None:
         member = await self._backend._member(queue)
@@ -395,7 +401,7 @@ class KafkaBackend:
         self._members: dict[str, Member] = {}
         self._topics_made: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
-        #: the process producer's, kept when it is replaced (the new one fences it)
+        #: the process producer's, kept when it is renewed (the new one fences it)
         self._transactional_id = f"{settings.topic_prefix}tx.{uuid.uuid4()}"
         self._lock = asyncio.Lock()
         self._executions = Table(settings, "executions", EXECUTIONS)
@@ -441,10 +447,13 @@ class KafkaBackend:
         if not self.settings.exactly_once:
             await self._start_plain()
             return
+        self._producer = await self._new_producer(self._transactional_id)
+
+    async def _new_producer(self, transactional_id: str) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.servers,
             client_id=f"{self.settings.topic_prefix}producer",
-            transactional_id=self._transactional_id,
+            transactional_id=transactional_id,
             enable_idempotence=True,
             acks="all",
         )
@@ -469,7 +478,7 @@ class KafkaBackend:
                 " transactional producers (Kafka 0.11+ semantics, InitProducerId); check that"
                 " the brokers run and support them"
             ) from exc
-        self._producer = producer
+        return producer
 
     async def _start_plain(self) -> None:
         """At least once (``backend.exactly_once: false``): a plain producer, for brokers
@@ -504,6 +513,16 @@ class KafkaBackend:
         producer, self._producer = self._producer, None
         if producer is not None:
             await asyncio.shield(close_producer(producer))
+
+    async def _renew_producer(self, stuck: AIOKafkaProducer) -> None:
+        """Replace the process's producer by one with its transactional.id, whose
+        InitProducerId aborts the transaction ``stuck`` left open."""
+        current = self._producer
+        if current is None or current is not stuck:
+            return  # renewed already
+        self._producer = None
+        await asyncio.shield(close_producer(current))
+        self._producer = await self._new_producer(self._transactional_id)
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[KafkaStores]:
         return self._transaction()
@@ -677,27 +696,28 @@ class KafkaBackend:
         producer of ``partition`` (a queue partition consumed) or the process's own."""
         if not records and not any(offsets.values()):
             return
-        producer = self._producer
-        if producer is None:
+        own = self._producer
+        if own is None:
             raise RuntimeError("KafkaBackend: start() the backend before using it")
         if not self.settings.exactly_once:
-            await self._produce_plain(producer, records, offsets)
+            await self._produce_plain(own, records, offsets)
             return
-        if partition is not None:
-            member, number = partition
-            producer = await member.producer_for(number)
+        producer: AIOKafkaProducer = own
         deliveries: list[asyncio.Future[Any]] = []
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if _open.get() is not self:
                     await stack.enter_async_context(self._lock)
+                if partition is not None:
+                    member, number = partition
+                    producer = await stack.enter_async_context(member.producer_in_use(number))
                 try:
                     await self._transact(producer, records, offsets, deliveries)
                 except BaseException:
                     # fenced, stalled, cancelled mid-commit or in an unknown state: it
                     # may never begin another transaction, so a new producer (the same
                     # transactional id, so it fences this one) is made for the next unit
-                    await asyncio.shield(self._drop_producer(partition))
+                    await asyncio.shield(self._drop_producer(partition, producer))
                     raise
         # AssertionError: aiokafka asserts its transaction states (one left half-way
         # by a cancelled commit refuses the next begin)
@@ -748,19 +768,16 @@ class KafkaBackend:
                     await asyncio.shield(producer.abort_transaction())
             raise
 
-    async def _drop_producer(self, partition: tuple[Member, int] | None) -> None:
+    async def _drop_producer(
+        self, partition: tuple[Member, int] | None, producer: AIOKafkaProducer
+    ) -> None:
+        # Left open, its transaction would hide every later record of its partitions
+        # from read_committed readers (noida-db never times one out): the next
+        # producer with the same transactional.id aborts it.
         if partition is not None:
             await partition[0].discard_producer(partition[1])
         else:
-            await self._replace_producer()
-
-    async def _replace_producer(self) -> None:
-        """Stop the process's producer and start another with its transactional id."""
-        old, self._producer = self._producer, None
-        if old is not None:
-            await close_producer(old)
-        with contextlib.suppress(Transient):
-            await self.start()
+            await self._renew_producer(producer)
 
     async def _produce_plain(
         self,

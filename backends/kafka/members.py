@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -156,6 +156,10 @@ class Member:
         self._started = asyncio.Lock()
         #: partition -> the transactional producer of the units of work that consume it
         self._producers: dict[int, AIOKafkaProducer] = {}
+        #: partitions whose producer a unit of work is using (inside its transaction)
+        self._busy: set[int] = set()
+        #: producers discarded while busy: stopped when their unit of work is done
+        self._retired: dict[int, AIOKafkaProducer] = {}
         #: what ended the fetch loop, reported by the next call that needs it
         self._failure: Exception | None = None
 
@@ -215,11 +219,35 @@ class Member:
         self._producers[partition] = producer
         return producer
 
+    @contextlib.asynccontextmanager
+    async def producer_in_use(self, partition: int) -> AsyncIterator[AIOKafkaProducer]:
+        """The partition's producer, for one unit of work's transaction."""
+        producer = await self.producer_for(partition)
+        self._busy.add(partition)
+        try:
+            yield producer
+        finally:
+            self._busy.discard(partition)
+            retired = self._retired.pop(partition, None)
+            if retired is not None:
+                await asyncio.shield(close_producer(retired))
+
     async def discard_producer(self, partition: int) -> None:
-        """Stop the partition's producer (revoked, or fenced: it cannot be used again)."""
+        """Stop the partition's producer (revoked, or fenced: it cannot be used again).
+
+        A producer inside a unit of work's transaction (a rebalance revokes its
+        partition meanwhile) stops once that unit is done: stopped now, it would
+        leave the unit waiting forever for the transaction's end, holding the
+        backend's lock, and the transaction open on the broker (noida-db does not
+        time transactions out), hiding every later record of its partitions from
+        ``read_committed`` readers."""
         producer = self._producers.pop(partition, None)
-        if producer is not None:
-            await asyncio.shield(close_producer(producer))
+        if producer is None:
+            return
+        if partition in self._busy:
+            self._retired[partition] = producer
+            return
+        await asyncio.shield(close_producer(producer))
 
     async def stop(self) -> None:
         for partition in list(self._producers):

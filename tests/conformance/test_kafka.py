@@ -1,12 +1,11 @@
-"""The backend conformance suite on the Kafka backend (issue 22, first layer), on a
-noida-db broker this module starts (one per module, a topic prefix per test).
+"""The backend conformance suite on the Kafka backend, on a noida-db broker this
+module starts (one per module, a topic prefix per test).
 
-Executions, flows, triggers and KV are global tables (``backends.kafka.tables``).
-The queues run on one partition here: the suite checks the publication order of
-unkeyed messages across a whole queue, which Kafka keeps per partition only (the
-spread over partitions is tested in ``tests/kafka/test_backend.py``). The stores the
-backend does not have yet (logs, the leader lock) are strict xfails, so each
-shows up when it is written.
+Executions, flows, triggers and KV are global tables (``backends.kafka.tables``),
+logs a topic keyed by execution id, the leader lock leases on a one-partition
+topic. The queues run on one partition here: the suite checks the publication order
+of unkeyed messages across a whole queue, which Kafka keeps per partition only (the
+spread over partitions is tested in ``tests/kafka/test_backend.py``).
 Tansu cannot run any of this: it has no transactional producer (see
 ``tests/kafka/test_backend.py``).
 """
@@ -28,27 +27,13 @@ from backends.testing import BackendConformance
 pytestmark = pytest.mark.slow
 
 
-def _tests_of(*suites: type) -> list[str]:
-    return sorted({name for suite in suites for name in vars(suite) if name.startswith("test_")})
-
-
-_NOT_YET: dict[str, str] = {}
-
-
 @pytest.fixture(scope="module")
 def noida_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     with running_broker(NOIDA_DB, data_dir=tmp_path_factory.mktemp("noida-db")) as broker:
         yield broker
 
 
-_NOT_YET["test_transaction_reads_its_own_writes"] = (
-    "a unit of work's publishes are produced at its commit, so its own depth() does not count them"
-)
-
-
 class TestKafka(BackendConformance):
-    known_gaps = _NOT_YET
-
     @pytest.fixture(autouse=True)
     def _broker(self, noida_db: BrokerProcess) -> None:
         self.broker = noida_db

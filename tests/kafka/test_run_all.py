@@ -89,7 +89,11 @@ def test_run_all_waits_for_the_broker_runs_flows_and_survives_its_restart(
                 got = api.get(f"/executions/{execution_id}")
                 return got.status_code == 200 and got.json()["state"]["current"] == "SUCCESS"
 
-            _until(ended, 60, f"execution {execution_id} ends SUCCESS", log)
+            try:
+                _until(ended, 60, f"execution {execution_id} ends SUCCESS", log)
+            except AssertionError as exc:
+                got = api.get(f"/executions/{execution_id}").text
+                raise AssertionError(f"{got[:1500]}\n{exc}") from None
             lines = api.get(f"/logs/{execution_id}").json()
             assert "hello from Kafka" in [line["message"] for line in lines]
 
