@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backends.postgres.testing import server_dsn
-from bench import postgres
+from bench import kafka, postgres
 from bench.floor import mysql_connect_kwargs, mysql_dsn
 from bench.model import Result, Target
 from bench.procs import runtime_command, spawned
@@ -84,8 +84,7 @@ async def unavailable(backend: str) -> str | None:
     if backend == "mysql":
         return await mysql_unavailable(need_backend=True)
     if backend == "kafka":
-        # only the floor (bench.kafka) exists until the Kafka backend of issue 22 does
-        return "not available: the server has no Kafka backend yet (issue 22); only its floor"
+        return await kafka.unavailable()
     return f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})"
 
 
@@ -136,6 +135,17 @@ async def backend_environment(backend: str, folder: Path) -> AsyncIterator[dict[
     elif backend == "mysql":
         async with _mysql_database() as dsn:
             yield {**base, "RUNTIME_BACKEND_TYPE": "mysql", "RUNTIME_BACKEND_DSN": dsn}
+    elif backend == "kafka":
+        servers = kafka.bootstrap_servers()
+        assert servers is not None, f"set {kafka.BOOTSTRAP_VARIABLE}"
+        # topics of their own under a fresh prefix (no drop: a broker keeps them)
+        yield {
+            **base,
+            "RUNTIME_BACKEND_TYPE": "kafka",
+            "RUNTIME_BACKEND_BOOTSTRAP_SERVERS": servers,
+            "RUNTIME_BACKEND_TOPIC_PREFIX": f"bench{secrets.token_hex(4)}.",
+            "RUNTIME_BACKEND_PARTITIONS": "4",
+        }
     else:
         raise ValueError(f"unknown backend {backend!r}")
 

@@ -50,6 +50,14 @@ class BackendConfig(_Section, frozen=True, kw_only=True):
     partitions: int = 12
     #: kafka: replicas of each topic `runtime migrate` creates (3 in production)
     replication_factor: int = 1
+    #: kafka: where an executor keeps its partitions' running executions: memory, or
+    #: sqlite (a file under state_dir, for state larger than memory)
+    state_store: str = "memory"
+    #: kafka: the folder of the sqlite state store (default: the working directory)
+    state_dir: str | None = None
+    #: kafka: one transaction per unit of work (exactly once); false for brokers
+    #: without transactions: at least once, duplicates absorbed by the engine's dedup
+    exactly_once: bool = True
 
 
 class StorageConfig(_Section, frozen=True, kw_only=True):

@@ -23,24 +23,36 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from backends.errors import Transient
+from backends.kafka.executions import KafkaExecutions
 from backends.kafka.leader import KafkaLeader
 from backends.kafka.logs import KafkaLogs, LogTopic, log_records
-from backends.kafka.members import AVAILABLE_AT, Entry, Member, encode_available_at
+from backends.kafka.members import (
+    AVAILABLE_AT,
+    Entry,
+    Member,
+    close_producer,
+    encode_available_at,
+)
 from backends.kafka.quiet import quiet_aiokafka
 from backends.kafka.settings import KafkaSettings
+from backends.kafka.state import ENDED, ExecutionState
 from backends.kafka.tables import BY_ID, ENCODED, EXECUTIONS, FLOWS, Table
 from backends.kafka.topics import ensure_topics, queue_spec, queue_topic
 from backends.memory.data import Data, Overlay, View
-from backends.memory.stores import MemoryExecutions, MemoryFlows, MemoryKV, MemoryTriggers
+from backends.memory.stores import MemoryFlows, MemoryKV, MemoryTriggers
 from backends.protocols import Clock, QueueMessage, ServiceInstance
-from runtime.messages import LogEntry
+from runtime.flow.states import StateType
+from runtime.log import get_logger
+from runtime.messages import EXECUTOR_QUEUE, LogEntry
+
+log = get_logger(__name__)
 
 _Items = Sequence[tuple[str | None, bytes]]
 #: a record to produce: topic, key, value (None: a tombstone), headers
 _Record = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 T = TypeVar("T")
 
-#: the longest one producer transaction may take before it is given up and aborted
+#: the longest one producer transaction may take before it is given up (``_transact``)
 TRANSACTION_SECONDS = 30.0
 
 
@@ -254,6 +266,10 @@ class _TableSession:
         self._backend = backend
         self._staged = staged
 
+    def staged_view(self) -> View | None:
+        """The unit of work's view, once a store call made it."""
+        return None if self._staged is None else self._staged.view
+
     async def read(self, op: Callable[[View], T]) -> T:
         if self._staged is not None:
             return op(await self._backend._view_of(self._staged))
@@ -279,7 +295,7 @@ class KafkaStores:
     def __init__(self, backend: KafkaBackend, staged: _Staged | None = None) -> None:
         session = _TableSession(backend, staged)
         self.queues = KafkaQueues(backend, staged)
-        self.executions = MemoryExecutions(session)
+        self.executions = KafkaExecutions(backend, session)
         self.flows = MemoryFlows(session)
         self.triggers = MemoryTriggers(session)
         self.kv = MemoryKV(session)
@@ -385,7 +401,7 @@ class KafkaBackend:
         self._members: dict[str, Member] = {}
         self._topics_made: set[str] = set()
         self._producer: AIOKafkaProducer | None = None
-        #: the process producer's, unique to this instance (nothing to fence)
+        #: the process producer's, kept when it is renewed (the new one fences it)
         self._transactional_id = f"{settings.topic_prefix}tx.{uuid.uuid4()}"
         self._lock = asyncio.Lock()
         self._executions = Table(settings, "executions", EXECUTIONS)
@@ -401,7 +417,12 @@ class KafkaBackend:
             self._kv,
             self._kills,
         ]
+        #: the tables a unit of work reads caught up (the executions' global reader
+        #: only on demand: see ``backends.kafka.executions``)
+        self._read_tables = self._tables[1:]
         self._services = Table(settings, "services", BY_ID)
+        #: the running executions of the executor queue's partitions this process owns
+        self.state = ExecutionState(settings)
         self._logs = LogTopic(settings)
         stores = KafkaStores(self)
         self.queues = stores.queues
@@ -422,6 +443,9 @@ class KafkaBackend:
         """Start the transactional producer (InitProducerId: the broker must support
         transactions). Calling it again once started is harmless."""
         if self._producer is not None:
+            return
+        if not self.settings.exactly_once:
+            await self._start_plain()
             return
         self._producer = await self._new_producer(self._transactional_id)
 
@@ -456,17 +480,39 @@ class KafkaBackend:
             ) from exc
         return producer
 
+    async def _start_plain(self) -> None:
+        """At least once (``backend.exactly_once: false``): a plain producer, for brokers
+        without transactions; ``_produce`` writes a unit's records one by one, then
+        commits its offsets."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.servers,
+            client_id=f"{self.settings.topic_prefix}producer",
+            enable_idempotence=False,
+            acks="all",
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: no broker answers ({exc!r});"
+                " check that the brokers run and that `backend.bootstrap_servers`"
+                " (RUNTIME_BACKEND_BOOTSTRAP_SERVERS) names them"
+            ) from exc
+        self._producer = producer
+
     async def stop(self) -> None:
         members, self._members = list(self._members.values()), {}
         for member in members:
             await member.stop()
         for table in [*self._tables, self._services]:
             await table.stop()
+        await self.state.stop()
         await self._logs.stop()
         await self.leader.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
-            await asyncio.shield(producer.stop())
+            await asyncio.shield(close_producer(producer))
 
     async def _renew_producer(self, stuck: AIOKafkaProducer) -> None:
         """Replace the process's producer by one with its transactional.id, whose
@@ -475,7 +521,7 @@ class KafkaBackend:
         if current is None or current is not stuck:
             return  # renewed already
         self._producer = None
-        await asyncio.shield(current.stop())
+        await asyncio.shield(close_producer(current))
         self._producer = await self._new_producer(self._transactional_id)
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[KafkaStores]:
@@ -503,14 +549,32 @@ class KafkaBackend:
     async def _member(self, queue: str) -> Member:
         member = self._members.get(queue)
         if member is None:
-            member = self._members[queue] = Member(self.settings, queue, self._clock)
+            ownership = self if queue == EXECUTOR_QUEUE else None
+            member = self._members[queue] = Member(self.settings, queue, self._clock, ownership)
         await self._ensure_topic(queue)
         await member.ensure_started()
         return member
 
+    async def assigned(self, member: Member, partitions: list[int]) -> None:
+        """The executor queue's ``partitions`` are this process's now: fence their
+        previous owner (start each partition's producer), then restore their state."""
+
+        async def fence(partition: int) -> None:
+            # InitProducerId on the partition's transactional id aborts what a previous
+            # owner left open and fences it. The producer is not kept: one started in
+            # the rebalance listener was seen (noida-db, aiokafka 0.14) to leave its
+            # first transaction's batches unsent; the unit of work starts its own.
+            await member.producer_for(partition)
+            await member.discard_producer(partition)
+
+        await self.state.assign(partitions, fence if self.settings.exactly_once else None)
+
+    async def revoked(self, member: Member, partitions: list[int]) -> None:
+        await self.state.revoke(partitions)
+
     async def _catch_up_tables(self) -> None:
         # side by side: each is a ListOffsets round trip, then a wait for the fetch
-        await asyncio.gather(*(table.catch_up() for table in self._tables))
+        await asyncio.gather(*(table.catch_up() for table in self._read_tables))
 
     def _fresh_view(self) -> View:
         """A memory View whose committed data are the tables' dicts (read live)."""
@@ -569,7 +633,10 @@ class KafkaBackend:
         for queue, entries in staged.acks.items():
             if entries:
                 offsets[self._members[queue].group] = self._members[queue].offsets_after(entries)
+        #: new executions' first records go before the messages about them (at least
+        #: once, a message must not reach its reader before its execution)
         records: list[_Record] = []
+        early: list[_Record] = []
         for queue, items, available_at in staged.publishes:
             await self._ensure_topic(queue)
             records += self._publish_records(queue, items, available_at)
@@ -583,11 +650,31 @@ class KafkaBackend:
                 _kills_of(view).staged(),
             ]
             for table, changed in zip(self._tables, changes, strict=True):
+                if changed:
+                    await table.ensure_topic()
                 records += [(table.topic, k, v, []) for k, v in table.records(changed)]
+            new = [
+                execution_id
+                for execution_id, execution in changes[0].items()
+                if execution is not None and execution.state.current is StateType.CREATED
+            ]
+            if new:
+                early = [
+                    (self._executions.topic, k, v, [])
+                    for k, v in self._executions.records({i: changes[0][i] for i in new})
+                ]
+                records = [r for r in records if r not in early]
+            # an ended execution is written a last time (the indexer reads it), then
+            # leaves the executors' state stores
+            records += [
+                (self._executions.topic, execution_id.encode(), None, [(ENDED, b"1")])
+                for execution_id, execution in changes[0].items()
+                if execution is not None and execution.state.current.terminated
+            ]
         if staged.logs or staged.log_deletes:
             await self._logs.ensure_started()
             records += log_records(self._logs.topic, staged.logs) + staged.log_deletes
-        await self._produce(records, offsets, staged.partition)
+        await self._produce(early + records, offsets, staged.partition)
         woken = {queue for queue, _, _ in staged.publishes}
         for queue in woken:
             member = self._members.get(queue)
@@ -612,6 +699,9 @@ class KafkaBackend:
         own = self._producer
         if own is None:
             raise RuntimeError("KafkaBackend: start() the backend before using it")
+        if not self.settings.exactly_once:
+            await self._produce_plain(own, records, offsets)
+            return
         producer: AIOKafkaProducer = own
         deliveries: list[asyncio.Future[Any]] = []
         try:
@@ -621,36 +711,96 @@ class KafkaBackend:
                 if partition is not None:
                     member, number = partition
                     producer = await stack.enter_async_context(member.producer_in_use(number))
-                async with asyncio.timeout(TRANSACTION_SECONDS), producer.transaction():
-                    for topic, key, value, headers in records:
-                        deliveries.append(
-                            await producer.send(topic, value=value, key=key, headers=headers)
-                        )
-                    for group, group_offsets in offsets.items():
-                        if group_offsets:
-                            await producer.send_offsets_to_transaction(group_offsets, group)
-        except KafkaError as exc:
-            if partition is not None:
-                # fenced, or in an unknown state: a new one is made for the next unit
-                await partition[0].discard_producer(partition[1])
+                try:
+                    await self._transact(producer, records, offsets, deliveries)
+                except BaseException:
+                    # fenced, stalled, cancelled mid-commit or in an unknown state: it
+                    # may never begin another transaction, so a new producer (the same
+                    # transactional id, so it fences this one) is made for the next unit
+                    await asyncio.shield(self._drop_producer(partition, producer))
+                    raise
+        # AssertionError: aiokafka asserts its transaction states (one left half-way
+        # by a cancelled commit refuses the next begin)
+        except (KafkaError, TimeoutError, AssertionError) as exc:
             raise Transient(
                 f"Kafka at {self.settings.bootstrap_servers}: a transaction failed ({exc!r});"
                 " it was aborted, or its outcome is unknown: the batch comes again (at least once)"
             ) from exc
-        except TimeoutError:
-            # Left open, the transaction would hide every later record of its
-            # partitions from read_committed readers (noida-db never times one out):
-            # a new producer with the same transactional.id aborts it.
-            if partition is not None:
-                await partition[0].discard_producer(partition[1])
-            else:
-                await self._renew_producer(own)
-            raise Transient(
-                f"Kafka at {self.settings.bootstrap_servers}: a transaction did not end within"
-                f" {TRANSACTION_SECONDS:g} s; it is aborted and the batch comes again"
-            ) from None
         finally:
             # A failed transaction fails its records' deliveries too; the error above
             # says it once, so each delivery's own is only marked as seen.
             for delivery in deliveries:
                 delivery.add_done_callback(_seen)
+
+    async def _transact(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[_Record],
+        offsets: dict[str, dict[TopicPartition, int]],
+        deliveries: list[asyncio.Future[Any]],
+    ) -> None:
+        """One transaction, given up after ``TRANSACTION_SECONDS``: a producer whose
+        first transaction's batches were never sent was seen on noida-db (after a
+        broker restart, or started inside a rebalance), and waiting on it would stall
+        the component for good. A stalled transaction is not aborted (the abort would
+        wait on the same batches); the next producer's InitProducerId aborts it."""
+        await producer.begin_transaction()
+        try:
+            async with asyncio.timeout(TRANSACTION_SECONDS):
+                for topic, key, value, headers in records:
+                    deliveries.append(
+                        await producer.send(topic, value=value, key=key, headers=headers)
+                    )
+                for group, group_offsets in offsets.items():
+                    if group_offsets:
+                        await producer.send_offsets_to_transaction(group_offsets, group)
+                await producer.commit_transaction()
+        except TimeoutError:
+            log.warning(
+                "kafka.transaction_stalled",
+                seconds=TRANSACTION_SECONDS,
+                producer=getattr(producer.client, "_client_id", "?"),
+            )
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(producer.abort_transaction())
+            raise
+
+    async def _drop_producer(
+        self, partition: tuple[Member, int] | None, producer: AIOKafkaProducer
+    ) -> None:
+        # Left open, its transaction would hide every later record of its partitions
+        # from read_committed readers (noida-db never times one out): the next
+        # producer with the same transactional.id aborts it.
+        if partition is not None:
+            await partition[0].discard_producer(partition[1])
+        else:
+            await self._renew_producer(producer)
+
+    async def _produce_plain(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[_Record],
+        offsets: dict[str, dict[TopicPartition, int]],
+    ) -> None:
+        """At least once: each record acknowledged before the next is sent (their
+        order holds without an idempotent producer, and a broker whose end offsets
+        count batches, as Tansu's, still answers right), then the consumed offsets
+        committed. A crash in between hands the batch out again; the engine's dedup
+        absorbs what it had done."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if _open.get() is not self:
+                    await stack.enter_async_context(self._lock)
+                for topic, key, value, headers in records:
+                    await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        except KafkaError as exc:
+            raise Transient(
+                f"Kafka at {self.settings.bootstrap_servers}: a write failed ({exc!r}); the"
+                " batch comes again (at least once)"
+            ) from exc
+        members = {member.group: member for member in self._members.values()}
+        for group, group_offsets in offsets.items():
+            await members[group].commit(group_offsets)

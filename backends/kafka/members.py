@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -85,6 +86,14 @@ def partition_of(message_id: int) -> int:
     return message_id % MAX_PARTITIONS
 
 
+class Ownership(Protocol):
+    """What else follows this member's partitions (the executor's state store)."""
+
+    async def assigned(self, member: Member, partitions: list[int]) -> None: ...
+
+    async def revoked(self, member: Member, partitions: list[int]) -> None: ...
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, member: Member) -> None:
         self._member = member
@@ -92,23 +101,44 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Leases on a revoked partition are lost: the new owner re-reads the messages
         # from the committed offset (at least once).
-        for tp in revoked:
-            self._member.buffers.pop(tp.partition, None)
-            self._member.fetched.pop(tp.partition, None)
-            await self._member.discard_producer(tp.partition)
+        member = self._member
+        gone = sorted(tp.partition for tp in revoked)
+        for partition in gone:
+            member.buffers.pop(partition, None)
+            member.fetched.pop(partition, None)
+            await member.discard_producer(partition)
+        if member.ownership is not None and gone:
+            await member.ownership.revoked(member, gone)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        for tp in assigned:
-            self._member.buffers.setdefault(tp.partition, {})
-        self._member.joined.set()
-        self._member.wake.set()
+        member = self._member
+        taken = sorted(tp.partition for tp in assigned)
+        if member.ownership is not None and taken:
+            # before any message of these partitions is handed out: the fetch of this
+            # member waits for the listener, so nothing is claimed on missing state
+            try:
+                await member.ownership.assigned(member, taken)
+            except Exception:
+                # the batch's own catch-up retries; a partition is never skipped
+                log.exception("kafka: restoring the state of %s %s failed", member.topic, taken)
+        for partition in taken:
+            member.buffers.setdefault(partition, {})
+        member.joined.set()
+        member.wake.set()
 
 
 class Member:
     """This process's member of ``queue``'s consumer group, with its buffer."""
 
-    def __init__(self, settings: KafkaSettings, queue: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        queue: str,
+        clock: Clock,
+        ownership: Ownership | None = None,
+    ) -> None:
         self.settings = settings
+        self.ownership = ownership
         self.queue = queue
         self.topic = queue_topic(settings, queue)
         self.group = queue_group(settings, queue)
@@ -200,7 +230,7 @@ class Member:
             self._busy.discard(partition)
             retired = self._retired.pop(partition, None)
             if retired is not None:
-                await asyncio.shield(retired.stop())
+                await asyncio.shield(close_producer(retired))
 
     async def discard_producer(self, partition: int) -> None:
         """Stop the partition's producer (revoked, or fenced: it cannot be used again).
@@ -217,7 +247,7 @@ class Member:
         if partition in self._busy:
             self._retired[partition] = producer
             return
-        await asyncio.shield(producer.stop())
+        await asyncio.shield(close_producer(producer))
 
     async def stop(self) -> None:
         for partition in list(self._producers):
@@ -462,6 +492,30 @@ class Member:
         self.wake.clear()
 
 
+#: how long a producer's stop may wait for its unsent batches
+CLOSE_SECONDS = 5.0
+
+
+async def close_producer(producer: AIOKafkaProducer) -> None:
+    """Stop ``producer``; after ``CLOSE_SECONDS`` give up on its unsent batches (aiokafka's
+    stop waits for every batch to be delivered, forever for a stalled transaction's)
+    and close its sender and connections."""
+    stopping = asyncio.ensure_future(producer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=CLOSE_SECONDS)
+    if done:
+        if not stopping.cancelled():
+            stopping.exception()  # seen: a failed stop is a closed producer all the same
+        return
+    stopping.cancel()
+    await asyncio.wait({stopping})
+    log.warning("kafka: a producer's unsent batches were dropped at its stop (it had stalled)")
+    sender = getattr(producer, "_sender", None)
+    with contextlib.suppress(Exception):
+        if sender is not None:
+            await sender.close()
+        await producer.client.close()
+
+
 def _due(headers: Sequence[tuple[str, bytes]], now: datetime, topic: str, offset: int) -> datetime:
     """When a record becomes claimable: its ``available-at`` header, else now. A
     header that does not parse (another writer's record) makes it due now, with a
@@ -491,4 +545,4 @@ def encode_available_at(when: datetime) -> bytes:
     return when.astimezone(UTC).isoformat().encode()
 
 
-__all__ = ["AVAILABLE_AT", "Entry", "Member", "encode_available_at"]
+__all__ = ["AVAILABLE_AT", "Entry", "Member", "close_producer", "encode_available_at"]

@@ -23,6 +23,15 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True):
     topic_prefix: str = "runtime."
     partitions: int = 12
     replication_factor: int = 1
+    #: where the executor keeps its partitions' running executions: memory, or sqlite
+    #: (a file under ``state_dir``, for state larger than memory)
+    state_store: str = "memory"
+    #: the folder of the sqlite state store (default: the working directory)
+    state_dir: str | None = None
+    #: one Kafka transaction per unit of work (outputs and consumed offsets together);
+    #: False: a plain producer, offsets committed once the outputs are acknowledged
+    #: (at least once; for brokers without transactions)
+    exactly_once: bool = True
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
@@ -42,6 +51,11 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 f"setting `backend.partitions` (or RUNTIME_BACKEND_PARTITIONS):"
                 f" {self.partitions} must be between 1 and {MAX_PARTITIONS}"
+            )
+        if self.state_store not in ("memory", "sqlite"):
+            raise ConfigError(
+                f"setting `backend.state_store` (or RUNTIME_BACKEND_STATE_STORE):"
+                f" {self.state_store!r} must be memory or sqlite"
             )
         if self.replication_factor < 1:
             raise ConfigError(
@@ -66,4 +80,7 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True):
             topic_prefix=backend.topic_prefix,
             partitions=backend.partitions,
             replication_factor=backend.replication_factor,
+            state_store=backend.state_store,
+            state_dir=backend.state_dir,
+            exactly_once=backend.exactly_once,
         )

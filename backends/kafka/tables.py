@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from backends.errors import Transient
 from backends.kafka.settings import KafkaSettings
+from backends.kafka.state import ended_tombstone
 from backends.kafka.topics import TopicSpec, ensure_topics, table_topic
 from backends.memory.data import FlowEntry
 from runtime.flow.execution import Execution
@@ -87,6 +88,7 @@ class Table(Generic[K, V]):
         self._consumer: AIOKafkaConsumer | None = None
         self._fetch: asyncio.Task[None] | None = None
         self._started = asyncio.Lock()
+        self._topic_made = False
         #: what ended the fetch loop, reported by the next call that needs it
         self._failure: Exception | None = None
 
@@ -97,11 +99,17 @@ class Table(Generic[K, V]):
             config={"cleanup.policy": "compact"},
         )
 
+    async def ensure_topic(self) -> None:
+        """Create the topic if it is missing (a write may come before any read)."""
+        if not self._topic_made:
+            await ensure_topics(self.settings, [self.spec()])
+            self._topic_made = True
+
     async def ensure_started(self) -> None:
         async with self._started:
             if self._consumer is not None:
                 return
-            await ensure_topics(self.settings, [self.spec()])
+            await self.ensure_topic()
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.servers,
                 client_id=self.topic,
@@ -159,7 +167,10 @@ class Table(Generic[K, V]):
                         continue  # not ours: every table record is keyed
                     key = codec.key_back(bytes(record.key))
                     if record.value is None:
-                        self.values.pop(key, None)
+                        if not ended_tombstone(record.headers):
+                            self.values.pop(key, None)
+                        # else: an ended execution leaves the executors' state
+                        # stores; a global reader keeps its last value
                     else:
                         self.values[key] = codec.value_back(bytes(record.value))
             for tp in consumer.assignment():

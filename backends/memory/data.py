@@ -73,6 +73,11 @@ class Overlay(Generic[K, V]):
             self._changes[key] = None
         return existed
 
+    def discard(self, key: K) -> None:
+        """Stage the deletion whether or not the key is seen (a backend whose committed
+        data lie elsewhere than the base dict, as Kafka's state store)."""
+        self._changes[key] = None
+
     def items(self) -> Iterator[tuple[K, V]]:
         """The merged contents; materialise before staging more changes."""
         changes = self._changes
