@@ -145,6 +145,9 @@ async def backend_environment(backend: str, folder: Path) -> AsyncIterator[dict[
             "RUNTIME_BACKEND_BOOTSTRAP_SERVERS": servers,
             "RUNTIME_BACKEND_TOPIC_PREFIX": f"bench{secrets.token_hex(4)}.",
             "RUNTIME_BACKEND_PARTITIONS": "4",
+            # required on Kafka (issue 14); the measure's components never search
+            "RUNTIME_SEARCH_TYPE": "elasticsearch",
+            "RUNTIME_SEARCH_HOSTS": "http://127.0.0.1:9",
         }
     else:
         raise ValueError(f"unknown backend {backend!r}")

@@ -85,6 +85,9 @@ def _environment(settings: KafkaSettings, data: Path) -> dict[str, str]:
         RUNTIME_LIVENESS_WORKER_TIMEOUT_SECONDS="3",
         RUNTIME_LIVENESS_INTERVAL_SECONDS="0.5",
         RUNTIME_LOG_LEVEL="INFO",
+        # required on Kafka (issue 14); executors and workers never read the search store
+        RUNTIME_SEARCH_TYPE="elasticsearch",
+        RUNTIME_SEARCH_HOSTS="http://127.0.0.1:9",
     )
     return env
 
