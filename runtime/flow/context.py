@@ -74,6 +74,20 @@ def outputs_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:
     return result
 
 
+def tasks_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:
+    """``tasks``: each task's state (``tasks.t.state``), or for a run with a loop
+    value, each value's (``tasks.t[value].state``), as Kestra's run variables."""
+    result: dict[str, Any] = {}
+    for run in runs:
+        state = {"state": run.state.current.value}
+        if run.value is None:
+            result[run.task_id] = state
+        else:
+            entry = result.setdefault(run.task_id, {})
+            entry[run.value] = state
+    return result
+
+
 def _merge_into(target: dict[str, Any], source: Mapping[str, Any]) -> None:
     for key, value in source.items():
         if isinstance(value, Mapping) and isinstance(target.get(key), dict):
@@ -146,6 +160,7 @@ def variables(
         "labels": label_variables(execution.labels),
         "trigger": execution.trigger or {},
         "outputs": outputs if outputs is not None else outputs_map(runs),
+        "tasks": tasks_map(runs),
         "envs": dict(envs if envs is not None else _PROCESS["envs"]),
         "globals": dict(globals_ if globals_ is not None else _PROCESS["globals"]),
     }

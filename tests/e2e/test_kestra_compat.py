@@ -420,6 +420,23 @@ CASES: dict[str, Expect] = {
         },
         error_log="namespace file 'readme.md' exists (conflict: ERROR)",
     ),
+    "functions_more": Expect(
+        state="WARNING",
+        inputs={"base": "{http}"},
+        runs={
+            **dict.fromkeys(["upload", "by_uri", "warned", "ion", "fetched", "posted"], "SUCCESS"),
+            "flaky": "WARNING",
+            "missing": "WARNING",
+        },
+        outputs={
+            "by_uri": {"value": "level=3"},
+            "warned": {"value": '[{"taskId":"flaky","state":"WARNING"}]'},
+            "ion": {"value": "Lyon"},
+            "fetched": {"value": "kestra"},
+            "posted": {"values": {"got": "7"}},
+        },
+        error_log="answered 404",
+    ),
     "loop_until": Expect(
         state="SUCCESS",
         runs={
