@@ -65,6 +65,15 @@ def _history(run: FlowRun, key: str, states: list[str]) -> None:
     assert [h["state"] for h in run.runs()[key]["state"]["histories"]] == states
 
 
+def _assert_no_outputs(run: FlowRun, key: str) -> None:
+    assert not run.runs()[key].get("outputs")
+
+
+def _extraction_failed(logs: list[LogEntry]) -> None:
+    warned = [e.message for e in logs if e.level in ("WARN", "WARNING")]
+    assert any("Failed to extract outputs" in m and "nothing" in m for m in warned), warned
+
+
 def _no_outputs(run: FlowRun) -> None:
     assert not run.execution.get("outputs")
 
@@ -375,6 +384,37 @@ CASES: dict[str, Expect] = {
         upload="a\nb\nc\nd\ne\nf\ng\n",
         runs={"each": "FAILED", "each_split": "SUCCESS", "each_items": "FAILED"},
         outputs={"each_items": {"iterations": {"SUCCESS": 2, "FAILED": 1}}},
+    ),
+    "for_each_item_loose": Expect(
+        state="WARNING",
+        inputs={"data": "{upload}"},
+        upload="a\nb\nc\n",
+        runs={
+            **dict.fromkeys(["fire", "fire_split", "fire_items", "fire_merge"], "SUCCESS"),
+            # the failed batches fail _items; allowFailure turns the ForEachItem WARNING,
+            # and no _merge runs after a failed _items (Kestra's task runs)
+            "tolerant": "WARNING",
+            "tolerant_split": "SUCCESS",
+            "tolerant_items": "FAILED",
+            "after": "SUCCESS",
+        },
+        outputs={
+            # not waited for: each batch counts once its execution is created
+            "fire_items": {"numberOfBatches": 2, "iterations": {"RUNNING": 0, "SUCCESS": 2}},
+            "tolerant_items": {"iterations": {"CREATED": 0, "RUNNING": 0, "FAILED": 1}},
+        },
+        # nothing to merge without waiting (Kestra's merge has no outputs then)
+        check=lambda run, logs: _assert_no_outputs(run, "fire_merge"),
+    ),
+    "subflow_outputs": Expect(
+        state="WARNING",
+        runs={"call": "SUCCESS", "use": "SUCCESS", "broken": "WARNING"},
+        outputs={
+            "call": {"state": "SUCCESS", "outputs": {"loud": "HELLO"}},
+            "use": {"value": "HELLO"},
+            "broken": {"state": "SUCCESS"},
+        },
+        check=lambda run, logs: _extraction_failed(logs),
     ),
     "exit_early": Expect(
         state="WARNING",
