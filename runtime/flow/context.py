@@ -74,6 +74,10 @@ def outputs_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:
     return result
 
 
+#: the variables key listing the flow's SECRET inputs, masked in the task's logs
+SECRET_INPUTS = "$secretInputs"
+
+
 def tasks_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:
     """``tasks``: each task's state (``tasks.t.state``), or for a run with a loop
     value, each value's (``tasks.t[value].state``), as Kestra's run variables."""
@@ -164,6 +168,10 @@ def variables(
         "envs": dict(envs if envs is not None else _PROCESS["envs"]),
         "globals": dict(globals_ if globals_ is not None else _PROCESS["globals"]),
     }
+    secret_inputs = [i.id for i in flow.inputs if i.type.upper() == "SECRET"]
+    if secret_inputs:
+        # not a name a template can spell: tells the worker which values to mask
+        result[SECRET_INPUTS] = secret_inputs
     if task is not None:
         result["task"] = {"id": task.id, "type": task.type}
     if task_run is not None:
