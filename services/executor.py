@@ -444,6 +444,7 @@ class Executor:
                 execution_id=execution.id,
                 state=command.state,
                 outputs=command.outputs,
+                task_outputs=command.task_outputs,
             )
             out.append((command.parent_id, encode_event(ended)))
         if flow.concurrency is not None:

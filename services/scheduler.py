@@ -30,7 +30,7 @@ from runtime.flow.inputs import InputError
 from runtime.flow.model import Flow, Trigger
 from runtime.flow.template import TemplateError
 from runtime.log import get_logger
-from services import metrics
+from services import metrics, trigger_conditions
 from services.common import host, sleep_or_stop
 from services.flows import FlowCache
 from services.submit import submit_in
@@ -155,7 +155,12 @@ class Scheduler:
             date = next_fire(trigger, now)
         if not due:
             return 0
-        to_fire = self._recover(trigger, due, now)
+        to_fire = [
+            when
+            for when in self._recover(trigger, due, now)
+            # a date its conditions refuse (a holiday, a weekend...) is skipped
+            if all(trigger_conditions.schedule_allows(c, flow, when) for c in trigger.conditions)
+        ]
         fired = 0
         async with self.backend.transaction() as tx:
             for when in to_fire:

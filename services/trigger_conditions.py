@@ -28,6 +28,7 @@ from runtime.flow.events import ExecutionEnded
 from runtime.flow.execution import Execution
 from runtime.flow.model import Flow, Trigger
 from runtime.log import get_logger
+from services import holidays_calendar
 
 log = get_logger(__name__)
 
@@ -109,8 +110,8 @@ def holds(
     if kind == "Or":
         inner = condition.get("conditions") or []
         return any(holds(c, flow, ended, command) for c in inner)
-    if kind in ("DateTimeBetween", "TimeBetween", "DayWeek", "DayWeekInMonth", "Weekend"):
-        return _calendar(kind, condition, command.at)
+    if kind in _CALENDAR_KINDS:
+        return _calendar(kind, condition, command.at, variables(flow, ended, command))
     if kind == "HasRetryAttempt":
         allowed, refused = condition.get("in"), condition.get("notIn")
         for run in ended.task_run_list:
@@ -133,8 +134,62 @@ def _namespace_matches(condition: Mapping[str, Any], namespace: str) -> bool:
     return namespace == wanted
 
 
-def _calendar(kind: str, condition: Mapping[str, Any], at: datetime) -> bool:
-    when = _when(condition.get("date"), at)
+_CALENDAR_KINDS = frozenset(
+    ("DateTimeBetween", "TimeBetween", "DayWeek", "DayWeekInMonth", "Weekend", "PublicHoliday")
+)
+
+
+def schedule_allows(condition: Mapping[str, Any], flow: Flow, date: datetime) -> bool:
+    """Whether a Schedule trigger's condition lets it fire at ``date`` (Kestra's
+    ScheduleCondition: the calendar kinds, Expression, and Not/Or of them)."""
+    kind = _kind(condition)
+    context = {
+        # in the trigger's zone, as Kestra's ZonedDateTime: the local day is the one tested
+        "trigger": {"date": date.isoformat()},
+        "flow": {"id": flow.id, "namespace": flow.namespace, "revision": flow.revision},
+        "vars": flow.variables,
+    }
+    if kind in _CALENDAR_KINDS:
+        return _calendar(kind, condition, date, context)
+    if kind == "Not":
+        return not any(schedule_allows(c, flow, date) for c in condition.get("conditions") or [])
+    if kind == "Or":
+        return any(schedule_allows(c, flow, date) for c in condition.get("conditions") or [])
+    if kind == "Expression":
+        try:
+            with template.fixed_now(date):
+                return is_truthy(template.render(str(condition.get("expression", "")), context))
+        except template.TemplateError as exc:
+            log.warning("trigger.condition_failed", condition=kind, error=str(exc))
+            return False
+    log.warning("trigger.unsupported_schedule_condition", condition=condition.get("type"))
+    return False
+
+
+def _rendered(value: Any, context: Mapping[str, Any]) -> Any:
+    """A dynamic property of a calendar condition (``date`` may be ``{{ trigger.date }}``)."""
+    if isinstance(value, str) and template.has_expression(value):
+        return template.render(value, context)
+    return value
+
+
+def _calendar(
+    kind: str, condition: Mapping[str, Any], at: datetime, context: Mapping[str, Any]
+) -> bool:
+    trigger = dict(context.get("trigger") or {})
+    trigger.setdefault("date", iso(at))
+    context = {**context, "trigger": trigger}
+    try:
+        when = _when(_rendered(condition.get("date"), context), at)
+    except (template.TemplateError, ValueError) as exc:
+        log.warning("trigger.condition_failed", condition=kind, error=str(exc))
+        return False
+    if kind == "PublicHoliday":
+        return holidays_calendar.is_holiday(
+            when.date(),
+            _rendered(condition.get("country"), context),
+            _rendered(condition.get("subDivision"), context),
+        )
     if kind == "DateTimeBetween":
         after, before = _maybe_when(condition.get("after")), _maybe_when(condition.get("before"))
         return (after is None or when >= after) and (before is None or when <= before)
@@ -308,4 +363,4 @@ async def join_fires(
     return fired
 
 
-__all__ = ["holds", "join_fires", "join_of", "variables"]
+__all__ = ["holds", "join_fires", "join_of", "schedule_allows", "variables"]

@@ -74,6 +74,24 @@ def outputs_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:
     return result
 
 
+#: the variables key listing the flow's SECRET inputs, masked in the task's logs
+SECRET_INPUTS = "$secretInputs"
+
+
+def tasks_map(runs: tuple[TaskRun, ...] | list[TaskRun]) -> dict[str, Any]:
+    """``tasks``: each task's state (``tasks.t.state``), or for a run with a loop
+    value, each value's (``tasks.t[value].state``), as Kestra's run variables."""
+    result: dict[str, Any] = {}
+    for run in runs:
+        state = {"state": run.state.current.value}
+        if run.value is None:
+            result[run.task_id] = state
+        else:
+            entry = result.setdefault(run.task_id, {})
+            entry[run.value] = state
+    return result
+
+
 def _merge_into(target: dict[str, Any], source: Mapping[str, Any]) -> None:
     for key, value in source.items():
         if isinstance(value, Mapping) and isinstance(target.get(key), dict):
@@ -146,9 +164,14 @@ def variables(
         "labels": label_variables(execution.labels),
         "trigger": execution.trigger or {},
         "outputs": outputs if outputs is not None else outputs_map(runs),
+        "tasks": tasks_map(runs),
         "envs": dict(envs if envs is not None else _PROCESS["envs"]),
         "globals": dict(globals_ if globals_ is not None else _PROCESS["globals"]),
     }
+    secret_inputs = [i.id for i in flow.inputs if i.type.upper() == "SECRET"]
+    if secret_inputs:
+        # not a name a template can spell: tells the worker which values to mask
+        result[SECRET_INPUTS] = secret_inputs
     if task is not None:
         result["task"] = {"id": task.id, "type": task.type}
     if task_run is not None:

@@ -591,6 +591,9 @@ class _Pass:
             "state": event.state.value,
             "outputs": event.outputs or {},
         }
+        extracted = True
+        if event.outputs is None and task.outputs:
+            extracted = self.extract_subflow_outputs(task, run, event, outputs)
         run = msgspec.structs.replace(run, outputs=outputs)
         attempts = list(run.attempts)
         if attempts and not attempts[-1].state.terminated:
@@ -600,13 +603,30 @@ class _Pass:
             run = msgspec.structs.replace(run, attempts=tuple(attempts))
         self.set_run(run)
         child = event.state
-        if child in (S.FAILED, S.KILLED, S.CANCELLED) and task.transmit_failed:
+        if not extracted or (child in (S.FAILED, S.KILLED, S.CANCELLED) and task.transmit_failed):
             state = S.FAILED
         elif child is S.WARNING and task.transmit_failed:
             state = S.WARNING
         else:
             state = S.SUCCESS
         self.finish_attempt(run, state)
+
+    def extract_subflow_outputs(
+        self, task: Subflow, run: TaskRun, event: SubflowEnded, outputs: dict[str, Any]
+    ) -> bool:
+        """Kestra's Subflow ``outputs`` property (when the child flow declares no
+        outputs): rendered over the child's task outputs into ``outputs.outputs``.
+        False (the task run fails, as in Kestra) when it does not render."""
+        context = variables(
+            self.flow, self.execution(), task=task, task_run=run, outputs=event.task_outputs or {}
+        )
+        try:
+            with template.fixed_now(self.at):
+                outputs["outputs"] = template.render_value(dict(task.outputs), context)
+        except template.TemplateError as exc:
+            self.log("WARN", f"Failed to extract outputs with the error: '{exc}'", run)
+            return False
+        return True
 
     def on_restart(self, event: Restart) -> None:
         if event.task_run_id is not None:
@@ -839,6 +859,7 @@ class _Pass:
                 outputs=self.outputs,
                 parent_id=original.parent_id,
                 parent_task_run_id=original.parent_task_run_id,
+                task_outputs=self.task_outputs() if original.parent_task_run_id else None,
             )
         )
 
@@ -860,6 +881,12 @@ class _Pass:
             self.move_execution(S.KILLING)
             self.kill_runs(self.runs)
         return self.state.current
+
+    def task_outputs(self) -> dict[str, Any]:
+        """Every task's outputs (``outputs.<task>``), as the templates see them."""
+        if self._outputs_cache is None:
+            self._outputs_cache = outputs_map(self.runs)
+        return self._outputs_cache
 
     def flow_outputs(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -81,6 +81,9 @@ class SubflowEnded(_Message, frozen=True, kw_only=True, tag="subflow_ended"):
     execution_id: str
     state: StateType
     outputs: dict[str, Any] | None = None
+    #: the child's task outputs (``outputs.<task>``), read by the Subflow's own
+    #: ``outputs`` property (Kestra's, deprecated since 0.15 but still common)
+    task_outputs: dict[str, Any] | None = None
 
 
 class Restart(_Message, frozen=True, kw_only=True, tag="restart"):
@@ -145,6 +148,8 @@ class ExecutionEnded(_Message, frozen=True, kw_only=True, tag="execution_ended")
     outputs: dict[str, Any] | None = None
     parent_id: str | None = None
     parent_task_run_id: str | None = None
+    #: a waited-for subflow's task outputs, for its parent's Subflow ``outputs``
+    task_outputs: dict[str, Any] | None = None
 
 
 class CreateExecution(_Message, frozen=True, kw_only=True, tag="create_execution"):

@@ -13,8 +13,9 @@ As in Kestra, the task runs three children of its own, named after it:
   if one failed and ``transmitFailed``; outputs ``numberOfBatches``, ``iterations``
   (end state -> count) and ``subflowOutputs`` (each execution's flow outputs, in
   iteration order);
-- ``<id>_merge`` (on a worker, only with ``wait``) writes those outputs to a file,
-  one JSON object per line; outputs ``subflowOutputs`` (its URI), as Kestra.
+- ``<id>_merge`` (on a worker) writes those outputs to a file, one JSON object per
+  line; outputs ``subflowOutputs`` (its URI), as Kestra; no outputs when no
+  subflow had any (without ``wait``, or children without flow outputs).
 
 The engine calls :func:`start` and :func:`child_ended` for the ``_items`` run.
 """
@@ -67,7 +68,7 @@ class ForEachItem(FlowableTask, kw_only=True, frozen=True):
     task_fields: ClassVar[dict[str, str]] = {"errors": "list", "finally_": "list"}
 
     def internal_tasks(self) -> tuple[Task, ...]:
-        """The split, items and (with ``wait``) merge children, built from this task."""
+        """The split, items and merge children, built from this task."""
         split = ForEachItemSplit(
             id=f"{self.id}_split",
             type=ForEachItemSplit.canonical_type,
@@ -87,11 +88,9 @@ class ForEachItem(FlowableTask, kw_only=True, frozen=True):
             wait=self.wait,
             transmit_failed=self.transmit_failed,
             inherit_labels=self.inherit_labels,
-            allow_failure=self.allow_failure,
-            allow_warning=self.allow_warning,
+            # allowFailure/allowWarning stay on the ForEachItem itself, as in Kestra:
+            # a failed _items fails the ForEachItem, which then ends WARNING (or SUCCESS)
         )
-        if not self.wait:
-            return (split, items)
         merge = ForEachItemMerge(id=f"{self.id}_merge", type=ForEachItemMerge.canonical_type)
         return (split, items, merge)
 
@@ -158,9 +157,10 @@ class ForEachItemMerge(RunnableTask, kw_only=True, frozen=True):
     async def run(self, ctx: RunContext) -> dict[str, Any] | None:
         parent = self.id.removesuffix("_merge")
         items = (ctx.variables.get("outputs") or {}).get(f"{parent}_items") or {}
-        lines = "".join(
-            json.dumps(o, separators=(",", ":")) + "\n" for o in items.get("subflowOutputs") or []
-        )
+        produced = list(items.get("subflowOutputs") or [])
+        if not any(produced):
+            return None  # Kestra's merge has nothing to write either
+        lines = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in produced)
         prefix = (
             f"{ctx.flow_id}/executions/{ctx.execution_id}/tasks/{ctx.task_id}/{ctx.task_run_id}"
         )
@@ -218,10 +218,13 @@ def start(engine: Any, run: TaskRun, task: ForEachItemExecutable) -> None:
         engine.move_run(engine.move_run(run, S.RUNNING), S.FAILED)
         return
     memo = {**(run.memo or {}), "children": children, "ended": {}}
-    outputs = {
-        "numberOfBatches": len(batches),
-        "iterations": {"CREATED": len(batches), "RUNNING": 0},
-    }
+    # without wait, each batch counts as done once its execution is created (Kestra)
+    iterations = (
+        {"CREATED": len(batches), "RUNNING": 0}
+        if task.wait
+        else {"RUNNING": 0, "SUCCESS": len(batches)}
+    )
+    outputs = {"numberOfBatches": len(batches), "iterations": iterations}
     run = msgspec.structs.replace(run, memo=memo, outputs=outputs)
     engine.set_run(run)
     run = engine.move_run(run, S.RUNNING)

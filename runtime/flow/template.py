@@ -49,13 +49,15 @@ a million items, also ``a..b``), max, min, uuid, randomInt, printContext /
 fetchContext, render (recursive; ``recursive=false``), renderOnce, and the
 worker-backed secret, kv (``namespace=``, ``errorOnMissing=`` defaulting to
 true) and read, which need :class:`TemplateServices` and ``render_async``;
-:mod:`runtime.flow.template_functions` adds currentEachOutput, encrypt, decrypt and
-the worker-backed errorLogs, fileSize, fileExists and isFileEmpty.
+:mod:`runtime.flow.template_functions` adds currentEachOutput, encrypt, decrypt,
+fileURI, tasksWithState, fromIon and the worker-backed errorLogs, fileSize,
+fileExists and isFileEmpty; :mod:`runtime.flow.template_http` the worker-backed
+http (bounded in time and size).
 
 Not supported (a template using them gets a syntax error naming them): the
 ``in`` operator, macros, blocks, includes and inheritance; filters className,
-flatten, toIon, regex* and localized date styles; functions tasksWithState,
-fileURI, fileEmpty, fromIon, http, id, randomPort, credential, the calendar helpers
+flatten, toIon, regex* and localized date styles; functions
+fileEmpty, id, randomPort, credential, the calendar helpers
 (isWeekend, dayOfWeek, ...) and the iteration-output helpers. String
 interpolation (``"#{...}"``) is not performed and ``\\uXXXX`` escapes are not
 decoded: that text stays literal.
@@ -86,7 +88,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from runtime.flow import budget
+from runtime.flow import budget, template_http
 from runtime.flow import template_filters as filters
 from runtime.flow import template_functions as more_functions
 from runtime.flow import template_operators as operators
@@ -715,6 +717,26 @@ async def _read(context: Context, path: Any) -> Any:
     return await _memoized(state, ("read", location), lambda: services.read(location))
 
 
+@pass_context
+async def _http(
+    context: Context,
+    uri: Any,
+    method: Any = "GET",
+    body: Any = None,
+    contentType: Any = None,
+    headers: Any = None,
+) -> Any:
+    state = _state(context)
+    arguments = [require(a) for a in (uri, method, body, contentType, headers)]
+    key = ("http", *(msgspec.json.encode(a).decode() for a in arguments))
+    if key not in state.memo:  # once per render, as the other service calls
+        left = state.meter.limits.memory_bytes - state.meter.memory
+        with state.meter.waiting():
+            state.memo[key] = await template_http.request(*arguments, memory_left=left)
+        state.meter.charge_value(state.memo[key])
+    return state.memo[key]
+
+
 _CONTEXT_FUNCTIONS = {"printContext": _print_context, "fetchContext": _print_context}
 
 
@@ -756,6 +778,7 @@ _SYNC_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "secret": _sync_service("secret"),
     "kv": _sync_service("kv"),
     "read": _sync_service("read"),
+    "http": _sync_service("http"),
     **_MORE_SYNC,
     **{name: _sync_service(name) for name in _MORE_ASYNC},
 }
@@ -767,6 +790,7 @@ _ASYNC_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "secret": _secret,
     "kv": _kv,
     "read": _read,
+    "http": _http,
     **_MORE_SYNC,
     **_MORE_ASYNC,
 }

@@ -1,5 +1,5 @@
 """More of Kestra's Pebble functions: currentEachOutput, errorLogs, fileSize,
-fileExists, isFileEmpty, encrypt and decrypt.
+fileExists, isFileEmpty, encrypt, decrypt, fileURI, tasksWithState and fromIon.
 
 Each function takes the render's variables and its services first (the template
 module passes them); the I/O-backed ones need the worker's services
@@ -13,6 +13,7 @@ import binascii
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote
 
 from runtime.flow.template_values import ExpressionFailure, java_str, require
 
@@ -153,11 +154,99 @@ def decrypt(variables: Mapping[str, Any], services: Any, key: Any, encrypted: An
         ) from None
 
 
+def file_uri(variables: Mapping[str, Any], services: Any, path: Any = None) -> str:
+    """The URI of a namespace file of the flow's namespace (``read()`` reads it).
+
+    Kestra spells the namespace as folders (``kestra:///my/namespace/_files/x``);
+    this storage keeps it as one folder (``kestra:///my.namespace/_files/x``), so the
+    URI is the one ``namespace.UploadFiles`` gives for the same file."""
+    if path is None:
+        raise ExpressionFailure(
+            "fileURI() expects an argument 'path' that is a path to a namespace file"
+        )
+    text = java_str(require(path)).lstrip("/")
+    if "../" in text or text == ".." or text.endswith("/.."):
+        raise ExpressionFailure(f"fileURI(): the path must not contain '../', got {text!r}")
+    flow = variables.get("flow")
+    namespace = flow.get("namespace") if isinstance(flow, Mapping) else None
+    if not namespace:
+        raise ExpressionFailure("fileURI() needs the flow's namespace (flow.namespace)")
+    return f"{_SCHEME}{namespace}/_files/{quote(text, safe='/')}"
+
+
+def tasks_with_state(variables: Mapping[str, Any], services: Any, state: Any = "FAILED") -> Any:
+    """The task runs in ``state`` (default FAILED), as ``{taskId, state}`` maps; a
+    run inside a loop also has its ``value`` (read from the ``tasks`` variable)."""
+    wanted = java_str(require(state)).upper()
+    found: list[dict[str, Any]] = []
+    tasks = variables.get("tasks")
+    for task_id, entry in (tasks or {}).items() if isinstance(tasks, Mapping) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        for key, detail in entry.items():
+            if key == "state" and not isinstance(detail, Mapping):
+                if str(detail).upper() == wanted:
+                    found.append({"taskId": task_id, "state": wanted})
+            elif isinstance(detail, Mapping) and str(detail.get("state", "")).upper() == wanted:
+                found.append({"taskId": task_id, "state": wanted, "value": key})
+    return found
+
+
+def from_ion(variables: Mapping[str, Any], services: Any, *args: Any) -> Any:
+    """One Ion value (Kestra's item files are Ion text) as plain data."""
+    if not args:
+        raise ExpressionFailure("fromIon() expects an argument 'ion'")
+    value = require(args[0])
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ExpressionFailure("fromIon() expects an argument 'ion' with type string")
+    from amazon.ion import simpleion
+
+    try:
+        return _plain_ion(simpleion.loads(value, single_value=True))
+    except Exception as exc:  # the parser raises several kinds for bad text
+        raise ExpressionFailure(f"fromIon(): invalid Ion: {exc}") from None
+
+
+def _plain_ion(value: Any) -> Any:
+    """Ion values as the plain data templates handle (Kestra's Jackson reading Ion
+    into objects): decimals as numbers, symbols as text, timestamps as their Ion
+    text, blobs as base64, annotations dropped."""
+    from amazon.ion.core import IonType
+    from amazon.ion.simple_types import IonPyNull
+    from amazon.ion.simpleion import dumps
+
+    kind = getattr(value, "ion_type", None)
+    if value is None or isinstance(value, IonPyNull):
+        return None
+    if kind is IonType.BOOL:
+        return bool(value)
+    if kind is IonType.INT:
+        return int(value)
+    if kind in (IonType.FLOAT, IonType.DECIMAL):
+        return float(value)
+    if kind is IonType.SYMBOL:
+        return str(value.text)
+    if kind is IonType.TIMESTAMP:
+        return str(dumps(value, binary=False)).removeprefix("$ion_1_0").strip()
+    if kind in (IonType.BLOB, IonType.CLOB):
+        return base64.b64encode(bytes(value)).decode()
+    if kind is IonType.STRUCT:
+        return {str(k): _plain_ion(v) for k, v in value.items()}
+    if kind in (IonType.LIST, IonType.SEXP):
+        return [_plain_ion(v) for v in value]
+    return str(value)
+
+
 #: name -> function(variables, services, *args), for sync and async renders
 SYNC_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "currentEachOutput": current_each_output,
     "encrypt": encrypt,
     "decrypt": decrypt,
+    "fileURI": file_uri,
+    "tasksWithState": tasks_with_state,
+    "fromIon": from_ion,
 }
 ASYNC_FUNCTIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     "errorLogs": error_logs,

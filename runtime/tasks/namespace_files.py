@@ -23,6 +23,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Protocol, cast
 
+import anyio.to_thread
+
 from runtime.flow.model import RunnableTask
 from runtime.tasks import files
 from runtime.tasks.context import RunContext, TaskFailure
@@ -201,10 +203,14 @@ async def copy_into(ctx: RunContext, spec: dict[str, Any], folder: Path, where: 
         if any(e.fullmatch(path) for e in exclude):
             continue
         target = folder.joinpath(*files.safe_relative(path, where=where).parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(await storage.get(uri))
+        await anyio.to_thread.run_sync(_write, target, await storage.get(uri))
         written.append(path)
     return written
+
+
+def _write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
 
 
 NAMESPACE_TASKS: tuple[type[RunnableTask], ...] = (UploadFiles, DownloadFiles, DeleteFiles)

@@ -38,8 +38,9 @@ installed, a small stand-in (``Kestra.outputs``, ``counter``, ``timer``,
 ``logger``) is on PYTHONPATH.
 
 ``containerImage``, ``taskRunner``, ``docker`` and ``runner`` are accepted and
-ignored: scripts always run as local processes. ``namespaceFiles`` are not
-supported yet (a warning is logged).
+ignored: scripts always run as local processes. ``namespaceFiles`` (``enabled``,
+``include``, ``exclude`` globs) copies the flow's namespace files into the working
+folder before ``inputFiles`` are written.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ import anyio.to_thread
 
 from runtime.tasks import files
 from runtime.tasks.context import RunContext, TaskFailure
+from runtime.tasks.namespace_files import copy_into
 from runtime.tasks.support import LEVELS, log_at
 
 if TYPE_CHECKING:
@@ -141,9 +143,9 @@ async def _run(
     literal = [name for name in task.output_files if not _GLOB_CHARS & set(name)]
     if literal:
         extra["outputFiles"] = {name: str(workdir / name) for name in literal}
-    if task.namespace_files and task.namespace_files.get("enabled", True) is not False:
-        ctx.log.warning(f"{where}: namespaceFiles are not supported yet; ignored")
-
+    if task.namespace_files:
+        # first, so that inputFiles of the same name win, as in Kestra
+        await copy_into(ctx, task.namespace_files, workdir, where)
     await files.write_input_files(ctx, task.input_files, workdir, where=where, extra=extra)
     user_env = await ctx.render(dict(task.env), extra)
     lines: list[str] = [str(line) for line in await ctx.render(list(task.before_commands), extra)]

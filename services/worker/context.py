@@ -17,6 +17,7 @@ from typing import Any
 from backends.protocols import Backend, Storage
 from runtime.actors import ProcessPool
 from runtime.flow import budgeted
+from runtime.flow.context import SECRET_INPUTS
 from runtime.flow.execution import METRIC_TYPES, TaskMetric
 from runtime.log import get_logger
 from runtime.messages import LogEntry, WorkerJob
@@ -53,7 +54,10 @@ class TaskLogger:
     def log(self, level: str, message: str) -> None:
         job = self._job
         for secret in self.masked:
-            message = message.replace(secret, "***")
+            if secret in message:
+                # Kestra's mask: as many stars, the first nine of a long one "**masked*"
+                stars = "*" * len(secret)
+                message = message.replace(secret, stars).replace("*" * 9, "**masked*", 1)
         self._buffer.add(
             LogEntry(
                 execution_id=job.execution_id,
@@ -102,6 +106,11 @@ class WorkerRunContext:
         self.namespace = job.namespace
         self.flow_id = job.flow_id
         self.variables = job.variables
+        inputs = job.variables.get("inputs") or {}
+        for name in job.variables.get(SECRET_INPUTS) or ():
+            value = inputs.get(name)
+            if isinstance(value, str) and len(value) >= 3:  # as secret() values
+                logger.masked.add(value)
         self._workdir_parent = workdir_parent
         self._workdir: Path | None = None
         self.log = logger

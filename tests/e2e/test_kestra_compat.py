@@ -65,6 +65,15 @@ def _history(run: FlowRun, key: str, states: list[str]) -> None:
     assert [h["state"] for h in run.runs()[key]["state"]["histories"]] == states
 
 
+def _assert_no_outputs(run: FlowRun, key: str) -> None:
+    assert not run.runs()[key].get("outputs")
+
+
+def _extraction_failed(logs: list[LogEntry]) -> None:
+    warned = [e.message for e in logs if e.level in ("WARN", "WARNING")]
+    assert any("Failed to extract outputs" in m and "nothing" in m for m in warned), warned
+
+
 def _no_outputs(run: FlowRun) -> None:
     assert not run.execution.get("outputs")
 
@@ -376,6 +385,37 @@ CASES: dict[str, Expect] = {
         runs={"each": "FAILED", "each_split": "SUCCESS", "each_items": "FAILED"},
         outputs={"each_items": {"iterations": {"SUCCESS": 2, "FAILED": 1}}},
     ),
+    "for_each_item_loose": Expect(
+        state="WARNING",
+        inputs={"data": "{upload}"},
+        upload="a\nb\nc\n",
+        runs={
+            **dict.fromkeys(["fire", "fire_split", "fire_items", "fire_merge"], "SUCCESS"),
+            # the failed batches fail _items; allowFailure turns the ForEachItem WARNING,
+            # and no _merge runs after a failed _items (Kestra's task runs)
+            "tolerant": "WARNING",
+            "tolerant_split": "SUCCESS",
+            "tolerant_items": "FAILED",
+            "after": "SUCCESS",
+        },
+        outputs={
+            # not waited for: each batch counts once its execution is created
+            "fire_items": {"numberOfBatches": 2, "iterations": {"RUNNING": 0, "SUCCESS": 2}},
+            "tolerant_items": {"iterations": {"CREATED": 0, "RUNNING": 0, "FAILED": 1}},
+        },
+        # nothing to merge without waiting (Kestra's merge has no outputs then)
+        check=lambda run, logs: _assert_no_outputs(run, "fire_merge"),
+    ),
+    "subflow_outputs": Expect(
+        state="WARNING",
+        runs={"call": "SUCCESS", "use": "SUCCESS", "broken": "WARNING"},
+        outputs={
+            "call": {"state": "SUCCESS", "outputs": {"loud": "HELLO"}},
+            "use": {"value": "HELLO"},
+            "broken": {"state": "SUCCESS"},
+        },
+        check=lambda run, logs: _extraction_failed(logs),
+    ),
     "exit_early": Expect(
         state="WARNING",
         runs={
@@ -419,6 +459,23 @@ CASES: dict[str, Expect] = {
             "fetch_all": {"files": lambda f: set(f) == {"/readme.md"}},
         },
         error_log="namespace file 'readme.md' exists (conflict: ERROR)",
+    ),
+    "functions_more": Expect(
+        state="WARNING",
+        inputs={"base": "{http}"},
+        runs={
+            **dict.fromkeys(["upload", "by_uri", "warned", "ion", "fetched", "posted"], "SUCCESS"),
+            "flaky": "WARNING",
+            "missing": "WARNING",
+        },
+        outputs={
+            "by_uri": {"value": "level=3"},
+            "warned": {"value": '[{"taskId":"flaky","state":"WARNING"}]'},
+            "ion": {"value": "Lyon"},
+            "fetched": {"value": "kestra"},
+            "posted": {"values": {"got": "7"}},
+        },
+        error_log="answered 404",
     ),
     "loop_until": Expect(
         state="SUCCESS",
@@ -553,8 +610,10 @@ def test_secrets_by_any_case_and_masked_in_logs(monkeypatch: pytest.MonkeyPatch)
     execution, logs = asyncio.run(flow_test.run_flow_test(FLOWS / "secrets.yml", timeout=60))
     assert execution.state.current.value == "SUCCESS"
     assert execution.task_run_list[0].outputs == {"value": "ada"}
-    lines = [entry.message for entry in logs if entry.task_id == "shout"]
-    assert lines == ["password is ***"]
+    lines = [entry.message for entry in logs if entry.task_id in ("shout", "tell")]
+    # Kestra's mask: a star per character, the first nine of a long value "**masked*";
+    # a SECRET input's value is masked as a secret() one
+    assert lines == ["password is **masked****", "the pin is ********"]
 
 
 def test_every_compat_flow_has_expectations() -> None:

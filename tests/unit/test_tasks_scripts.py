@@ -12,6 +12,7 @@ import pytest
 
 from runtime.tasks import scripts
 from runtime.tasks.context import TaskFailure
+from tests.requirements import missing
 from tests.unit.task_context import TaskContext, load_task
 
 pytestmark = pytest.mark.slow
@@ -288,7 +289,11 @@ async def test_timeout_kills_the_group_and_escalates_to_sigkill(
 
 
 @pytest.mark.asyncio
-async def test_python_script_outputs_through_the_kestra_library(ctx: TaskContext) -> None:
+async def test_python_script_outputs_through_the_kestra_library(
+    ctx: TaskContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in library, as a worker without the ``kestra`` package has it."""
+    monkeypatch.setattr(scripts, "_has_kestra_library", lambda: False)
     task = python(
         """
 inputFiles:
@@ -338,3 +343,78 @@ async def test_python_exception_fails_with_the_traceback_tail(ctx: TaskContext) 
         TaskFailure, match=r"(?s)exit code 1; last lines of stderr:\n.*ValueError: bad data$"
     ):
         await task.run(ctx)
+
+
+@pytest.mark.asyncio
+async def test_kestras_own_python_library_reports_outputs_metrics_and_logs(
+    ctx: TaskContext,
+) -> None:
+    """The ``kestra`` package from PyPI (not the stand-in): what it prints is read."""
+    import importlib.util
+
+    if importlib.util.find_spec("kestra") is None:
+        missing("the kestra library (PyPI `kestra`, in the test extra) is not installed")
+    task = python(
+        """
+script: |
+  import kestra
+  from kestra import Kestra
+  print("library", "stand-in" if "kestra_lib" in kestra.__file__ else "pypi")
+  Kestra.outputs({"rows": 3, "nested": {"a": [1, 2]}, "ok": True})
+  Kestra.outputs({"later": "merged"})
+  Kestra.counter("processed", 3, {"source": "csv"})
+  Kestra.timer("load", 1.5)
+  Kestra.logger().info("loaded")
+  Kestra.logger().warning("slow source")
+  Kestra.logger().error("one bad row")
+"""
+    )
+    out = await task.run(ctx)
+    assert ("INFO", "library pypi") in ctx.log.lines
+    assert out["vars"] == {"rows": 3, "nested": {"a": [1, 2]}, "ok": True, "later": "merged"}
+    assert ctx.metrics == [
+        ("processed", "counter", 3.0, {"source": "csv"}),
+        ("load", "timer", 1.5, {}),
+    ]
+    # the library prefixes its log lines with their UTC time
+    logged = [(level, text.split(" - ", 1)[1]) for level, text in ctx.log.lines if " - " in text]
+    assert logged == [("INFO", "loaded"), ("WARN", "slow source"), ("ERROR", "one bad row")]
+    assert not [m for m in ctx.log.messages() if m.startswith("::")]
+
+
+@pytest.mark.asyncio
+async def test_namespace_files_are_copied_in_before_input_files(ctx: TaskContext) -> None:
+    for path, text in {
+        "_files/scripts/run.sh": "echo from-namespace",
+        "_files/scripts/skip.tmp": "no",
+        "_files/conf/app.ini": "level=1",
+        "_files/readme.md": "top",
+    }.items():
+        await ctx.storage.put("company.team", path, text.encode())
+    await ctx.storage.put("other.team", "_files/scripts/run.sh", b"echo elsewhere")
+    task = shell(
+        """
+namespaceFiles:
+  enabled: true
+  include: ["scripts/**", "conf/*"]
+  exclude: ["**/*.tmp"]
+inputFiles:
+  conf/app.ini: level=2
+commands:
+  - sh scripts/run.sh
+  - cat conf/app.ini; echo
+  - ls -R . | grep -c -e skip.tmp -e readme.md || true
+"""
+    )
+    out = await task.run(ctx)
+    assert out["exitCode"] == 0
+    assert ctx.log.messages("INFO") == ["from-namespace", "level=2", "0"]
+
+
+@pytest.mark.asyncio
+async def test_namespace_files_turned_off_copy_nothing(ctx: TaskContext) -> None:
+    await ctx.storage.put("company.team", "_files/a.txt", b"a")
+    task = shell("namespaceFiles:\n  enabled: false\ncommands:\n  - ls")
+    await task.run(ctx)
+    assert "a.txt" not in ctx.log.messages("INFO")
+    assert [text for level, text in ctx.log.lines if level == "WARN"] == []
