@@ -417,3 +417,204 @@ def test_an_each_with_a_null_value_fails_with_kestras_message() -> None:
         "Found '1' null values on Each, with values=[a, null, {k=true}]" in m
         for m in logs(run, "ERROR")
     )
+
+
+# -- how an execution ends: flow outputs, the parent it answers --------------------------
+OUTPUTS = f"""
+id: t
+namespace: company.team
+tasks:
+  - id: total
+    type: io.kestra.plugin.core.debug.Return
+    format: "7"
+outputs:
+  - id: result
+    type: STRING
+    value: "VALUE"
+"""
+
+
+@pytest.mark.parametrize("end", [S.SUCCESS, S.WARNING])
+def test_an_ending_execution_sends_its_outputs_to_its_parent(end: StateType) -> None:
+    run = Run(OUTPUTS.replace("VALUE", "{{ outputs.total.value }}"))
+    run.execution = msgspec.structs.replace(
+        run.execution, parent_id="parent", parent_task_run_id="sub"
+    )
+    task_run = run.run_of("total")
+    run.send(WorkerResult(at=T0, task_run_id=task_run.id, attempt=1, state=S.RUNNING))
+    run.send(
+        WorkerResult(at=T0, task_run_id=task_run.id, attempt=1, state=end, outputs={"value": "7"})
+    )
+    (message,) = [c for c in run.commands if isinstance(c, ExecutionEnded)]
+    assert message.state is end
+    assert message.execution_id == "e"
+    assert message.outputs == {"result": "7"}
+    assert (message.parent_id, message.parent_task_run_id) == ("parent", "sub")
+
+
+def test_flow_outputs_that_cannot_render_fail_the_execution() -> None:
+    run = Run(OUTPUTS.replace("VALUE", "{{ outputs.nothing.value }}"))
+    run.report("total", S.SUCCESS)
+    (message,) = [c for c in run.commands if isinstance(c, ExecutionEnded)]
+    assert message.state is S.FAILED
+    assert message.outputs is None
+    (error,) = logs(run, "ERROR")
+    assert error.startswith("flow outputs: ")
+
+
+def test_a_failed_execution_renders_no_outputs() -> None:
+    run = Run(OUTPUTS.replace("VALUE", "{{ outputs.nothing.value }}"))
+    run.report("total", S.FAILED)
+    (message,) = [c for c in run.commands if isinstance(c, ExecutionEnded)]
+    assert message.state is S.FAILED
+    assert message.outputs is None
+    assert logs(run, "ERROR") == []
+
+
+# -- flowables: dynamic properties, allowFailure/allowWarning, a Switch without a case ---
+def test_a_flowable_property_renders_with_its_own_task_run() -> None:
+    run = Run(
+        f"""
+        id: t
+        namespace: company.team
+        tasks:
+          - id: each
+            type: io.kestra.plugin.core.flow.ForEach
+            values: ["3", "5"]
+            concurrencyLimit: 0
+            tasks:
+              - id: seq
+                type: io.kestra.plugin.core.flow.Sequential
+                timeout: "PT{{{{ taskrun.value }}}}S"
+                tasks:
+                  - id: inner
+                    type: {LOG}
+                    message: hi
+        """
+    )
+    wakes = [c for c in run.commands if isinstance(c, WakeAt) and c.delay is DelayKind.TIMEOUT]
+    by_run = {c.task_run_id: c.when for c in wakes}
+    seqs = {r.value: r.id for r in run.execution.runs_of("seq")}
+    assert by_run == {
+        seqs["3"]: T0 + timedelta(seconds=3),
+        seqs["5"]: T0 + timedelta(seconds=5),
+    }
+
+
+@pytest.mark.parametrize(
+    ("allow", "child", "scope_end", "execution_end"),
+    [
+        ("allowFailure: true", S.FAILED, S.WARNING, S.WARNING),
+        ("allowWarning: true", S.WARNING, S.SUCCESS, S.SUCCESS),
+        ("allowWarning: false", S.FAILED, S.FAILED, S.FAILED),
+    ],
+)
+def test_a_flowable_softens_its_end_as_its_allow_settings_say(
+    allow: str, child: StateType, scope_end: StateType, execution_end: StateType
+) -> None:
+    run = Run(
+        f"""
+        id: t
+        namespace: company.team
+        tasks:
+          - id: seq
+            type: io.kestra.plugin.core.flow.Sequential
+            {allow}
+            tasks:
+              - id: inner
+                type: {LOG}
+                message: hi
+        """
+    )
+    run.report("inner", child)
+    assert run.run_of("seq").state.current is scope_end
+    assert ended(run) == [execution_end]
+
+
+@pytest.mark.parametrize(
+    ("allow", "end"),
+    [("", S.FAILED), ("allowFailure: true", S.WARNING), ("allowWarning: true", S.FAILED)],
+)
+def test_a_switch_without_a_matching_case_fails(allow: str, end: StateType) -> None:
+    run = Run(
+        f"""
+        id: t
+        namespace: company.team
+        tasks:
+          - id: pick
+            type: io.kestra.plugin.core.flow.Switch
+            value: "{{{{ 'b' }}}}"
+            {allow}
+            cases:
+              a:
+                - id: inner
+                  type: {LOG}
+                  message: hi
+          - id: after
+            type: {LOG}
+            message: after
+        """
+    )
+    pick = run.run_of("pick")
+    assert pick.state.current is end
+    errors = [c for c in run.commands if isinstance(c, Log) and c.level == "ERROR"]
+    assert [(c.task_run_id, c.task_id) for c in errors] == [(pick.id, "pick")]
+    assert "no case for 'b'" in errors[0].message
+    assert ("after" in started(run)) is (end is not S.FAILED)
+
+
+# -- retry policies: inherited from the nearest ancestor, or rendered -----------------------
+def test_a_task_without_a_retry_policy_takes_its_nearest_ancestors() -> None:
+    run = Run(
+        f"""
+        id: t
+        namespace: company.team
+        retry:
+          type: constant
+          interval: PT9S
+          maxAttempt: 5
+        tasks:
+          - id: seq
+            type: io.kestra.plugin.core.flow.Sequential
+            retry:
+              type: constant
+              interval: PT2S
+              maxAttempt: 2
+            tasks:
+              - id: inner
+                type: {LOG}
+                message: hi
+        """
+    )
+    run.report("inner", S.FAILED)
+    inner = run.run_of("inner")
+    assert inner.state.current is S.RETRYING
+    (wake,) = [c for c in run.commands if isinstance(c, WakeAt) and c.delay is DelayKind.RETRY]
+    assert wake.when == T0 + timedelta(seconds=2)
+    run.send(DelayElapsed(at=T0, delay=DelayKind.RETRY, task_run_id=inner.id, attempt=1))
+    run.report("inner", S.FAILED)
+    assert run.run_of("inner").state.current is S.FAILED  # maxAttempt 2: no third
+    assert ended(run) == [S.FAILED]
+
+
+def test_a_retry_policy_that_cannot_render_retries_nothing() -> None:
+    run = Run(
+        f"""
+        id: t
+        namespace: company.team
+        tasks:
+          - id: inner
+            type: {LOG}
+            message: hi
+            retry:
+              type: constant
+              interval: PT1S
+              maxAttempt: "{{{{ taskrun.attemptsCount + 2 }}}}"
+        """
+    )
+    run.report("inner", S.FAILED)
+    assert run.run_of("inner").state.current is S.FAILED
+    errors = logs(run, "ERROR")
+    assert len(errors) == 1
+    assert errors[0].endswith(": not retried")
+    assert ended(run) == [S.FAILED]
