@@ -420,7 +420,7 @@ def test_an_each_with_a_null_value_fails_with_kestras_message() -> None:
 
 
 # -- how an execution ends: flow outputs, the parent it answers --------------------------
-OUTPUTS = f"""
+OUTPUTS = """
 id: t
 namespace: company.team
 tasks:
