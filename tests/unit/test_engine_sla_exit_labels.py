@@ -9,13 +9,14 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from runtime.flow.engine import kill_refusal, replay_refusal, resume_refusal
+from runtime.flow.engine import EngineError, kill_refusal, replay_refusal, resume_refusal
 from runtime.flow.events import (
     DelayElapsed,
     DelayKind,
     ExecutionEnded,
     KillTask,
     Log,
+    Restart,
     RunTask,
     WakeAt,
     WorkerResult,
@@ -618,3 +619,81 @@ def test_a_retry_policy_that_cannot_render_retries_nothing() -> None:
     assert len(errors) == 1
     assert errors[0].endswith(": not retried")
     assert ended(run) == [S.FAILED]
+
+
+# -- "mark as" after an execution ended by a timeout or an sla ----------------------------
+@pytest.mark.parametrize(
+    ("ending", "first_end"),
+    [
+        (DelayElapsed(at=T0, delay=DelayKind.FLOW_TIMEOUT), S.FAILED),
+        (DelayElapsed(at=T0, delay=DelayKind.SLA, attempt=1), S.CANCELLED),
+    ],
+)
+def test_a_task_run_marked_after_a_timeout_or_sla_lets_the_execution_end_as_it_goes(
+    ending: DelayElapsed, first_end: StateType
+) -> None:
+    run = Run(MAX_DURATION.replace("BEHAVIOR", "CANCEL"))
+    nap = run.run_of("nap")
+    run.send(WorkerResult(at=T0, task_run_id=nap.id, attempt=1, state=S.RUNNING))
+    run.send(ending)
+    run.send(WorkerResult(at=T0, task_run_id=nap.id, attempt=1, state=S.KILLED))
+    assert ended(run) == [first_end]
+    run.send(Restart(at=T0, task_run_id=nap.id, state=S.SUCCESS))
+    assert run.execution.state.current is S.RUNNING
+    run.report("after", S.SUCCESS)
+    assert ended(run) == [first_end, S.SUCCESS]
+
+
+def test_a_task_run_is_marked_with_an_end_state_only() -> None:
+    run = Run(LABELS)
+    run.report("set", S.SUCCESS)
+    run.report("after", S.SUCCESS)
+    with pytest.raises(EngineError, match="marked with an end state, not RUNNING"):
+        run.send(Restart(at=T0, task_run_id=run.run_of("set").id, state=S.RUNNING))
+
+
+def test_a_switch_renders_its_value_with_its_own_task_run() -> None:
+    run = Run(
+        f"""
+        id: t
+        namespace: company.team
+        tasks:
+          - id: each
+            type: io.kestra.plugin.core.flow.ForEach
+            values: ["a", "b"]
+            concurrencyLimit: 0
+            tasks:
+              - id: pick
+                type: io.kestra.plugin.core.flow.Switch
+                value: "{{{{ taskrun.value }}}}"
+                cases:
+                  a:
+                    - id: on_a
+                      type: {LOG}
+                      message: a
+                  b:
+                    - id: on_b
+                      type: {LOG}
+                      message: b
+        """
+    )
+    assert sorted(started(run)) == ["on_a", "on_b"]
+
+
+def test_a_flowable_property_renders_with_its_task() -> None:
+    run = Run(
+        f"""
+        id: t
+        namespace: company.team
+        tasks:
+          - id: seq
+            type: io.kestra.plugin.core.flow.Sequential
+            timeout: "PT{{{{ task.id | length }}}}S"
+            tasks:
+              - id: inner
+                type: {LOG}
+                message: hi
+        """
+    )
+    (wake,) = [c for c in run.commands if isinstance(c, WakeAt) and c.delay is DelayKind.TIMEOUT]
+    assert wake.when == T0 + timedelta(seconds=3)
