@@ -19,7 +19,7 @@ from backends.elasticsearch import documents, indices
 from backends.elasticsearch.client import call
 from backends.elasticsearch.settings import SearchSettings
 from backends.errors import OutOfRange
-from backends.memory.stores import LEVELS
+from backends.memory.stores import level_floor
 from backends.protocols import (
     DailyCount,
     ExecutionFilter,
@@ -297,14 +297,6 @@ class SearchTriggers:
         return documents.trigger_of(response.body["_source"])
 
 
-def _level_floor(level: str | None) -> int | None:
-    if level is None:
-        return None
-    if level.upper() not in LEVELS:
-        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(sorted(LEVELS))}")
-    return LEVELS[level.upper()]
-
-
 _LIVE: Query = {"bool": {"must_not": [{"term": {"deleted": True}}]}}
 
 
@@ -321,11 +313,11 @@ def log_query(where: LogFilter) -> Query:
     ):
         if value is not None:
             found.append({"term": {field: value}})
-    floor = _level_floor(where.min_level)
+    floor = level_floor(where.min_level)
     if floor is not None:
         found.append({"range": {"rank": {"gte": floor}}})
     if where.levels is not None:
-        ranks = sorted({_level_floor(name) for name in where.levels} - {None})  # type: ignore[type-var]
+        ranks = sorted({level_floor(name) for name in where.levels} - {None})  # type: ignore[type-var]
         found.append({"terms": {"rank": ranks}})
     dates: dict[str, str] = {}
     if where.after is not None:
@@ -355,7 +347,7 @@ class SearchLogs:
         after_seq: int = 0,
         limit: int = 1000,
     ) -> list[LogEntry]:
-        floor = _level_floor(min_level)
+        floor = level_floor(min_level)
         if limit <= 0:
             return []
         found: list[Query] = [

@@ -30,7 +30,7 @@ from backends.errors import Transient
 from backends.kafka.settings import KafkaSettings
 from backends.kafka.tables import SETTLE_SECONDS
 from backends.kafka.topics import ensure_topics, logs_spec
-from backends.memory.stores import LEVELS, level_rank, log_matcher
+from backends.memory.stores import level_floor, level_rank, log_matcher
 from backends.protocols import LogFilter
 from runtime.messages import LogEntry
 
@@ -215,11 +215,7 @@ class KafkaLogs:
         after_seq: int = 0,
         limit: int = 1000,
     ) -> list[LogEntry]:
-        if min_level is not None and min_level.upper() not in LEVELS:
-            raise ValueError(
-                f"unknown log level {min_level!r}: use one of {', '.join(sorted(LEVELS))}"
-            )
-        floor = None if min_level is None else LEVELS[min_level.upper()]
+        floor = level_floor(min_level)
         if limit <= 0:
             return []
         lines = _numbered(await self._topic.lines(execution_id), self._own(execution_id))

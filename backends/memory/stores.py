@@ -361,6 +361,16 @@ def level_rank(level: str) -> int:
     return LEVELS.get(level.upper(), LEVELS["INFO"])
 
 
+def level_floor(level: str | None) -> int | None:
+    """The severity a ``min_level`` filter asks for (None: every entry); an unknown
+    level is a ValueError naming the known ones."""
+    if level is None:
+        return None
+    if level.upper() not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(sorted(LEVELS))}")
+    return LEVELS[level.upper()]
+
+
 class MemoryLogs:
     """The LogStore protocol in memory: one append-only list per execution."""
 
@@ -384,11 +394,7 @@ class MemoryLogs:
         after_seq: int = 0,
         limit: int = 1000,
     ) -> list[LogEntry]:
-        if min_level is not None and min_level.upper() not in LEVELS:
-            raise ValueError(
-                f"unknown log level {min_level!r}: use one of {', '.join(sorted(LEVELS))}"
-            )
-        floor = None if min_level is None else LEVELS[min_level.upper()]
+        floor = level_floor(min_level)
 
         def op(view: View) -> list[LogEntry]:
             found: list[LogEntry] = []
